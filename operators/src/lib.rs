@@ -1,0 +1,33 @@
+//! # weir-operators: what a weir job computes
+//!
+//! Pure logic, no threads, no I/O: the [`Message`] type that flows between
+//! tasks, the [`Operator`] contract with the built-in one-to-one operators, the
+//! keyed contract ([`KeyedProcess`], [`Reduce`], [`Aggregate`]), keys and key
+//! groups ([`StateKey`], [`key_group_of`]) and the state codec. The runtime
+//! (crate `weir`) runs these on threads with RocksDB state and checkpoints;
+//! this crate's Cargo.toml has no tokio, rdkafka or rocksdb, so it cannot
+//! grow a dependency on them by accident.
+//!
+//! ```
+//! use weir_operators::{Map, Operator};
+//! let mut double = Map(|x: u32| x * 2);
+//! let mut out = Vec::new();
+//! double.process(21, &mut out).unwrap();
+//! assert_eq!(out, [42]);
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod key;
+pub mod keyed;
+pub mod message;
+pub mod operator;
+
+pub use codec::{decode_value, encode_state_key, encode_value, CodecError};
+pub use key::{
+    key_group_of, key_group_range, key_hash, subtask_for_key_group, KeyGroup, StateKey,
+    DEFAULT_MAX_PARALLELISM,
+};
+pub use keyed::{Aggregate, Aggregator, KeyedHarness, KeyedProcess, Reduce, StateValue};
+pub use message::{Barrier, CheckpointId, Message, Timestamp};
+pub use operator::{Filter, FlatMap, Inspect, Map, Operator, OperatorError, TryMap};

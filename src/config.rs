@@ -1,0 +1,95 @@
+//! Job configuration: one struct, sensible defaults.
+
+use crate::error::{Result, WeirError};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a job runs. Defaults: checkpoints every 1 s into `./weir-checkpoints`,
+/// 10 min timeout, 3 retained, parallelism 1, 128 key groups.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    /// Root of the checkpoint store; the job's checkpoints go to `<dir>/<job name>/`.
+    pub checkpoint_dir: PathBuf,
+    /// Interval between checkpoints; `None` disables periodic checkpoints
+    /// (on-demand and final checkpoints still work).
+    pub checkpoint_interval: Option<Duration>,
+    /// A checkpoint not complete after this long is aborted.
+    pub checkpoint_timeout: Duration,
+    /// How many complete checkpoints to keep.
+    pub retained_checkpoints: usize,
+    /// Where the working RocksDB instances live. Default `<checkpoint_dir>/<job>/local`,
+    /// which lets snapshots hard-link SST files into the store.
+    pub local_state_dir: Option<PathBuf>,
+    /// Bytes of the block cache shared by every RocksDB instance of the job.
+    pub state_block_cache_bytes: usize,
+    /// Bytes of memtables across every RocksDB instance (write-buffer manager).
+    pub state_write_buffer_bytes: usize,
+    /// Entries per task in the write-back cache in front of RocksDB.
+    pub state_cache_entries: usize,
+    /// Capacity of each channel between tasks, in batches.
+    pub channel_capacity: usize,
+    /// Records per batch on a channel before it is flushed.
+    pub batch_size: usize,
+    /// When the job has ended: whether to run without restoring (ignore checkpoints).
+    pub restore: bool,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        JobConfig {
+            checkpoint_dir: PathBuf::from("weir-checkpoints"),
+            checkpoint_interval: Some(Duration::from_secs(1)),
+            checkpoint_timeout: Duration::from_secs(600),
+            retained_checkpoints: 3,
+            local_state_dir: None,
+            state_block_cache_bytes: 256 << 20,
+            state_write_buffer_bytes: 128 << 20,
+            state_cache_entries: 1 << 20,
+            channel_capacity: 16,
+            batch_size: 1024,
+            restore: true,
+        }
+    }
+}
+
+impl JobConfig {
+    /// A default config with checkpoints under `dir`.
+    pub fn with_checkpoint_dir(dir: impl Into<PathBuf>) -> Self {
+        JobConfig {
+            checkpoint_dir: dir.into(),
+            ..JobConfig::default()
+        }
+    }
+
+    /// Checks every value, naming the key of the first bad one.
+    ///
+    /// # Errors
+    /// [`WeirError::Config`] for a zero or out-of-range value.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, message: &str| {
+            Err(WeirError::Config {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        if self.checkpoint_interval == Some(Duration::ZERO) {
+            return bad("checkpoint_interval", "must be > 0 (use None to disable)");
+        }
+        if self.checkpoint_timeout.is_zero() {
+            return bad("checkpoint_timeout", "must be > 0");
+        }
+        if self.retained_checkpoints == 0 {
+            return bad("retained_checkpoints", "must be >= 1");
+        }
+        if self.channel_capacity == 0 {
+            return bad("channel_capacity", "must be >= 1");
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be >= 1");
+        }
+        if self.state_cache_entries == 0 {
+            return bad("state_cache_entries", "must be >= 1");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! Sources and sinks: the contracts and the built-in connectors.
+//!
+//! A [`Source`] produces records and can say where it is (its position is
+//! stored in each checkpoint and handed back on restore). A [`Sink`] writes
+//! records and takes part in checkpoints: `snapshot` at the barrier
+//! (pre-commit), `commit` once the checkpoint is complete.
+
+pub mod collect;
+pub mod file_sink;
+pub mod generator;
+
+use crate::error::Result;
+use std::time::Duration;
+use weir_operators::CheckpointId;
+
+/// What a source or sink subtask is told when it is created.
+#[derive(Debug, Clone)]
+pub struct ConnectorContext {
+    /// This subtask's index, `0..parallelism`.
+    pub subtask: usize,
+    /// Number of subtasks.
+    pub parallelism: usize,
+    /// The operator's uid (or name when stateless).
+    pub uid: String,
+    /// The state this subtask stored in the checkpoint being restored, if any.
+    pub restored: Option<Vec<u8>>,
+}
+
+/// The outcome of [`Source::poll`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourcePoll {
+    /// Records were appended.
+    Ready,
+    /// Nothing now; poll again after at most this long.
+    Idle(Duration),
+    /// No more records, ever (bounded input).
+    End,
+}
+
+/// A source subtask.
+pub trait Source<T>: Send + 'static {
+    /// Appends up to `max` records to `out`.
+    ///
+    /// # Errors
+    /// A failure ends the job with this error.
+    fn poll(&mut self, out: &mut Vec<T>, max: usize) -> Result<SourcePoll>;
+    /// The position after the last record returned, to store in a checkpoint.
+    fn position(&self) -> Vec<u8>;
+    /// A readable form of the position for tools.
+    fn describe_position(&self) -> String {
+        String::new()
+    }
+    /// Checkpoint `id` (which holds the position taken at its barrier) is complete.
+    ///
+    /// # Errors
+    /// A failure ends the job.
+    fn checkpoint_complete(&mut self, _id: CheckpointId) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A sink subtask.
+pub trait Sink<T>: Send + 'static {
+    /// Whether the sink has state to checkpoint (then it needs a uid).
+    fn is_stateful() -> bool
+    where
+        Self: Sized,
+    {
+        true
+    }
+    /// Writes (drains) a batch.
+    ///
+    /// # Errors
+    /// A failure ends the job.
+    fn write(&mut self, records: &mut Vec<T>) -> Result<()>;
+    /// Barrier `id` arrived: make everything written so far ready to commit
+    /// and return what recovery needs to commit or discard it.
+    ///
+    /// # Errors
+    /// A failure declines the checkpoint.
+    fn snapshot(&mut self, id: CheckpointId) -> Result<Vec<u8>>;
+    /// Checkpoint `id` is complete: make its output visible.
+    ///
+    /// # Errors
+    /// A failure ends the job; recovery commits again from the checkpoint.
+    fn commit(&mut self, id: CheckpointId) -> Result<()>;
+    /// The input ended (after the final checkpoint committed).
+    ///
+    /// # Errors
+    /// A failure ends the job.
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,108 @@
+//! Errors of weir. Every variant names where the problem is: the operator, the
+//! checkpoint path, the config key.
+
+use std::path::PathBuf;
+
+/// Result alias for weir.
+pub type Result<T, E = WeirError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong when building or running a job.
+#[derive(Debug, thiserror::Error)]
+pub enum WeirError {
+    /// The job graph is invalid (cycle, missing or duplicate uid, bad parallelism...).
+    #[error("invalid job graph: {0}")]
+    InvalidGraph(String),
+    /// A configuration value is invalid.
+    #[error("invalid configuration `{key}`: {message}")]
+    Config {
+        /// The configuration key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A file-system operation on the checkpoint store or local state failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What weir was doing.
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A checkpoint exists but cannot be used.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The checkpoint file or directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The checkpoint directory has checkpoints, and none of them is readable.
+    #[error("no usable checkpoint in {dir} although it holds {count} checkpoint(s); refusing to start empty:\n{details}")]
+    NoUsableCheckpoint {
+        /// The job's checkpoint directory.
+        dir: PathBuf,
+        /// How many checkpoint directories were found.
+        count: usize,
+        /// Why each one was rejected.
+        details: String,
+    },
+    /// RocksDB reported an error.
+    #[error("state of operator `{operator}` (RocksDB at {path}): {message}")]
+    State {
+        /// Operator uid and subtask.
+        operator: String,
+        /// The RocksDB directory.
+        path: PathBuf,
+        /// The RocksDB error.
+        message: String,
+    },
+    /// An operator (user code) failed.
+    #[error("operator `{operator}` failed: {message}")]
+    Operator {
+        /// Operator name and subtask.
+        operator: String,
+        /// The error it raised.
+        message: String,
+    },
+    /// A task panicked.
+    #[error("task `{task}` panicked: {message}")]
+    Panic {
+        /// The task's name.
+        task: String,
+        /// The panic payload.
+        message: String,
+    },
+    /// A sink or source connector failed.
+    #[error("connector `{connector}`: {message}")]
+    Connector {
+        /// The connector (uid and subtask).
+        connector: String,
+        /// What failed.
+        message: String,
+    },
+    /// The job was cancelled.
+    #[error("job cancelled")]
+    Cancelled,
+}
+
+impl WeirError {
+    /// Wraps an I/O error with what was being done and the path.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        WeirError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Whether restarting the job from its last checkpoint may succeed (an I/O
+    /// or connector hiccup), as opposed to a fatal error in the job itself.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            WeirError::Io { .. } | WeirError::Connector { .. } | WeirError::State { .. }
+        )
+    }
+}

@@ -1,0 +1,560 @@
+//! Running a job: tasks on OS threads, channels between them, and the
+//! checkpoint coordinator driving barriers, manifests and recovery.
+//!
+//! # Start
+//! 1. Open the checkpoint store and pick the restore point (newest usable
+//!    complete checkpoint, see [`crate::checkpoint::store`]).
+//! 2. Check that the job's operators match the checkpoint (every uid with
+//!    state exists, same parallelism).
+//! 3. Create the channels, then each task (sources seek to their stored
+//!    position, keyed tasks rebuild their RocksDB from the stored files,
+//!    sinks finish or discard leftovers), then start the threads.
+//!
+//! # Run
+//! The coordinator thread feeds the pure [`crate::checkpoint::Coordinator`]
+//! with acks and time and carries out its actions. A failing task fails the
+//! job: every other task is cancelled and [`JobHandle::join`] returns the
+//! first error.
+
+pub(crate) mod aligner;
+pub(crate) mod chain;
+pub(crate) mod fxhash;
+pub(crate) mod task;
+
+use crate::checkpoint::coordinator::{Action, Coordinator, CoordinatorConfig};
+use crate::checkpoint::manifest::{
+    from_hex, Manifest, OperatorSnapshot, SubtaskState, MANIFEST_FORMAT,
+};
+use crate::checkpoint::store::CheckpointStore;
+use crate::config::JobConfig;
+use crate::error::{Result, WeirError};
+use crate::graph::{Job, OperatorInfo};
+use crate::state::StateEnv;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use task::{RuntimeEvent, TaskCommand, TaskRuntime};
+use weir_operators::{Barrier, CheckpointId};
+
+/// What task makers see when the job starts.
+pub(crate) struct TaskEnv {
+    pub(crate) parallelism: Vec<usize>,
+    pub(crate) batch_size: usize,
+    pub(crate) state_cache_entries: usize,
+    pub(crate) cancel: Arc<AtomicBool>,
+    operators: Vec<OperatorInfo>,
+    restore: Option<Manifest>,
+    state: Arc<StateEnv>,
+}
+
+impl TaskEnv {
+    pub(crate) fn uid(&self, op: usize) -> Result<String> {
+        let info = &self.operators[op];
+        info.uid
+            .clone()
+            .ok_or_else(|| WeirError::InvalidGraph(format!("operator `{}` needs a uid", info.name)))
+    }
+
+    pub(crate) fn restored(&self, uid: &str, subtask: usize) -> Option<&SubtaskState> {
+        self.restore
+            .as_ref()?
+            .operators
+            .get(uid)?
+            .subtasks
+            .get(subtask)
+    }
+
+    pub(crate) fn restored_bytes(&self, uid: &str, subtask: usize) -> Result<Option<Vec<u8>>> {
+        match self.restored(uid, subtask) {
+            None => Ok(None),
+            Some(SubtaskState::Bytes { hex, .. }) => {
+                from_hex(hex)
+                    .map(Some)
+                    .ok_or_else(|| WeirError::Checkpoint {
+                        path: self.store_dir(),
+                        message: format!("state of `{uid}` subtask {subtask} is not valid hex"),
+                    })
+            }
+            Some(SubtaskState::Rocks(_)) => Err(WeirError::Checkpoint {
+                path: self.store_dir(),
+                message: format!("state of `{uid}` is keyed state, expected a position"),
+            }),
+        }
+    }
+
+    pub(crate) fn store_dir(&self) -> PathBuf {
+        match &self.restore {
+            Some(m) => self
+                .state
+                .store
+                .checkpoint_path(CheckpointId(m.checkpoint_id)),
+            None => self.state.store.job_dir().to_path_buf(),
+        }
+    }
+
+    pub(crate) fn state(&self) -> Result<&StateEnv> {
+        Ok(&self.state)
+    }
+}
+
+/// How a finished job went.
+#[derive(Debug, Clone)]
+pub struct JobSummary {
+    /// The job's name.
+    pub job: String,
+    /// The checkpoint the run started from, if any.
+    pub restored_from: Option<u64>,
+    /// Checkpoints completed during this run.
+    pub checkpoints_completed: u64,
+    /// The newest complete checkpoint at the end (the final one of a bounded run).
+    pub last_checkpoint: Option<u64>,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+/// A running job: wait for it, trigger checkpoints, stop or cancel it.
+pub struct JobHandle {
+    events: Sender<RuntimeEvent>,
+    driver: std::thread::JoinHandle<Result<JobSummary>>,
+}
+
+impl JobHandle {
+    /// Asks for a checkpoint now (it waits for one in flight).
+    pub fn trigger_checkpoint(&self) {
+        let _ = self.events.send(RuntimeEvent::Request { then_stop: false });
+    }
+
+    /// Stops gracefully: a final checkpoint (sources stop at its barrier,
+    /// sinks commit), then every task ends.
+    pub fn stop(&self) {
+        let _ = self.events.send(RuntimeEvent::Request { then_stop: true });
+    }
+
+    /// Cancels at once, without a final checkpoint.
+    pub fn cancel(&self) {
+        let _ = self.events.send(RuntimeEvent::Cancel);
+    }
+
+    /// Waits for the job to end.
+    ///
+    /// # Errors
+    /// The first error of any task, or of the checkpoint store.
+    pub fn join(self) -> Result<JobSummary> {
+        match self.driver.join() {
+            Ok(r) => r,
+            Err(p) => Err(WeirError::Panic {
+                task: "coordinator".into(),
+                message: task::panic_message(&p),
+            }),
+        }
+    }
+}
+
+impl Job {
+    /// Runs the job to its end (bounded sources) or until it fails.
+    ///
+    /// # Errors
+    /// Invalid configuration, an unusable checkpoint directory, or the first
+    /// task error.
+    pub fn run(self, config: JobConfig) -> Result<JobSummary> {
+        self.start(config)?.join()
+    }
+
+    /// Starts the job and returns a handle to it.
+    ///
+    /// # Errors
+    /// Invalid configuration, an unusable checkpoint directory, a checkpoint
+    /// that does not match the job, or a task that cannot be created.
+    pub fn start(self, config: JobConfig) -> Result<JobHandle> {
+        config.validate()?;
+        let started = Instant::now();
+        let store = CheckpointStore::open(&config.checkpoint_dir, &self.name)?;
+        let restore = if config.restore {
+            store.restore_point()?
+        } else {
+            None
+        };
+        let parallelism: Vec<usize> = self.vertices.iter().map(|v| v.parallelism).collect();
+        if let Some(m) = &restore {
+            check_compatible(&self.operators, &parallelism, m, &store)?;
+            tracing::info!(
+                "job {}: restoring from checkpoint {}",
+                self.name,
+                m.checkpoint_id
+            );
+        }
+        let local_root = config
+            .local_state_dir
+            .clone()
+            .unwrap_or_else(|| store.job_dir().join("local"));
+        let state = Arc::new(StateEnv::new(
+            store.clone(),
+            local_root,
+            config.state_block_cache_bytes,
+            config.state_write_buffer_bytes,
+        )?);
+        state.clean_stale_local_dirs();
+        let next_id = store.checkpoint_ids()?.last().map_or(1, |c| c.0 + 1);
+        let existing = store.complete_ids()?;
+
+        for edge in &self.edges {
+            let (from, to) = edge.endpoints();
+            edge.materialize(parallelism[from], parallelism[to], config.channel_capacity);
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        let restored_from = restore.as_ref().map(|m| m.checkpoint_id);
+        let env = TaskEnv {
+            parallelism: parallelism.clone(),
+            batch_size: config.batch_size,
+            state_cache_entries: config.state_cache_entries,
+            cancel: cancel.clone(),
+            operators: self.operators.clone(),
+            restore,
+            state,
+        };
+        let (events_tx, events_rx) = crossbeam_channel::unbounded();
+        let mut bodies = Vec::new();
+        for v in &self.vertices {
+            let Some(make) = &v.make else { continue };
+            for s in 0..v.parallelism {
+                bodies.push((format!("{}[{}]", v.name, s), v.is_source, make(&env, s)?));
+            }
+        }
+        drop(env);
+        let mut tasks = Vec::new();
+        for (index, (name, is_source, body)) in bodies.into_iter().enumerate() {
+            let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+            let (snapshots, snapshotter) =
+                task::spawn_snapshotter(index, name.clone(), events_tx.clone())?;
+            let rt = TaskRuntime {
+                commands: cmd_rx,
+                events: events_tx.clone(),
+                cancel: cancel.clone(),
+                snapshots,
+            };
+            let events = events_tx.clone();
+            let task_name = name.clone();
+            let thread = std::thread::Builder::new()
+                .name(name.chars().take(15).collect())
+                .spawn(move || {
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(rt)));
+                    let event = match result {
+                        Ok(Ok(())) => RuntimeEvent::Finished { task: index },
+                        Ok(Err(error)) => RuntimeEvent::Failed { task: index, error },
+                        Err(p) => RuntimeEvent::Failed {
+                            task: index,
+                            error: WeirError::Panic {
+                                task: task_name,
+                                message: task::panic_message(&p),
+                            },
+                        },
+                    };
+                    let _ = events.send(event);
+                })
+                .map_err(|e| WeirError::io("cannot spawn task thread", &name, e))?;
+            tasks.push(RunningTask {
+                name,
+                is_source,
+                commands: cmd_tx,
+                thread: Some(thread),
+                snapshotter: Some(snapshotter),
+            });
+        }
+        let coordinator = Coordinator::new(
+            CoordinatorConfig {
+                interval_ms: config.checkpoint_interval.map(|d| d.as_millis() as u64),
+                timeout_ms: config.checkpoint_timeout.as_millis() as u64,
+                retained: config.retained_checkpoints,
+            },
+            tasks.len(),
+            next_id,
+            existing,
+        );
+        let mut driver = Driver {
+            job: self.name.clone(),
+            store,
+            coordinator,
+            tasks,
+            events: events_rx,
+            cancel,
+            started,
+            restored_from,
+            completed: 0,
+            last: restored_from,
+            parallelism_by_uid: parallelism_by_uid(&self.operators, &parallelism),
+        };
+        let thread = std::thread::Builder::new()
+            .name("weir-coordinator".into())
+            .spawn(move || driver.run())
+            .map_err(|e| WeirError::io("cannot spawn coordinator thread", "weir-coordinator", e))?;
+        Ok(JobHandle {
+            events: events_tx,
+            driver: thread,
+        })
+    }
+}
+
+fn parallelism_by_uid(
+    operators: &[OperatorInfo],
+    parallelism: &[usize],
+) -> BTreeMap<String, usize> {
+    operators
+        .iter()
+        .filter_map(|o| Some((o.uid.clone()?, parallelism[o.vertex])))
+        .collect()
+}
+
+/// A checkpoint must fit the job: same uids with state, same parallelism.
+fn check_compatible(
+    operators: &[OperatorInfo],
+    parallelism: &[usize],
+    m: &Manifest,
+    store: &CheckpointStore,
+) -> Result<()> {
+    let path = store.checkpoint_path(CheckpointId(m.checkpoint_id));
+    for (uid, snap) in &m.operators {
+        let Some(op) = operators
+            .iter()
+            .find(|o| o.uid.as_deref() == Some(uid.as_str()))
+        else {
+            return Err(WeirError::Checkpoint { path, message: format!("it holds state of operator uid `{uid}`, which this job does not have (was a uid renamed?)") });
+        };
+        let p = parallelism[op.vertex];
+        if snap.parallelism != p {
+            return Err(WeirError::Checkpoint {
+                path,
+                message: format!("operator `{uid}` ran with parallelism {} and now has {p}; changing the parallelism of stateful operators is not supported yet", snap.parallelism),
+            });
+        }
+    }
+    Ok(())
+}
+
+struct RunningTask {
+    name: String,
+    is_source: bool,
+    commands: Sender<TaskCommand>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    snapshotter: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Driver {
+    job: String,
+    store: CheckpointStore,
+    coordinator: Coordinator<Vec<(String, usize, SubtaskState)>>,
+    tasks: Vec<RunningTask>,
+    events: Receiver<RuntimeEvent>,
+    cancel: Arc<AtomicBool>,
+    started: Instant,
+    restored_from: Option<u64>,
+    completed: u64,
+    last: Option<u64>,
+    parallelism_by_uid: BTreeMap<String, usize>,
+}
+
+impl Driver {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn run(&mut self) -> Result<JobSummary> {
+        let result = self.drive();
+        if result.is_err() {
+            self.cancel.store(true, Ordering::Relaxed);
+            for t in &self.tasks {
+                let _ = t.commands.send(TaskCommand::Cancel);
+            }
+        }
+        for t in &mut self.tasks {
+            if let Some(h) = t.thread.take() {
+                let _ = h.join();
+            }
+        }
+        // Task threads are gone, so their snapshot channels are closed.
+        for t in &mut self.tasks {
+            if let Some(h) = t.snapshotter.take() {
+                let _ = h.join();
+            }
+        }
+        result.map(|()| JobSummary {
+            job: self.job.clone(),
+            restored_from: self.restored_from,
+            checkpoints_completed: self.completed,
+            last_checkpoint: self.last,
+            elapsed: self.started.elapsed(),
+        })
+    }
+
+    fn drive(&mut self) -> Result<()> {
+        let sources = self.tasks.iter().filter(|t| t.is_source).count();
+        let (mut sources_at_end, mut finished) = (0, 0);
+        loop {
+            let now = self.now_ms();
+            let wait = self
+                .coordinator
+                .next_deadline()
+                .map_or(100, |d| d.saturating_sub(now))
+                .min(100);
+            let actions = match self.events.recv_timeout(Duration::from_millis(wait)) {
+                Ok(RuntimeEvent::Ack { task, id, states }) => {
+                    self.coordinator.on_ack(task, id, states)
+                }
+                Ok(RuntimeEvent::Decline { task, id, reason }) => {
+                    tracing::warn!(
+                        "checkpoint {id} declined by {}: {reason}",
+                        self.tasks[task].name
+                    );
+                    self.coordinator.on_decline(id, reason)
+                }
+                Ok(RuntimeEvent::SourceAtEnd) => {
+                    sources_at_end += 1;
+                    if sources_at_end == sources {
+                        tracing::info!(
+                            "all sources reached the end of their input: final checkpoint"
+                        );
+                        self.coordinator.request(self.now_ms(), true)
+                    } else {
+                        Vec::new()
+                    }
+                }
+                Ok(RuntimeEvent::Request { then_stop }) => {
+                    self.coordinator.request(self.now_ms(), then_stop)
+                }
+                Ok(RuntimeEvent::Finished { task }) => {
+                    tracing::debug!("{} finished", self.tasks[task].name);
+                    finished += 1;
+                    if finished == self.tasks.len() {
+                        return Ok(());
+                    }
+                    Vec::new()
+                }
+                Ok(RuntimeEvent::Failed { task, error }) => {
+                    if matches!(error, WeirError::Cancelled) {
+                        tracing::debug!("{} cancelled", self.tasks[task].name);
+                        continue;
+                    }
+                    tracing::error!("task {} failed: {error}", self.tasks[task].name);
+                    return Err(error);
+                }
+                Ok(RuntimeEvent::Cancel) => return Err(WeirError::Cancelled),
+                Err(RecvTimeoutError::Timeout) => Vec::new(),
+                Err(RecvTimeoutError::Disconnected) => return Err(WeirError::Cancelled),
+            };
+            let mut queue: std::collections::VecDeque<_> = actions.into();
+            queue.extend(self.coordinator.tick(self.now_ms()));
+            while let Some(action) = queue.pop_front() {
+                queue.extend(self.execute(action)?);
+            }
+        }
+    }
+
+    fn broadcast(&self, command: TaskCommand, sources_only: bool) {
+        for t in self.tasks.iter().filter(|t| t.is_source || !sources_only) {
+            let _ = t.commands.send(command);
+        }
+    }
+
+    fn execute(
+        &mut self,
+        action: Action<Vec<(String, usize, SubtaskState)>>,
+    ) -> Result<Vec<Action<Vec<(String, usize, SubtaskState)>>>> {
+        match action {
+            Action::Trigger { id, then_stop } => {
+                tracing::info!(
+                    "checkpoint {id} triggered{}",
+                    if then_stop { " (final)" } else { "" }
+                );
+                self.broadcast(TaskCommand::Trigger(Barrier { id, then_stop }), true);
+                Ok(Vec::new())
+            }
+            Action::Persist {
+                id,
+                snapshots,
+                then_stop,
+            } => {
+                let manifest = self.manifest(id, snapshots, then_stop);
+                match self.store.write_manifest(&manifest) {
+                    Ok(()) => Ok(self.coordinator.on_persisted(id)),
+                    Err(e) => {
+                        tracing::warn!("checkpoint {id}: {e}");
+                        Ok(self.coordinator.on_persist_failed(id, e.to_string()))
+                    }
+                }
+            }
+            Action::NotifyComplete { id, then_stop } => {
+                crate::failpoint::hit("before-notify");
+                self.completed += 1;
+                self.last = Some(id.0);
+                tracing::info!(
+                    "checkpoint {id} complete{}",
+                    if then_stop { " (final)" } else { "" }
+                );
+                self.broadcast(TaskCommand::Complete(id), false);
+                Ok(Vec::new())
+            }
+            Action::Abort {
+                id,
+                reason,
+                then_stop,
+            } => {
+                tracing::warn!("checkpoint {id} aborted: {reason}");
+                self.broadcast(TaskCommand::Abort(id), false);
+                if then_stop {
+                    tracing::warn!("the final checkpoint was aborted; retrying");
+                }
+                Ok(Vec::new())
+            }
+            Action::Prune { remove, keep } => {
+                if let Err(e) = self.store.prune(&remove, &keep) {
+                    tracing::warn!("pruning old checkpoints: {e}");
+                }
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn manifest(
+        &self,
+        id: CheckpointId,
+        snapshots: BTreeMap<usize, Vec<(String, usize, SubtaskState)>>,
+        then_stop: bool,
+    ) -> Manifest {
+        let mut operators: BTreeMap<String, OperatorSnapshot> = BTreeMap::new();
+        for (uid, subtask, state) in snapshots.into_values().flatten() {
+            let parallelism = self
+                .parallelism_by_uid
+                .get(&uid)
+                .copied()
+                .unwrap_or(subtask + 1);
+            let entry = operators.entry(uid).or_insert_with(|| OperatorSnapshot {
+                parallelism,
+                subtasks: Vec::new(),
+            });
+            if entry.subtasks.len() <= subtask {
+                entry.subtasks.resize(
+                    subtask + 1,
+                    SubtaskState::Bytes {
+                        hex: String::new(),
+                        describe: String::new(),
+                    },
+                );
+            }
+            entry.subtasks[subtask] = state;
+        }
+        let created_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Manifest {
+            format: MANIFEST_FORMAT,
+            job: self.job.clone(),
+            checkpoint_id: id.0,
+            created_unix_ms,
+            final_checkpoint: then_stop,
+            operators,
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Keyed state: one RocksDB instance per stateful task, a write-back cache in
+//! front of it, and snapshots as RocksDB native checkpoints copied (hard
+//! linked) into the checkpoint store.
+//!
+//! # Memory
+//! Every instance of a job shares one block cache and one write-buffer
+//! manager ([`StateEnv`]), so RocksDB memory has one bound set in
+//! [`crate::JobConfig`]. The write-back cache adds `state_cache_entries`
+//! entries per task.
+//!
+//! # Snapshots
+//! At a barrier the task hands its dirty cache entries to a background
+//! thread ([`RocksInstance::snapshot`]) which writes them as one `WriteBatch`
+//! (WAL off: checkpoints give durability), makes a native checkpoint (flush +
+//! hard links) and puts new SSTs into `shared/<instance>/` of the store. SSTs
+//! already in the store are referenced, not copied again (incremental). Until
+//! that is done the task serves reads from its cache and does not write to
+//! RocksDB, so the snapshot sees exactly the state at the barrier.
+
+pub(crate) mod keyed;
+
+use crate::checkpoint::manifest::{RocksHandle, StoredFile};
+use crate::checkpoint::store::{store_file, sync_dir, CheckpointStore};
+use crate::error::{Result, WeirError};
+use rocksdb::{
+    BlockBasedOptions, Cache, Options, WriteBatch, WriteBufferManager, WriteOptions, DB,
+};
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use weir_operators::CheckpointId;
+
+/// Resources shared by every RocksDB instance of a running job.
+pub(crate) struct StateEnv {
+    cache: Cache,
+    write_buffers: WriteBufferManager,
+    local_root: PathBuf,
+    run_id: String,
+    pub(crate) store: CheckpointStore,
+}
+
+impl StateEnv {
+    pub(crate) fn new(
+        store: CheckpointStore,
+        local_root: PathBuf,
+        block_cache: usize,
+        write_buffers: usize,
+    ) -> Result<Self> {
+        fs::create_dir_all(&local_root)
+            .map_err(|e| WeirError::io("cannot create local state directory", &local_root, e))?;
+        let cache = Cache::new_lru_cache(block_cache);
+        let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
+            write_buffers,
+            false,
+            cache.clone(),
+        );
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let run_id = format!("{:x}{:05x}", nanos as u64, std::process::id() & 0xfffff);
+        Ok(StateEnv {
+            cache,
+            write_buffers,
+            local_root,
+            run_id,
+            store,
+        })
+    }
+
+    /// Deletes working directories left by earlier (crashed) runs.
+    pub(crate) fn clean_stale_local_dirs(&self) {
+        if let Ok(entries) = fs::read_dir(&self.local_root) {
+            for e in entries.flatten() {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
+    fn options(&self) -> Options {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&self.cache);
+        opts.set_block_based_table_factory(&table);
+        opts.set_write_buffer_manager(&self.write_buffers);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        opts.set_max_background_jobs(2);
+        opts.set_keep_log_file_num(2);
+        opts
+    }
+}
+
+/// One task's RocksDB instance.
+pub(crate) struct RocksInstance {
+    /// `<uid>-<subtask>`: names the task in errors and in the store.
+    pub(crate) task: String,
+    /// Unique per open: SST names are unique only within one instance's life.
+    instance: String,
+    dir: PathBuf,
+    db: std::mem::ManuallyDrop<DB>,
+    key_groups: (u16, u16),
+    store: CheckpointStore,
+    /// Local SST name -> where it already is in the store.
+    in_store: Mutex<HashMap<String, StoredFile>>,
+}
+
+impl RocksInstance {
+    /// Opens the instance of `task`, rebuilt from `restore` when given.
+    pub(crate) fn open(
+        env: &StateEnv,
+        task: &str,
+        key_groups: (u16, u16),
+        restore: Option<&RocksHandle>,
+    ) -> Result<Arc<Self>> {
+        let instance = format!("{task}-{}", env.run_id);
+        let dir = env.local_root.join(&instance);
+        let db_dir = dir.join("db");
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&db_dir)
+            .map_err(|e| WeirError::io("cannot create state directory", &db_dir, e))?;
+        let mut in_store = HashMap::new();
+        if let Some(handle) = restore {
+            if handle.key_groups != key_groups {
+                return Err(WeirError::Checkpoint {
+                    path: env.store.job_dir().to_path_buf(),
+                    message: format!(
+                        "state of `{task}` holds key groups {:?}, this subtask owns {:?}",
+                        handle.key_groups, key_groups
+                    ),
+                });
+            }
+            for f in handle.shared.iter().chain(&handle.private) {
+                let src = env.store.job_dir().join(&f.path);
+                let dest = db_dir.join(&f.name);
+                if fs::hard_link(&src, &dest).is_err() {
+                    fs::copy(&src, &dest)
+                        .map_err(|e| WeirError::io("cannot restore state file", &src, e))?;
+                }
+            }
+            for f in &handle.shared {
+                in_store.insert(f.name.clone(), f.clone());
+            }
+        }
+        let db = DB::open(&env.options(), &db_dir).map_err(|e| WeirError::State {
+            operator: task.to_string(),
+            path: db_dir.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Arc::new(RocksInstance {
+            task: task.to_string(),
+            instance,
+            dir,
+            db: std::mem::ManuallyDrop::new(db),
+            key_groups,
+            store: env.store.clone(),
+            in_store: Mutex::new(in_store),
+        }))
+    }
+
+    /// Reads one value.
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
+        self.db.get_pinned(key).map_err(|e| self.state_error(e))
+    }
+
+    pub(crate) fn state_error(&self, e: impl std::fmt::Display) -> WeirError {
+        WeirError::State {
+            operator: self.task.clone(),
+            path: self.dir.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Writes `batch` without WAL.
+    pub(crate) fn write(&self, batch: WriteBatch) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db
+            .write_opt(batch, &wo)
+            .map_err(|e| self.state_error(e))
+    }
+
+    /// The asynchronous part of a snapshot: apply the barrier's dirty
+    /// entries, take a native checkpoint, put its files into the store.
+    pub(crate) fn snapshot(&self, id: CheckpointId, batch: WriteBatch) -> Result<RocksHandle> {
+        self.write(batch)?;
+        crate::failpoint::hit("snapshot-async");
+        let local = self.dir.join(format!("chk-{}", id.0));
+        let _ = fs::remove_dir_all(&local);
+        let checkpoint =
+            rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| self.state_error(e))?;
+        checkpoint
+            .create_checkpoint(&local)
+            .map_err(|e| self.state_error(e))?;
+        let result = self.upload(id, &local);
+        let _ = fs::remove_dir_all(&local);
+        result
+    }
+
+    fn upload(&self, id: CheckpointId, local: &Path) -> Result<RocksHandle> {
+        let (shared_abs, shared_rel) = self.store.shared_dir(&self.instance);
+        let (private_abs, private_rel) = self.store.private_dir(id, &self.task);
+        fs::create_dir_all(&shared_abs)
+            .map_err(|e| WeirError::io("cannot create", &shared_abs, e))?;
+        fs::create_dir_all(&private_abs)
+            .map_err(|e| WeirError::io("cannot create", &private_abs, e))?;
+        let mut in_store = self
+            .in_store
+            .lock()
+            .map_err(|_| self.state_error("snapshot bookkeeping poisoned"))?;
+        let (mut shared, mut private) = (Vec::new(), Vec::new());
+        for entry in fs::read_dir(local).map_err(|e| WeirError::io("cannot list", local, e))? {
+            let entry = entry.map_err(|e| WeirError::io("cannot list", local, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let src = entry.path();
+            if name.ends_with(".sst") {
+                let reuse = in_store.get(&name).filter(|f| {
+                    fs::metadata(self.store.job_dir().join(&f.path))
+                        .is_ok_and(|m| m.len() == f.size)
+                });
+                if let Some(f) = reuse {
+                    shared.push(f.clone());
+                } else {
+                    let size = store_file(&src, &shared_abs.join(&name), true)?;
+                    let f = StoredFile {
+                        path: format!("{shared_rel}/{name}"),
+                        name: name.clone(),
+                        size,
+                    };
+                    in_store.insert(name, f.clone());
+                    shared.push(f);
+                }
+            } else {
+                let size = store_file(&src, &private_abs.join(&name), true)?;
+                private.push(StoredFile {
+                    path: format!("{private_rel}/{name}"),
+                    name,
+                    size,
+                });
+            }
+        }
+        sync_dir(&shared_abs)?;
+        sync_dir(&private_abs)?;
+        shared.sort();
+        private.sort();
+        Ok(RocksHandle {
+            instance: self.instance.clone(),
+            key_groups: self.key_groups,
+            shared,
+            private,
+        })
+    }
+}
+
+impl Drop for RocksInstance {
+    fn drop(&mut self) {
+        // SAFETY: `db` is not used after this point; it is closed before its
+        // files are removed.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.db) };
+        // The working directory is scratch: everything durable is in the store.
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

@@ -39,7 +39,9 @@ pub enum WeirError {
         message: String,
     },
     /// The checkpoint directory has checkpoints, and none of them is readable.
-    #[error("no usable checkpoint in {dir} although it holds {count} checkpoint(s); refusing to start empty:\n{details}")]
+    #[error(
+        "no usable checkpoint in {dir} although it holds {count} checkpoint(s); refusing to start empty:\n{details}"
+    )]
     NoUsableCheckpoint {
         /// The job's checkpoint directory.
         dir: PathBuf,

@@ -40,8 +40,8 @@ use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use weir_operators::{
-    key_group_range, Aggregate, Aggregator, Filter, FlatMap, Inspect, KeyedProcess, Map, Message,
-    Operator, OperatorError, Reduce, StateKey, StateValue, TryMap, DEFAULT_MAX_PARALLELISM,
+    key_group_range, Aggregate, Aggregator, Filter, FlatMap, Inspect, KeyedProcess, Map, Message, Operator,
+    OperatorError, Reduce, StateKey, StateValue, TryMap, DEFAULT_MAX_PARALLELISM,
 };
 
 /// The body of one task, run on its own thread.
@@ -49,8 +49,7 @@ pub(crate) type TaskBody = Box<dyn FnOnce(TaskRuntime) -> Result<()> + Send>;
 /// Creates the body of subtask `s` of a vertex.
 pub(crate) type TaskMaker = Box<dyn Fn(&TaskEnv, usize) -> Result<TaskBody> + Send>;
 type TailMaker<T> = Box<dyn Fn(&TaskEnv, usize) -> Result<Box<dyn Downstream<T>>> + Send>;
-type StageMaker<I, O> =
-    Box<dyn Fn(&TaskEnv, usize, Box<dyn Downstream<O>>) -> Result<Box<dyn Downstream<I>>> + Send>;
+type StageMaker<I, O> = Box<dyn Fn(&TaskEnv, usize, Box<dyn Downstream<O>>) -> Result<Box<dyn Downstream<I>>> + Send>;
 
 /// One operator as the graph sees it (for validation and state lookup).
 #[derive(Debug, Clone)]
@@ -121,10 +120,8 @@ impl<T: Send> ErasedEdge for Edge<T> {
         (self.from, self.to)
     }
     fn materialize(&self, from_parallelism: usize, to_parallelism: usize, capacity: usize) {
-        let mut senders: Vec<Vec<Sender<Message<T>>>> =
-            (0..from_parallelism).map(|_| Vec::new()).collect();
-        let mut receivers: Vec<Vec<Receiver<Message<T>>>> =
-            (0..to_parallelism).map(|_| Vec::new()).collect();
+        let mut senders: Vec<Vec<Sender<Message<T>>>> = (0..from_parallelism).map(|_| Vec::new()).collect();
+        let mut receivers: Vec<Vec<Receiver<Message<T>>>> = (0..to_parallelism).map(|_| Vec::new()).collect();
         for s in senders.iter_mut() {
             for r in receivers.iter_mut() {
                 let (tx, rx) = crossbeam_channel::bounded(capacity);
@@ -257,9 +254,7 @@ impl JobBuilder {
             ));
         }
         if let Some(d) = g.dangling.first() {
-            return invalid(format!(
-                "the stream after `{d}` goes nowhere: end it in a sink"
-            ));
+            return invalid(format!("the stream after `{d}` goes nowhere: end it in a sink"));
         }
         if g.sinks == 0 {
             return invalid("the job has no sink".into());
@@ -321,11 +316,7 @@ impl JobBuilder {
 }
 
 /// Rejects a graph with a cycle (Kahn's algorithm), naming a vertex on it.
-pub(crate) fn check_acyclic(
-    vertices: usize,
-    edges: &[(usize, usize)],
-    name: impl Fn(usize) -> String,
-) -> Result<()> {
+pub(crate) fn check_acyclic(vertices: usize, edges: &[(usize, usize)], name: impl Fn(usize) -> String) -> Result<()> {
     let mut indegree = vec![0usize; vertices];
     for &(_, to) in edges {
         indegree[to] += 1;
@@ -346,10 +337,7 @@ pub(crate) fn check_acyclic(
     if visited == vertices {
         Ok(())
     } else {
-        let on_cycle = (0..vertices)
-            .find(|&v| indegree[v] > 0)
-            .map(&name)
-            .unwrap_or_default();
+        let on_cycle = (0..vertices).find(|&v| indegree[v] > 0).map(&name).unwrap_or_default();
         Err(WeirError::InvalidGraph(format!(
             "the graph has a cycle through `{on_cycle}`"
         )))
@@ -389,15 +377,12 @@ struct SourcePending<T, S, F> {
     _t: PhantomData<fn() -> (T, S)>,
 }
 
-impl<T: Send + 'static, S: Source<T>, F: Fn(ConnectorContext) -> Result<S> + Send + 'static>
-    Pending<T> for SourcePending<T, S, F>
+impl<T: Send + 'static, S: Source<T>, F: Fn(ConnectorContext) -> Result<S> + Send + 'static> Pending<T>
+    for SourcePending<T, S, F>
 {
     fn finish(self: Box<Self>, tail: TailMaker<T>) -> TaskMaker {
         let SourcePending {
-            factory,
-            op,
-            vertex,
-            ..
+            factory, op, vertex, ..
         } = *self;
         Box::new(move |env, subtask| {
             let uid = env.uid(op)?;
@@ -485,12 +470,7 @@ impl<T: Send + 'static> Drop for Stream<T> {
 }
 
 impl<T: Send + 'static> Stream<T> {
-    fn new(
-        graph: Rc<RefCell<GraphInner>>,
-        vertex: usize,
-        last_op: usize,
-        pending: Box<dyn Pending<T>>,
-    ) -> Self {
+    fn new(graph: Rc<RefCell<GraphInner>>, vertex: usize, last_op: usize, pending: Box<dyn Pending<T>>) -> Self {
         Stream {
             graph,
             vertex,
@@ -529,16 +509,10 @@ impl<T: Send + 'static> Stream<T> {
         name: &str,
         make: impl Fn() -> Op + Send + 'static,
     ) -> Stream<U> {
-        let op = self
-            .graph
-            .borrow_mut()
-            .add_operator(name, false, self.vertex);
+        let op = self.graph.borrow_mut().add_operator(name, false, self.vertex);
         let name = name.to_string();
         let stage: StageMaker<T, U> = Box::new(move |_env, subtask, next| {
-            Ok(
-                Box::new(Stage::new(make(), format!("{name}[{subtask}]"), next))
-                    as Box<dyn Downstream<T>>,
-            )
+            Ok(Box::new(Stage::new(make(), format!("{name}[{subtask}]"), next)) as Box<dyn Downstream<T>>)
         });
         let inner = self.take();
         Stream::new(
@@ -550,18 +524,12 @@ impl<T: Send + 'static> Stream<T> {
     }
 
     /// One output per record.
-    pub fn map<U: Send + 'static, F: FnMut(T) -> U + Clone + Send + 'static>(
-        self,
-        f: F,
-    ) -> Stream<U> {
+    pub fn map<U: Send + 'static, F: FnMut(T) -> U + Clone + Send + 'static>(self, f: F) -> Stream<U> {
         self.operator("map", move || Map(f.clone()))
     }
 
     /// One output per record, or an error that fails the job.
-    pub fn try_map<
-        U: Send + 'static,
-        F: FnMut(T) -> Result<U, OperatorError> + Clone + Send + 'static,
-    >(
+    pub fn try_map<U: Send + 'static, F: FnMut(T) -> Result<U, OperatorError> + Clone + Send + 'static>(
         self,
         f: F,
     ) -> Stream<U> {
@@ -608,10 +576,7 @@ impl<T: Send + 'static> Stream<T> {
 
     /// Partitions by key: each key's records go to the subtask owning the
     /// key's key group. Starts a new vertex.
-    pub fn key_by<K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static>(
-        self,
-        key_of: F,
-    ) -> KeyedStream<T, K, F> {
+    pub fn key_by<K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static>(self, key_of: F) -> KeyedStream<T, K, F> {
         let max_parallelism = self.graph.borrow().max_parallelism;
         let kf = key_of.clone();
         let (graph, to, edge) = self.exchange(move || KeyRouter {
@@ -774,11 +739,7 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
     }
 
     /// Keeps a running reduction per key and emits it after each record.
-    pub fn reduce<R: FnMut(&T, &T) -> T + Clone + Send + 'static>(
-        self,
-        name: &str,
-        f: R,
-    ) -> Stream<T>
+    pub fn reduce<R: FnMut(&T, &T) -> T + Clone + Send + 'static>(self, name: &str, f: R) -> Stream<T>
     where
         T: StateValue,
     {

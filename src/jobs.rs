@@ -73,24 +73,18 @@ impl KeyedProcess<u64, W1Event, DemoOutput> for RunningCountSum {
 /// An invalid parallelism.
 pub fn demo_job(options: &DemoOptions) -> Result<Job> {
     let job = JobBuilder::new("demo").default_parallelism(options.parallelism);
-    job.source(
-        "generator",
-        Generator::w1_factory(options.records, options.rate),
-    )
-    .uid("generator")
-    .key_by(|e: &W1Event| e.key)
-    .process("running-count-sum", RunningCountSum)
-    .uid("running-count-sum")
-    .sink(
-        "file-sink",
-        FileSink::factory(
-            options.output.clone(),
-            |r: &DemoOutput, line: &mut String| {
+    job.source("generator", Generator::w1_factory(options.records, options.rate))
+        .uid("generator")
+        .key_by(|e: &W1Event| e.key)
+        .process("running-count-sum", RunningCountSum)
+        .uid("running-count-sum")
+        .sink(
+            "file-sink",
+            FileSink::factory(options.output.clone(), |r: &DemoOutput, line: &mut String| {
                 let _ = write!(line, "{},{},{},{}", r.index, r.key, r.count, r.sum);
-            },
-        ),
-    )
-    .uid("file-sink");
+            }),
+        )
+        .uid("file-sink");
     job.build()
 }
 
@@ -120,12 +114,7 @@ impl KeyedProcess<u64, W1Event, (u64, u64, u64)> for RunningSum {
 ///
 /// # Errors
 /// An invalid parallelism.
-pub fn w1_job(
-    records: Option<u64>,
-    rate: Option<u64>,
-    parallelism: usize,
-    stats: Arc<SinkStats>,
-) -> Result<Job> {
+pub fn w1_job(records: Option<u64>, rate: Option<u64>, parallelism: usize, stats: Arc<SinkStats>) -> Result<Job> {
     let job = JobBuilder::new("w1").default_parallelism(parallelism);
     job.source("generator", Generator::w1_factory(records, rate))
         .uid("generator")

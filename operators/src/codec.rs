@@ -39,12 +39,7 @@ pub fn decode_value<V: DeserializeOwned>(bytes: &[u8]) -> Result<V, CodecError> 
 
 /// Writes the full state key of `key` (with `namespace`) into `out`, replacing
 /// its contents, and returns the key group.
-pub fn encode_state_key<K: StateKey>(
-    key: &K,
-    namespace: &[u8],
-    max_parallelism: u16,
-    out: &mut Vec<u8>,
-) -> KeyGroup {
+pub fn encode_state_key<K: StateKey>(key: &K, namespace: &[u8], max_parallelism: u16, out: &mut Vec<u8>) -> KeyGroup {
     out.clear();
     out.extend_from_slice(&[0, 0]);
     key.encode_key(out);
@@ -56,9 +51,7 @@ pub fn encode_state_key<K: StateKey>(
 
 /// The key group prefix of a state key written by [`encode_state_key`].
 pub fn state_key_group(state_key: &[u8]) -> Option<KeyGroup> {
-    Some(KeyGroup(u16::from_be_bytes(
-        state_key.get(..2)?.try_into().ok()?,
-    )))
+    Some(KeyGroup(u16::from_be_bytes(state_key.get(..2)?.try_into().ok()?)))
 }
 
 #[cfg(test)]

@@ -96,11 +96,7 @@ pub fn subtask_for_key_group(group: KeyGroup, max_parallelism: u16, parallelism:
 }
 
 /// The key groups owned by `subtask` of `parallelism`: `start..end`.
-pub fn key_group_range(
-    subtask: usize,
-    max_parallelism: u16,
-    parallelism: usize,
-) -> std::ops::Range<u16> {
+pub fn key_group_range(subtask: usize, max_parallelism: u16, parallelism: usize) -> std::ops::Range<u16> {
     let m = usize::from(max_parallelism);
     let start = (subtask * m).div_ceil(parallelism);
     let end = ((subtask + 1) * m).div_ceil(parallelism);
@@ -119,10 +115,7 @@ mod tests {
         42u64.encode_key(&mut k);
         assert_eq!(k, [0, 0, 0, 0, 0, 0, 0, 42]);
         assert_eq!(key_hash(&k), key_hash(&42u64.to_be_bytes()));
-        assert_eq!(
-            key_group_of(&k, 128),
-            key_group_of(&42u64.to_be_bytes(), 128)
-        );
+        assert_eq!(key_group_of(&k, 128), key_group_of(&42u64.to_be_bytes(), 128));
     }
 
     #[test]
@@ -134,10 +127,7 @@ mod tests {
             key.encode_key(&mut buf);
             counts[key_group_of(&buf, 128).0 as usize] += 1;
         }
-        assert!(
-            counts.iter().all(|&c| (800..1200).contains(&c)),
-            "{counts:?}"
-        );
+        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
     }
 
     #[test]
@@ -146,11 +136,7 @@ mod tests {
             let mut owner = vec![usize::MAX; 128];
             for s in 0..p {
                 for g in key_group_range(s, 128, p) {
-                    assert_eq!(
-                        owner[g as usize],
-                        usize::MAX,
-                        "group {g} owned twice at p={p}"
-                    );
+                    assert_eq!(owner[g as usize], usize::MAX, "group {g} owned twice at p={p}");
                     owner[g as usize] = s;
                     assert_eq!(subtask_for_key_group(KeyGroup(g), 128, p), s, "p={p} g={g}");
                 }

@@ -55,13 +55,7 @@ pub struct Reduce<F>(pub F);
 impl<K, T: StateValue, F: FnMut(&T, &T) -> T + Send + 'static> KeyedProcess<K, T, T> for Reduce<F> {
     type State = T;
     #[inline]
-    fn process(
-        &mut self,
-        _key: &K,
-        state: &mut Option<T>,
-        record: T,
-        out: &mut Vec<T>,
-    ) -> Result<(), OperatorError> {
+    fn process(&mut self, _key: &K, state: &mut Option<T>, record: T, out: &mut Vec<T>) -> Result<(), OperatorError> {
         let next = match state {
             Some(acc) => (self.0)(acc, &record),
             None => record,
@@ -128,11 +122,7 @@ impl<K: Hash + Eq + Clone, I, O, P: KeyedProcess<K, I, O>> KeyedHarness<K, P, I,
     /// # Panics
     /// If the function returns an error (this is a test helper).
     #[allow(clippy::expect_used)]
-    pub fn feed(
-        &mut self,
-        key_of: impl Fn(&I) -> K,
-        records: impl IntoIterator<Item = I>,
-    ) -> Vec<O> {
+    pub fn feed(&mut self, key_of: impl Fn(&I) -> K, records: impl IntoIterator<Item = I>) -> Vec<O> {
         let mut out = Vec::new();
         for r in records {
             let key = key_of(&r);

@@ -31,11 +31,7 @@ pub trait Operator<I, O>: Send + 'static {
     /// Processes one record, appending outputs to `out`.
     fn process(&mut self, record: I, out: &mut Vec<O>) -> Result<(), OperatorError>;
     /// Event time advanced to `watermark` on every input.
-    fn on_watermark(
-        &mut self,
-        _watermark: Timestamp,
-        _out: &mut Vec<O>,
-    ) -> Result<(), OperatorError> {
+    fn on_watermark(&mut self, _watermark: Timestamp, _out: &mut Vec<O>) -> Result<(), OperatorError> {
         Ok(())
     }
     /// All inputs ended; last chance to emit.
@@ -71,9 +67,7 @@ impl<T, F: FnMut(&T) -> bool + Send + 'static> Operator<T, T> for Filter<F> {
 /// `flat_map`: any number of outputs per input.
 #[derive(Clone)]
 pub struct FlatMap<F>(pub F);
-impl<I, O, It: IntoIterator<Item = O>, F: FnMut(I) -> It + Send + 'static> Operator<I, O>
-    for FlatMap<F>
-{
+impl<I, O, It: IntoIterator<Item = O>, F: FnMut(I) -> It + Send + 'static> Operator<I, O> for FlatMap<F> {
     #[inline]
     fn process(&mut self, record: I, out: &mut Vec<O>) -> Result<(), OperatorError> {
         out.extend((self.0)(record));
@@ -119,19 +113,13 @@ mod tests {
     #[test]
     fn stateless_operators_do_what_they_say() {
         assert_eq!(run(&mut Map(|x: i32| x * 2), vec![1, 2]), vec![2, 4]);
-        assert_eq!(
-            run(&mut Filter(|x: &i32| *x > 1), vec![1, 2, 3]),
-            vec![2, 3]
-        );
+        assert_eq!(run(&mut Filter(|x: &i32| *x > 1), vec![1, 2, 3]), vec![2, 3]);
         assert_eq!(
             run(&mut FlatMap(|x: i32| vec![x; x as usize]), vec![1, 2]),
             vec![1, 2, 2]
         );
         let mut seen = 0;
-        assert_eq!(
-            run(&mut Inspect(|_: &i32| seen += 1), vec![5, 6]),
-            vec![5, 6]
-        );
+        assert_eq!(run(&mut Inspect(|_: &i32| seen += 1), vec![5, 6]), vec![5, 6]);
         assert_eq!(seen, 2);
         let mut failing = TryMap(|x: i32| {
             if x < 0 {

@@ -103,6 +103,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
         Command::Run(RunCommand::Demo {
@@ -124,9 +125,7 @@ fn main() -> anyhow::Result<()> {
                 checkpoint_timeout: Duration::from_millis(common.checkpoint_timeout_ms),
                 ..JobConfig::with_checkpoint_dir(&common.checkpoint_dir)
             };
-            let summary = demo_job(&options)?
-                .run(config)
-                .context("job `demo` failed")?;
+            let summary = demo_job(&options)?.run(config).context("job `demo` failed")?;
             println!(
                 "job {} done in {:.2?}: restored from {}, {} checkpoints, last {}; output in {}",
                 summary.job,
@@ -135,9 +134,7 @@ fn main() -> anyhow::Result<()> {
                     .restored_from
                     .map_or("nothing".into(), |c| format!("checkpoint {c}")),
                 summary.checkpoints_completed,
-                summary
-                    .last_checkpoint
-                    .map_or("none".into(), |c| c.to_string()),
+                summary.last_checkpoint.map_or("none".into(), |c| c.to_string()),
                 output.display()
             );
         }
@@ -173,7 +170,9 @@ fn main() -> anyhow::Result<()> {
                     println!("  {uid} (parallelism {})", op.parallelism);
                     for (s, state) in op.subtasks.iter().enumerate() {
                         match state {
-                            SubtaskState::Bytes { hex, describe } => println!("    [{s}] {} bytes {describe}", hex.len() / 2),
+                            SubtaskState::Bytes { hex, describe } => {
+                                println!("    [{s}] {} bytes {describe}", hex.len() / 2)
+                            }
                             SubtaskState::Rocks(h) => println!(
                                 "    [{s}] RocksDB key groups {}..{}: {} SST ({} bytes), {} private files",
                                 h.key_groups.0,

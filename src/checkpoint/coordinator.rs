@@ -99,12 +99,7 @@ impl<S> Coordinator<S> {
     /// A coordinator for `tasks` tasks whose next checkpoint id is `next_id`
     /// (one above the newest checkpoint in the store) and whose store already
     /// holds the complete checkpoints `existing` (oldest first).
-    pub fn new(
-        config: CoordinatorConfig,
-        tasks: usize,
-        next_id: u64,
-        existing: Vec<CheckpointId>,
-    ) -> Self {
+    pub fn new(config: CoordinatorConfig, tasks: usize, next_id: u64, existing: Vec<CheckpointId>) -> Self {
         Coordinator {
             config,
             tasks,
@@ -227,11 +222,7 @@ impl<S> Coordinator<S> {
                     self.stopped = false;
                     self.requested = Some(true);
                 }
-                vec![Action::Abort {
-                    id,
-                    reason,
-                    then_stop,
-                }]
+                vec![Action::Abort { id, reason, then_stop }]
             }
             _ => Vec::new(),
         }
@@ -312,10 +303,7 @@ mod tests {
                 then_stop: false,
             }] => {
                 assert_eq!(*id, c(1));
-                assert_eq!(
-                    snapshots.values().copied().collect::<Vec<_>>(),
-                    vec!["a", "b"]
-                );
+                assert_eq!(snapshots.values().copied().collect::<Vec<_>>(), vec!["a", "b"]);
             }
             other => panic!("{other:?}"),
         }
@@ -340,10 +328,7 @@ mod tests {
     fn at_most_one_in_flight() {
         let mut co = coordinator(1);
         co.tick(0);
-        assert!(
-            co.tick(500).is_empty(),
-            "no second trigger while 1 is in flight"
-        );
+        assert!(co.tick(500).is_empty(), "no second trigger while 1 is in flight");
         assert!(co.request(500, false).is_empty(), "on-demand waits too");
         co.on_ack(0, c(1), "x");
         co.on_persisted(c(1));
@@ -383,10 +368,7 @@ mod tests {
             "a late ack of an aborted checkpoint is ignored"
         );
         co.on_ack(0, c(2), "a");
-        assert!(matches!(
-            co.on_ack(1, c(2), "b")[..],
-            [Action::Persist { .. }]
-        ));
+        assert!(matches!(co.on_ack(1, c(2), "b")[..], [Action::Persist { .. }]));
     }
 
     #[test]

@@ -40,8 +40,7 @@ impl CheckpointStore {
         fs::create_dir_all(dir.join("shared"))
             .map_err(|e| WeirError::io("cannot create checkpoint directory", &dir, e))?;
         let probe = dir.join(".write-probe");
-        fs::write(&probe, b"weir")
-            .map_err(|e| WeirError::io("checkpoint directory is not writable", &dir, e))?;
+        fs::write(&probe, b"weir").map_err(|e| WeirError::io("checkpoint directory is not writable", &dir, e))?;
         let _ = fs::remove_file(&probe);
         Ok(CheckpointStore {
             job: job.to_string(),
@@ -77,8 +76,8 @@ impl CheckpointStore {
     /// When the directory cannot be listed.
     pub fn checkpoint_ids(&self) -> Result<Vec<CheckpointId>> {
         let mut ids = Vec::new();
-        let entries = fs::read_dir(&self.dir)
-            .map_err(|e| WeirError::io("cannot list checkpoint directory", &self.dir, e))?;
+        let entries =
+            fs::read_dir(&self.dir).map_err(|e| WeirError::io("cannot list checkpoint directory", &self.dir, e))?;
         for entry in entries.flatten() {
             if let Some(n) = entry
                 .file_name()
@@ -113,11 +112,10 @@ impl CheckpointStore {
     pub fn read_manifest(&self, id: CheckpointId) -> Result<Manifest> {
         let path = self.checkpoint_path(id).join(MANIFEST);
         let bytes = fs::read(&path).map_err(|e| WeirError::io("cannot read manifest", &path, e))?;
-        let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| WeirError::Checkpoint {
-                path: path.clone(),
-                message: format!("damaged manifest: {e}"),
-            })?;
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| WeirError::Checkpoint {
+            path: path.clone(),
+            message: format!("damaged manifest: {e}"),
+        })?;
         let bad = |message: String| {
             Err(WeirError::Checkpoint {
                 path: path.clone(),
@@ -211,10 +209,7 @@ impl CheckpointStore {
         })?;
         write_atomic(&dir.join(MANIFEST), &bytes)?;
         crate::failpoint::hit("manifest-written");
-        write_atomic(
-            &self.dir.join("LATEST"),
-            format!("chk-{}\n", id.0).as_bytes(),
-        )
+        write_atomic(&self.dir.join("LATEST"), format!("chk-{}\n", id.0).as_bytes())
     }
 
     /// Deletes the checkpoints in `remove`, any incomplete checkpoint older
@@ -263,10 +258,7 @@ impl CheckpointStore {
                 if referenced.contains(&rel) {
                     left += 1;
                 } else if let Err(e) = fs::remove_file(f.path()) {
-                    tracing::warn!(
-                        "cannot delete unreferenced state file {}: {e}",
-                        f.path().display()
-                    );
+                    tracing::warn!("cannot delete unreferenced state file {}: {e}", f.path().display());
                 }
             }
             if left == 0 {
@@ -284,10 +276,8 @@ impl CheckpointStore {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::File::create(&tmp).map_err(|e| WeirError::io("cannot create", &tmp, e))?;
-    f.write_all(bytes)
-        .map_err(|e| WeirError::io("cannot write", &tmp, e))?;
-    f.sync_all()
-        .map_err(|e| WeirError::io("cannot fsync", &tmp, e))?;
+    f.write_all(bytes).map_err(|e| WeirError::io("cannot write", &tmp, e))?;
+    f.sync_all().map_err(|e| WeirError::io("cannot fsync", &tmp, e))?;
     drop(f);
     fs::rename(&tmp, path).map_err(|e| WeirError::io("cannot rename into place", path, e))?;
     if let Some(parent) = path.parent() {

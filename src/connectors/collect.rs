@@ -31,9 +31,7 @@ impl CountingSink {
     }
 
     /// A factory whose subtasks add to `stats`.
-    pub fn factory_with(
-        stats: Arc<SinkStats>,
-    ) -> impl Fn(ConnectorContext) -> Result<CountingSink> + Send + 'static {
+    pub fn factory_with(stats: Arc<SinkStats>) -> impl Fn(ConnectorContext) -> Result<CountingSink> + Send + 'static {
         move |_| {
             Ok(CountingSink {
                 stats: stats.clone(),
@@ -54,12 +52,10 @@ impl<T> Sink<T> for CountingSink {
         if n > 0 {
             let now = crate::clock::now_ns();
             if self.local == 0 {
-                let _ = self.stats.first_ns.compare_exchange(
-                    0,
-                    now,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
+                let _ = self
+                    .stats
+                    .first_ns
+                    .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
             }
             self.local += n;
             self.stats.records.fetch_add(n, Ordering::Relaxed);
@@ -82,9 +78,7 @@ pub struct CollectSink<T> {
 
 impl<T: Send + 'static> CollectSink<T> {
     /// A factory whose subtasks append to `out`.
-    pub fn factory(
-        out: Arc<Mutex<Vec<T>>>,
-    ) -> impl Fn(ConnectorContext) -> Result<CollectSink<T>> + Send + 'static {
+    pub fn factory(out: Arc<Mutex<Vec<T>>>) -> impl Fn(ConnectorContext) -> Result<CollectSink<T>> + Send + 'static {
         move |_| Ok(CollectSink { out: out.clone() })
     }
 }

@@ -62,10 +62,7 @@ impl<F> FileSink<F> {
     }
 
     fn in_progress_name(&self) -> String {
-        format!(
-            ".part-{:04}-{:010}.inprogress",
-            self.subtask, self.state.last_barrier
-        )
+        format!(".part-{:04}-{:010}.inprogress", self.subtask, self.state.last_barrier)
     }
 
     fn error(&self, message: String) -> WeirError {
@@ -97,8 +94,8 @@ impl<F> FileSink<F> {
         };
         fs::create_dir_all(dir).map_err(|e| sink.io("cannot create output directory", dir, e))?;
         if let Some(bytes) = &ctx.restored {
-            sink.state = postcard::from_bytes(bytes)
-                .map_err(|e| sink.error(format!("restored sink state is damaged: {e}")))?;
+            sink.state =
+                postcard::from_bytes(bytes).map_err(|e| sink.error(format!("restored sink state is damaged: {e}")))?;
             let pending = std::mem::take(&mut sink.state.pending);
             for (checkpoint, name) in &pending {
                 sink.commit_file(*checkpoint, name)?;
@@ -106,8 +103,7 @@ impl<F> FileSink<F> {
         }
         // In-progress files left now hold records after the restored checkpoint: replayed, so discarded.
         let prefix = format!(".part-{:04}-", ctx.subtask);
-        let entries =
-            fs::read_dir(dir).map_err(|e| sink.io("cannot list output directory", dir, e))?;
+        let entries = fs::read_dir(dir).map_err(|e| sink.io("cannot list output directory", dir, e))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with(&prefix) && name.ends_with(".inprogress") {
@@ -121,9 +117,7 @@ impl<F> FileSink<F> {
 
     fn commit_file(&self, checkpoint: u64, name: &str) -> Result<()> {
         let from = self.dir.join(name);
-        let to = self
-            .dir
-            .join(Self::committed_name(self.subtask, checkpoint));
+        let to = self.dir.join(Self::committed_name(self.subtask, checkpoint));
         match fs::rename(&from, &to) {
             Ok(()) => Ok(()),
             Err(_) if to.exists() => Ok(()), // committed before the crash
@@ -168,14 +162,11 @@ impl<T, F: Fn(&T, &mut String) + Send + 'static> Sink<T> for FileSink<F> {
         if let Some((name, mut w)) = self.file.take() {
             let path = self.dir.join(&name);
             w.flush().map_err(|e| self.io("cannot flush", &path, e))?;
-            w.get_ref()
-                .sync_all()
-                .map_err(|e| self.io("cannot fsync", &path, e))?;
+            w.get_ref().sync_all().map_err(|e| self.io("cannot fsync", &path, e))?;
             self.state.pending.push((id.0, name));
         }
         self.state.last_barrier = id.0;
-        postcard::to_stdvec(&self.state)
-            .map_err(|e| self.error(format!("cannot encode sink state: {e}")))
+        postcard::to_stdvec(&self.state).map_err(|e| self.error(format!("cannot encode sink state: {e}")))
     }
 
     fn commit(&mut self, id: CheckpointId) -> Result<()> {

@@ -80,12 +80,11 @@ impl Generator {
         };
         let next_k = match &ctx.restored {
             None => 0,
-            Some(b) => u64::from_be_bytes(b.as_slice().try_into().map_err(|_| {
-                err(format!(
-                    "restored generator position has {} bytes, expected 8",
-                    b.len()
-                ))
-            })?),
+            Some(b) => u64::from_be_bytes(
+                b.as_slice()
+                    .try_into()
+                    .map_err(|_| err(format!("restored generator position has {} bytes, expected 8", b.len())))?,
+            ),
         };
         let (subtask, parallelism) = (ctx.subtask as u64, ctx.parallelism.max(1) as u64);
         let end_k = records.map(|n| {
@@ -140,8 +139,7 @@ impl Source<W1Event> for Generator {
                 if n == 0 {
                     let next_at = origin_ns + ((self.next_k - origin_k) as f64 * 1e9 / rate) as u64;
                     return Ok(SourcePoll::Idle(
-                        Duration::from_nanos(next_at.saturating_sub(now))
-                            .max(Duration::from_micros(50)),
+                        Duration::from_nanos(next_at.saturating_sub(now)).max(Duration::from_micros(50)),
                     ));
                 }
                 for k in self.next_k..self.next_k + n {

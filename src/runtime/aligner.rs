@@ -141,11 +141,7 @@ mod tests {
         a.on_barrier(0, b(1));
         assert_eq!(a.on_barrier(1, b(2)), Aligned::Waiting);
         assert!(!a.is_blocked(0) && a.is_blocked(1));
-        assert_eq!(
-            a.on_barrier(0, b(1)),
-            Aligned::Waiting,
-            "stale barrier ignored"
-        );
+        assert_eq!(a.on_barrier(0, b(1)), Aligned::Waiting, "stale barrier ignored");
         assert_eq!(a.on_barrier(0, b(2)), Aligned::Complete(b(2)));
     }
 

@@ -15,8 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use weir_operators::{
-    key_group_of, subtask_for_key_group, Barrier, CheckpointId, Message, Operator, StateKey,
-    Timestamp,
+    key_group_of, subtask_for_key_group, Barrier, CheckpointId, Message, Operator, StateKey, Timestamp,
 };
 
 /// The part of a snapshot that runs off the record path.
@@ -125,11 +124,7 @@ impl<I: Send, O: Send, Op: Operator<I, O>> Downstream<I> for Stage<I, O, Op> {
 
 /// Sends `msg`, waiting while the channel is full (backpressure) but
 /// giving up when the job is cancelled or the receiver is gone.
-pub(crate) fn send<T>(
-    sender: &Sender<Message<T>>,
-    mut msg: Message<T>,
-    cancel: &AtomicBool,
-) -> Result<()> {
+pub(crate) fn send<T>(sender: &Sender<Message<T>>, mut msg: Message<T>, cancel: &AtomicBool) -> Result<()> {
     loop {
         match sender.send_timeout(msg, Duration::from_millis(100)) {
             Ok(()) => return Ok(()),
@@ -193,16 +188,8 @@ pub(crate) struct ChannelOut<T, R> {
 }
 
 impl<T: Send, R: Router<T>> ChannelOut<T, R> {
-    pub(crate) fn new(
-        senders: Vec<Sender<Message<T>>>,
-        batch_size: usize,
-        router: R,
-        cancel: Arc<AtomicBool>,
-    ) -> Self {
-        let buffers = senders
-            .iter()
-            .map(|_| Vec::with_capacity(batch_size))
-            .collect();
+    pub(crate) fn new(senders: Vec<Sender<Message<T>>>, batch_size: usize, router: R, cancel: Arc<AtomicBool>) -> Self {
+        let buffers = senders.iter().map(|_| Vec::with_capacity(batch_size)).collect();
         ChannelOut {
             senders,
             buffers,

@@ -22,9 +22,7 @@ pub(crate) mod fxhash;
 pub(crate) mod task;
 
 use crate::checkpoint::coordinator::{Action, Coordinator, CoordinatorConfig};
-use crate::checkpoint::manifest::{
-    from_hex, Manifest, OperatorSnapshot, SubtaskState, MANIFEST_FORMAT,
-};
+use crate::checkpoint::manifest::{from_hex, Manifest, OperatorSnapshot, SubtaskState, MANIFEST_FORMAT};
 use crate::checkpoint::store::CheckpointStore;
 use crate::config::JobConfig;
 use crate::error::{Result, WeirError};
@@ -59,25 +57,16 @@ impl TaskEnv {
     }
 
     pub(crate) fn restored(&self, uid: &str, subtask: usize) -> Option<&SubtaskState> {
-        self.restore
-            .as_ref()?
-            .operators
-            .get(uid)?
-            .subtasks
-            .get(subtask)
+        self.restore.as_ref()?.operators.get(uid)?.subtasks.get(subtask)
     }
 
     pub(crate) fn restored_bytes(&self, uid: &str, subtask: usize) -> Result<Option<Vec<u8>>> {
         match self.restored(uid, subtask) {
             None => Ok(None),
-            Some(SubtaskState::Bytes { hex, .. }) => {
-                from_hex(hex)
-                    .map(Some)
-                    .ok_or_else(|| WeirError::Checkpoint {
-                        path: self.store_dir(),
-                        message: format!("state of `{uid}` subtask {subtask} is not valid hex"),
-                    })
-            }
+            Some(SubtaskState::Bytes { hex, .. }) => from_hex(hex).map(Some).ok_or_else(|| WeirError::Checkpoint {
+                path: self.store_dir(),
+                message: format!("state of `{uid}` subtask {subtask} is not valid hex"),
+            }),
             Some(SubtaskState::Rocks(_)) => Err(WeirError::Checkpoint {
                 path: self.store_dir(),
                 message: format!("state of `{uid}` is keyed state, expected a position"),
@@ -87,10 +76,7 @@ impl TaskEnv {
 
     pub(crate) fn store_dir(&self) -> PathBuf {
         match &self.restore {
-            Some(m) => self
-                .state
-                .store
-                .checkpoint_path(CheckpointId(m.checkpoint_id)),
+            Some(m) => self.state.store.checkpoint_path(CheckpointId(m.checkpoint_id)),
             None => self.state.store.job_dir().to_path_buf(),
         }
     }
@@ -172,19 +158,11 @@ impl Job {
         config.validate()?;
         let started = Instant::now();
         let store = CheckpointStore::open(&config.checkpoint_dir, &self.name)?;
-        let restore = if config.restore {
-            store.restore_point()?
-        } else {
-            None
-        };
+        let restore = if config.restore { store.restore_point()? } else { None };
         let parallelism: Vec<usize> = self.vertices.iter().map(|v| v.parallelism).collect();
         if let Some(m) = &restore {
             check_compatible(&self.operators, &parallelism, m, &store)?;
-            tracing::info!(
-                "job {}: restoring from checkpoint {}",
-                self.name,
-                m.checkpoint_id
-            );
+            tracing::info!("job {}: restoring from checkpoint {}", self.name, m.checkpoint_id);
         }
         let local_root = config
             .local_state_dir
@@ -227,8 +205,7 @@ impl Job {
         let mut tasks = Vec::new();
         for (index, (name, is_source, body)) in bodies.into_iter().enumerate() {
             let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
-            let (snapshots, snapshotter) =
-                task::spawn_snapshotter(index, name.clone(), events_tx.clone())?;
+            let (snapshots, snapshotter) = task::spawn_snapshotter(index, name.clone(), events_tx.clone())?;
             let rt = TaskRuntime {
                 commands: cmd_rx,
                 events: events_tx.clone(),
@@ -240,8 +217,7 @@ impl Job {
             let thread = std::thread::Builder::new()
                 .name(name.chars().take(15).collect())
                 .spawn(move || {
-                    let result =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(rt)));
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(rt)));
                     let event = match result {
                         Ok(Ok(())) => RuntimeEvent::Finished { task: index },
                         Ok(Err(error)) => RuntimeEvent::Failed { task: index, error },
@@ -298,10 +274,7 @@ impl Job {
     }
 }
 
-fn parallelism_by_uid(
-    operators: &[OperatorInfo],
-    parallelism: &[usize],
-) -> BTreeMap<String, usize> {
+fn parallelism_by_uid(operators: &[OperatorInfo], parallelism: &[usize]) -> BTreeMap<String, usize> {
     operators
         .iter()
         .filter_map(|o| Some((o.uid.clone()?, parallelism[o.vertex])))
@@ -317,11 +290,13 @@ fn check_compatible(
 ) -> Result<()> {
     let path = store.checkpoint_path(CheckpointId(m.checkpoint_id));
     for (uid, snap) in &m.operators {
-        let Some(op) = operators
-            .iter()
-            .find(|o| o.uid.as_deref() == Some(uid.as_str()))
-        else {
-            return Err(WeirError::Checkpoint { path, message: format!("it holds state of operator uid `{uid}`, which this job does not have (was a uid renamed?)") });
+        let Some(op) = operators.iter().find(|o| o.uid.as_deref() == Some(uid.as_str())) else {
+            return Err(WeirError::Checkpoint {
+                path,
+                message: format!(
+                    "it holds state of operator uid `{uid}`, which this job does not have (was a uid renamed?)"
+                ),
+            });
         };
         let p = parallelism[op.vertex];
         if snap.parallelism != p {
@@ -400,30 +375,21 @@ impl Driver {
                 .map_or(100, |d| d.saturating_sub(now))
                 .min(100);
             let actions = match self.events.recv_timeout(Duration::from_millis(wait)) {
-                Ok(RuntimeEvent::Ack { task, id, states }) => {
-                    self.coordinator.on_ack(task, id, states)
-                }
+                Ok(RuntimeEvent::Ack { task, id, states }) => self.coordinator.on_ack(task, id, states),
                 Ok(RuntimeEvent::Decline { task, id, reason }) => {
-                    tracing::warn!(
-                        "checkpoint {id} declined by {}: {reason}",
-                        self.tasks[task].name
-                    );
+                    tracing::warn!("checkpoint {id} declined by {}: {reason}", self.tasks[task].name);
                     self.coordinator.on_decline(id, reason)
                 }
                 Ok(RuntimeEvent::SourceAtEnd) => {
                     sources_at_end += 1;
                     if sources_at_end == sources {
-                        tracing::info!(
-                            "all sources reached the end of their input: final checkpoint"
-                        );
+                        tracing::info!("all sources reached the end of their input: final checkpoint");
                         self.coordinator.request(self.now_ms(), true)
                     } else {
                         Vec::new()
                     }
                 }
-                Ok(RuntimeEvent::Request { then_stop }) => {
-                    self.coordinator.request(self.now_ms(), then_stop)
-                }
+                Ok(RuntimeEvent::Request { then_stop }) => self.coordinator.request(self.now_ms(), then_stop),
                 Ok(RuntimeEvent::Finished { task }) => {
                     tracing::debug!("{} finished", self.tasks[task].name);
                     finished += 1;
@@ -464,10 +430,12 @@ impl Driver {
     ) -> Result<Vec<Action<Vec<(String, usize, SubtaskState)>>>> {
         match action {
             Action::Trigger { id, then_stop } => {
-                tracing::info!(
-                    "checkpoint {id} triggered{}",
-                    if then_stop { " (final)" } else { "" }
-                );
+                // The directory reserves the id: ids are never reused, also after a crash,
+                // so output staged for an abandoned checkpoint is never taken for a later one's.
+                let dir = self.store.checkpoint_path(id);
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| WeirError::io("cannot create checkpoint directory", &dir, e))?;
+                tracing::info!("checkpoint {id} triggered{}", if then_stop { " (final)" } else { "" });
                 self.broadcast(TaskCommand::Trigger(Barrier { id, then_stop }), true);
                 Ok(Vec::new())
             }
@@ -489,18 +457,11 @@ impl Driver {
                 crate::failpoint::hit("before-notify");
                 self.completed += 1;
                 self.last = Some(id.0);
-                tracing::info!(
-                    "checkpoint {id} complete{}",
-                    if then_stop { " (final)" } else { "" }
-                );
+                tracing::info!("checkpoint {id} complete{}", if then_stop { " (final)" } else { "" });
                 self.broadcast(TaskCommand::Complete(id), false);
                 Ok(Vec::new())
             }
-            Action::Abort {
-                id,
-                reason,
-                then_stop,
-            } => {
+            Action::Abort { id, reason, then_stop } => {
                 tracing::warn!("checkpoint {id} aborted: {reason}");
                 self.broadcast(TaskCommand::Abort(id), false);
                 if then_stop {
@@ -525,11 +486,7 @@ impl Driver {
     ) -> Manifest {
         let mut operators: BTreeMap<String, OperatorSnapshot> = BTreeMap::new();
         for (uid, subtask, state) in snapshots.into_values().flatten() {
-            let parallelism = self
-                .parallelism_by_uid
-                .get(&uid)
-                .copied()
-                .unwrap_or(subtask + 1);
+            let parallelism = self.parallelism_by_uid.get(&uid).copied().unwrap_or(subtask + 1);
             let entry = operators.entry(uid).or_insert_with(|| OperatorSnapshot {
                 parallelism,
                 subtasks: Vec::new(),

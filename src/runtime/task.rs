@@ -76,10 +76,7 @@ impl TaskRuntime {
     fn command_within(&self, wait: Duration) -> Option<TaskCommand> {
         match self.commands.recv_timeout(wait) {
             Ok(c) => Some(c),
-            Err(RecvTimeoutError::Timeout) => self
-                .cancel
-                .load(Ordering::Relaxed)
-                .then_some(TaskCommand::Cancel),
+            Err(RecvTimeoutError::Timeout) => self.cancel.load(Ordering::Relaxed).then_some(TaskCommand::Cancel),
             Err(RecvTimeoutError::Disconnected) => Some(TaskCommand::Cancel),
         }
     }
@@ -120,10 +117,7 @@ pub(crate) fn spawn_snapshotter(
                             break;
                         }
                         Err(p) => {
-                            failure = Some(format!(
-                                "snapshot of `{uid}` panicked: {}",
-                                panic_message(&p)
-                            ));
+                            failure = Some(format!("snapshot of `{uid}` panicked: {}", panic_message(&p)));
                             break;
                         }
                     }
@@ -256,9 +250,7 @@ pub(crate) fn run_input<T: Send>(
                     chain.flush()?; // nothing ready: push buffered output on (adaptive batching)
                     match select.select_timeout(POLL) {
                         Ok(op) => op,
-                        Err(_) if rt.cancel.load(Ordering::Relaxed) => {
-                            return Err(WeirError::Cancelled)
-                        }
+                        Err(_) if rt.cancel.load(Ordering::Relaxed) => return Err(WeirError::Cancelled),
                         Err(_) => continue,
                     }
                 }
@@ -344,12 +336,7 @@ fn advance_watermark<T>(
     current: &mut Timestamp,
     chain: &mut dyn Downstream<T>,
 ) -> Result<()> {
-    let min = watermarks
-        .iter()
-        .zip(open)
-        .filter(|(_, o)| **o)
-        .map(|(w, _)| *w)
-        .min();
+    let min = watermarks.iter().zip(open).filter(|(_, o)| **o).map(|(w, _)| *w).min();
     match min {
         Some(m) if m > *current => {
             *current = m;

@@ -17,8 +17,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use weir_operators::{
-    decode_value, encode_state_key, encode_value, Barrier, CheckpointId, KeyedProcess, StateKey,
-    Timestamp,
+    decode_value, encode_state_key, encode_value, Barrier, CheckpointId, KeyedProcess, StateKey, Timestamp,
 };
 
 struct Slot<V> {
@@ -86,10 +85,8 @@ where
         match self.db.get(&self.key_buf)? {
             None => Ok(None),
             Some(bytes) => decode_value(&bytes).map(Some).map_err(|e| {
-                self.db.state_error(format!(
-                    "cannot decode state of operator `{}`: {e}",
-                    self.name
-                ))
+                self.db
+                    .state_error(format!("cannot decode state of operator `{}`: {e}", self.name))
             }),
         }
     }
@@ -132,13 +129,7 @@ where
             let key = (self.key_of)(&record);
             if !self.cache.contains_key(&key) {
                 let value = self.load(&key)?;
-                self.cache.insert(
-                    key.clone(),
-                    Slot {
-                        value,
-                        dirty: false,
-                    },
-                );
+                self.cache.insert(key.clone(), Slot { value, dirty: false });
             }
             let Self {
                 cache,

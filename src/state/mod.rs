@@ -22,9 +22,7 @@ pub(crate) mod keyed;
 use crate::checkpoint::manifest::{RocksHandle, StoredFile};
 use crate::checkpoint::store::{store_file, sync_dir, CheckpointStore};
 use crate::error::{Result, WeirError};
-use rocksdb::{
-    BlockBasedOptions, Cache, Options, WriteBatch, WriteBufferManager, WriteOptions, DB,
-};
+use rocksdb::{BlockBasedOptions, Cache, Options, WriteBatch, WriteBufferManager, WriteOptions, DB};
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -50,11 +48,8 @@ impl StateEnv {
         fs::create_dir_all(&local_root)
             .map_err(|e| WeirError::io("cannot create local state directory", &local_root, e))?;
         let cache = Cache::new_lru_cache(block_cache);
-        let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
-            write_buffers,
-            false,
-            cache.clone(),
-        );
+        let write_buffers =
+            WriteBufferManager::new_write_buffer_manager_with_cache(write_buffers, false, cache.clone());
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -117,8 +112,7 @@ impl RocksInstance {
         let dir = env.local_root.join(&instance);
         let db_dir = dir.join("db");
         let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&db_dir)
-            .map_err(|e| WeirError::io("cannot create state directory", &db_dir, e))?;
+        fs::create_dir_all(&db_dir).map_err(|e| WeirError::io("cannot create state directory", &db_dir, e))?;
         let mut in_store = HashMap::new();
         if let Some(handle) = restore {
             if handle.key_groups != key_groups {
@@ -134,8 +128,7 @@ impl RocksInstance {
                 let src = env.store.job_dir().join(&f.path);
                 let dest = db_dir.join(&f.name);
                 if fs::hard_link(&src, &dest).is_err() {
-                    fs::copy(&src, &dest)
-                        .map_err(|e| WeirError::io("cannot restore state file", &src, e))?;
+                    fs::copy(&src, &dest).map_err(|e| WeirError::io("cannot restore state file", &src, e))?;
                 }
             }
             for f in &handle.shared {
@@ -175,9 +168,7 @@ impl RocksInstance {
     pub(crate) fn write(&self, batch: WriteBatch) -> Result<()> {
         let mut wo = WriteOptions::default();
         wo.disable_wal(true);
-        self.db
-            .write_opt(batch, &wo)
-            .map_err(|e| self.state_error(e))
+        self.db.write_opt(batch, &wo).map_err(|e| self.state_error(e))
     }
 
     /// The asynchronous part of a snapshot: apply the barrier's dirty
@@ -187,11 +178,8 @@ impl RocksInstance {
         crate::failpoint::hit("snapshot-async");
         let local = self.dir.join(format!("chk-{}", id.0));
         let _ = fs::remove_dir_all(&local);
-        let checkpoint =
-            rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| self.state_error(e))?;
-        checkpoint
-            .create_checkpoint(&local)
-            .map_err(|e| self.state_error(e))?;
+        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| self.state_error(e))?;
+        checkpoint.create_checkpoint(&local).map_err(|e| self.state_error(e))?;
         let result = self.upload(id, &local);
         let _ = fs::remove_dir_all(&local);
         result
@@ -200,10 +188,8 @@ impl RocksInstance {
     fn upload(&self, id: CheckpointId, local: &Path) -> Result<RocksHandle> {
         let (shared_abs, shared_rel) = self.store.shared_dir(&self.instance);
         let (private_abs, private_rel) = self.store.private_dir(id, &self.task);
-        fs::create_dir_all(&shared_abs)
-            .map_err(|e| WeirError::io("cannot create", &shared_abs, e))?;
-        fs::create_dir_all(&private_abs)
-            .map_err(|e| WeirError::io("cannot create", &private_abs, e))?;
+        fs::create_dir_all(&shared_abs).map_err(|e| WeirError::io("cannot create", &shared_abs, e))?;
+        fs::create_dir_all(&private_abs).map_err(|e| WeirError::io("cannot create", &private_abs, e))?;
         let mut in_store = self
             .in_store
             .lock()
@@ -214,10 +200,9 @@ impl RocksInstance {
             let name = entry.file_name().to_string_lossy().into_owned();
             let src = entry.path();
             if name.ends_with(".sst") {
-                let reuse = in_store.get(&name).filter(|f| {
-                    fs::metadata(self.store.job_dir().join(&f.path))
-                        .is_ok_and(|m| m.len() == f.size)
-                });
+                let reuse = in_store
+                    .get(&name)
+                    .filter(|f| fs::metadata(self.store.job_dir().join(&f.path)).is_ok_and(|m| m.len() == f.size));
                 if let Some(f) = reuse {
                     shared.push(f.clone());
                 } else {

@@ -4,6 +4,7 @@
 //! while a checkpoint is in flight and some between "manifest written" and
 //! "sinks committed", restarted each time from the same checkpoint directory,
 //! and its committed output is compared with a failure-free run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

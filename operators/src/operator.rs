@@ -118,9 +118,13 @@ mod tests {
             run(&mut FlatMap(|x: i32| vec![x; x as usize]), vec![1, 2]),
             vec![1, 2, 2]
         );
-        let mut seen = 0;
-        assert_eq!(run(&mut Inspect(|_: &i32| seen += 1), vec![5, 6]), vec![5, 6]);
-        assert_eq!(seen, 2);
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = seen.clone();
+        let inspect = move |_: &i32| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        };
+        assert_eq!(run(&mut Inspect(inspect), vec![5, 6]), vec![5, 6]);
+        assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 2);
         let mut failing = TryMap(|x: i32| {
             if x < 0 {
                 Err(OperatorError("negative".into()))

@@ -220,9 +220,8 @@ mod tests {
         let mut out = Vec::new();
         let started = std::time::Instant::now();
         while out.len() < 50 {
-            match g.poll(&mut out, 1024).unwrap() {
-                SourcePoll::Idle(d) => std::thread::sleep(d),
-                _ => {}
+            if let SourcePoll::Idle(d) = g.poll(&mut out, 1024).unwrap() {
+                std::thread::sleep(d);
             }
         }
         assert!(

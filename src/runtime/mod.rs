@@ -37,6 +37,9 @@ use std::time::{Duration, Instant};
 use task::{RuntimeEvent, TaskCommand, TaskRuntime};
 use weir_operators::{Barrier, CheckpointId};
 
+/// What one task acknowledges: (operator uid, subtask, state) per stateful operator.
+type TaskSnapshot = Vec<(String, usize, SubtaskState)>;
+
 /// What task makers see when the job starts.
 pub(crate) struct TaskEnv {
     pub(crate) parallelism: Vec<usize>,
@@ -99,6 +102,8 @@ pub struct JobSummary {
     pub last_checkpoint: Option<u64>,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// For each checkpoint completed in this run: time from trigger to complete.
+    pub checkpoint_durations: Vec<Duration>,
 }
 
 /// A running job: wait for it, trigger checkpoints, stop or cancel it.
@@ -262,6 +267,8 @@ impl Job {
             completed: 0,
             last: restored_from,
             parallelism_by_uid: parallelism_by_uid(&self.operators, &parallelism),
+            triggered_at: None,
+            durations: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("weir-coordinator".into())
@@ -320,7 +327,7 @@ struct RunningTask {
 struct Driver {
     job: String,
     store: CheckpointStore,
-    coordinator: Coordinator<Vec<(String, usize, SubtaskState)>>,
+    coordinator: Coordinator<TaskSnapshot>,
     tasks: Vec<RunningTask>,
     events: Receiver<RuntimeEvent>,
     cancel: Arc<AtomicBool>,
@@ -329,6 +336,8 @@ struct Driver {
     completed: u64,
     last: Option<u64>,
     parallelism_by_uid: BTreeMap<String, usize>,
+    triggered_at: Option<Instant>,
+    durations: Vec<Duration>,
 }
 
 impl Driver {
@@ -361,6 +370,7 @@ impl Driver {
             checkpoints_completed: self.completed,
             last_checkpoint: self.last,
             elapsed: self.started.elapsed(),
+            checkpoint_durations: std::mem::take(&mut self.durations),
         })
     }
 
@@ -424,10 +434,7 @@ impl Driver {
         }
     }
 
-    fn execute(
-        &mut self,
-        action: Action<Vec<(String, usize, SubtaskState)>>,
-    ) -> Result<Vec<Action<Vec<(String, usize, SubtaskState)>>>> {
+    fn execute(&mut self, action: Action<TaskSnapshot>) -> Result<Vec<Action<TaskSnapshot>>> {
         match action {
             Action::Trigger { id, then_stop } => {
                 // The directory reserves the id: ids are never reused, also after a crash,
@@ -436,6 +443,7 @@ impl Driver {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| WeirError::io("cannot create checkpoint directory", &dir, e))?;
                 tracing::info!("checkpoint {id} triggered{}", if then_stop { " (final)" } else { "" });
+                self.triggered_at = Some(Instant::now());
                 self.broadcast(TaskCommand::Trigger(Barrier { id, then_stop }), true);
                 Ok(Vec::new())
             }
@@ -456,6 +464,9 @@ impl Driver {
             Action::NotifyComplete { id, then_stop } => {
                 crate::failpoint::hit("before-notify");
                 self.completed += 1;
+                if let Some(t) = self.triggered_at.take() {
+                    self.durations.push(t.elapsed());
+                }
                 self.last = Some(id.0);
                 tracing::info!("checkpoint {id} complete{}", if then_stop { " (final)" } else { "" });
                 self.broadcast(TaskCommand::Complete(id), false);
@@ -478,12 +489,7 @@ impl Driver {
         }
     }
 
-    fn manifest(
-        &self,
-        id: CheckpointId,
-        snapshots: BTreeMap<usize, Vec<(String, usize, SubtaskState)>>,
-        then_stop: bool,
-    ) -> Manifest {
+    fn manifest(&self, id: CheckpointId, snapshots: BTreeMap<usize, TaskSnapshot>, then_stop: bool) -> Manifest {
         let mut operators: BTreeMap<String, OperatorSnapshot> = BTreeMap::new();
         for (uid, subtask, state) in snapshots.into_values().flatten() {
             let parallelism = self.parallelism_by_uid.get(&uid).copied().unwrap_or(subtask + 1);

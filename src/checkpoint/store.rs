@@ -170,6 +170,15 @@ impl CheckpointStore {
     /// [`WeirError::NoUsableCheckpoint`] when checkpoints exist but none is
     /// usable: starting empty would silently drop state.
     pub fn restore_point(&self) -> Result<Option<Manifest>> {
+        Ok(self.restore_point_and_skipped()?.0)
+    }
+
+    /// Like [`CheckpointStore::restore_point`], also returning why each newer
+    /// checkpoint was skipped (each message names the damaged path).
+    ///
+    /// # Errors
+    /// As [`CheckpointStore::restore_point`].
+    pub fn restore_point_and_skipped(&self) -> Result<(Option<Manifest>, Vec<String>)> {
         let ids = self.complete_ids()?;
         let mut problems = Vec::new();
         for id in ids.iter().rev() {
@@ -178,13 +187,13 @@ impl CheckpointStore {
                     for p in &problems {
                         tracing::warn!("skipped damaged checkpoint: {p}");
                     }
-                    return Ok(Some(m));
+                    return Ok((Some(m), problems));
                 }
                 Err(e) => problems.push(e.to_string()),
             }
         }
         if problems.is_empty() {
-            Ok(None)
+            Ok((None, problems))
         } else {
             Err(WeirError::NoUsableCheckpoint {
                 dir: self.dir.clone(),

@@ -11,7 +11,7 @@ pub mod generator;
 
 use crate::error::Result;
 use std::time::Duration;
-use weir_operators::CheckpointId;
+use weir_operators::{CheckpointId, Timestamp};
 
 /// What a source or sink subtask is told when it is created.
 #[derive(Debug, Clone)]
@@ -44,6 +44,11 @@ pub trait Source<T>: Send + 'static {
     /// # Errors
     /// A failure ends the job with this error.
     fn poll(&mut self, out: &mut Vec<T>, max: usize) -> Result<SourcePoll>;
+    /// Event-time progress after the records returned so far (no later record
+    /// is older), polled after each batch; `None` = no event time.
+    fn watermark(&mut self) -> Option<Timestamp> {
+        None
+    }
     /// The position after the last record returned, to store in a checkpoint.
     fn position(&self) -> Vec<u8>;
     /// A readable form of the position for tools.

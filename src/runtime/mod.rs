@@ -102,6 +102,8 @@ pub struct JobSummary {
     pub last_checkpoint: Option<u64>,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// Newer checkpoints skipped at start because they were damaged (why, with the path).
+    pub skipped_checkpoints: Vec<String>,
     /// For each checkpoint completed in this run: time from trigger to complete.
     pub checkpoint_durations: Vec<Duration>,
 }
@@ -163,7 +165,11 @@ impl Job {
         config.validate()?;
         let started = Instant::now();
         let store = CheckpointStore::open(&config.checkpoint_dir, &self.name)?;
-        let restore = if config.restore { store.restore_point()? } else { None };
+        let (restore, skipped) = if config.restore {
+            store.restore_point_and_skipped()?
+        } else {
+            (None, Vec::new())
+        };
         let parallelism: Vec<usize> = self.vertices.iter().map(|v| v.parallelism).collect();
         if let Some(m) = &restore {
             check_compatible(&self.operators, &parallelism, m, &store)?;
@@ -269,6 +275,7 @@ impl Job {
             parallelism_by_uid: parallelism_by_uid(&self.operators, &parallelism),
             triggered_at: None,
             durations: Vec::new(),
+            skipped,
         };
         let thread = std::thread::Builder::new()
             .name("weir-coordinator".into())
@@ -338,6 +345,7 @@ struct Driver {
     parallelism_by_uid: BTreeMap<String, usize>,
     triggered_at: Option<Instant>,
     durations: Vec<Duration>,
+    skipped: Vec<String>,
 }
 
 impl Driver {
@@ -370,6 +378,7 @@ impl Driver {
             checkpoints_completed: self.completed,
             last_checkpoint: self.last,
             elapsed: self.started.elapsed(),
+            skipped_checkpoints: std::mem::take(&mut self.skipped),
             checkpoint_durations: std::mem::take(&mut self.durations),
         })
     }

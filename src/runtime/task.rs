@@ -156,6 +156,7 @@ pub(crate) fn run_source<T: Send, S: Source<T>>(
     let mut buf = Vec::with_capacity(batch_size);
     let mut final_barrier: Option<CheckpointId> = None;
     let mut at_end = false;
+    let mut watermark = Timestamp::MIN;
     loop {
         let command = if final_barrier.is_some() || at_end {
             Some(rt.next_command())
@@ -166,6 +167,12 @@ pub(crate) fn run_source<T: Send, S: Source<T>>(
                 SourcePoll::Ready => {
                     if !buf.is_empty() {
                         chain.records(&mut buf)?;
+                    }
+                    if let Some(w) = source.watermark() {
+                        if w > watermark {
+                            watermark = w;
+                            chain.watermark(w)?;
+                        }
                     }
                     None
                 }

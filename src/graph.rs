@@ -755,3 +755,21 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
         self.process(name, Aggregate(aggregator))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_acyclic;
+
+    #[test]
+    fn a_cycle_is_rejected_naming_a_vertex_on_it() {
+        let name = |v: usize| ["source", "a", "b", "sink"][v].to_string();
+        assert!(check_acyclic(4, &[(0, 1), (1, 2), (2, 3)], name).is_ok());
+        let err = check_acyclic(4, &[(0, 1), (1, 2), (2, 1), (2, 3)], name)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cycle through `a`") || err.contains("cycle through `b`"),
+            "{err}"
+        );
+    }
+}

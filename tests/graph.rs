@@ -1,0 +1,264 @@
+//! The graph API and the runtime without crashes: validation errors, data
+//! movement (key_by, rebalance, union, parallelism), watermarks, and a
+//! failing task failing the job with its error.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use weir::connectors::collect::{CollectSink, CountingSink};
+use weir::connectors::generator::{Generator, W1Event};
+use weir::connectors::{ConnectorContext, Source, SourcePoll};
+use weir::operators::{Operator, OperatorError, Timestamp};
+use weir::{JobBuilder, JobConfig, WeirError};
+
+fn config(dir: &std::path::Path) -> JobConfig {
+    JobConfig {
+        checkpoint_interval: Some(Duration::from_millis(50)),
+        ..JobConfig::with_checkpoint_dir(dir)
+    }
+}
+
+fn invalid(job: JobBuilder) -> String {
+    match job.build() {
+        Err(WeirError::InvalidGraph(m)) => m,
+        Err(e) => panic!("expected InvalidGraph, got {e}"),
+        Ok(_) => panic!("expected InvalidGraph, the graph was accepted"),
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Count;
+impl weir::operators::KeyedProcess<u64, W1Event, u64> for Count {
+    type State = u64;
+    fn process(&mut self, _k: &u64, s: &mut Option<u64>, _r: W1Event, out: &mut Vec<u64>) -> Result<(), OperatorError> {
+        *s.get_or_insert(0) += 1;
+        out.push(s.unwrap_or(0));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_stateful_operator_without_uid_is_rejected() {
+    let job = JobBuilder::new("j");
+    job.source("gen", Generator::w1_factory(Some(10), None))
+        .uid("gen")
+        .key_by(|e: &W1Event| e.key)
+        .process("count", Count)
+        .sink("out", CountingSink::factory());
+    let m = invalid(job);
+    assert!(m.contains("`count` needs a uid"), "{m}");
+
+    let job = JobBuilder::new("j");
+    job.source("gen", Generator::w1_factory(Some(10), None))
+        .sink("out", CountingSink::factory());
+    assert!(invalid(job).contains("`gen` needs a uid"));
+}
+
+#[test]
+fn two_operators_with_one_uid_are_rejected() {
+    let job = JobBuilder::new("j");
+    job.source("gen", Generator::w1_factory(Some(10), None))
+        .uid("same")
+        .key_by(|e: &W1Event| e.key)
+        .process("count", Count)
+        .uid("same")
+        .sink("out", CountingSink::factory());
+    let m = invalid(job);
+    assert!(m.contains("`gen` and `count` have the same uid `same`"), "{m}");
+}
+
+#[test]
+fn parallelism_must_be_between_one_and_max_parallelism() {
+    for (p, ok) in [(0, false), (1, true), (128, true), (129, false)] {
+        let job = JobBuilder::new("j");
+        job.source("gen", Generator::w1_factory(Some(10), None))
+            .uid("gen")
+            .parallelism(p)
+            .sink("out", CountingSink::factory());
+        match job.build() {
+            Ok(_) => assert!(ok, "parallelism {p} accepted"),
+            Err(e) => {
+                assert!(!ok, "parallelism {p} rejected: {e}");
+                assert!(
+                    e.to_string().contains(&format!("parallelism {p} of `gen -> out`")),
+                    "{e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_stream_that_goes_nowhere_and_a_job_without_sink_are_rejected() {
+    let job = JobBuilder::new("j");
+    let _ = job
+        .source("gen", Generator::w1_factory(Some(10), None))
+        .uid("gen")
+        .map(|e: W1Event| e.key);
+    assert!(invalid(job).contains("goes nowhere"));
+    assert!(invalid(JobBuilder::new("j")).contains("no sink"));
+    let job = JobBuilder::new("a/b");
+    job.source("gen", Generator::w1_factory(Some(10), None))
+        .uid("gen")
+        .sink("out", CountingSink::factory());
+    assert!(invalid(job).contains("directory name"));
+}
+
+#[test]
+fn every_record_arrives_once_through_key_by_rebalance_and_union() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let job = JobBuilder::new("moves").default_parallelism(2);
+    let a = job
+        .source("a", Generator::w1_factory(Some(30_000), None))
+        .uid("a")
+        .map(|e: W1Event| e.index);
+    let b = job
+        .source("b", Generator::w1_factory(Some(20_000), None))
+        .uid("b")
+        .parallelism(3)
+        .map(|e: W1Event| e.index + 1_000_000);
+    a.union(b)
+        .parallelism(4)
+        .filter(|i: &u64| i % 7 != 3)
+        .rebalance()
+        .parallelism(1)
+        .flat_map(|i: u64| [i, i])
+        .key_by(|i: &u64| *i)
+        .parallelism(3)
+        .reduce("dedup", |a: &u64, _b: &u64| *a + 10_000_000)
+        .uid("dedup")
+        .sink("collect", CollectSink::factory(out.clone()));
+    job.build().unwrap().run(config(dir.path())).unwrap();
+    let mut got = out.lock().unwrap().clone();
+    got.sort_unstable();
+    let mut expected: Vec<u64> = (0..30_000u64)
+        .chain((0..20_000).map(|i| i + 1_000_000))
+        .filter(|i| i % 7 != 3)
+        .flat_map(|i| [i, i + 10_000_000])
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(got.len(), expected.len());
+    assert_eq!(got, expected);
+}
+
+/// Emits `0..n` with event time = value, and the watermark after each batch.
+struct Ticks {
+    next: i64,
+    end: i64,
+}
+impl Source<i64> for Ticks {
+    fn poll(&mut self, out: &mut Vec<i64>, max: usize) -> weir::Result<SourcePoll> {
+        if self.next >= self.end {
+            return Ok(SourcePoll::End);
+        }
+        let n = (max as i64).min(self.end - self.next).min(10);
+        out.extend(self.next..self.next + n);
+        self.next += n;
+        Ok(SourcePoll::Ready)
+    }
+    fn watermark(&mut self) -> Option<Timestamp> {
+        Some(Timestamp(self.next - 1))
+    }
+    fn position(&self) -> Vec<u8> {
+        self.next.to_be_bytes().to_vec()
+    }
+}
+
+#[derive(Clone)]
+struct WatermarkProbe(Arc<Mutex<Vec<i64>>>);
+impl Operator<i64, i64> for WatermarkProbe {
+    fn process(&mut self, r: i64, out: &mut Vec<i64>) -> Result<(), OperatorError> {
+        out.push(r);
+        Ok(())
+    }
+    fn on_watermark(&mut self, w: Timestamp, _out: &mut Vec<i64>) -> Result<(), OperatorError> {
+        self.0.lock().unwrap().push(w.0);
+        Ok(())
+    }
+}
+
+#[test]
+fn watermarks_are_the_minimum_over_inputs_and_do_not_jump_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let job = JobBuilder::new("wm");
+    let fast = job
+        .source("fast", |_c: ConnectorContext| Ok(Ticks { next: 0, end: 1000 }))
+        .uid("fast");
+    let slow = job
+        .source("slow", |_c: ConnectorContext| Ok(Ticks { next: 0, end: 500 }))
+        .uid("slow");
+    let probe = WatermarkProbe(seen.clone());
+    fast.union(slow)
+        .operator("probe", move || probe.clone())
+        .sink("count", CountingSink::factory());
+    job.build().unwrap().run(config(dir.path())).unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "watermarks must only advance: {seen:?}"
+    );
+    assert!(
+        seen.contains(&499),
+        "the slow input holds the watermark at its own: {seen:?}"
+    );
+    assert!(
+        !seen.contains(&i64::MAX),
+        "ending a bounded run must not advance event time to the end: {seen:?}"
+    );
+}
+
+#[test]
+fn a_failing_operator_fails_the_job_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = JobBuilder::new("fails").default_parallelism(2);
+    job.source("gen", Generator::w1_factory(None, None))
+        .uid("gen")
+        .key_by(|e: &W1Event| e.key)
+        .process("count", Count)
+        .uid("count")
+        .try_map(|c: u64| {
+            if c >= 3 {
+                Err(OperatorError(format!("count {c} is too high")))
+            } else {
+                Ok(c)
+            }
+        })
+        .sink("out", CountingSink::factory());
+    let started = Instant::now();
+    let err = job.build().unwrap().run(config(dir.path())).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the job must end, not hang"
+    );
+    match err {
+        WeirError::Operator { operator, message } => {
+            assert!(operator.starts_with("try_map["), "{operator}");
+            assert!(message.contains("too high"), "{message}");
+        }
+        other => panic!("expected an operator error, got {other}"),
+    }
+}
+
+#[test]
+fn a_panicking_task_fails_the_job_with_the_panic_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = JobBuilder::new("panics");
+    job.source("gen", Generator::w1_factory(None, None))
+        .uid("gen")
+        .map(|e: W1Event| {
+            assert!(e.index < 5_000, "boom at {}", e.index);
+            e
+        })
+        .sink("out", CountingSink::factory());
+    let err = job.build().unwrap().run(config(dir.path())).unwrap_err();
+    match err {
+        WeirError::Panic { task, message } => {
+            assert!(task.contains("gen"), "{task}");
+            assert!(message.contains("boom at 5000"), "{message}");
+        }
+        other => panic!("expected a panic error, got {other}"),
+    }
+}

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use weir_operators::{KeyedProcess, OperatorError};
+use weir_operators::{KeyedContext, KeyedProcess, OperatorError};
 
 /// Options of the demo job.
 #[derive(Debug, Clone)]
@@ -51,12 +51,12 @@ impl KeyedProcess<u64, W1Event, DemoOutput> for RunningCountSum {
         key: &u64,
         state: &mut Option<(u64, u64)>,
         e: W1Event,
-        out: &mut Vec<DemoOutput>,
+        ctx: &mut KeyedContext<'_, DemoOutput>,
     ) -> Result<(), OperatorError> {
         let (count, sum) = state.get_or_insert((0, 0));
         *count += 1;
         *sum += e.value;
-        out.push(DemoOutput {
+        ctx.emit(DemoOutput {
             index: e.index,
             key: *key,
             count: *count,
@@ -100,11 +100,11 @@ impl KeyedProcess<u64, W1Event, (u64, u64, u64)> for RunningSum {
         key: &u64,
         sum: &mut Option<u64>,
         e: W1Event,
-        out: &mut Vec<(u64, u64, u64)>,
+        ctx: &mut KeyedContext<'_, (u64, u64, u64)>,
     ) -> Result<(), OperatorError> {
         let s = sum.get_or_insert(0);
         *s += e.value;
-        out.push((*key, *s, e.emit_ns));
+        ctx.emit((*key, *s, e.emit_ns));
         Ok(())
     }
 }

@@ -30,9 +30,15 @@ fn invalid(job: JobBuilder) -> String {
 struct Count;
 impl weir::operators::KeyedProcess<u64, W1Event, u64> for Count {
     type State = u64;
-    fn process(&mut self, _k: &u64, s: &mut Option<u64>, _r: W1Event, out: &mut Vec<u64>) -> Result<(), OperatorError> {
+    fn process(
+        &mut self,
+        _k: &u64,
+        s: &mut Option<u64>,
+        _r: W1Event,
+        ctx: &mut weir::operators::KeyedContext<'_, u64>,
+    ) -> Result<(), OperatorError> {
         *s.get_or_insert(0) += 1;
-        out.push(s.unwrap_or(0));
+        ctx.emit(s.unwrap_or(0));
         Ok(())
     }
 }

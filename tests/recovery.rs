@@ -229,3 +229,62 @@ fn on_demand_checkpoints_and_a_graceful_stop_of_an_endless_job() {
         "committed output matches the stored source positions"
     );
 }
+
+/// Per key (index % 50): a map from value % 40 to how often it was seen;
+/// emits (index, distinct values of the key, count of this value).
+#[derive(Clone, Copy)]
+struct DistinctValues;
+
+impl weir::operators::KeyedProcess<u64, weir::connectors::generator::W1Event, (u64, usize, u64)> for DistinctValues {
+    type State = ();
+    fn process(
+        &mut self,
+        _key: &u64,
+        _state: &mut Option<()>,
+        e: weir::connectors::generator::W1Event,
+        ctx: &mut weir::operators::KeyedContext<'_, (u64, usize, u64)>,
+    ) -> Result<(), weir::operators::OperatorError> {
+        let mut seen = ctx.map::<u64, u64>("seen");
+        let slot = e.value % 40;
+        let n = seen.get(&slot)?.unwrap_or(0) + 1;
+        seen.insert(&slot, &n)?;
+        let distinct = seen.entries()?.len();
+        ctx.emit((e.index, distinct, n));
+        Ok(())
+    }
+}
+
+fn map_state_run(dir: &Path, records: u64, cache_entries: usize) -> Vec<(u64, usize, u64)> {
+    use weir::connectors::collect::CollectSink;
+    use weir::connectors::generator::{Generator, W1Event};
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let job = weir::JobBuilder::new("maps");
+    job.source("gen", Generator::w1_factory(Some(records), None))
+        .uid("gen")
+        .key_by(|e: &W1Event| e.index % 50)
+        .parallelism(2)
+        .process("distinct", DistinctValues)
+        .uid("distinct")
+        .sink("collect", CollectSink::factory(out.clone()));
+    let cfg = JobConfig {
+        state_cache_entries: cache_entries,
+        ..config(dir)
+    };
+    job.build().unwrap().run(cfg).unwrap();
+    let mut v = out.lock().unwrap().clone();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn map_state_survives_restarts_and_eviction() {
+    let one = tempfile::tempdir().unwrap();
+    let expected = map_state_run(one.path(), 8_000, 1 << 20);
+    assert_eq!(expected.last().map(|r| r.1), Some(40), "every key saw all 40 slots");
+
+    let split = tempfile::tempdir().unwrap();
+    let mut actual = map_state_run(split.path(), 3_000, 30);
+    actual.extend(map_state_run(split.path(), 8_000, 30));
+    actual.sort_unstable();
+    assert_eq!(actual, expected, "two bounded runs with a tiny cache equal one run");
+}

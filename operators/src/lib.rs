@@ -27,6 +27,8 @@ pub use codec::{decode_value, encode_state_key, encode_value, CodecError};
 pub use key::{
     key_group_of, key_group_range, key_hash, subtask_for_key_group, KeyGroup, StateKey, DEFAULT_MAX_PARALLELISM,
 };
-pub use keyed::{Aggregate, Aggregator, KeyedHarness, KeyedProcess, Reduce, StateValue};
+pub use keyed::{
+    Aggregate, Aggregator, KeyedContext, KeyedHarness, KeyedProcess, KeyedStore, MapState, Reduce, StateValue,
+};
 pub use message::{Barrier, CheckpointId, Message, Timestamp};
 pub use operator::{Filter, FlatMap, Inspect, Map, Operator, OperatorError, TryMap};

@@ -5,6 +5,11 @@
 //! lookup, a miss one RocksDB read. At a barrier the dirty entries are cloned
 //! (typed, not encoded) and handed to the background snapshot, which encodes
 //! them into one `WriteBatch`; the record path pays only for the clone.
+//!
+//! Map state (byte-level, column family `map`) goes through an ordered
+//! overlay of writes since the last barrier; at a barrier the overlay is
+//! moved (not copied) to the snapshot and stays readable as a *flushing*
+//! layer until the snapshot has written it to RocksDB.
 
 use super::RocksInstance;
 use crate::checkpoint::manifest::SubtaskState;
@@ -12,13 +17,111 @@ use crate::error::{Result, WeirError};
 use crate::runtime::chain::{Downstream, SnapshotBuilder};
 use crate::runtime::fxhash::FxBuildHasher;
 use rocksdb::WriteBatch;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use weir_operators::{
-    decode_value, encode_state_key, encode_value, Barrier, CheckpointId, KeyedProcess, StateKey, Timestamp,
+    decode_value, encode_state_key, encode_value, key_group_of, Barrier, CheckpointId, KeyedContext, KeyedProcess,
+    KeyedStore, OperatorError, StateKey, Timestamp,
 };
+
+/// Map-state writes not yet in RocksDB: full key -> value (`None` = deleted).
+type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Map-state writes since the last barrier, and those of barriers whose
+/// snapshot has not yet written them to RocksDB (oldest first).
+#[derive(Default)]
+struct MapLayers {
+    current: Overlay,
+    flushing: Vec<Arc<Overlay>>,
+}
+
+/// The [`KeyedStore`] of the key being processed.
+struct CurrentKeyStore<'a, K> {
+    key: &'a K,
+    max_parallelism: u16,
+    prefix: Vec<u8>,
+    layers: &'a mut MapLayers,
+    db: &'a RocksInstance,
+}
+
+impl<K: StateKey> CurrentKeyStore<'_, K> {
+    /// `key_group | u32 key length | key | namespace`: the length makes a key
+    /// that is a prefix of another unambiguous.
+    fn full_key(&mut self, namespace: &[u8]) -> Vec<u8> {
+        if self.prefix.is_empty() {
+            self.prefix.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+            self.key.encode_key(&mut self.prefix);
+            let len = (self.prefix.len() - 6) as u32;
+            let group = key_group_of(&self.prefix[6..], self.max_parallelism);
+            self.prefix[..2].copy_from_slice(&group.0.to_be_bytes());
+            self.prefix[2..6].copy_from_slice(&len.to_be_bytes());
+        }
+        let mut k = Vec::with_capacity(self.prefix.len() + namespace.len());
+        k.extend_from_slice(&self.prefix);
+        k.extend_from_slice(namespace);
+        k
+    }
+
+    fn fail(&self, e: WeirError) -> OperatorError {
+        OperatorError(e.to_string())
+    }
+}
+
+impl<K: StateKey> KeyedStore for CurrentKeyStore<'_, K> {
+    fn get(&mut self, namespace: &[u8]) -> Result<Option<Vec<u8>>, OperatorError> {
+        let k = self.full_key(namespace);
+        if let Some(v) = self.layers.current.get(&k) {
+            return Ok(v.clone());
+        }
+        for layer in self.layers.flushing.iter().rev() {
+            if let Some(v) = layer.get(&k) {
+                return Ok(v.clone());
+            }
+        }
+        self.db.get_map(&k).map_err(|e| self.fail(e))
+    }
+
+    fn put(&mut self, namespace: &[u8], value: Vec<u8>) -> Result<(), OperatorError> {
+        let k = self.full_key(namespace);
+        self.layers.current.insert(k, Some(value));
+        Ok(())
+    }
+
+    fn delete(&mut self, namespace: &[u8]) -> Result<(), OperatorError> {
+        let k = self.full_key(namespace);
+        self.layers.current.insert(k, None);
+        Ok(())
+    }
+
+    fn scan(&mut self, prefix: &[u8]) -> Result<weir_operators::keyed::Entries, OperatorError> {
+        let start = self.full_key(prefix);
+        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = self
+            .db
+            .scan_map(&start)
+            .map_err(|e| self.fail(e))?
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
+        for layer in self
+            .layers
+            .flushing
+            .iter()
+            .map(|l| &**l)
+            .chain(std::iter::once(&self.layers.current))
+        {
+            for (k, v) in layer.range(start.clone()..).take_while(|(k, _)| k.starts_with(&start)) {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+        let skip = self.prefix.len();
+        Ok(merged
+            .into_iter()
+            .filter_map(|(k, v)| Some((k[skip..].to_vec(), v?)))
+            .collect())
+    }
+}
 
 struct Slot<V> {
     value: Option<V>,
@@ -40,6 +143,7 @@ pub(crate) struct KeyedStage<K, I, O, P: KeyedProcess<K, I, O>, F> {
     /// stage must not write to RocksDB (the snapshot would see later state).
     in_flight: Arc<AtomicUsize>,
     key_buf: Vec<u8>,
+    maps: MapLayers,
     out: Vec<O>,
     next: Box<dyn Downstream<O>>,
     _input: PhantomData<fn(I)>,
@@ -74,6 +178,7 @@ where
             db,
             in_flight: Arc::new(AtomicUsize::new(0)),
             key_buf: Vec::new(),
+            maps: MapLayers::default(),
             out: Vec::new(),
             next,
             _input: PhantomData,
@@ -94,7 +199,18 @@ where
     /// Bounds the cache: when it is over capacity and no snapshot is in
     /// flight, write the dirty entries to RocksDB and start over.
     fn evict_if_full(&mut self) -> Result<()> {
-        if self.cache.len() <= self.capacity || self.in_flight.load(Ordering::Acquire) > 0 {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Ok(());
+        }
+        // Every snapshot handed off is in RocksDB now.
+        self.maps.flushing.clear();
+        if self.maps.current.len() > self.capacity {
+            let mut batch = WriteBatch::default();
+            self.db.batch_map(&mut batch, &self.maps.current)?;
+            self.db.write(batch)?;
+            self.maps.current.clear();
+        }
+        if self.cache.len() <= self.capacity {
             return Ok(());
         }
         let mut batch = WriteBatch::default();
@@ -136,13 +252,24 @@ where
                 function,
                 out,
                 name,
+                maps,
+                db,
+                max_parallelism,
                 ..
             } = self;
             let Some(slot) = cache.get_mut(&key) else {
                 continue;
             };
             slot.dirty = true;
-            if let Err(e) = function.process(&key, &mut slot.value, record, out) {
+            let mut store = CurrentKeyStore {
+                key: &key,
+                max_parallelism: *max_parallelism,
+                prefix: Vec::new(),
+                layers: maps,
+                db,
+            };
+            let mut ctx = KeyedContext::new(out, &mut store);
+            if let Err(e) = function.process(&key, &mut slot.value, record, &mut ctx) {
                 return Err(WeirError::Operator {
                     operator: name.clone(),
                     message: e.0,
@@ -179,12 +306,14 @@ where
             self.max_parallelism,
             barrier.id,
         );
+        let map_writes = Arc::new(std::mem::take(&mut self.maps.current));
+        self.maps.flushing.push(map_writes.clone());
         in_flight.fetch_add(1, Ordering::AcqRel);
         snap.pending.push((
             self.uid.clone(),
             self.subtask,
             Box::new(move || {
-                let result = write_snapshot(&db, id, max_parallelism, dirty);
+                let result = write_snapshot(&db, id, max_parallelism, dirty, &map_writes);
                 in_flight.fetch_sub(1, Ordering::AcqRel);
                 result
             }),
@@ -210,8 +339,10 @@ fn write_snapshot<K: StateKey, V: serde::Serialize>(
     id: CheckpointId,
     max_parallelism: u16,
     dirty: Vec<(K, Option<V>)>,
+    map_writes: &Overlay,
 ) -> Result<SubtaskState> {
     let mut batch = WriteBatch::default();
+    db.batch_map(&mut batch, map_writes)?;
     let (mut key_buf, mut value_buf) = (Vec::new(), Vec::new());
     for (key, value) in dirty {
         encode_state_key(&key, b"", max_parallelism, &mut key_buf);

@@ -75,6 +75,7 @@ impl StateEnv {
     fn options(&self) -> Options {
         let mut opts = Options::default();
         opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&self.cache);
         opts.set_block_based_table_factory(&table);
@@ -85,6 +86,13 @@ impl StateEnv {
         opts
     }
 }
+
+/// Column families of every instance: value state (`default`, keys
+/// `key_group | key`), map state (`map`, keys `key_group | u32 key length |
+/// key | map name | 0 | map key`) and, for the event-time issue, `timers`
+/// (ordered by time). A native checkpoint covers all of them.
+const COLUMN_FAMILIES: [&str; 3] = ["default", MAP_CF, "timers"];
+const MAP_CF: &str = "map";
 
 /// One task's RocksDB instance.
 pub(crate) struct RocksInstance {
@@ -135,7 +143,7 @@ impl RocksInstance {
                 in_store.insert(f.name.clone(), f.clone());
             }
         }
-        let db = DB::open(&env.options(), &db_dir).map_err(|e| WeirError::State {
+        let db = DB::open_cf(&env.options(), &db_dir, COLUMN_FAMILIES).map_err(|e| WeirError::State {
             operator: task.to_string(),
             path: db_dir.clone(),
             message: e.to_string(),
@@ -154,6 +162,47 @@ impl RocksInstance {
     /// Reads one value.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
         self.db.get_pinned(key).map_err(|e| self.state_error(e))
+    }
+
+    fn map_cf(&self) -> Result<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(MAP_CF)
+            .ok_or_else(|| self.state_error("column family `map` is missing"))
+    }
+
+    /// Reads one map-state entry.
+    pub(crate) fn get_map(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get_cf(self.map_cf()?, key).map_err(|e| self.state_error(e))
+    }
+
+    /// Every map-state entry whose key starts with `prefix`, in key order.
+    pub(crate) fn scan_map(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.map_cf()?, mode) {
+            let (k, v) = item.map_err(|e| self.state_error(e))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.into_vec(), v.into_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Adds map-state writes (`None` = delete) to `batch`.
+    pub(crate) fn batch_map<'a>(
+        &self,
+        batch: &mut WriteBatch,
+        entries: impl IntoIterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)>,
+    ) -> Result<()> {
+        let cf = self.map_cf()?;
+        for (k, v) in entries {
+            match v {
+                Some(v) => batch.put_cf(cf, k, v),
+                None => batch.delete_cf(cf, k),
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn state_error(&self, e: impl std::fmt::Display) -> WeirError {

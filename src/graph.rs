@@ -388,6 +388,7 @@ impl<T: Send + 'static, S: Source<T>, F: Fn(ConnectorContext) -> Result<S> + Sen
             let uid = env.uid(op)?;
             let restored = env.restored_bytes(&uid, subtask)?;
             let source = factory(ConnectorContext {
+                job: env.job.clone(),
                 subtask,
                 parallelism: env.parallelism[vertex],
                 uid: uid.clone(),
@@ -637,6 +638,7 @@ impl<T: Send + 'static> Stream<T> {
                 None => None,
             };
             let ctx = ConnectorContext {
+                job: env.job.clone(),
                 subtask,
                 parallelism: env.parallelism[vertex],
                 uid: uid.clone().unwrap_or_else(|| name.clone()),
@@ -645,6 +647,7 @@ impl<T: Send + 'static> Stream<T> {
             let sink = factory(ctx)?;
             Ok(Box::new(SinkTail {
                 sink,
+                store: env.state()?.store.clone(),
                 uid,
                 name: name.clone(),
                 subtask,

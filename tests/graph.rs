@@ -166,8 +166,8 @@ impl Source<i64> for Ticks {
     fn watermark(&mut self) -> Option<Timestamp> {
         Some(Timestamp(self.next - 1))
     }
-    fn position(&self) -> Vec<u8> {
-        self.next.to_be_bytes().to_vec()
+    fn position(&mut self) -> weir::Result<Vec<u8>> {
+        Ok(self.next.to_be_bytes().to_vec())
     }
 }
 

@@ -170,6 +170,7 @@ fn main() -> anyhow::Result<()> {
                     println!("  {uid} (parallelism {})", op.parallelism);
                     for (s, state) in op.subtasks.iter().enumerate() {
                         match state {
+                            SubtaskState::File { path, size } => println!("    [{s}] {size} bytes in {path}"),
                             SubtaskState::Bytes { hex, describe } => {
                                 println!("    [{s}] {} bytes {describe}", hex.len() / 2)
                             }

@@ -50,6 +50,14 @@ pub enum SubtaskState {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         describe: String,
     },
+    /// Larger opaque state (a sink's uncommitted output) in a file of the
+    /// checkpoint, relative to the job directory.
+    File {
+        /// Path relative to the job directory.
+        path: String,
+        /// Size in bytes (checked on restore).
+        size: u64,
+    },
     /// A RocksDB instance.
     Rocks(RocksHandle),
 }

@@ -136,6 +136,13 @@ impl CheckpointStore {
         }
         for (uid, op) in &manifest.operators {
             for state in &op.subtasks {
+                if let SubtaskState::File { path: rel, size } = state {
+                    let p = self.dir.join(rel);
+                    match fs::metadata(&p) {
+                        Ok(m) if m.len() == *size => {}
+                        _ => return bad(format!("state file {} of operator `{uid}` is missing or has the wrong size", p.display())),
+                    }
+                }
                 if let SubtaskState::Rocks(handle) = state {
                     for file in handle.shared.iter().chain(&handle.private) {
                         let p = self.dir.join(&file.path);

@@ -152,8 +152,8 @@ impl Source<W1Event> for Generator {
         Ok(SourcePoll::Ready)
     }
 
-    fn position(&self) -> Vec<u8> {
-        self.next_k.to_be_bytes().to_vec()
+    fn position(&mut self) -> Result<Vec<u8>> {
+        Ok(self.next_k.to_be_bytes().to_vec())
     }
 
     fn describe_position(&self) -> String {
@@ -167,6 +167,7 @@ mod tests {
 
     fn ctx(subtask: usize, parallelism: usize, restored: Option<u64>) -> ConnectorContext {
         ConnectorContext {
+            job: "test".into(),
             subtask,
             parallelism,
             uid: "gen".into(),
@@ -194,7 +195,7 @@ mod tests {
         let mut g = Generator::new(&ctx(1, 2, None), Some(20), None).unwrap();
         let mut out = Vec::new();
         g.poll(&mut out, 4).unwrap();
-        let pos = u64::from_be_bytes(g.position().try_into().unwrap());
+        let pos = u64::from_be_bytes(g.position().unwrap().try_into().unwrap());
         let rest = drain(&mut Generator::new(&ctx(1, 2, Some(pos)), Some(20), None).unwrap());
         assert_eq!(
             out.iter().map(|e| e.index).chain(rest).collect::<Vec<_>>(),

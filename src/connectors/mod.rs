@@ -8,6 +8,7 @@
 pub mod collect;
 pub mod file_sink;
 pub mod generator;
+pub mod kafka;
 
 use crate::error::Result;
 use std::time::Duration;
@@ -16,6 +17,8 @@ use weir_operators::{CheckpointId, Timestamp};
 /// What a source or sink subtask is told when it is created.
 #[derive(Debug, Clone)]
 pub struct ConnectorContext {
+    /// The job's name.
+    pub job: String,
     /// This subtask's index, `0..parallelism`.
     pub subtask: usize,
     /// Number of subtasks.
@@ -49,8 +52,12 @@ pub trait Source<T>: Send + 'static {
     fn watermark(&mut self) -> Option<Timestamp> {
         None
     }
-    /// The position after the last record returned, to store in a checkpoint.
-    fn position(&self) -> Vec<u8>;
+    /// The position after the last record returned, to store in a checkpoint
+    /// (called at a barrier; also the moment to make side outputs durable).
+    ///
+    /// # Errors
+    /// A failure declines the checkpoint and fails the job.
+    fn position(&mut self) -> Result<Vec<u8>>;
     /// A readable form of the position for tools.
     fn describe_position(&self) -> String {
         String::new()

@@ -255,9 +255,13 @@ impl<T: Send, R: Router<T>> Downstream<T> for ChannelOut<T, R> {
     }
 }
 
+/// Sink state up to this size is kept inline in the manifest, larger in a file.
+const INLINE_STATE_BYTES: usize = 64 << 10;
+
 /// The tail of a task that ends in a sink.
 pub(crate) struct SinkTail<T, S> {
     pub(crate) sink: S,
+    pub(crate) store: crate::checkpoint::store::CheckpointStore,
     pub(crate) uid: Option<String>,
     pub(crate) name: String,
     pub(crate) subtask: usize,
@@ -277,14 +281,21 @@ impl<T: Send, S: Sink<T>> Downstream<T> for SinkTail<T, S> {
     }
     fn barrier(&mut self, barrier: Barrier, snap: &mut SnapshotBuilder) -> Result<()> {
         let bytes = self.sink.snapshot(barrier.id)?;
-        if let Some(uid) = &self.uid {
-            snap.ready.push((
+        let Some(uid) = &self.uid else { return Ok(()) };
+        if bytes.len() <= INLINE_STATE_BYTES {
+            let state = SubtaskState::Bytes { hex: to_hex(&bytes), describe: String::new() };
+            snap.ready.push((uid.clone(), self.subtask, state));
+        } else {
+            // Large state (a sink's uncommitted output) goes to a file, written off the record path.
+            let (dir, rel_dir) = self.store.private_dir(barrier.id, &format!("{uid}-{}", self.subtask));
+            snap.pending.push((
                 uid.clone(),
                 self.subtask,
-                SubtaskState::Bytes {
-                    hex: to_hex(&bytes),
-                    describe: String::new(),
-                },
+                Box::new(move || {
+                    std::fs::create_dir_all(&dir).map_err(|e| WeirError::io("cannot create", &dir, e))?;
+                    crate::checkpoint::store::write_atomic(&dir.join("sink.state"), &bytes)?;
+                    Ok(SubtaskState::File { path: format!("{rel_dir}/sink.state"), size: bytes.len() as u64 })
+                }),
             ));
         }
         Ok(())

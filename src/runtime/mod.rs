@@ -42,6 +42,7 @@ type TaskSnapshot = Vec<(String, usize, SubtaskState)>;
 
 /// What task makers see when the job starts.
 pub(crate) struct TaskEnv {
+    pub(crate) job: String,
     pub(crate) parallelism: Vec<usize>,
     pub(crate) batch_size: usize,
     pub(crate) state_cache_entries: usize,
@@ -70,6 +71,10 @@ impl TaskEnv {
                 path: self.store_dir(),
                 message: format!("state of `{uid}` subtask {subtask} is not valid hex"),
             }),
+            Some(SubtaskState::File { path, .. }) => {
+                let p = self.state.store.job_dir().join(path);
+                std::fs::read(&p).map(Some).map_err(|e| WeirError::io("cannot read operator state", p, e))
+            }
             Some(SubtaskState::Rocks(_)) => Err(WeirError::Checkpoint {
                 path: self.store_dir(),
                 message: format!("state of `{uid}` is keyed state, expected a position"),
@@ -196,6 +201,7 @@ impl Job {
         let cancel = Arc::new(AtomicBool::new(false));
         let restored_from = restore.as_ref().map(|m| m.checkpoint_id);
         let env = TaskEnv {
+            job: self.name.clone(),
             parallelism: parallelism.clone(),
             batch_size: config.batch_size,
             state_cache_entries: config.state_cache_entries,

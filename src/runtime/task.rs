@@ -198,7 +198,7 @@ pub(crate) fn run_source<T: Send, S: Source<T>>(
                     pending: Vec::new(),
                 };
                 let position = SubtaskState::Bytes {
-                    hex: to_hex(&source.position()),
+                    hex: to_hex(&source.position()?),
                     describe: source.describe_position(),
                 };
                 snap.ready.push((uid.clone(), subtask, position));

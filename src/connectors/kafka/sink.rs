@@ -1,0 +1,377 @@
+//! Kafka sink: none, at-least-once, or exactly-once.
+//!
+//! # Exactly-once without resuming a transaction
+//! librdkafka cannot resume a transaction opened by another process, so the
+//! sink never keeps one open across a checkpoint. Instead:
+//!
+//! 1. Records of epoch `n` (after barrier `n-1`, up to barrier `n`) are
+//!    serialized and kept by the sink.
+//! 2. At barrier `n` they become *pending for checkpoint `n`* and are part of
+//!    the sink's state in snapshot `n` (a file of the checkpoint when large).
+//! 3. When checkpoint `n` is complete, the sink writes them in one Kafka
+//!    transaction together with a *marker* record `(job/sink/subtask) -> n`
+//!    in the marker topic, and commits.
+//! 4. On recovery from checkpoint `m`, the sink reads the newest committed
+//!    marker of its (job, sink, subtask) (read_committed) and commits again
+//!    exactly the pending epochs above it, in order.
+//!
+//! A crash between "checkpoint complete" and "transaction committed" thus
+//! leaves the epoch pending in the checkpoint and unmarked: it is committed
+//! by the restarted job. A crash during the transaction leaves it open; the
+//! restarted producer has the same `transactional.id` (stable per job, sink
+//! and subtask), so `init_transactions` aborts it (zombie fencing).
+//!
+//! Output becomes visible to read_committed consumers when a checkpoint
+//! completes, as with Flink's exactly-once Kafka sink.
+
+use super::format::Serializer;
+use super::kafka_error;
+use crate::connectors::{ConnectorContext, Sink};
+use crate::error::{Result, WeirError};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+use weir_operators::CheckpointId;
+
+/// Delivery guarantee of a [`KafkaSink`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Fire and forget.
+    None,
+    /// Every record acknowledged by the broker before a checkpoint completes;
+    /// a restart may write some again.
+    AtLeastOnce,
+    /// read_committed consumers see every record exactly once.
+    ExactlyOnce,
+}
+
+/// A Kafka sink, described; [`KafkaSink::factory`] makes it a sink for
+/// [`crate::Stream::sink`].
+#[derive(Clone)]
+pub struct KafkaSink<T, S> {
+    brokers: String,
+    topic: String,
+    delivery: Delivery,
+    serializer: S,
+    properties: Vec<(String, String)>,
+    marker_topic: String,
+    transaction_timeout: Duration,
+    _t: PhantomData<fn(T)>,
+}
+
+/// The default topic of exactly-once commit markers.
+pub const DEFAULT_MARKER_TOPIC: &str = "weir-sink-markers";
+
+impl<T: Send + 'static, S: Serializer<T>> KafkaSink<T, S> {
+    /// A sink writing to `topic` with `serializer`, exactly-once.
+    pub fn new(brokers: &str, topic: &str, serializer: S) -> Self {
+        KafkaSink {
+            brokers: brokers.to_string(),
+            topic: topic.to_string(),
+            delivery: Delivery::ExactlyOnce,
+            serializer,
+            properties: Vec::new(),
+            marker_topic: DEFAULT_MARKER_TOPIC.to_string(),
+            transaction_timeout: Duration::from_secs(60),
+            _t: PhantomData,
+        }
+    }
+    /// The delivery guarantee (default exactly-once).
+    pub fn delivery(mut self, delivery: Delivery) -> Self {
+        self.delivery = delivery;
+        self
+    }
+    /// Sets a librdkafka producer property.
+    pub fn property(mut self, key: &str, value: &str) -> Self {
+        self.properties.push((key.to_string(), value.to_string()));
+        self
+    }
+    /// The topic of exactly-once commit markers (default `weir-sink-markers`).
+    pub fn marker_topic(mut self, topic: &str) -> Self {
+        self.marker_topic = topic.to_string();
+        self
+    }
+    /// `transaction.timeout.ms` of the exactly-once producer (default 60 s):
+    /// a transaction lasts only while one checkpoint's output is committed.
+    pub fn transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.transaction_timeout = timeout;
+        self
+    }
+
+    /// The factory for [`crate::Stream::sink`].
+    pub fn factory(self) -> impl Fn(ConnectorContext) -> Result<KafkaWriter<T, S>> + Send + 'static {
+        move |ctx| KafkaWriter::open(&self, &ctx)
+    }
+}
+
+/// One serialized output record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct OutRecord {
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    partition: Option<i32>,
+}
+
+/// What the sink stores in a checkpoint: output of epochs not known to be committed.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SinkState {
+    pending: BTreeMap<u64, Vec<OutRecord>>,
+}
+
+/// A running Kafka sink subtask.
+pub struct KafkaWriter<T, S> {
+    name: String,
+    topic: String,
+    delivery: Delivery,
+    serializer: S,
+    producer: BaseProducer,
+    marker_topic: String,
+    marker_key: String,
+    epoch: Vec<OutRecord>,
+    pending: BTreeMap<u64, Vec<OutRecord>>,
+    key_buf: Vec<u8>,
+    value_buf: Vec<u8>,
+    _t: PhantomData<fn(T)>,
+}
+
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
+    fn open(config: &KafkaSink<T, S>, ctx: &ConnectorContext) -> Result<Self> {
+        let name = format!("{}[{}]", ctx.uid, ctx.subtask);
+        let err = |action: &str, e: &dyn std::fmt::Display| kafka_error(&name, action, e);
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &config.brokers).set("linger.ms", "5");
+        match config.delivery {
+            Delivery::None => {
+                c.set("acks", "1");
+            }
+            Delivery::AtLeastOnce => {
+                c.set("enable.idempotence", "true");
+            }
+            Delivery::ExactlyOnce => {
+                // Stable per (job, sink, subtask): a restarted process fences its predecessor.
+                c.set("transactional.id", format!("weir-{}-{}-{}", ctx.job, ctx.uid, ctx.subtask))
+                    .set("transaction.timeout.ms", config.transaction_timeout.as_millis().to_string());
+            }
+        }
+        for (k, v) in &config.properties {
+            c.set(k, v);
+        }
+        let producer: BaseProducer = c.create().map_err(|e| err("cannot create producer", &e))?;
+        let mut writer = KafkaWriter {
+            name: name.clone(),
+            topic: config.topic.clone(),
+            delivery: config.delivery,
+            serializer: config.serializer.clone(),
+            producer,
+            marker_topic: config.marker_topic.clone(),
+            marker_key: format!("{}/{}/{}", ctx.job, ctx.uid, ctx.subtask),
+            epoch: Vec::new(),
+            pending: BTreeMap::new(),
+            key_buf: Vec::new(),
+            value_buf: Vec::new(),
+            _t: PhantomData,
+        };
+        if config.delivery != Delivery::ExactlyOnce {
+            return Ok(writer);
+        }
+        if let Err(e) = writer.producer.init_transactions(CLIENT_TIMEOUT) {
+            let invalid_timeout = matches!(&e, KafkaError::Transaction(t) if t.code() == RDKafkaErrorCode::InvalidTransactionTimeout);
+            return Err(if invalid_timeout {
+                err(
+                    "the broker refuses the transaction timeout",
+                    &format!(
+                        "transaction.timeout.ms={} is above the broker's transaction.max.timeout.ms: lower it with \
+                         KafkaSink::transaction_timeout or raise transaction.max.timeout.ms on the broker ({e})",
+                        config.transaction_timeout.as_millis()
+                    ),
+                )
+            } else {
+                err("cannot initialize transactions", &e)
+            });
+        }
+        ensure_topic(&config.brokers, &config.marker_topic).map_err(|e| err(&format!("marker topic `{}`", config.marker_topic), &e))?;
+        if let Some(bytes) = &ctx.restored {
+            let state: SinkState =
+                postcard::from_bytes(bytes).map_err(|e| err("restored sink state is damaged", &e))?;
+            if !state.pending.is_empty() {
+                let committed = last_committed_epoch(&config.brokers, &config.marker_topic, &writer.marker_key)
+                    .map_err(|e| err(&format!("cannot read commit markers from `{}`", config.marker_topic), &e))?;
+                for (epoch, records) in state.pending {
+                    if committed.is_some_and(|c| epoch <= c) {
+                        continue; // committed before the crash
+                    }
+                    tracing::info!("{name}: committing the output of checkpoint {epoch} again ({} records)", records.len());
+                    writer.commit_epoch(epoch, &records)?;
+                }
+            }
+        }
+        Ok(writer)
+    }
+
+    fn send(&self, topic: &str, key: Option<&[u8]>, value: &[u8], partition: Option<i32>) -> Result<()> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    self.producer.poll(Duration::from_millis(5));
+                    record = r;
+                }
+                Err((e, _)) => return Err(kafka_error(&self.name, &format!("cannot write to `{topic}`"), e)),
+            }
+        }
+    }
+
+    /// Writes `records` of checkpoint `epoch` and its marker in one transaction.
+    fn commit_epoch(&mut self, epoch: u64, records: &[OutRecord]) -> Result<()> {
+        let fail = |name: &str, action: &str, e: KafkaError| kafka_error(name, action, e);
+        self.producer.begin_transaction().map_err(|e| fail(&self.name, "cannot begin transaction", e))?;
+        for r in records {
+            self.send(&self.topic, r.key.as_deref(), &r.value, r.partition)?;
+        }
+        self.send(&self.marker_topic, Some(self.marker_key.as_bytes()), epoch.to_string().as_bytes(), Some(0))?;
+        crate::failpoint::hit("kafka-before-commit");
+        if let Err(e) = self.producer.commit_transaction(CLIENT_TIMEOUT) {
+            let _ = self.producer.abort_transaction(CLIENT_TIMEOUT);
+            return Err(fail(&self.name, &format!("cannot commit the output of checkpoint {epoch}"), e));
+        }
+        Ok(())
+    }
+}
+
+impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
+    fn write(&mut self, records: &mut Vec<T>) -> Result<()> {
+        for r in records.drain(..) {
+            self.key_buf.clear();
+            self.value_buf.clear();
+            let partition = self
+                .serializer
+                .serialize(&r, &mut self.key_buf, &mut self.value_buf)
+                .map_err(|e| WeirError::Connector { connector: self.name.clone(), message: format!("cannot serialize a record: {e}") })?;
+            let key = (!self.key_buf.is_empty()).then(|| self.key_buf.clone());
+            if self.delivery == Delivery::ExactlyOnce {
+                self.epoch.push(OutRecord { key, value: self.value_buf.clone(), partition });
+            } else {
+                self.send(&self.topic, key.as_deref(), &self.value_buf, partition)?;
+            }
+        }
+        if self.delivery != Delivery::ExactlyOnce {
+            self.producer.poll(Duration::ZERO);
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self, id: CheckpointId) -> Result<Vec<u8>> {
+        match self.delivery {
+            Delivery::None => Ok(Vec::new()),
+            Delivery::AtLeastOnce => {
+                self.producer
+                    .flush(CLIENT_TIMEOUT)
+                    .map_err(|e| kafka_error(&self.name, "cannot flush before the checkpoint", e))?;
+                Ok(Vec::new())
+            }
+            Delivery::ExactlyOnce => {
+                let epoch = std::mem::take(&mut self.epoch);
+                if !epoch.is_empty() {
+                    self.pending.insert(id.0, epoch);
+                }
+                // Pending epochs are few (committed at each completion): encoding them is cheap
+                // compared with sending them.
+                let state = SinkState { pending: self.pending.clone() };
+                postcard::to_stdvec(&state)
+                    .map_err(|e| WeirError::Connector { connector: self.name.clone(), message: format!("cannot encode sink state: {e}") })
+            }
+        }
+    }
+
+    fn commit(&mut self, id: CheckpointId) -> Result<()> {
+        if self.delivery != Delivery::ExactlyOnce {
+            return Ok(());
+        }
+        let ready: Vec<u64> = self.pending.range(..=id.0).map(|(e, _)| *e).collect();
+        for epoch in ready {
+            if let Some(records) = self.pending.remove(&epoch) {
+                self.commit_epoch(epoch, &records)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.producer.flush(CLIENT_TIMEOUT).map_err(|e| kafka_error(&self.name, "cannot flush at the end", e))
+    }
+}
+
+/// Creates `topic` (1 partition) unless it exists.
+fn ensure_topic(brokers: &str, topic: &str) -> std::result::Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
+    let results = rt
+        .block_on(admin.create_topics([&new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))))
+        .map_err(|e| e.to_string())?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => return Err(format!("cannot create topic `{t}`: {code}")),
+        }
+    }
+    Ok(())
+}
+
+/// The newest epoch with a committed marker for `key`, reading the marker
+/// topic (partition 0) read_committed up to its last stable offset.
+fn last_committed_epoch(brokers: &str, topic: &str, key: &str) -> std::result::Result<Option<u64>, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "weir-marker-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "20")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let (_, end) = consumer.fetch_watermarks(topic, 0, CLIENT_TIMEOUT).map_err(|e| e.to_string())?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning).map_err(|e| e.to_string())?;
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let mut newest = None;
+    let deadline = Instant::now() + CLIENT_TIMEOUT;
+    loop {
+        if Instant::now() > deadline {
+            return Err(format!("timed out reading `{topic}` up to offset {end}"));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(newest),
+            Some(Err(e)) => tracing::warn!("reading commit markers: {e}"),
+            Some(Ok(m)) => {
+                if m.key() == Some(key.as_bytes()) {
+                    if let Some(epoch) = m.payload().and_then(|p| std::str::from_utf8(p).ok()).and_then(|s| s.parse::<u64>().ok()) {
+                        newest = Some(newest.map_or(epoch, |n: u64| n.max(epoch)));
+                    }
+                }
+                if m.offset() + 1 >= end {
+                    return Ok(newest);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,619 @@
+//! Kafka source: manual assignment, offsets in checkpoints, bounded runs.
+//!
+//! # Assignment
+//! At start each subtask reads the topics' metadata, numbers the partitions
+//! (topics in the given order, partitions ascending) and takes those whose
+//! number `% parallelism == subtask`. Each assigned partition gets its own
+//! librdkafka queue, so end-of-partition and errors are known per partition.
+//!
+//! # Positions
+//! The position of a partition is the next offset to read. It is resolved to
+//! a concrete number at start (restored offset, else the configured
+//! [`StartPosition`]) and advanced past every record handed downstream, so a
+//! checkpoint holds exactly what was consumed. A partition not in the
+//! restored checkpoint (added since) starts from the configured position.
+//!
+//! # Bounded runs
+//! With [`KafkaSource::bounded`] each partition stops at the end offset read
+//! at start (the last stable offset under read_committed): records at or past
+//! it are left for the next run, and reaching the end of a partition (which
+//! also skips trailing transaction markers) completes it. When every assigned
+//! partition is complete the source ends and the job takes its final checkpoint.
+
+use super::format::{Deserializer, KafkaRecord};
+use super::kafka_error;
+use crate::connectors::{ConnectorContext, Source, SourcePoll};
+use crate::error::{Result, WeirError};
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, DefaultConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weir_operators::{CheckpointId, Timestamp};
+
+/// Where a partition starts when the checkpoint has no offset for it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartPosition {
+    /// The oldest retained record.
+    Earliest,
+    /// After the newest record.
+    Latest,
+    /// The consumer group's committed offset, else the oldest record.
+    Committed,
+    /// The first record with a timestamp at or after this (ms since the epoch).
+    Timestamp(i64),
+    /// These offsets (topic, partition, offset); other partitions from the oldest record.
+    Offsets(Vec<(String, i32, i64)>),
+}
+
+/// What to do with a record the deserializer rejects.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BadRecordPolicy {
+    /// Fail the job, naming topic, partition and offset (the default).
+    Fail,
+    /// Skip it and count it (`weir_kafka_records_skipped_total`).
+    Skip,
+    /// Write it unchanged to this topic, with the error and its origin in headers.
+    DeadLetter(String),
+}
+
+/// Event time from the Kafka record timestamps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WatermarkStrategy {
+    /// Records may be this much older than the newest seen in their partition.
+    pub out_of_orderness_ms: i64,
+    /// A partition without records for this long no longer holds the watermark back.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// A Kafka source, described; [`KafkaSource::factory`] makes it a source for
+/// [`crate::JobBuilder::source`].
+#[derive(Clone)]
+pub struct KafkaSource<T, D> {
+    brokers: String,
+    topics: Vec<String>,
+    group_id: Option<String>,
+    properties: Vec<(String, String)>,
+    start: StartPosition,
+    bounded: bool,
+    read_committed: bool,
+    bad_records: BadRecordPolicy,
+    watermarks: Option<WatermarkStrategy>,
+    deserializer: D,
+    progress: Arc<Progress>,
+    _t: PhantomData<fn() -> T>,
+}
+
+/// Records consumed and (bounded runs) to consume, over every subtask.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Records consumed in this run.
+    pub done: AtomicU64,
+    /// Offsets to consume in this run (bounded runs; includes transaction markers).
+    pub total: AtomicU64,
+    /// Records skipped as bad.
+    pub skipped: AtomicU64,
+}
+
+impl KafkaSource<Vec<u8>, fn(&KafkaRecord<'_>) -> std::result::Result<Vec<u8>, String>> {
+    /// A source reading `topics` from `brokers` (`host:port,...`) as raw value
+    /// bytes, from the earliest offsets, read_committed, unbounded, failing on
+    /// bad records.
+    pub fn new(brokers: &str, topics: &[&str]) -> Self {
+        fn raw(r: &KafkaRecord<'_>) -> std::result::Result<Vec<u8>, String> {
+            Ok(r.payload.unwrap_or_default().to_vec())
+        }
+        KafkaSource {
+            brokers: brokers.to_string(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            group_id: None,
+            properties: Vec::new(),
+            start: StartPosition::Earliest,
+            bounded: false,
+            read_committed: true,
+            bad_records: BadRecordPolicy::Fail,
+            watermarks: None,
+            deserializer: raw,
+            progress: Arc::new(Progress::default()),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Send + 'static, D: Deserializer<T>> KafkaSource<T, D> {
+    /// Reads values with `deserializer` (see [`super::format`]).
+    pub fn deserializer<T2: Send + 'static, D2: Deserializer<T2>>(self, deserializer: D2) -> KafkaSource<T2, D2> {
+        KafkaSource {
+            brokers: self.brokers,
+            topics: self.topics,
+            group_id: self.group_id,
+            properties: self.properties,
+            start: self.start,
+            bounded: self.bounded,
+            read_committed: self.read_committed,
+            bad_records: self.bad_records,
+            watermarks: self.watermarks,
+            deserializer,
+            progress: self.progress,
+            _t: PhantomData,
+        }
+    }
+    /// The consumer group to commit checkpointed offsets to (for monitoring;
+    /// default `weir-<job>-<uid>`).
+    pub fn group_id(mut self, group: &str) -> Self {
+        self.group_id = Some(group.to_string());
+        self
+    }
+    /// Sets a librdkafka consumer property.
+    pub fn property(mut self, key: &str, value: &str) -> Self {
+        self.properties.push((key.to_string(), value.to_string()));
+        self
+    }
+    /// Where partitions without a checkpointed offset start (default earliest).
+    pub fn start(mut self, start: StartPosition) -> Self {
+        self.start = start;
+        self
+    }
+    /// Stop every partition at the end offset seen at start (default: run forever).
+    pub fn bounded(mut self, bounded: bool) -> Self {
+        self.bounded = bounded;
+        self
+    }
+    /// read_committed (default) or read_uncommitted.
+    pub fn read_committed(mut self, read_committed: bool) -> Self {
+        self.read_committed = read_committed;
+        self
+    }
+    /// What to do with records that do not deserialize (default: fail).
+    pub fn on_bad_record(mut self, policy: BadRecordPolicy) -> Self {
+        self.bad_records = policy;
+        self
+    }
+    /// Event time and watermarks from the record timestamps.
+    pub fn watermarks(mut self, strategy: WatermarkStrategy) -> Self {
+        self.watermarks = Some(strategy);
+        self
+    }
+    /// Counters of this source (all subtasks): records done / total, skipped.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    /// The factory for [`crate::JobBuilder::source`].
+    pub fn factory(self) -> impl Fn(ConnectorContext) -> Result<KafkaReader<T, D>> + Send + 'static {
+        move |ctx| KafkaReader::open(&self, &ctx)
+    }
+
+    fn client_config(&self, ctx: &ConnectorContext) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("group.id", self.group_id.clone().unwrap_or_else(|| format!("weir-{}-{}", ctx.job, ctx.uid)))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "20")
+            .set("isolation.level", if self.read_committed { "read_committed" } else { "read_uncommitted" });
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// The offset of one partition in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionPosition {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Next offset to read.
+    pub next_offset: i64,
+    /// The partition's watermark, if event time is on.
+    pub watermark: Option<i64>,
+}
+
+/// A Kafka source subtask's position: what a checkpoint stores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct KafkaPosition {
+    /// Per assigned partition.
+    pub partitions: Vec<PartitionPosition>,
+}
+
+const POSITION_MAGIC: &[u8] = b"weir-kafka-1:";
+
+impl KafkaPosition {
+    /// Encodes for a checkpoint.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = POSITION_MAGIC.to_vec();
+        out.extend(postcard::to_stdvec(self).unwrap_or_default());
+        out
+    }
+    /// Decodes what [`KafkaPosition::encode`] wrote; `None` for other bytes
+    /// (another kind of source).
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        postcard::from_bytes(bytes.strip_prefix(POSITION_MAGIC)?).ok()
+    }
+}
+
+struct PartitionState {
+    topic: String,
+    partition: i32,
+    next_offset: i64,
+    end: Option<i64>,
+    done: bool,
+    max_timestamp: Option<i64>,
+    watermark: Option<i64>,
+    last_record: Instant,
+}
+
+/// A running Kafka source subtask.
+pub struct KafkaReader<T, D> {
+    name: String,
+    consumer: Arc<BaseConsumer>,
+    partitions: Vec<PartitionState>,
+    /// One queue per partition (same index as `partitions`).
+    queues: Vec<PartitionQueue<DefaultConsumerContext>>,
+    deserializer: D,
+    bad_records: BadRecordPolicy,
+    dead_letters: Option<BaseProducer>,
+    bounded: bool,
+    watermarks: Option<WatermarkStrategy>,
+    emitted_watermark: Option<i64>,
+    at_barrier: Option<TopicPartitionList>,
+    progress: Arc<Progress>,
+    next_partition: usize,
+    _t: PhantomData<fn() -> T>,
+}
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
+    fn open(config: &KafkaSource<T, D>, ctx: &ConnectorContext) -> Result<Self> {
+        let name = format!("{}[{}]", ctx.uid, ctx.subtask);
+        let err = |action: &str, e: &dyn std::fmt::Display| kafka_error(&name, action, e);
+        let consumer: Arc<BaseConsumer> =
+            Arc::new(config.client_config(ctx).create().map_err(|e| err("cannot create consumer", &e))?);
+        let restored = match &ctx.restored {
+            None => None,
+            Some(b) => Some(KafkaPosition::decode(b).ok_or_else(|| err("restored position", &"not a Kafka position"))?),
+        };
+        let restored: HashMap<(String, i32), &PartitionPosition> = restored
+            .iter()
+            .flat_map(|p| p.partitions.iter())
+            .map(|p| ((p.topic.clone(), p.partition), p))
+            .collect();
+
+        // Number every partition of every topic; take ours.
+        let mut all = Vec::new();
+        for topic in &config.topics {
+            let md = consumer
+                .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+                .map_err(|e| err(&format!("cannot read metadata of topic `{topic}`"), &e))?;
+            let t = md.topics().iter().find(|t| t.name() == topic);
+            match t {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                    let mut ps: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+                    ps.sort_unstable();
+                    all.extend(ps.into_iter().map(|p| (topic.clone(), p)));
+                }
+                _ => return Err(err(&format!("topic `{topic}`"), &"does not exist (or has no partitions)")),
+            }
+        }
+        let mine: Vec<(String, i32)> =
+            all.into_iter().enumerate().filter(|(i, _)| i % ctx.parallelism.max(1) == ctx.subtask).map(|(_, tp)| tp).collect();
+
+        // Resolve every start to a concrete offset, so that a checkpoint is exact.
+        let mut starts = Vec::with_capacity(mine.len());
+        for (topic, partition) in &mine {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, *partition, METADATA_TIMEOUT)
+                .map_err(|e| err(&format!("cannot read offsets of {topic}/{partition}"), &e))?;
+            let start = match restored.get(&(topic.clone(), *partition)) {
+                Some(p) => p.next_offset,
+                None => match &config.start {
+                    StartPosition::Earliest => low,
+                    StartPosition::Latest => high,
+                    StartPosition::Committed => {
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition(topic, *partition);
+                        let committed = consumer
+                            .committed_offsets(tpl, METADATA_TIMEOUT)
+                            .map_err(|e| err(&format!("cannot read committed offset of {topic}/{partition}"), &e))?;
+                        match committed.find_partition(topic, *partition).map(|e| e.offset()) {
+                            Some(Offset::Offset(o)) => o,
+                            _ => low,
+                        }
+                    }
+                    StartPosition::Timestamp(ts) => {
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition_offset(topic, *partition, Offset::Offset(*ts))
+                            .map_err(|e| err("timestamp start", &e))?;
+                        let found = consumer
+                            .offsets_for_times(tpl, METADATA_TIMEOUT)
+                            .map_err(|e| err(&format!("cannot find offset for time {ts} in {topic}/{partition}"), &e))?;
+                        match found.find_partition(topic, *partition).map(|e| e.offset()) {
+                            Some(Offset::Offset(o)) => o,
+                            _ => high,
+                        }
+                    }
+                    StartPosition::Offsets(list) => list
+                        .iter()
+                        .find(|(t, p, _)| t == topic && p == partition)
+                        .map_or(low, |(_, _, o)| *o),
+                },
+            };
+            let end = if config.bounded { Some(high) } else { None };
+            starts.push((start.clamp(low, high.max(low)), end));
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), (start, _)) in mine.iter().zip(&starts) {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*start)).map_err(|e| err("assign", &e))?;
+        }
+        consumer.assign(&tpl).map_err(|e| err("cannot assign partitions", &e))?;
+        let mut partitions = Vec::with_capacity(mine.len());
+        let mut queues = Vec::with_capacity(mine.len());
+        for ((topic, partition), (start, end)) in mine.into_iter().zip(starts) {
+            let queue = consumer
+                .split_partition_queue(&topic, partition)
+                .ok_or_else(|| err(&format!("cannot read {topic}/{partition}"), &"no partition queue"))?;
+            let restored_wm = restored.get(&(topic.clone(), partition)).and_then(|p| p.watermark);
+            if let Some(end) = end {
+                config.progress.total.fetch_add(end.saturating_sub(start).max(0) as u64, Ordering::Relaxed);
+            }
+            queues.push(queue);
+            partitions.push(PartitionState {
+                done: end.is_some_and(|e| start >= e),
+                topic,
+                partition,
+                next_offset: start,
+                end,
+                max_timestamp: None,
+                watermark: restored_wm,
+                last_record: Instant::now(),
+            });
+        }
+        let dead_letters = match &config.bad_records {
+            BadRecordPolicy::DeadLetter(_) => {
+                let mut c = ClientConfig::new();
+                c.set("bootstrap.servers", &config.brokers).set("enable.idempotence", "true");
+                Some(c.create().map_err(|e| err("cannot create dead-letter producer", &e))?)
+            }
+            _ => None,
+        };
+        let emitted_watermark = partitions.iter().filter_map(|p| p.watermark).min();
+        tracing::info!(
+            "{name}: reading {} partition(s){}",
+            partitions.len(),
+            if config.bounded { " up to their current end" } else { "" }
+        );
+        Ok(KafkaReader {
+            name,
+            consumer,
+            partitions,
+            queues,
+            deserializer: config.deserializer.clone(),
+            bad_records: config.bad_records.clone(),
+            dead_letters,
+            bounded: config.bounded,
+            watermarks: config.watermarks,
+            emitted_watermark,
+            at_barrier: None,
+            progress: config.progress.clone(),
+            next_partition: 0,
+            _t: PhantomData,
+        })
+    }
+
+    fn bad_record(&mut self, topic: &str, partition: i32, offset: i64, key: Option<&[u8]>, payload: Option<&[u8]>, why: String) -> Result<()> {
+        match &self.bad_records {
+            BadRecordPolicy::Fail => Err(WeirError::Connector {
+                connector: self.name.clone(),
+                message: format!("cannot deserialize the record at topic `{topic}` partition {partition} offset {offset}: {why}"),
+            }),
+            BadRecordPolicy::Skip => {
+                self.progress.skipped.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("weir_kafka_records_skipped_total", "source" => self.name.clone()).increment(1);
+                Ok(())
+            }
+            BadRecordPolicy::DeadLetter(dlq) => {
+                let Some(producer) = &self.dead_letters else { return Ok(()) };
+                let (p, o) = (partition.to_string(), offset.to_string());
+                let headers = OwnedHeaders::new()
+                    .insert(Header { key: "weir.error", value: Some(why.as_bytes()) })
+                    .insert(Header { key: "weir.source.topic", value: Some(topic.as_bytes()) })
+                    .insert(Header { key: "weir.source.partition", value: Some(p.as_bytes()) })
+                    .insert(Header { key: "weir.source.offset", value: Some(o.as_bytes()) });
+                let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(dlq).headers(headers);
+                if let Some(k) = key {
+                    record = record.key(k);
+                }
+                if let Some(v) = payload {
+                    record = record.payload(v);
+                }
+                let mut record = record;
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                            producer.poll(Duration::from_millis(10));
+                            record = r;
+                        }
+                        Err((e, _)) => return Err(kafka_error(&self.name, &format!("cannot write to dead-letter topic `{dlq}`"), e)),
+                    }
+                }
+                self.progress.skipped.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
+    fn poll(&mut self, out: &mut Vec<T>, max: usize) -> Result<SourcePoll> {
+        let n = self.partitions.len();
+        if self.bounded && self.partitions.iter().all(|p| p.done) {
+            return Ok(SourcePoll::End);
+        }
+        let mut emitted = 0;
+        for step in 0..n {
+            let i = (self.next_partition + step) % n;
+            if self.partitions[i].done {
+                continue;
+            }
+            while emitted < max {
+                let polled = self.queues[i].poll(Duration::ZERO);
+                let p = &mut self.partitions[i];
+                match polled {
+                    None => break,
+                    Some(Err(KafkaError::PartitionEOF(_))) => {
+                        if let Some(end) = p.end {
+                            // Everything below the log end was delivered; what lies between
+                            // our position and `end` is transaction markers or aborted records.
+                            p.next_offset = p.next_offset.max(end);
+                            p.done = true;
+                        }
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!("{}: {}/{}: {e} (retrying)", self.name, p.topic, p.partition);
+                        break;
+                    }
+                    Some(Ok(msg)) => {
+                        let offset = msg.offset();
+                        if p.end.is_some_and(|end| offset >= end) {
+                            p.done = true; // later records belong to the next run
+                            break;
+                        }
+                        p.next_offset = offset + 1;
+                        p.last_record = Instant::now();
+                        let timestamp_ms = msg.timestamp().to_millis();
+                        if let Some(ts) = timestamp_ms {
+                            p.max_timestamp = Some(p.max_timestamp.map_or(ts, |m| m.max(ts)));
+                        }
+                        if p.end.is_some_and(|end| p.next_offset >= end) {
+                            p.done = true;
+                        }
+                        let record = KafkaRecord {
+                            topic: &p.topic,
+                            partition: p.partition,
+                            offset,
+                            key: msg.key(),
+                            payload: msg.payload(),
+                            timestamp_ms,
+                        };
+                        match self.deserializer.deserialize(&record) {
+                            Ok(v) => {
+                                out.push(v);
+                                emitted += 1;
+                            }
+                            Err(why) => {
+                                let (topic, partition) = (p.topic.clone(), p.partition);
+                                let (key, payload) = (msg.key().map(<[u8]>::to_vec), msg.payload().map(<[u8]>::to_vec));
+                                drop(msg);
+                                self.bad_record(&topic, partition, offset, key.as_deref(), payload.as_deref(), why)?;
+                            }
+                        }
+                        if self.partitions[i].done {
+                            break;
+                        }
+                    }
+                }
+            }
+            if emitted >= max {
+                self.next_partition = (i + 1) % n.max(1);
+                break;
+            }
+        }
+        if emitted > 0 {
+            self.progress.done.fetch_add(emitted as u64, Ordering::Relaxed);
+            return Ok(SourcePoll::Ready);
+        }
+        if self.bounded && self.partitions.iter().all(|p| p.done) {
+            return Ok(SourcePoll::End);
+        }
+        // Nothing ready: serve the client's events and wait a little for data.
+        if let Some(Err(e)) = self.consumer.poll(Duration::from_millis(1)) {
+            tracing::warn!("{}: {e}", self.name);
+        }
+        if let Some(p) = &self.dead_letters {
+            p.poll(Duration::ZERO);
+        }
+        Ok(SourcePoll::Idle(Duration::ZERO))
+    }
+
+    fn watermark(&mut self) -> Option<Timestamp> {
+        let strategy = self.watermarks?;
+        let now = Instant::now();
+        let mut min: Option<i64> = None;
+        for p in &mut self.partitions {
+            if let Some(ts) = p.max_timestamp {
+                let w = ts - strategy.out_of_orderness_ms - 1;
+                p.watermark = Some(p.watermark.map_or(w, |old| old.max(w)));
+            }
+            let idle = strategy.idle_timeout.is_some_and(|t| now.duration_since(p.last_record) > t);
+            if p.done || idle {
+                continue;
+            }
+            match p.watermark {
+                Some(w) => min = Some(min.map_or(w, |m| m.min(w))),
+                None => return None, // a live partition without event time holds everything back
+            }
+        }
+        let w = min?;
+        // Never backwards, also not below what a restored checkpoint had emitted.
+        if self.emitted_watermark.is_some_and(|e| w <= e) {
+            return None;
+        }
+        self.emitted_watermark = Some(w);
+        Some(Timestamp(w))
+    }
+
+    fn position(&mut self) -> Result<Vec<u8>> {
+        if let Some(p) = &self.dead_letters {
+            p.flush(Duration::from_secs(60)).map_err(|e| kafka_error(&self.name, "cannot flush the dead-letter topic", e))?;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in &self.partitions {
+            let _ = tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next_offset));
+        }
+        self.at_barrier = Some(tpl);
+        Ok(KafkaPosition {
+            partitions: self
+                .partitions
+                .iter()
+                .map(|p| PartitionPosition {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    next_offset: p.next_offset,
+                    watermark: p.watermark,
+                })
+                .collect(),
+        }
+        .encode())
+    }
+
+    fn describe_position(&self) -> String {
+        self.partitions.iter().map(|p| format!("{}/{}={}", p.topic, p.partition, p.next_offset)).collect::<Vec<_>>().join(" ")
+    }
+
+    fn checkpoint_complete(&mut self, _id: CheckpointId) -> Result<()> {
+        // For monitoring and tools only: recovery trusts the checkpoint's offsets.
+        if let Some(tpl) = self.at_barrier.take() {
+            if tpl.count() > 0 {
+                if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                    tracing::warn!("{}: cannot commit offsets to the consumer group: {e}", self.name);
+                }
+            }
+        }
+        Ok(())
+    }
+}

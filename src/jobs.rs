@@ -124,3 +124,80 @@ pub fn w1_job(records: Option<u64>, rate: Option<u64>, parallelism: usize, stats
         .sink("count", CountingSink::factory_with(stats));
     job.build()
 }
+
+/// Options of the Kafka job (`weir run kafka-count`).
+#[derive(Debug, Clone)]
+pub struct KafkaCountOptions {
+    /// Job name (its directory in the checkpoint store).
+    pub job: String,
+    /// `host:port,...`
+    pub brokers: String,
+    /// Input topic: values `id,key,value` (UTF-8 integers).
+    pub input: String,
+    /// Output topic: values `id,key,count,sum`.
+    pub output: String,
+    /// Parallelism of every vertex.
+    pub parallelism: usize,
+    /// Stop at the input's end offsets seen at start (final checkpoint, exit).
+    pub bounded: bool,
+    /// Delivery guarantee of the output.
+    pub delivery: crate::connectors::kafka::Delivery,
+    /// What to do with input values that do not parse.
+    pub bad_records: crate::connectors::kafka::BadRecordPolicy,
+}
+
+/// Parses an input value `id,key,value`.
+fn parse_input(r: &crate::connectors::kafka::KafkaRecord<'_>) -> std::result::Result<W1Event, String> {
+    let text = std::str::from_utf8(r.payload.unwrap_or_default()).map_err(|e| format!("value is not UTF-8: {e}"))?;
+    let mut fields = text.split(',').map(|f| f.trim().parse::<u64>());
+    match (fields.next(), fields.next(), fields.next(), fields.next()) {
+        (Some(Ok(index)), Some(Ok(key)), Some(Ok(value)), None) => Ok(W1Event {
+            index,
+            key,
+            value,
+            emit_ns: crate::clock::now_ns(),
+        }),
+        _ => Err(format!("expected `id,key,value` (integers), got {text:?}")),
+    }
+}
+
+/// Kafka -> key_by(key) -> running count and sum in RocksDB state -> Kafka:
+/// input values `id,key,value`, output values `id,key,count,sum`.
+///
+/// # Errors
+/// An invalid parallelism.
+pub fn kafka_count_job(options: &KafkaCountOptions) -> Result<(Job, Arc<crate::connectors::kafka::source::Progress>)> {
+    use crate::connectors::kafka::{format::display_value, KafkaSink, KafkaSource};
+    let source = KafkaSource::new(&options.brokers, &[options.input.as_str()])
+        .bounded(options.bounded)
+        .on_bad_record(options.bad_records.clone())
+        .deserializer(
+            parse_input as fn(&crate::connectors::kafka::KafkaRecord<'_>) -> std::result::Result<W1Event, String>,
+        );
+    let progress = source.progress();
+    let job = JobBuilder::new(&options.job).default_parallelism(options.parallelism);
+    job.source("kafka-in", source.factory())
+        .uid("kafka-in")
+        .key_by(|e: &W1Event| e.key)
+        .process("running-count-sum", RunningCountSum)
+        .uid("running-count-sum")
+        .map(|r: DemoOutput| OutputLine(r))
+        .sink(
+            "kafka-out",
+            KafkaSink::new(&options.brokers, &options.output, display_value::<OutputLine>())
+                .delivery(options.delivery)
+                .factory(),
+        )
+        .uid("kafka-out");
+    Ok((job.build()?, progress))
+}
+
+/// `id,key,count,sum`.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputLine(pub DemoOutput);
+
+impl std::fmt::Display for OutputLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{},{},{},{}", self.0.index, self.0.key, self.0.count, self.0.sum)
+    }
+}

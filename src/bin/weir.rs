@@ -5,7 +5,8 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 use weir::checkpoint::{CheckpointStore, SubtaskState};
-use weir::jobs::{demo_job, DemoOptions};
+use weir::connectors::kafka::{BadRecordPolicy, Delivery};
+use weir::jobs::{demo_job, kafka_count_job, DemoOptions, KafkaCountOptions};
 use weir::JobConfig;
 
 /// weir: record-at-a-time stream processing with exactly-once RocksDB state.
@@ -24,6 +25,22 @@ enum Command {
     /// Look at the checkpoints of a job.
     #[command(subcommand)]
     Checkpoints(CheckpointsCommand),
+    /// The Kafka offsets stored in the newest checkpoint, and the lag to the topics' ends.
+    ///
+    /// Example: weir offsets weir-checkpoints --job kafka-count --brokers 127.0.0.1:9092
+    Offsets {
+        /// Root directory of the checkpoint store.
+        dir: PathBuf,
+        /// The job name.
+        #[arg(long)]
+        job: String,
+        /// Kafka bootstrap servers: also show the lag to each partition's end.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -51,6 +68,48 @@ enum RunCommand {
         #[arg(long, default_value = "weir-output")]
         output: PathBuf,
     },
+    /// Kafka -> key_by(key) -> running count and sum (RocksDB) -> Kafka.
+    ///
+    /// Input values are `id,key,value` (integers), output values `id,key,count,sum`.
+    /// Offsets live in the checkpoints: after a crash or a bounded run, the next run
+    /// continues exactly where the last checkpoint stopped.
+    ///
+    /// Example: weir run kafka-count --brokers 127.0.0.1:9092 --input in --output out --bounded
+    KafkaCount {
+        /// Kafka bootstrap servers.
+        #[arg(long)]
+        brokers: String,
+        /// Input topic.
+        #[arg(long)]
+        input: String,
+        /// Output topic.
+        #[arg(long)]
+        output: String,
+        /// Stop at the end offsets seen at start, take a final checkpoint, exit.
+        #[arg(long)]
+        bounded: bool,
+        /// Output delivery guarantee.
+        #[arg(long, value_enum, default_value = "exactly-once")]
+        delivery: DeliveryArg,
+        /// Bad input values: `fail`, `skip`, or `dlq:TOPIC`.
+        #[arg(long, default_value = "fail")]
+        bad_records: String,
+        /// Parallelism of every operator.
+        #[arg(long, short, default_value_t = 2)]
+        parallelism: usize,
+        /// Job name (its directory under --checkpoint-dir).
+        #[arg(long, default_value = "kafka-count")]
+        job: String,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DeliveryArg {
+    None,
+    AtLeastOnce,
+    ExactlyOnce,
 }
 
 #[derive(clap::Args)]
@@ -96,6 +155,65 @@ enum CheckpointsCommand {
     },
 }
 
+impl CommonArgs {
+    fn config(&self) -> JobConfig {
+        JobConfig {
+            checkpoint_interval: (self.checkpoint_interval_ms > 0)
+                .then(|| Duration::from_millis(self.checkpoint_interval_ms)),
+            checkpoint_timeout: Duration::from_millis(self.checkpoint_timeout_ms),
+            ..JobConfig::with_checkpoint_dir(&self.checkpoint_dir)
+        }
+    }
+}
+
+/// Prints `done/total records` to a terminal every second while it lives;
+/// silent when stderr is not a terminal.
+fn progress_reporter(progress: std::sync::Arc<weir::connectors::kafka::source::Progress>) -> Option<ProgressGuard> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let started = std::time::Instant::now();
+    let thread = std::thread::spawn(move || {
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(500));
+            let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
+            let total = progress.total.load(std::sync::atomic::Ordering::Relaxed);
+            let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+            if total > 0 {
+                let eta = (total.saturating_sub(done)) as f64 / rate.max(1.0);
+                eprint!(
+                    "\r{done}/{total} records ({:.0}%), {rate:.0}/s, ETA {eta:.0} s   ",
+                    100.0 * done as f64 / total as f64
+                );
+            } else {
+                eprint!("\r{done} records, {rate:.0}/s   ");
+            }
+        }
+        eprintln!();
+    });
+    Some(ProgressGuard {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+struct ProgressGuard {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ProgressGuard {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -119,13 +237,7 @@ fn main() -> anyhow::Result<()> {
                 parallelism,
                 output: output.clone(),
             };
-            let config = JobConfig {
-                checkpoint_interval: (common.checkpoint_interval_ms > 0)
-                    .then(|| Duration::from_millis(common.checkpoint_interval_ms)),
-                checkpoint_timeout: Duration::from_millis(common.checkpoint_timeout_ms),
-                ..JobConfig::with_checkpoint_dir(&common.checkpoint_dir)
-            };
-            let summary = demo_job(&options)?.run(config).context("job `demo` failed")?;
+            let summary = demo_job(&options)?.run(common.config()).context("job `demo` failed")?;
             println!(
                 "job {} done in {:.2?}: restored from {}, {} checkpoints, last {}; output in {}",
                 summary.job,
@@ -137,6 +249,112 @@ fn main() -> anyhow::Result<()> {
                 summary.last_checkpoint.map_or("none".into(), |c| c.to_string()),
                 output.display()
             );
+        }
+        Command::Run(RunCommand::KafkaCount {
+            brokers,
+            input,
+            output,
+            bounded,
+            delivery,
+            bad_records,
+            parallelism,
+            job,
+            common,
+        }) => {
+            let bad_records = match bad_records.as_str() {
+                "fail" => BadRecordPolicy::Fail,
+                "skip" => BadRecordPolicy::Skip,
+                other => match other.strip_prefix("dlq:") {
+                    Some(topic) if !topic.is_empty() => BadRecordPolicy::DeadLetter(topic.to_string()),
+                    _ => anyhow::bail!("--bad-records must be `fail`, `skip` or `dlq:TOPIC`, not `{other}`"),
+                },
+            };
+            let delivery = match delivery {
+                DeliveryArg::None => Delivery::None,
+                DeliveryArg::AtLeastOnce => Delivery::AtLeastOnce,
+                DeliveryArg::ExactlyOnce => Delivery::ExactlyOnce,
+            };
+            let options = KafkaCountOptions {
+                job,
+                brokers,
+                input,
+                output,
+                parallelism,
+                bounded,
+                delivery,
+                bad_records,
+            };
+            let (job, progress) = kafka_count_job(&options)?;
+            let reporter = progress_reporter(progress.clone());
+            let summary = job.run(common.config()).context("job failed")?;
+            drop(reporter);
+            let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
+            let skipped = progress.skipped.load(std::sync::atomic::Ordering::Relaxed);
+            if done == 0 && skipped == 0 && bounded {
+                println!(
+                    "job {}: 0 records, offsets unchanged (checkpoint {})",
+                    summary.job,
+                    summary.last_checkpoint.map_or("none".into(), |c| c.to_string())
+                );
+            } else {
+                println!(
+                    "job {} done in {:.2?}: {done} records ({skipped} skipped), restored from {}, last checkpoint {}",
+                    summary.job,
+                    summary.elapsed,
+                    summary
+                        .restored_from
+                        .map_or("nothing".into(), |c| format!("checkpoint {c}")),
+                    summary.last_checkpoint.map_or("none".into(), |c| c.to_string()),
+                );
+            }
+        }
+        Command::Offsets {
+            dir,
+            job,
+            brokers,
+            json,
+        } => {
+            let store = CheckpointStore::open(&dir, &job)?;
+            let manifest = store.restore_point()?.context("no checkpoint")?;
+            let offsets = weir::connectors::kafka::source::stored_offsets(&manifest);
+            let ends = match &brokers {
+                Some(b) => Some(weir::connectors::kafka::source::end_offsets(
+                    b,
+                    offsets.iter().map(|o| (o.topic.as_str(), o.partition)),
+                )?),
+                None => None,
+            };
+            let rows: Vec<serde_json::Value> = offsets
+                .iter()
+                .map(|o| {
+                    let end = ends.as_ref().and_then(|e| e.get(&(o.topic.clone(), o.partition)).copied());
+                    serde_json::json!({"source": o.source, "topic": o.topic, "partition": o.partition, "next_offset": o.next_offset, "end_offset": end, "lag": end.map(|e| (e - o.next_offset).max(0))})
+                })
+                .collect();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"job": job, "checkpoint": manifest.checkpoint_id, "offsets": rows})
+                );
+            } else {
+                println!("checkpoint {} of job {job}", manifest.checkpoint_id);
+                println!(
+                    "{:<20} {:<24} {:>9} {:>14} {:>14} {:>10}",
+                    "source", "topic", "partition", "next offset", "end offset", "lag"
+                );
+                for r in &rows {
+                    let opt = |k: &str| r[k].as_i64().map_or("-".to_string(), |v| v.to_string());
+                    println!(
+                        "{:<20} {:<24} {:>9} {:>14} {:>14} {:>10}",
+                        r["source"].as_str().unwrap_or(""),
+                        r["topic"].as_str().unwrap_or(""),
+                        opt("partition"),
+                        opt("next_offset"),
+                        opt("end_offset"),
+                        opt("lag")
+                    );
+                }
+            }
         }
         Command::Checkpoints(CheckpointsCommand::List { dir, job }) => {
             let store = CheckpointStore::open(&dir, &job)?;

@@ -140,7 +140,12 @@ impl CheckpointStore {
                     let p = self.dir.join(rel);
                     match fs::metadata(&p) {
                         Ok(m) if m.len() == *size => {}
-                        _ => return bad(format!("state file {} of operator `{uid}` is missing or has the wrong size", p.display())),
+                        _ => {
+                            return bad(format!(
+                                "state file {} of operator `{uid}` is missing or has the wrong size",
+                                p.display()
+                            ))
+                        }
                     }
                 }
                 if let SubtaskState::Rocks(handle) = state {

@@ -283,7 +283,10 @@ impl<T: Send, S: Sink<T>> Downstream<T> for SinkTail<T, S> {
         let bytes = self.sink.snapshot(barrier.id)?;
         let Some(uid) = &self.uid else { return Ok(()) };
         if bytes.len() <= INLINE_STATE_BYTES {
-            let state = SubtaskState::Bytes { hex: to_hex(&bytes), describe: String::new() };
+            let state = SubtaskState::Bytes {
+                hex: to_hex(&bytes),
+                describe: String::new(),
+            };
             snap.ready.push((uid.clone(), self.subtask, state));
         } else {
             // Large state (a sink's uncommitted output) goes to a file, written off the record path.
@@ -294,7 +297,10 @@ impl<T: Send, S: Sink<T>> Downstream<T> for SinkTail<T, S> {
                 Box::new(move || {
                     std::fs::create_dir_all(&dir).map_err(|e| WeirError::io("cannot create", &dir, e))?;
                     crate::checkpoint::store::write_atomic(&dir.join("sink.state"), &bytes)?;
-                    Ok(SubtaskState::File { path: format!("{rel_dir}/sink.state"), size: bytes.len() as u64 })
+                    Ok(SubtaskState::File {
+                        path: format!("{rel_dir}/sink.state"),
+                        size: bytes.len() as u64,
+                    })
                 }),
             ));
         }

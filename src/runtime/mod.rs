@@ -73,7 +73,9 @@ impl TaskEnv {
             }),
             Some(SubtaskState::File { path, .. }) => {
                 let p = self.state.store.job_dir().join(path);
-                std::fs::read(&p).map(Some).map_err(|e| WeirError::io("cannot read operator state", p, e))
+                std::fs::read(&p)
+                    .map(Some)
+                    .map_err(|e| WeirError::io("cannot read operator state", p, e))
             }
             Some(SubtaskState::Rocks(_)) => Err(WeirError::Checkpoint {
                 path: self.store_dir(),

@@ -44,13 +44,17 @@ pub fn bytes() -> impl Deserializer<Vec<u8>> {
 /// The value as UTF-8 text.
 pub fn utf8() -> impl Deserializer<String> {
     |r: &KafkaRecord<'_>| {
-        std::str::from_utf8(r.payload.unwrap_or_default()).map(str::to_owned).map_err(|e| format!("value is not UTF-8: {e}"))
+        std::str::from_utf8(r.payload.unwrap_or_default())
+            .map(str::to_owned)
+            .map_err(|e| format!("value is not UTF-8: {e}"))
     }
 }
 
 /// The value as JSON of type `T`.
 pub fn json<T: DeserializeOwned + Send + 'static>() -> impl Deserializer<T> {
-    |r: &KafkaRecord<'_>| serde_json::from_slice(r.payload.unwrap_or_default()).map_err(|e| format!("value is not valid JSON: {e}"))
+    |r: &KafkaRecord<'_>| {
+        serde_json::from_slice(r.payload.unwrap_or_default()).map_err(|e| format!("value is not valid JSON: {e}"))
+    }
 }
 
 /// Turns a record into Kafka key and value bytes, written into the buffers
@@ -64,7 +68,9 @@ pub trait Serializer<T>: Clone + Send + 'static {
     fn serialize(&mut self, record: &T, key: &mut Vec<u8>, value: &mut Vec<u8>) -> Result<Option<i32>, String>;
 }
 
-impl<T, F: Fn(&T, &mut Vec<u8>, &mut Vec<u8>) -> Result<Option<i32>, String> + Clone + Send + 'static> Serializer<T> for F {
+impl<T, F: Fn(&T, &mut Vec<u8>, &mut Vec<u8>) -> Result<Option<i32>, String> + Clone + Send + 'static> Serializer<T>
+    for F
+{
     #[inline]
     fn serialize(&mut self, record: &T, key: &mut Vec<u8>, value: &mut Vec<u8>) -> Result<Option<i32>, String> {
         self(record, key, value)
@@ -72,12 +78,14 @@ impl<T, F: Fn(&T, &mut Vec<u8>, &mut Vec<u8>) -> Result<Option<i32>, String> + C
 }
 
 /// Serializes records as JSON values without a key.
-pub fn json_value<T: Serialize>() -> impl Fn(&T, &mut Vec<u8>, &mut Vec<u8>) -> Result<Option<i32>, String> + Clone + Send + 'static {
+pub fn json_value<T: Serialize>(
+) -> impl Fn(&T, &mut Vec<u8>, &mut Vec<u8>) -> Result<Option<i32>, String> + Clone + Send + 'static {
     |r: &T, _k: &mut Vec<u8>, v: &mut Vec<u8>| serde_json::to_writer(v, r).map(|()| None).map_err(|e| e.to_string())
 }
 
 /// Serializes `Display` records as UTF-8 values without a key.
-pub fn display_value<T: std::fmt::Display>() -> impl Fn(&T, &mut Vec<u8>, &mut Vec<u8>) -> Result<Option<i32>, String> + Clone + Send + 'static {
+pub fn display_value<T: std::fmt::Display>(
+) -> impl Fn(&T, &mut Vec<u8>, &mut Vec<u8>) -> Result<Option<i32>, String> + Clone + Send + 'static {
     |r: &T, _k: &mut Vec<u8>, v: &mut Vec<u8>| {
         use std::io::Write;
         write!(v, "{r}").map(|()| None).map_err(|e| e.to_string())

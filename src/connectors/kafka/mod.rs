@@ -23,5 +23,8 @@ use crate::error::WeirError;
 
 /// Turns an rdkafka error into a connector error naming the connector and what was done.
 pub(crate) fn kafka_error(connector: &str, action: &str, e: impl std::fmt::Display) -> WeirError {
-    WeirError::Connector { connector: connector.to_string(), message: format!("{action}: {e}") }
+    WeirError::Connector {
+        connector: connector.to_string(),
+        message: format!("{action}: {e}"),
+    }
 }

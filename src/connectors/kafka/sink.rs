@@ -33,11 +33,13 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use weir_operators::CheckpointId;
 
@@ -112,6 +114,26 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaSink<T, S> {
     }
 }
 
+/// Remembers the first failed delivery, so that a flush can tell whether
+/// everything before a checkpoint really reached the broker.
+#[derive(Default)]
+pub struct DeliveryReport {
+    failed: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryReport {}
+
+impl ProducerContext for DeliveryReport {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
+        if let Err((e, m)) = result {
+            if let Ok(mut f) = self.failed.lock() {
+                f.get_or_insert_with(|| format!("delivery to {}/{} failed: {e}", m.topic(), m.partition()));
+            }
+        }
+    }
+}
+
 /// One serialized output record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct OutRecord {
@@ -132,7 +154,7 @@ pub struct KafkaWriter<T, S> {
     topic: String,
     delivery: Delivery,
     serializer: S,
-    producer: BaseProducer,
+    producer: BaseProducer<DeliveryReport>,
     marker_topic: String,
     marker_key: String,
     epoch: Vec<OutRecord>,
@@ -159,14 +181,22 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
             }
             Delivery::ExactlyOnce => {
                 // Stable per (job, sink, subtask): a restarted process fences its predecessor.
-                c.set("transactional.id", format!("weir-{}-{}-{}", ctx.job, ctx.uid, ctx.subtask))
-                    .set("transaction.timeout.ms", config.transaction_timeout.as_millis().to_string());
+                c.set(
+                    "transactional.id",
+                    format!("weir-{}-{}-{}", ctx.job, ctx.uid, ctx.subtask),
+                )
+                .set(
+                    "transaction.timeout.ms",
+                    config.transaction_timeout.as_millis().to_string(),
+                );
             }
         }
         for (k, v) in &config.properties {
             c.set(k, v);
         }
-        let producer: BaseProducer = c.create().map_err(|e| err("cannot create producer", &e))?;
+        let producer: BaseProducer<DeliveryReport> = c
+            .create_with_context(DeliveryReport::default())
+            .map_err(|e| err("cannot create producer", &e))?;
         let mut writer = KafkaWriter {
             name: name.clone(),
             topic: config.topic.clone(),
@@ -185,7 +215,8 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
             return Ok(writer);
         }
         if let Err(e) = writer.producer.init_transactions(CLIENT_TIMEOUT) {
-            let invalid_timeout = matches!(&e, KafkaError::Transaction(t) if t.code() == RDKafkaErrorCode::InvalidTransactionTimeout);
+            let invalid_timeout =
+                matches!(&e, KafkaError::Transaction(t) if t.code() == RDKafkaErrorCode::InvalidTransactionTimeout);
             return Err(if invalid_timeout {
                 err(
                     "the broker refuses the transaction timeout",
@@ -199,18 +230,27 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
                 err("cannot initialize transactions", &e)
             });
         }
-        ensure_topic(&config.brokers, &config.marker_topic).map_err(|e| err(&format!("marker topic `{}`", config.marker_topic), &e))?;
+        ensure_topic(&config.brokers, &config.marker_topic)
+            .map_err(|e| err(&format!("marker topic `{}`", config.marker_topic), &e))?;
         if let Some(bytes) = &ctx.restored {
             let state: SinkState =
                 postcard::from_bytes(bytes).map_err(|e| err("restored sink state is damaged", &e))?;
             if !state.pending.is_empty() {
                 let committed = last_committed_epoch(&config.brokers, &config.marker_topic, &writer.marker_key)
-                    .map_err(|e| err(&format!("cannot read commit markers from `{}`", config.marker_topic), &e))?;
+                    .map_err(|e| {
+                        err(
+                            &format!("cannot read commit markers from `{}`", config.marker_topic),
+                            &e,
+                        )
+                    })?;
                 for (epoch, records) in state.pending {
                     if committed.is_some_and(|c| epoch <= c) {
                         continue; // committed before the crash
                     }
-                    tracing::info!("{name}: committing the output of checkpoint {epoch} again ({} records)", records.len());
+                    tracing::info!(
+                        "{name}: committing the output of checkpoint {epoch} again ({} records)",
+                        records.len()
+                    );
                     writer.commit_epoch(epoch, &records)?;
                 }
             }
@@ -238,18 +278,39 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
         }
     }
 
+    fn check_deliveries(&self) -> Result<()> {
+        match self.producer.context().failed.lock().ok().and_then(|mut f| f.take()) {
+            Some(message) => Err(WeirError::Connector {
+                connector: self.name.clone(),
+                message,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Writes `records` of checkpoint `epoch` and its marker in one transaction.
     fn commit_epoch(&mut self, epoch: u64, records: &[OutRecord]) -> Result<()> {
         let fail = |name: &str, action: &str, e: KafkaError| kafka_error(name, action, e);
-        self.producer.begin_transaction().map_err(|e| fail(&self.name, "cannot begin transaction", e))?;
+        self.producer
+            .begin_transaction()
+            .map_err(|e| fail(&self.name, "cannot begin transaction", e))?;
         for r in records {
             self.send(&self.topic, r.key.as_deref(), &r.value, r.partition)?;
         }
-        self.send(&self.marker_topic, Some(self.marker_key.as_bytes()), epoch.to_string().as_bytes(), Some(0))?;
+        self.send(
+            &self.marker_topic,
+            Some(self.marker_key.as_bytes()),
+            epoch.to_string().as_bytes(),
+            Some(0),
+        )?;
         crate::failpoint::hit("kafka-before-commit");
         if let Err(e) = self.producer.commit_transaction(CLIENT_TIMEOUT) {
             let _ = self.producer.abort_transaction(CLIENT_TIMEOUT);
-            return Err(fail(&self.name, &format!("cannot commit the output of checkpoint {epoch}"), e));
+            return Err(fail(
+                &self.name,
+                &format!("cannot commit the output of checkpoint {epoch}"),
+                e,
+            ));
         }
         Ok(())
     }
@@ -263,10 +324,17 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
             let partition = self
                 .serializer
                 .serialize(&r, &mut self.key_buf, &mut self.value_buf)
-                .map_err(|e| WeirError::Connector { connector: self.name.clone(), message: format!("cannot serialize a record: {e}") })?;
+                .map_err(|e| WeirError::Connector {
+                    connector: self.name.clone(),
+                    message: format!("cannot serialize a record: {e}"),
+                })?;
             let key = (!self.key_buf.is_empty()).then(|| self.key_buf.clone());
             if self.delivery == Delivery::ExactlyOnce {
-                self.epoch.push(OutRecord { key, value: self.value_buf.clone(), partition });
+                self.epoch.push(OutRecord {
+                    key,
+                    value: self.value_buf.clone(),
+                    partition,
+                });
             } else {
                 self.send(&self.topic, key.as_deref(), &self.value_buf, partition)?;
             }
@@ -284,6 +352,7 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
                 self.producer
                     .flush(CLIENT_TIMEOUT)
                     .map_err(|e| kafka_error(&self.name, "cannot flush before the checkpoint", e))?;
+                self.check_deliveries()?;
                 Ok(Vec::new())
             }
             Delivery::ExactlyOnce => {
@@ -293,9 +362,13 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
                 }
                 // Pending epochs are few (committed at each completion): encoding them is cheap
                 // compared with sending them.
-                let state = SinkState { pending: self.pending.clone() };
-                postcard::to_stdvec(&state)
-                    .map_err(|e| WeirError::Connector { connector: self.name.clone(), message: format!("cannot encode sink state: {e}") })
+                let state = SinkState {
+                    pending: self.pending.clone(),
+                };
+                postcard::to_stdvec(&state).map_err(|e| WeirError::Connector {
+                    connector: self.name.clone(),
+                    message: format!("cannot encode sink state: {e}"),
+                })
             }
         }
     }
@@ -314,18 +387,29 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
     }
 
     fn finish(&mut self) -> Result<()> {
-        self.producer.flush(CLIENT_TIMEOUT).map_err(|e| kafka_error(&self.name, "cannot flush at the end", e))
+        self.producer
+            .flush(CLIENT_TIMEOUT)
+            .map_err(|e| kafka_error(&self.name, "cannot flush at the end", e))?;
+        self.check_deliveries()
     }
 }
 
 /// Creates `topic` (1 partition) unless it exists.
 fn ensure_topic(brokers: &str, topic: &str) -> std::result::Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
     let results = rt
-        .block_on(admin.create_topics([&new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))))
+        .block_on(admin.create_topics(
+            [&new],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))
         .map_err(|e| e.to_string())?;
     for r in results {
         match r {
@@ -348,9 +432,12 @@ fn last_committed_epoch(brokers: &str, topic: &str, key: &str) -> std::result::R
         .set("fetch.wait.max.ms", "20")
         .create()
         .map_err(|e| e.to_string())?;
-    let (_, end) = consumer.fetch_watermarks(topic, 0, CLIENT_TIMEOUT).map_err(|e| e.to_string())?;
+    let (_, end) = consumer
+        .fetch_watermarks(topic, 0, CLIENT_TIMEOUT)
+        .map_err(|e| e.to_string())?;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).map_err(|e| e.to_string())?;
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .map_err(|e| e.to_string())?;
     consumer.assign(&tpl).map_err(|e| e.to_string())?;
     let mut newest = None;
     let deadline = Instant::now() + CLIENT_TIMEOUT;
@@ -364,7 +451,11 @@ fn last_committed_epoch(brokers: &str, topic: &str, key: &str) -> std::result::R
             Some(Err(e)) => tracing::warn!("reading commit markers: {e}"),
             Some(Ok(m)) => {
                 if m.key() == Some(key.as_bytes()) {
-                    if let Some(epoch) = m.payload().and_then(|p| std::str::from_utf8(p).ok()).and_then(|s| s.parse::<u64>().ok()) {
+                    if let Some(epoch) = m
+                        .payload()
+                        .and_then(|p| std::str::from_utf8(p).ok())
+                        .and_then(|s| s.parse::<u64>().ok())
+                    {
                         newest = Some(newest.map_or(epoch, |n: u64| n.max(epoch)));
                     }
                 }

@@ -194,13 +194,25 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaSource<T, D> {
     fn client_config(&self, ctx: &ConnectorContext) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
-            .set("group.id", self.group_id.clone().unwrap_or_else(|| format!("weir-{}-{}", ctx.job, ctx.uid)))
+            .set(
+                "group.id",
+                self.group_id
+                    .clone()
+                    .unwrap_or_else(|| format!("weir-{}-{}", ctx.job, ctx.uid)),
+            )
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "20")
-            .set("isolation.level", if self.read_committed { "read_committed" } else { "read_uncommitted" });
+            .set(
+                "isolation.level",
+                if self.read_committed {
+                    "read_committed"
+                } else {
+                    "read_uncommitted"
+                },
+            );
         for (k, v) in &self.properties {
             c.set(k, v);
         }
@@ -280,8 +292,12 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
     fn open(config: &KafkaSource<T, D>, ctx: &ConnectorContext) -> Result<Self> {
         let name = format!("{}[{}]", ctx.uid, ctx.subtask);
         let err = |action: &str, e: &dyn std::fmt::Display| kafka_error(&name, action, e);
-        let consumer: Arc<BaseConsumer> =
-            Arc::new(config.client_config(ctx).create().map_err(|e| err("cannot create consumer", &e))?);
+        let consumer: Arc<BaseConsumer> = Arc::new(
+            config
+                .client_config(ctx)
+                .create()
+                .map_err(|e| err("cannot create consumer", &e))?,
+        );
         let restored = match &ctx.restored {
             None => None,
             Some(b) => Some(KafkaPosition::decode(b).ok_or_else(|| err("restored position", &"not a Kafka position"))?),
@@ -305,11 +321,20 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
                     ps.sort_unstable();
                     all.extend(ps.into_iter().map(|p| (topic.clone(), p)));
                 }
-                _ => return Err(err(&format!("topic `{topic}`"), &"does not exist (or has no partitions)")),
+                _ => {
+                    return Err(err(
+                        &format!("topic `{topic}`"),
+                        &"does not exist (or has no partitions)",
+                    ))
+                }
             }
         }
-        let mine: Vec<(String, i32)> =
-            all.into_iter().enumerate().filter(|(i, _)| i % ctx.parallelism.max(1) == ctx.subtask).map(|(_, tp)| tp).collect();
+        let mine: Vec<(String, i32)> = all
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % ctx.parallelism.max(1) == ctx.subtask)
+            .map(|(_, tp)| tp)
+            .collect();
 
         // Resolve every start to a concrete offset, so that a checkpoint is exact.
         let mut starts = Vec::with_capacity(mine.len());
@@ -337,9 +362,9 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
                         let mut tpl = TopicPartitionList::new();
                         tpl.add_partition_offset(topic, *partition, Offset::Offset(*ts))
                             .map_err(|e| err("timestamp start", &e))?;
-                        let found = consumer
-                            .offsets_for_times(tpl, METADATA_TIMEOUT)
-                            .map_err(|e| err(&format!("cannot find offset for time {ts} in {topic}/{partition}"), &e))?;
+                        let found = consumer.offsets_for_times(tpl, METADATA_TIMEOUT).map_err(|e| {
+                            err(&format!("cannot find offset for time {ts} in {topic}/{partition}"), &e)
+                        })?;
                         match found.find_partition(topic, *partition).map(|e| e.offset()) {
                             Some(Offset::Offset(o)) => o,
                             _ => high,
@@ -356,7 +381,8 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
         }
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), (start, _)) in mine.iter().zip(&starts) {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*start)).map_err(|e| err("assign", &e))?;
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*start))
+                .map_err(|e| err("assign", &e))?;
         }
         consumer.assign(&tpl).map_err(|e| err("cannot assign partitions", &e))?;
         let mut partitions = Vec::with_capacity(mine.len());
@@ -367,7 +393,10 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
                 .ok_or_else(|| err(&format!("cannot read {topic}/{partition}"), &"no partition queue"))?;
             let restored_wm = restored.get(&(topic.clone(), partition)).and_then(|p| p.watermark);
             if let Some(end) = end {
-                config.progress.total.fetch_add(end.saturating_sub(start).max(0) as u64, Ordering::Relaxed);
+                config
+                    .progress
+                    .total
+                    .fetch_add(end.saturating_sub(start).max(0) as u64, Ordering::Relaxed);
             }
             queues.push(queue);
             partitions.push(PartitionState {
@@ -384,7 +413,8 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
         let dead_letters = match &config.bad_records {
             BadRecordPolicy::DeadLetter(_) => {
                 let mut c = ClientConfig::new();
-                c.set("bootstrap.servers", &config.brokers).set("enable.idempotence", "true");
+                c.set("bootstrap.servers", &config.brokers)
+                    .set("enable.idempotence", "true");
                 Some(c.create().map_err(|e| err("cannot create dead-letter producer", &e))?)
             }
             _ => None,
@@ -413,11 +443,21 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
         })
     }
 
-    fn bad_record(&mut self, topic: &str, partition: i32, offset: i64, key: Option<&[u8]>, payload: Option<&[u8]>, why: String) -> Result<()> {
+    fn bad_record(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        why: String,
+    ) -> Result<()> {
         match &self.bad_records {
             BadRecordPolicy::Fail => Err(WeirError::Connector {
                 connector: self.name.clone(),
-                message: format!("cannot deserialize the record at topic `{topic}` partition {partition} offset {offset}: {why}"),
+                message: format!(
+                    "cannot deserialize the record at topic `{topic}` partition {partition} offset {offset}: {why}"
+                ),
             }),
             BadRecordPolicy::Skip => {
                 self.progress.skipped.fetch_add(1, Ordering::Relaxed);
@@ -425,13 +465,27 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
                 Ok(())
             }
             BadRecordPolicy::DeadLetter(dlq) => {
-                let Some(producer) = &self.dead_letters else { return Ok(()) };
+                let Some(producer) = &self.dead_letters else {
+                    return Ok(());
+                };
                 let (p, o) = (partition.to_string(), offset.to_string());
                 let headers = OwnedHeaders::new()
-                    .insert(Header { key: "weir.error", value: Some(why.as_bytes()) })
-                    .insert(Header { key: "weir.source.topic", value: Some(topic.as_bytes()) })
-                    .insert(Header { key: "weir.source.partition", value: Some(p.as_bytes()) })
-                    .insert(Header { key: "weir.source.offset", value: Some(o.as_bytes()) });
+                    .insert(Header {
+                        key: "weir.error",
+                        value: Some(why.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: "weir.source.topic",
+                        value: Some(topic.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: "weir.source.partition",
+                        value: Some(p.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: "weir.source.offset",
+                        value: Some(o.as_bytes()),
+                    });
                 let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(dlq).headers(headers);
                 if let Some(k) = key {
                     record = record.key(k);
@@ -447,7 +501,13 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
                             producer.poll(Duration::from_millis(10));
                             record = r;
                         }
-                        Err((e, _)) => return Err(kafka_error(&self.name, &format!("cannot write to dead-letter topic `{dlq}`"), e)),
+                        Err((e, _)) => {
+                            return Err(kafka_error(
+                                &self.name,
+                                &format!("cannot write to dead-letter topic `{dlq}`"),
+                                e,
+                            ))
+                        }
                     }
                 }
                 self.progress.skipped.fetch_add(1, Ordering::Relaxed);
@@ -559,7 +619,9 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
                 let w = ts - strategy.out_of_orderness_ms - 1;
                 p.watermark = Some(p.watermark.map_or(w, |old| old.max(w)));
             }
-            let idle = strategy.idle_timeout.is_some_and(|t| now.duration_since(p.last_record) > t);
+            let idle = strategy
+                .idle_timeout
+                .is_some_and(|t| now.duration_since(p.last_record) > t);
             if p.done || idle {
                 continue;
             }
@@ -579,7 +641,8 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
 
     fn position(&mut self) -> Result<Vec<u8>> {
         if let Some(p) = &self.dead_letters {
-            p.flush(Duration::from_secs(60)).map_err(|e| kafka_error(&self.name, "cannot flush the dead-letter topic", e))?;
+            p.flush(Duration::from_secs(60))
+                .map_err(|e| kafka_error(&self.name, "cannot flush the dead-letter topic", e))?;
         }
         let mut tpl = TopicPartitionList::new();
         for p in &self.partitions {
@@ -602,7 +665,11 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
     }
 
     fn describe_position(&self) -> String {
-        self.partitions.iter().map(|p| format!("{}/{}={}", p.topic, p.partition, p.next_offset)).collect::<Vec<_>>().join(" ")
+        self.partitions
+            .iter()
+            .map(|p| format!("{}/{}={}", p.topic, p.partition, p.next_offset))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     fn checkpoint_complete(&mut self, _id: CheckpointId) -> Result<()> {
@@ -616,4 +683,71 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
         }
         Ok(())
     }
+}
+
+/// One Kafka offset stored in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOffset {
+    /// The source operator's uid.
+    pub source: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Next offset to read.
+    pub next_offset: i64,
+}
+
+/// The Kafka offsets stored in `manifest`, by source, topic and partition.
+pub fn stored_offsets(manifest: &crate::checkpoint::Manifest) -> Vec<StoredOffset> {
+    let mut out = Vec::new();
+    for (uid, op) in &manifest.operators {
+        for state in &op.subtasks {
+            let crate::checkpoint::SubtaskState::Bytes { hex, .. } = state else {
+                continue;
+            };
+            let Some(position) = crate::checkpoint::manifest::from_hex(hex).and_then(|b| KafkaPosition::decode(&b))
+            else {
+                continue;
+            };
+            out.extend(position.partitions.into_iter().map(|p| StoredOffset {
+                source: uid.clone(),
+                topic: p.topic,
+                partition: p.partition,
+                next_offset: p.next_offset,
+            }));
+        }
+    }
+    out.sort_by(|a, b| (&a.source, &a.topic, a.partition).cmp(&(&b.source, &b.topic, b.partition)));
+    out
+}
+
+/// The current end offsets (last stable offsets, read_committed) of these partitions.
+///
+/// # Errors
+/// When the brokers cannot be reached.
+pub fn end_offsets<'a>(
+    brokers: &str,
+    partitions: impl IntoIterator<Item = (&'a str, i32)>,
+) -> Result<HashMap<(String, i32), i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "weir-offsets")
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(|e| kafka_error("weir offsets", "cannot create consumer", e))?;
+    let mut out = HashMap::new();
+    for (topic, partition) in partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+            .map_err(|e| {
+                kafka_error(
+                    "weir offsets",
+                    &format!("cannot read the end of {topic}/{partition}"),
+                    e,
+                )
+            })?;
+        out.insert((topic.to_string(), partition), high);
+    }
+    Ok(out)
 }

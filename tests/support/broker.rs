@@ -202,6 +202,32 @@ impl Broker {
         })
     }
 
+    /// Stops the broker (SIGTERM) and starts it again on the same port with
+    /// the same data: clients see the broker go away and come back.
+    pub fn restart(&mut self, down_for: Duration) {
+        self.stop();
+        std::thread::sleep(down_for);
+        let port: u16 = self.bootstrap.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port of bootstrap");
+        let log = std::fs::OpenOptions::new().append(true).open(&self.log_path).expect("broker log");
+        self.child = Command::new(noida_binary())
+            .args(["start", "--only", "kafka", "--host", "127.0.0.1", "--kafka-port"])
+            .arg(port.to_string())
+            .arg("--data-dir")
+            .arg(self.data_dir.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cannot clone the log file handle"))
+            .stderr(log)
+            .spawn()
+            .expect("cannot restart noida-db");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let started = Instant::now();
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(started.elapsed() < START_TIMEOUT, "noida-db did not come back on {addr}:\n{}", self.log());
+            assert!(self.child.try_wait().expect("try_wait").is_none(), "noida-db exited on restart:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// The broker's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

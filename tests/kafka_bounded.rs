@@ -6,51 +6,17 @@
 #[path = "support/broker.rs"]
 mod broker;
 mod common;
+#[path = "support/kafka_data.rs"]
+mod kafka_data;
 
 use broker::Broker;
-use common::{compare, Line};
-use std::collections::HashMap;
+use common::compare;
+use kafka_data::{expected, input, output};
 use std::path::Path;
 use std::time::Duration;
-use weir::connectors::generator::w1_event;
 use weir::connectors::kafka::{BadRecordPolicy, Delivery};
 use weir::jobs::{kafka_count_job, KafkaCountOptions};
 use weir::{JobConfig, JobSummary};
-
-/// Input lines `id,key,value` for ids in `range`, spread over `partitions`.
-pub fn input(range: std::ops::Range<u64>, partitions: i32) -> Vec<broker::ToProduce> {
-    range
-        .map(|i| {
-            let e = w1_event(i, 0);
-            (None, format!("{},{},{}", e.index, e.key % 1000, e.value).into_bytes(), (i % partitions as u64) as i32)
-        })
-        .collect()
-}
-
-/// What a failure-free run outputs for ids `0..n`: per key, counts 1..=c.
-pub fn expected(n: u64) -> Vec<Line> {
-    let mut counts: HashMap<u64, u64> = HashMap::new();
-    (0..n)
-        .map(|i| {
-            let key = w1_event(i, 0).key % 1000;
-            let c = counts.entry(key).or_default();
-            *c += 1;
-            Line { index: i, key, count: *c }
-        })
-        .collect()
-}
-
-/// The committed output, parsed.
-pub fn output(broker: &Broker, topic: &str) -> Vec<Line> {
-    broker
-        .consume_all(topic, true)
-        .into_iter()
-        .map(|(_, _, _, v)| {
-            let f: Vec<u64> = std::str::from_utf8(&v).unwrap().split(',').map(|x| x.parse().unwrap()).collect();
-            Line { index: f[0], key: f[1], count: f[2] }
-        })
-        .collect()
-}
 
 fn options(broker: &Broker, bad_records: BadRecordPolicy) -> KafkaCountOptions {
     KafkaCountOptions {
@@ -67,7 +33,10 @@ fn options(broker: &Broker, bad_records: BadRecordPolicy) -> KafkaCountOptions {
 
 fn run(dir: &Path, options: &KafkaCountOptions) -> (JobSummary, u64) {
     let (job, progress) = kafka_count_job(options).unwrap();
-    let config = JobConfig { checkpoint_interval: Some(Duration::from_millis(200)), ..JobConfig::with_checkpoint_dir(dir) };
+    let config = JobConfig {
+        checkpoint_interval: Some(Duration::from_millis(200)),
+        ..JobConfig::with_checkpoint_dir(dir)
+    };
     let summary = job.run(config).unwrap();
     (summary, progress.done.load(std::sync::atomic::Ordering::Relaxed))
 }
@@ -104,7 +73,11 @@ fn bounded_runs_resume_from_their_checkpointed_offsets() {
     let manifest = store.restore_point().unwrap().unwrap();
     let offsets = weir::connectors::kafka::source::stored_offsets(&manifest);
     assert_eq!(offsets.len(), 4);
-    let ends = weir::connectors::kafka::source::end_offsets(&broker.bootstrap, offsets.iter().map(|o| (o.topic.as_str(), o.partition))).unwrap();
+    let ends = weir::connectors::kafka::source::end_offsets(
+        &broker.bootstrap,
+        offsets.iter().map(|o| (o.topic.as_str(), o.partition)),
+    )
+    .unwrap();
     for o in &offsets {
         assert_eq!(o.next_offset, ends[&(o.topic.clone(), o.partition)], "{o:?}");
     }
@@ -116,11 +89,17 @@ fn the_source_reads_only_committed_records() {
     let broker = Broker::start();
     broker.create_topic("in", 1);
     broker.create_topic("out", 1);
-    let producer: BaseProducer = broker.client_config().set("transactional.id", "test-input").create().unwrap();
+    let producer: BaseProducer = broker
+        .client_config()
+        .set("transactional.id", "test-input")
+        .create()
+        .unwrap();
     producer.init_transactions(Duration::from_secs(10)).unwrap();
     let send = |ids: std::ops::Range<u64>| {
         for (_, v, p) in input(ids, 1) {
-            producer.send(BaseRecord::<[u8], [u8]>::to("in").payload(&v).partition(p)).unwrap();
+            producer
+                .send(BaseRecord::<[u8], [u8]>::to("in").payload(&v).partition(p))
+                .unwrap();
         }
     };
     producer.begin_transaction().unwrap();
@@ -151,7 +130,10 @@ fn a_bad_record_fails_the_job_naming_topic_partition_and_offset_or_goes_to_the_d
 
     let dir = tempfile::tempdir().unwrap();
     let (job, _) = kafka_count_job(&options(&broker, BadRecordPolicy::Fail)).unwrap();
-    let err = job.run(JobConfig::with_checkpoint_dir(dir.path())).unwrap_err().to_string();
+    let err = job
+        .run(JobConfig::with_checkpoint_dir(dir.path()))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("topic `in` partition 0 offset 3"), "{err}");
     assert!(err.contains("expected `id,key,value`"), "{err}");
 

@@ -207,8 +207,16 @@ impl Broker {
     pub fn restart(&mut self, down_for: Duration) {
         self.stop();
         std::thread::sleep(down_for);
-        let port: u16 = self.bootstrap.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port of bootstrap");
-        let log = std::fs::OpenOptions::new().append(true).open(&self.log_path).expect("broker log");
+        let port: u16 = self
+            .bootstrap
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port of bootstrap");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .expect("broker log");
         self.child = Command::new(noida_binary())
             .args(["start", "--only", "kafka", "--host", "127.0.0.1", "--kafka-port"])
             .arg(port.to_string())
@@ -222,8 +230,16 @@ impl Broker {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let started = Instant::now();
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(started.elapsed() < START_TIMEOUT, "noida-db did not come back on {addr}:\n{}", self.log());
-            assert!(self.child.try_wait().expect("try_wait").is_none(), "noida-db exited on restart:\n{}", self.log());
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "noida-db did not come back on {addr}:\n{}",
+                self.log()
+            );
+            assert!(
+                self.child.try_wait().expect("try_wait").is_none(),
+                "noida-db exited on restart:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -296,13 +312,21 @@ impl Broker {
     /// request in flight), flushes, and asserts that every one was delivered.
     /// Not idempotent: librdkafka's idempotent producer adds ~0.5 s per call.
     pub fn produce(&self, topic: &str, records: &[ToProduce]) {
-        let producer: BaseProducer<Deliveries> = self
-            .client_config()
+        produce_to(&self.bootstrap, topic, records);
+    }
+}
+
+/// [`Broker::produce`] for a broker known by its address (from another thread).
+#[allow(dead_code)]
+pub fn produce_to(bootstrap: &str, topic: &str, records: &[ToProduce]) {
+    {
+        let producer: BaseProducer<Deliveries> = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
             .set("acks", "all")
             .set("max.in.flight.requests.per.connection", "1")
             .set("linger.ms", "5")
             .create_with_context(Deliveries::default())
-            .unwrap_or_else(|e| panic!("cannot create a producer for {}: {e}", self.bootstrap));
+            .unwrap_or_else(|e| panic!("cannot create a producer for {bootstrap}: {e}"));
         for (key, payload, partition) in records {
             let mut record = BaseRecord::to(topic).payload(payload).partition(*partition);
             if let Some(key) = key {
@@ -335,7 +359,10 @@ impl Broker {
             "not every record produced to {topic} was acknowledged"
         );
     }
+}
 
+#[allow(dead_code)]
+impl Broker {
     /// Reads every partition of `topic` from its start to the high watermark
     /// fetched now (with `read_committed`: the last stable offset), by manual
     /// assignment. Returns `(partition, offset, key, payload)` ordered by

@@ -9,11 +9,15 @@
 //! 2. At barrier `n` they become *pending for checkpoint `n`* and are part of
 //!    the sink's state in snapshot `n` (a file of the checkpoint when large).
 //! 3. When checkpoint `n` is complete, the sink writes them in one Kafka
-//!    transaction together with a *marker* record `(job/sink/subtask) -> n`
-//!    in the marker topic, and commits.
-//! 4. On recovery from checkpoint `m`, the sink reads the newest committed
-//!    marker of its (job, sink, subtask) (read_committed) and commits again
-//!    exactly the pending epochs above it, in order.
+//!    transaction together with a *marker* record `n`, and commits. Markers go
+//!    to the marker topic of the (job, sink), `weir-markers.<job>.<sink uid>`,
+//!    partition = subtask: only this subtask's producer ever writes there.
+//! 4. On recovery from checkpoint `m`, the sink first fences its predecessor
+//!    (`init_transactions` aborts a transaction it left open), then reads the
+//!    newest committed marker of its partition (read_committed) and commits
+//!    again exactly the pending epochs above it, in order. Because no other
+//!    producer writes to that partition, no open transaction of another
+//!    subtask or job can hold its last stable offset back and hide a marker.
 //!
 //! A crash between "checkpoint complete" and "transaction committed" thus
 //! leaves the epoch pending in the checkpoint and unmarked: it is committed
@@ -64,13 +68,28 @@ pub struct KafkaSink<T, S> {
     delivery: Delivery,
     serializer: S,
     properties: Vec<(String, String)>,
-    marker_topic: String,
+    marker_prefix: String,
     transaction_timeout: Duration,
     _t: PhantomData<fn(T)>,
 }
 
-/// The default topic of exactly-once commit markers.
-pub const DEFAULT_MARKER_TOPIC: &str = "weir-sink-markers";
+/// The default prefix of the exactly-once commit-marker topics.
+pub const DEFAULT_MARKER_PREFIX: &str = "weir-markers";
+
+/// The marker topic of a (job, sink): `<prefix>.<job>.<uid>`, with characters
+/// Kafka does not allow in topic names replaced by `_`.
+pub fn marker_topic(prefix: &str, job: &str, uid: &str) -> String {
+    format!("{prefix}.{job}.{uid}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
 
 impl<T: Send + 'static, S: Serializer<T>> KafkaSink<T, S> {
     /// A sink writing to `topic` with `serializer`, exactly-once.
@@ -81,7 +100,7 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaSink<T, S> {
             delivery: Delivery::ExactlyOnce,
             serializer,
             properties: Vec::new(),
-            marker_topic: DEFAULT_MARKER_TOPIC.to_string(),
+            marker_prefix: DEFAULT_MARKER_PREFIX.to_string(),
             transaction_timeout: Duration::from_secs(60),
             _t: PhantomData,
         }
@@ -96,9 +115,10 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaSink<T, S> {
         self.properties.push((key.to_string(), value.to_string()));
         self
     }
-    /// The topic of exactly-once commit markers (default `weir-sink-markers`).
-    pub fn marker_topic(mut self, topic: &str) -> Self {
-        self.marker_topic = topic.to_string();
+    /// The prefix of the exactly-once commit-marker topic (default `weir-markers`;
+    /// the topic is `<prefix>.<job>.<sink uid>`, one partition per subtask).
+    pub fn marker_prefix(mut self, prefix: &str) -> Self {
+        self.marker_prefix = prefix.to_string();
         self
     }
     /// `transaction.timeout.ms` of the exactly-once producer (default 60 s):
@@ -156,6 +176,7 @@ pub struct KafkaWriter<T, S> {
     serializer: S,
     producer: BaseProducer<DeliveryReport>,
     marker_topic: String,
+    marker_partition: i32,
     marker_key: String,
     epoch: Vec<OutRecord>,
     pending: BTreeMap<u64, Vec<OutRecord>>,
@@ -203,7 +224,8 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
             delivery: config.delivery,
             serializer: config.serializer.clone(),
             producer,
-            marker_topic: config.marker_topic.clone(),
+            marker_topic: marker_topic(&config.marker_prefix, &ctx.job, &ctx.uid),
+            marker_partition: ctx.subtask as i32,
             marker_key: format!("{}/{}/{}", ctx.job, ctx.uid, ctx.subtask),
             epoch: Vec::new(),
             pending: BTreeMap::new(),
@@ -230,19 +252,16 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
                 err("cannot initialize transactions", &e)
             });
         }
-        ensure_topic(&config.brokers, &config.marker_topic)
-            .map_err(|e| err(&format!("marker topic `{}`", config.marker_topic), &e))?;
+        let topic = writer.marker_topic.clone();
+        ensure_topic(&config.brokers, &topic, ctx.parallelism)
+            .map_err(|e| err(&format!("marker topic `{topic}`"), &e))?;
         if let Some(bytes) = &ctx.restored {
             let state: SinkState =
                 postcard::from_bytes(bytes).map_err(|e| err("restored sink state is damaged", &e))?;
             if !state.pending.is_empty() {
-                let committed = last_committed_epoch(&config.brokers, &config.marker_topic, &writer.marker_key)
-                    .map_err(|e| {
-                        err(
-                            &format!("cannot read commit markers from `{}`", config.marker_topic),
-                            &e,
-                        )
-                    })?;
+                let committed =
+                    last_committed_epoch(&config.brokers, &topic, writer.marker_partition, &writer.marker_key)
+                        .map_err(|e| err(&format!("cannot read commit markers from `{topic}`"), &e))?;
                 for (epoch, records) in state.pending {
                     if committed.is_some_and(|c| epoch <= c) {
                         continue; // committed before the crash
@@ -301,7 +320,7 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
             &self.marker_topic,
             Some(self.marker_key.as_bytes()),
             epoch.to_string().as_bytes(),
-            Some(0),
+            Some(self.marker_partition),
         )?;
         crate::failpoint::hit("kafka-before-commit");
         if let Err(e) = self.producer.commit_transaction(CLIENT_TIMEOUT) {
@@ -394,8 +413,9 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
     }
 }
 
-/// Creates `topic` (1 partition) unless it exists.
-fn ensure_topic(brokers: &str, topic: &str) -> std::result::Result<(), String> {
+/// Creates `topic` with `partitions` partitions unless it exists; an existing
+/// one must have at least that many.
+fn ensure_topic(brokers: &str, topic: &str, partitions: usize) -> std::result::Result<(), String> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -404,7 +424,7 @@ fn ensure_topic(brokers: &str, topic: &str) -> std::result::Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
+    let new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(1));
     let results = rt
         .block_on(admin.create_topics(
             [&new],
@@ -417,12 +437,35 @@ fn ensure_topic(brokers: &str, topic: &str) -> std::result::Result<(), String> {
             Err((t, code)) => return Err(format!("cannot create topic `{t}`: {code}")),
         }
     }
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|e| e.to_string())?;
+    let md = probe
+        .fetch_metadata(Some(topic), CLIENT_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    let have = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len());
+    if have < partitions {
+        return Err(format!(
+            "it has {have} partitions and the sink has {partitions} subtasks: it needs one partition per subtask \
+             (add partitions, or choose another prefix with KafkaSink::marker_prefix)"
+        ));
+    }
     Ok(())
 }
 
 /// The newest epoch with a committed marker for `key`, reading the marker
-/// topic (partition 0) read_committed up to its last stable offset.
-fn last_committed_epoch(brokers: &str, topic: &str, key: &str) -> std::result::Result<Option<u64>, String> {
+/// partition read_committed up to its last stable offset.
+fn last_committed_epoch(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    key: &str,
+) -> std::result::Result<Option<u64>, String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "weir-marker-reader")
@@ -433,10 +476,13 @@ fn last_committed_epoch(brokers: &str, topic: &str, key: &str) -> std::result::R
         .create()
         .map_err(|e| e.to_string())?;
     let (_, end) = consumer
-        .fetch_watermarks(topic, 0, CLIENT_TIMEOUT)
+        .fetch_watermarks(topic, partition, CLIENT_TIMEOUT)
         .map_err(|e| e.to_string())?;
+    if end == 0 {
+        return Ok(None);
+    }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)
         .map_err(|e| e.to_string())?;
     consumer.assign(&tpl).map_err(|e| e.to_string())?;
     let mut newest = None;

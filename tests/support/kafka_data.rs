@@ -1,0 +1,60 @@
+//! Input and expected output of the `kafka-count` job in tests.
+
+use crate::broker::{Broker, ToProduce};
+use crate::common::Line;
+use std::collections::HashMap;
+use weir::connectors::generator::w1_event;
+
+#[allow(dead_code)]
+/// Input lines `id,key,value` for ids in `range`, spread over `partitions`.
+pub fn input(range: std::ops::Range<u64>, partitions: i32) -> Vec<ToProduce> {
+    range
+        .map(|i| {
+            let e = w1_event(i, 0);
+            (
+                None,
+                format!("{},{},{}", e.index, e.key % 1000, e.value).into_bytes(),
+                (i % partitions as u64) as i32,
+            )
+        })
+        .collect()
+}
+
+#[allow(dead_code)]
+/// What a failure-free run outputs for ids `0..n`: per key, counts 1..=c.
+pub fn expected(n: u64) -> Vec<Line> {
+    let mut counts: HashMap<u64, u64> = HashMap::new();
+    (0..n)
+        .map(|i| {
+            let key = w1_event(i, 0).key % 1000;
+            let c = counts.entry(key).or_default();
+            *c += 1;
+            Line {
+                index: i,
+                key,
+                count: *c,
+            }
+        })
+        .collect()
+}
+
+#[allow(dead_code)]
+/// The committed output, parsed.
+pub fn output(broker: &Broker, topic: &str) -> Vec<Line> {
+    broker
+        .consume_all(topic, true)
+        .into_iter()
+        .map(|(_, _, _, v)| {
+            let f: Vec<u64> = std::str::from_utf8(&v)
+                .unwrap()
+                .split(',')
+                .map(|x| x.parse().unwrap())
+                .collect();
+            Line {
+                index: f[0],
+                key: f[1],
+                count: f[2],
+            }
+        })
+        .collect()
+}

@@ -144,6 +144,8 @@ pub struct KafkaCountOptions {
     pub delivery: crate::connectors::kafka::Delivery,
     /// What to do with input values that do not parse.
     pub bad_records: crate::connectors::kafka::BadRecordPolicy,
+    /// Extra librdkafka properties of the source's consumer.
+    pub source_properties: Vec<(String, String)>,
 }
 
 /// Parses an input value `id,key,value`.
@@ -168,7 +170,11 @@ fn parse_input(r: &crate::connectors::kafka::KafkaRecord<'_>) -> std::result::Re
 /// An invalid parallelism.
 pub fn kafka_count_job(options: &KafkaCountOptions) -> Result<(Job, Arc<crate::connectors::kafka::source::Progress>)> {
     use crate::connectors::kafka::{format::display_value, KafkaSink, KafkaSource};
-    let source = KafkaSource::new(&options.brokers, &[options.input.as_str()])
+    let mut source = KafkaSource::new(&options.brokers, &[options.input.as_str()]);
+    for (k, v) in &options.source_properties {
+        source = source.property(k, v);
+    }
+    let source = source
         .bounded(options.bounded)
         .on_bad_record(options.bad_records.clone())
         .deserializer(

@@ -28,6 +28,7 @@ fn options(broker: &Broker, bad_records: BadRecordPolicy) -> KafkaCountOptions {
         bounded: true,
         delivery: Delivery::ExactlyOnce,
         bad_records,
+        source_properties: Vec::new(),
     }
 }
 
@@ -120,6 +121,11 @@ fn the_source_reads_only_committed_records() {
 
 #[test]
 fn a_bad_record_fails_the_job_naming_topic_partition_and_offset_or_goes_to_the_dead_letter_topic() {
+    if std::env::var("TEST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug,librdkafka=info,rdkafka=info")
+            .try_init();
+    }
     let broker = Broker::start();
     broker.create_topic("in", 1);
     broker.create_topic("out", 1);
@@ -148,4 +154,94 @@ fn a_bad_record_fails_the_job_naming_topic_partition_and_offset_or_goes_to_the_d
     let (job, progress) = kafka_count_job(&options(&broker, BadRecordPolicy::Skip)).unwrap();
     job.run(JobConfig::with_checkpoint_dir(dir.path())).unwrap();
     assert_eq!(progress.skipped.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_bounded_run_killed_midway_and_run_again_gives_the_clean_output() {
+    use std::os::unix::process::ExitStatusExt;
+    let broker = Broker::start();
+    broker.create_topic("in", 4);
+    broker.create_topic("out", 4);
+    broker.produce("in", &input(0..200_000, 4));
+    let dir = tempfile::tempdir().unwrap();
+    let run_cli = || {
+        std::process::Command::new(common::WEIR)
+            .args([
+                "run",
+                "kafka-count",
+                "--bounded",
+                "--checkpoint-interval-ms",
+                "100",
+                "--input",
+                "in",
+                "--output",
+                "out",
+            ])
+            .args(["--brokers", &broker.bootstrap])
+            .arg("--checkpoint-dir")
+            .arg(dir.path())
+            .env("WEIR_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut killed_midway = 0;
+    for wait_ms in [900, 1200, 1500] {
+        let mut child = run_cli();
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            assert_eq!(child.wait().unwrap().signal(), Some(9));
+            killed_midway += 1;
+        }
+    }
+    assert!(killed_midway >= 1, "the bounded run finished before any kill");
+    assert!(run_cli().wait().unwrap().success());
+    let out = output(&broker, "out");
+    assert_eq!(
+        compare(&expected(200_000), &out),
+        (0, 0),
+        "killed {killed_midway} times"
+    );
+    assert_eq!(out.len(), 200_000);
+}
+
+#[test]
+fn the_job_rides_out_a_broker_restart() {
+    if std::env::var("TEST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt().with_env_filter("info").try_init();
+    }
+    let mut broker = Broker::start();
+    broker.create_topic("in", 4);
+    broker.create_topic("out", 4);
+    broker.produce("in", &input(0..500_000, 4));
+    let dir = tempfile::tempdir().unwrap();
+    // noida-db loses writes it accepts after SIGTERM, while it shuts down (a
+    // real Kafka log keeps them), and then lets the producer commit the
+    // transaction they belonged to. So the broker restarts while the job
+    // reads, never while a sink transaction is open: no periodic checkpoints,
+    // and a small prefetch so that the sources cannot reach the end (and the
+    // final checkpoint commit) before the broker is back.
+    let mut opts = options(&broker, BadRecordPolicy::Fail);
+    opts.source_properties = vec![("queued.max.messages.kbytes".into(), "256".into())];
+    let (job, progress) = kafka_count_job(&opts).unwrap();
+    let config = JobConfig {
+        checkpoint_interval: None,
+        ..JobConfig::with_checkpoint_dir(dir.path())
+    };
+    let handle = job.start(config).unwrap();
+    let started = std::time::Instant::now();
+    while progress.done.load(std::sync::atomic::Ordering::Relaxed) < 60_000
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    tracing::info!("restarting the broker");
+    broker.restart(Duration::from_millis(1500));
+    tracing::info!("broker is back");
+    let summary = handle.join().unwrap();
+    assert!(summary.checkpoints_completed >= 1);
+    let out = output(&broker, "out");
+    assert_eq!(compare(&expected(500_000), &out), (0, 0));
+    assert_eq!(out.len(), 500_000);
 }

@@ -283,6 +283,7 @@ fn main() -> anyhow::Result<()> {
                 bounded,
                 delivery,
                 bad_records,
+                source_properties: Vec::new(),
             };
             let (job, progress) = kafka_count_job(&options)?;
             let reporter = progress_reporter(progress.clone());

@@ -170,6 +170,9 @@ struct SinkState {
 
 /// A running Kafka sink subtask.
 pub struct KafkaWriter<T, S> {
+    /// The producer's configuration, to create it again after a fatal error.
+    client: ClientConfig,
+    brokers: String,
     name: String,
     topic: String,
     delivery: Delivery,
@@ -219,6 +222,8 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
             .create_with_context(DeliveryReport::default())
             .map_err(|e| err("cannot create producer", &e))?;
         let mut writer = KafkaWriter {
+            client: c,
+            brokers: config.brokers.clone(),
             name: name.clone(),
             topic: config.topic.clone(),
             delivery: config.delivery,
@@ -259,9 +264,7 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
             let state: SinkState =
                 postcard::from_bytes(bytes).map_err(|e| err("restored sink state is damaged", &e))?;
             if !state.pending.is_empty() {
-                let committed =
-                    last_committed_epoch(&config.brokers, &topic, writer.marker_partition, &writer.marker_key)
-                        .map_err(|e| err(&format!("cannot read commit markers from `{topic}`"), &e))?;
+                let committed = writer.committed_epoch()?;
                 for (epoch, records) in state.pending {
                     if committed.is_some_and(|c| epoch <= c) {
                         continue; // committed before the crash
@@ -270,11 +273,61 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
                         "{name}: committing the output of checkpoint {epoch} again ({} records)",
                         records.len()
                     );
-                    writer.commit_epoch(epoch, &records)?;
+                    writer.commit_durably(epoch, &records)?;
                 }
             }
         }
         Ok(writer)
+    }
+
+    /// The newest epoch whose marker is committed.
+    fn committed_epoch(&self) -> Result<Option<u64>> {
+        last_committed_epoch(
+            &self.brokers,
+            &self.marker_topic,
+            self.marker_partition,
+            &self.marker_key,
+        )
+        .map_err(|e| {
+            kafka_error(
+                &self.name,
+                &format!("cannot read commit markers from `{}`", self.marker_topic),
+                e,
+            )
+        })
+    }
+
+    /// Commits epoch `epoch`, riding out broker trouble: after a failed attempt
+    /// the producer is created again (`init_transactions` aborts what the old
+    /// one left open) and the marker decides whether the failed attempt had in
+    /// fact committed, so that nothing is written twice.
+    fn commit_durably(&mut self, epoch: u64, records: &[OutRecord]) -> Result<()> {
+        const ATTEMPTS: u32 = 6;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let error = match self.commit_epoch(epoch, records) {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt >= ATTEMPTS => return Err(e),
+                Err(e) => e,
+            };
+            tracing::warn!("{}: {error}; retrying (attempt {attempt} of {ATTEMPTS})", self.name);
+            std::thread::sleep(Duration::from_millis(500 * u64::from(attempt)));
+            let producer: BaseProducer<DeliveryReport> = self
+                .client
+                .create_with_context(DeliveryReport::default())
+                .map_err(|e| kafka_error(&self.name, "cannot create producer", e))?;
+            if let Err(e) = producer.init_transactions(CLIENT_TIMEOUT) {
+                tracing::warn!("{}: cannot initialize transactions: {e}", self.name);
+                continue;
+            }
+            self.producer = producer;
+            match self.committed_epoch() {
+                Ok(Some(c)) if c >= epoch => return Ok(()), // the failed attempt did commit
+                Ok(_) => {}
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
     }
 
     fn send(&self, topic: &str, key: Option<&[u8]>, value: &[u8], partition: Option<i32>) -> Result<()> {
@@ -398,8 +451,9 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
         }
         let ready: Vec<u64> = self.pending.range(..=id.0).map(|(e, _)| *e).collect();
         for epoch in ready {
-            if let Some(records) = self.pending.remove(&epoch) {
-                self.commit_epoch(epoch, &records)?;
+            if let Some(records) = self.pending.get(&epoch).cloned() {
+                self.commit_durably(epoch, &records)?;
+                self.pending.remove(&epoch);
             }
         }
         Ok(())

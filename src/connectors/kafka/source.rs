@@ -256,6 +256,85 @@ impl KafkaPosition {
     }
 }
 
+/// A consumed record, borrowed from the consumer.
+struct Incoming<'a> {
+    offset: i64,
+    timestamp_ms: Option<i64>,
+    key: Option<&'a [u8]>,
+    payload: Option<&'a [u8]>,
+}
+
+impl<'a> Incoming<'a> {
+    fn of(msg: &'a rdkafka::message::BorrowedMessage<'a>) -> Self {
+        Incoming {
+            offset: msg.offset(),
+            timestamp_ms: msg.timestamp().to_millis(),
+            key: msg.key(),
+            payload: msg.payload(),
+        }
+    }
+}
+
+/// A record the deserializer rejected, owned so that the consumer can be used again.
+struct BadRecord {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    why: String,
+}
+
+/// Takes one record of partition `p`: advances the position and emits it,
+/// unless it lies past a bounded run's end. Returns it when it does not
+/// deserialize.
+fn accept<T, D: Deserializer<T>>(
+    p: &mut PartitionState,
+    deserializer: &mut D,
+    r: &Incoming<'_>,
+    out: &mut Vec<T>,
+    emitted: &mut usize,
+) -> Option<BadRecord> {
+    if r.offset < p.next_offset {
+        return None; // already taken
+    }
+    if p.end.is_some_and(|end| r.offset >= end) {
+        p.done = true; // later records belong to the next run
+        return None;
+    }
+    p.next_offset = r.offset + 1;
+    p.last_record = Instant::now();
+    if let Some(ts) = r.timestamp_ms {
+        p.max_timestamp = Some(p.max_timestamp.map_or(ts, |m| m.max(ts)));
+    }
+    if p.end.is_some_and(|end| p.next_offset >= end) {
+        p.done = true;
+    }
+    let record = KafkaRecord {
+        topic: &p.topic,
+        partition: p.partition,
+        offset: r.offset,
+        key: r.key,
+        payload: r.payload,
+        timestamp_ms: r.timestamp_ms,
+    };
+    match deserializer.deserialize(&record) {
+        Ok(v) => {
+            out.push(v);
+            *emitted += 1;
+            None
+        }
+        Err(why) => Some(BadRecord {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            offset: r.offset,
+            key: r.key.map(<[u8]>::to_vec),
+            payload: r.payload.map(<[u8]>::to_vec),
+            why,
+        }),
+    }
+}
+
 struct PartitionState {
     topic: String,
     partition: i32,
@@ -443,15 +522,44 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
         })
     }
 
-    fn bad_record(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-        key: Option<&[u8]>,
-        payload: Option<&[u8]>,
-        why: String,
-    ) -> Result<()> {
+    /// End of partition `i` reached: everything up to the consumer's position
+    /// was delivered; records it skipped (transaction markers, aborted
+    /// records) count as consumed. The position, not the end seen at start,
+    /// decides: a restarting broker may report an end of partition too early.
+    fn reached_end(&mut self, i: usize) {
+        let p = &mut self.partitions[i];
+        let position = self.consumer.position().ok().and_then(|tpl| {
+            tpl.find_partition(&p.topic, p.partition)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+        });
+        if let Some(pos) = position {
+            p.next_offset = p.next_offset.max(p.end.map_or(pos, |end| pos.min(end)));
+        }
+        if p.end.is_some_and(|end| p.next_offset >= end) {
+            p.done = true;
+        }
+        tracing::debug!(
+            "{}: end of {}/{} at {position:?}; next offset {}",
+            self.name,
+            p.topic,
+            p.partition,
+            p.next_offset
+        );
+    }
+
+    fn bad_record(&mut self, bad: BadRecord) -> Result<()> {
+        let BadRecord {
+            topic,
+            partition,
+            offset,
+            key,
+            payload,
+            why,
+        } = bad;
+        let (topic, key, payload) = (topic.as_str(), key.as_deref(), payload.as_deref());
         match &self.bad_records {
             BadRecordPolicy::Fail => Err(WeirError::Connector {
                 connector: self.name.clone(),
@@ -526,65 +634,32 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
         let mut emitted = 0;
         for step in 0..n {
             let i = (self.next_partition + step) % n;
-            if self.partitions[i].done {
-                continue;
-            }
-            while emitted < max {
-                let polled = self.queues[i].poll(Duration::ZERO);
-                let p = &mut self.partitions[i];
+            while emitted < max && !self.partitions[i].done {
+                let Some(polled) = self.queues[i].poll(Duration::ZERO) else {
+                    break;
+                };
                 match polled {
-                    None => break,
-                    Some(Err(KafkaError::PartitionEOF(_))) => {
-                        if let Some(end) = p.end {
-                            // Everything below the log end was delivered; what lies between
-                            // our position and `end` is transaction markers or aborted records.
-                            p.next_offset = p.next_offset.max(end);
-                            p.done = true;
+                    Ok(msg) => {
+                        let record = Incoming::of(&msg);
+                        if let Some(bad) = accept(
+                            &mut self.partitions[i],
+                            &mut self.deserializer,
+                            &record,
+                            out,
+                            &mut emitted,
+                        ) {
+                            drop(msg);
+                            self.bad_record(bad)?;
                         }
+                    }
+                    Err(KafkaError::PartitionEOF(_)) => {
+                        self.reached_end(i);
                         break;
                     }
-                    Some(Err(e)) => {
+                    Err(e) => {
+                        let p = &self.partitions[i];
                         tracing::warn!("{}: {}/{}: {e} (retrying)", self.name, p.topic, p.partition);
                         break;
-                    }
-                    Some(Ok(msg)) => {
-                        let offset = msg.offset();
-                        if p.end.is_some_and(|end| offset >= end) {
-                            p.done = true; // later records belong to the next run
-                            break;
-                        }
-                        p.next_offset = offset + 1;
-                        p.last_record = Instant::now();
-                        let timestamp_ms = msg.timestamp().to_millis();
-                        if let Some(ts) = timestamp_ms {
-                            p.max_timestamp = Some(p.max_timestamp.map_or(ts, |m| m.max(ts)));
-                        }
-                        if p.end.is_some_and(|end| p.next_offset >= end) {
-                            p.done = true;
-                        }
-                        let record = KafkaRecord {
-                            topic: &p.topic,
-                            partition: p.partition,
-                            offset,
-                            key: msg.key(),
-                            payload: msg.payload(),
-                            timestamp_ms,
-                        };
-                        match self.deserializer.deserialize(&record) {
-                            Ok(v) => {
-                                out.push(v);
-                                emitted += 1;
-                            }
-                            Err(why) => {
-                                let (topic, partition) = (p.topic.clone(), p.partition);
-                                let (key, payload) = (msg.key().map(<[u8]>::to_vec), msg.payload().map(<[u8]>::to_vec));
-                                drop(msg);
-                                self.bad_record(&topic, partition, offset, key.as_deref(), payload.as_deref(), why)?;
-                            }
-                        }
-                        if self.partitions[i].done {
-                            break;
-                        }
                     }
                 }
             }
@@ -593,19 +668,59 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
                 break;
             }
         }
+        // The consumer's own queue: events, and records fetched in the moment
+        // between `assign` and the split into partition queues.
+        let wait = if emitted > 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(1)
+        };
+        match self.consumer.poll(wait) {
+            None => {}
+            Some(Ok(msg)) => {
+                let (topic, partition, offset) = (msg.topic().to_string(), msg.partition(), msg.offset());
+                match self
+                    .partitions
+                    .iter()
+                    .position(|p| p.topic == topic && p.partition == partition)
+                {
+                    Some(i) => {
+                        let record = Incoming::of(&msg);
+                        if let Some(bad) = accept(
+                            &mut self.partitions[i],
+                            &mut self.deserializer,
+                            &record,
+                            out,
+                            &mut emitted,
+                        ) {
+                            drop(msg);
+                            self.bad_record(bad)?;
+                        }
+                    }
+                    None => tracing::warn!(
+                        "{}: ignoring a record of {topic}/{partition} at {offset}: not assigned",
+                        self.name
+                    ),
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                for i in 0..n {
+                    if self.partitions[i].partition == partition {
+                        self.reached_end(i);
+                    }
+                }
+            }
+            Some(Err(e)) => tracing::warn!("{}: {e}", self.name),
+        }
+        if let Some(p) = &self.dead_letters {
+            p.poll(Duration::ZERO);
+        }
         if emitted > 0 {
             self.progress.done.fetch_add(emitted as u64, Ordering::Relaxed);
             return Ok(SourcePoll::Ready);
         }
         if self.bounded && self.partitions.iter().all(|p| p.done) {
             return Ok(SourcePoll::End);
-        }
-        // Nothing ready: serve the client's events and wait a little for data.
-        if let Some(Err(e)) = self.consumer.poll(Duration::from_millis(1)) {
-            tracing::warn!("{}: {e}", self.name);
-        }
-        if let Some(p) = &self.dead_letters {
-            p.poll(Duration::ZERO);
         }
         Ok(SourcePoll::Idle(Duration::ZERO))
     }

@@ -387,12 +387,14 @@ impl<T: Send + 'static, S: Source<T>, F: Fn(ConnectorContext) -> Result<S> + Sen
         Box::new(move |env, subtask| {
             let uid = env.uid(op)?;
             let restored = env.restored_bytes(&uid, subtask)?;
+            let restored_all = env.restored_all(&uid)?;
             let source = factory(ConnectorContext {
                 job: env.job.clone(),
                 subtask,
                 parallelism: env.parallelism[vertex],
                 uid: uid.clone(),
                 restored,
+                restored_all,
             })?;
             let chain = tail(env, subtask)?;
             let batch = env.batch_size;
@@ -643,6 +645,7 @@ impl<T: Send + 'static> Stream<T> {
                 parallelism: env.parallelism[vertex],
                 uid: uid.clone().unwrap_or_else(|| name.clone()),
                 restored,
+                restored_all: Vec::new(),
             };
             let sink = factory(ctx)?;
             Ok(Box::new(SinkTail {

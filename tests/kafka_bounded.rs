@@ -245,3 +245,63 @@ fn the_job_rides_out_a_broker_restart() {
     assert_eq!(compare(&expected(500_000), &out), (0, 0));
     assert_eq!(out.len(), 500_000);
 }
+
+#[test]
+fn partitions_added_between_runs_are_read_and_moved_partitions_keep_their_offsets() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use std::sync::{Arc, Mutex};
+    use weir::connectors::collect::CollectSink;
+    use weir::connectors::kafka::{utf8, KafkaSource};
+    let broker = Broker::start();
+    broker.create_topic("a", 1);
+    broker.create_topic("b", 2);
+    let lines = |topic: &str, range: std::ops::Range<u32>, partitions: i32| -> Vec<broker::ToProduce> {
+        range
+            .map(|i| {
+                (
+                    None,
+                    format!("{topic}-{i}").into_bytes(),
+                    (i % partitions as u32) as i32,
+                )
+            })
+            .collect()
+    };
+    broker.produce("a", &lines("a", 0..100, 1));
+    broker.produce("b", &lines("b", 0..100, 2));
+    let dir = tempfile::tempdir().unwrap();
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let run = || {
+        let job = weir::JobBuilder::new("multi").default_parallelism(2);
+        let source = KafkaSource::new(&broker.bootstrap, &["a", "b"])
+            .bounded(true)
+            .deserializer(utf8());
+        job.source("kafka", source.factory())
+            .uid("kafka")
+            .sink("collect", CollectSink::factory(out.clone()));
+        job.build()
+            .unwrap()
+            .run(JobConfig::with_checkpoint_dir(dir.path()))
+            .unwrap();
+    };
+    run();
+    // Topic `a` grows from 1 to 2 partitions: the partitions of `b` are numbered
+    // after it, so they move to other subtasks; their offsets must follow.
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = broker.client_config().create().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = rt
+        .block_on(admin.create_partitions(&[NewPartitions::new("a", 2)], &AdminOptions::new()))
+        .unwrap();
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    broker.produce("a", &lines("a", 100..200, 2));
+    broker.produce("b", &lines("b", 100..200, 2));
+    run();
+    let mut got = out.lock().unwrap().clone();
+    got.sort();
+    let mut want: Vec<String> = (0..200).flat_map(|i| [format!("a-{i}"), format!("b-{i}")]).collect();
+    want.sort();
+    assert_eq!(got, want, "every record exactly once, new partition included");
+}

@@ -168,6 +168,7 @@ mod tests {
     fn ctx(subtask: usize, parallelism: usize, restored: Option<u64>) -> ConnectorContext {
         ConnectorContext {
             job: "test".into(),
+            restored_all: Vec::new(),
             subtask,
             parallelism,
             uid: "gen".into(),

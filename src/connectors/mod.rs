@@ -27,6 +27,10 @@ pub struct ConnectorContext {
     pub uid: String,
     /// The state this subtask stored in the checkpoint being restored, if any.
     pub restored: Option<Vec<u8>>,
+    /// The states every subtask of this operator stored (Flink's union list
+    /// state): a source whose splits may move between subtasks (Kafka
+    /// partitions, when partitions are added) finds its offsets here.
+    pub restored_all: Vec<Vec<u8>>,
 }
 
 /// The outcome of [`Source::poll`].

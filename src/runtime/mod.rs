@@ -84,6 +84,20 @@ impl TaskEnv {
         }
     }
 
+    /// The states of every subtask of `uid` in the restored checkpoint.
+    pub(crate) fn restored_all(&self, uid: &str) -> Result<Vec<Vec<u8>>> {
+        let count = self
+            .restore
+            .as_ref()
+            .and_then(|m| m.operators.get(uid))
+            .map_or(0, |o| o.subtasks.len());
+        let mut all = Vec::with_capacity(count);
+        for s in 0..count {
+            all.extend(self.restored_bytes(uid, s)?);
+        }
+        Ok(all)
+    }
+
     pub(crate) fn store_dir(&self) -> PathBuf {
         match &self.restore {
             Some(m) => self.state.store.checkpoint_path(CheckpointId(m.checkpoint_id)),

@@ -377,11 +377,14 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
                 .create()
                 .map_err(|e| err("cannot create consumer", &e))?,
         );
-        let restored = match &ctx.restored {
-            None => None,
-            Some(b) => Some(KafkaPosition::decode(b).ok_or_else(|| err("restored position", &"not a Kafka position"))?),
-        };
-        let restored: HashMap<(String, i32), &PartitionPosition> = restored
+        // Offsets of every subtask: a partition may have been another subtask's
+        // in the last run (partitions added to an earlier topic shift the numbering).
+        let mut restored_positions = Vec::new();
+        for b in &ctx.restored_all {
+            restored_positions
+                .push(KafkaPosition::decode(b).ok_or_else(|| err("restored position", &"not a Kafka position"))?);
+        }
+        let restored: HashMap<(String, i32), &PartitionPosition> = restored_positions
             .iter()
             .flat_map(|p| p.partitions.iter())
             .map(|p| ((p.topic.clone(), p.partition), p))

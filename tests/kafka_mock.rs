@@ -1,0 +1,311 @@
+//! Fast tests of the Kafka source against librdkafka's in-process mock
+//! cluster: partition assignment over subtasks, bounded runs that resume from
+//! their checkpointed offsets, start positions, and bad records. The mock has
+//! no real transactions, so every test produces plainly and reads
+//! read_uncommitted; exactly-once claims are tested against a real broker in
+//! `kafka_bounded.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use weir::connectors::collect::CollectSink;
+use weir::connectors::kafka::source::{stored_offsets, Progress, StoredOffset};
+use weir::connectors::kafka::{BadRecordPolicy, KafkaRecord, KafkaSource, StartPosition};
+use weir::{JobBuilder, JobConfig, JobSummary};
+
+type Mock = MockCluster<'static, DefaultProducerContext>;
+
+fn log() {
+    if std::env::var("TEST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug,librdkafka=info,rdkafka=info")
+            .try_init();
+    }
+}
+
+/// A mock cluster of one broker with these topics (name, partitions).
+fn cluster(topics: &[(&str, i32)]) -> Mock {
+    log();
+    let mock = MockCluster::new(1).unwrap();
+    for (topic, partitions) in topics {
+        mock.create_topic(topic, *partitions, 1).unwrap();
+    }
+    mock
+}
+
+/// Writes these (partition, value) records to `topic` and waits for them.
+fn produce(mock: &Mock, topic: &str, records: &[(i32, Vec<u8>)]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    for (partition, value) in records {
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(value).partition(*partition);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, r)) => {
+                    assert!(
+                        matches!(
+                            e,
+                            rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                        ),
+                        "{e}"
+                    );
+                    producer.poll(Duration::from_millis(5));
+                    record = r;
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// The numbers `range` as text, spread round-robin over `partitions`.
+fn numbers(range: std::ops::Range<u64>, partitions: i32) -> Vec<(i32, Vec<u8>)> {
+    range
+        .map(|i| ((i % partitions as u64) as i32, i.to_string().into_bytes()))
+        .collect()
+}
+
+/// The deserializer of every test: the value is a decimal number.
+fn number(r: &KafkaRecord<'_>) -> Result<u64, String> {
+    let text = std::str::from_utf8(r.payload.unwrap_or_default()).map_err(|e| format!("value is not UTF-8: {e}"))?;
+    text.parse().map_err(|e| format!("`{text}` is not a number: {e}"))
+}
+
+/// A bounded, read_uncommitted source of numbers.
+fn source(mock: &Mock, topics: &[&str]) -> KafkaSource<u64, fn(&KafkaRecord<'_>) -> Result<u64, String>> {
+    KafkaSource::new(&mock.bootstrap_servers(), topics)
+        .bounded(true)
+        .read_committed(false)
+        .deserializer(number as fn(&KafkaRecord<'_>) -> Result<u64, String>)
+}
+
+/// Runs `source` into a fresh vector; returns what came out (sorted) and the run's summary.
+fn run(
+    job: &str,
+    parallelism: usize,
+    dir: &Path,
+    source: KafkaSource<u64, fn(&KafkaRecord<'_>) -> Result<u64, String>>,
+) -> weir::Result<(Vec<u64>, JobSummary)> {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let builder = JobBuilder::new(job).default_parallelism(parallelism);
+    builder
+        .source("kafka", source.factory())
+        .uid("kafka")
+        .sink("collect", CollectSink::factory(out.clone()));
+    let summary = builder.build()?.run(JobConfig::with_checkpoint_dir(dir))?;
+    let mut got = out.lock().unwrap().clone();
+    got.sort_unstable();
+    Ok((got, summary))
+}
+
+/// The Kafka offsets in the job's newest checkpoint.
+fn offsets_in_checkpoint(dir: &Path, job: &str) -> Vec<StoredOffset> {
+    let store = weir::checkpoint::CheckpointStore::open(dir, job).unwrap();
+    let manifest = store.restore_point().unwrap().unwrap();
+    stored_offsets(&manifest)
+}
+
+fn counts(progress: &Progress) -> (u64, u64, u64) {
+    (
+        progress.done.load(Ordering::Relaxed),
+        progress.total.load(Ordering::Relaxed),
+        progress.skipped.load(Ordering::Relaxed),
+    )
+}
+
+#[test]
+fn assignment_covers_every_partition_once() {
+    let mock = cluster(&[("a", 3), ("b", 2)]);
+    produce(&mock, "a", &numbers(0..300, 3));
+    produce(&mock, "b", &numbers(1000..1200, 2));
+    let dir = tempfile::tempdir().unwrap();
+    let source = source(&mock, &["a", "b"]);
+    let progress = source.progress();
+    let (got, summary) = run("assign", 2, dir.path(), source).unwrap();
+    let want: Vec<u64> = (0..300).chain(1000..1200).collect();
+    assert_eq!(got.len(), want.len(), "every value exactly once");
+    assert_eq!(got, want, "every value exactly once");
+    assert_eq!(counts(&progress), (500, 500, 0));
+    assert!(summary.last_checkpoint.is_some());
+
+    // Each of the 5 partitions was assigned to exactly one of the 2 subtasks,
+    // and each stopped at its end.
+    let offsets = offsets_in_checkpoint(dir.path(), "assign");
+    let stored: Vec<(&str, i32, i64)> = offsets
+        .iter()
+        .map(|o| (o.topic.as_str(), o.partition, o.next_offset))
+        .collect();
+    assert_eq!(
+        stored,
+        vec![
+            ("a", 0, 100),
+            ("a", 1, 100),
+            ("a", 2, 100),
+            ("b", 0, 100),
+            ("b", 1, 100)
+        ]
+    );
+}
+
+#[test]
+fn a_second_bounded_run_seeks_to_the_stored_offsets() {
+    let mock = cluster(&[("in", 2)]);
+    let dir = tempfile::tempdir().unwrap();
+    produce(&mock, "in", &numbers(0..100, 2));
+    let (first, s1) = run("resume", 1, dir.path(), source(&mock, &["in"])).unwrap();
+    assert_eq!(first, (0..100).collect::<Vec<_>>());
+
+    produce(&mock, "in", &numbers(100..150, 2));
+    let (second, s2) = run("resume", 1, dir.path(), source(&mock, &["in"])).unwrap();
+    assert_eq!(
+        second,
+        (100..150).collect::<Vec<_>>(),
+        "the second run reads exactly the new records"
+    );
+    assert_eq!(s2.restored_from, s1.last_checkpoint);
+
+    let (third, s3) = run("resume", 1, dir.path(), source(&mock, &["in"])).unwrap();
+    assert_eq!(third, Vec::<u64>::new(), "a run with nothing new reads nothing");
+    assert_eq!(s3.restored_from, s2.last_checkpoint);
+
+    let offsets = offsets_in_checkpoint(dir.path(), "resume");
+    assert_eq!(offsets.len(), 2, "{offsets:?}");
+    let ends = weir::connectors::kafka::source::end_offsets(
+        &mock.bootstrap_servers(),
+        offsets.iter().map(|o| (o.topic.as_str(), o.partition)),
+    )
+    .unwrap();
+    for o in &offsets {
+        assert_eq!(o.next_offset, 75, "{o:?}");
+        assert_eq!(o.next_offset, ends[&(o.topic.clone(), o.partition)], "{o:?}");
+    }
+}
+
+#[test]
+fn start_positions() {
+    let mock = cluster(&[("in", 2)]);
+    produce(&mock, "in", &numbers(0..20, 2)); // partition 0: 0, 2, .., 18; partition 1: 1, 3, .., 19
+
+    // Latest: nothing of what exists; the position it resolved to is stored,
+    // so the next run reads what came after.
+    let dir = tempfile::tempdir().unwrap();
+    let latest = source(&mock, &["in"]).start(StartPosition::Latest);
+    let progress = latest.progress();
+    let (got, _) = run("latest", 1, dir.path(), latest).unwrap();
+    assert_eq!(got, Vec::<u64>::new(), "Latest reads nothing of what exists");
+    assert_eq!(counts(&progress), (0, 0, 0));
+    let stored: Vec<i64> = offsets_in_checkpoint(dir.path(), "latest")
+        .iter()
+        .map(|o| o.next_offset)
+        .collect();
+    assert_eq!(stored, vec![10, 10]);
+    produce(&mock, "in", &numbers(20..24, 2));
+    let (got, _) = run(
+        "latest",
+        1,
+        dir.path(),
+        source(&mock, &["in"]).start(StartPosition::Latest),
+    )
+    .unwrap();
+    assert_eq!(
+        got,
+        vec![20, 21, 22, 23],
+        "a restored Latest run reads what came after it"
+    );
+
+    // Offsets: partition 0 from offset 5, partition 1 from the earliest.
+    let dir = tempfile::tempdir().unwrap();
+    let at = source(&mock, &["in"]).start(StartPosition::Offsets(vec![("in".into(), 0, 5)]));
+    let progress = at.progress();
+    let (got, _) = run("offsets", 2, dir.path(), at).unwrap();
+    let mut want: Vec<u64> = (0..24).filter(|i| i % 2 == 0).skip(5).collect();
+    want.extend((0..24).filter(|i| i % 2 == 1));
+    want.sort_unstable();
+    assert_eq!(got, want, "partition 0 from offset 5, partition 1 from the earliest");
+    assert_eq!(counts(&progress), (7 + 12, 7 + 12, 0));
+}
+
+#[test]
+fn a_bad_record_names_topic_partition_offset() {
+    let mock = cluster(&[("in", 2), ("dlq", 1)]);
+    let mut records = numbers(0..10, 2);
+    records.insert(6, (1, b"not a number".to_vec())); // partition 1, after 1, 3, 5: offset 3
+    produce(&mock, "in", &records);
+    let good: Vec<u64> = (0..10).collect();
+
+    // Fail (the default).
+    let dir = tempfile::tempdir().unwrap();
+    let err = run("fail", 2, dir.path(), source(&mock, &["in"]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("topic `in` partition 1 offset 3"), "{err}");
+    assert!(err.contains("`not a number` is not a number"), "{err}");
+
+    // Skip: counted, the others are read.
+    let dir = tempfile::tempdir().unwrap();
+    let skip = source(&mock, &["in"]).on_bad_record(BadRecordPolicy::Skip);
+    let progress = skip.progress();
+    let (got, _) = run("skip", 2, dir.path(), skip).unwrap();
+    assert_eq!(got, good);
+    assert_eq!(counts(&progress), (10, 11, 1));
+    let stored: Vec<i64> = offsets_in_checkpoint(dir.path(), "skip")
+        .iter()
+        .map(|o| o.next_offset)
+        .collect();
+    assert_eq!(stored, vec![5, 6], "the skipped record counts as consumed");
+
+    // Dead letter: the raw value goes to `dlq`, its origin in headers.
+    let dir = tempfile::tempdir().unwrap();
+    let dead = source(&mock, &["in"]).on_bad_record(BadRecordPolicy::DeadLetter("dlq".into()));
+    let progress = dead.progress();
+    let (got, _) = run("dead-letter", 2, dir.path(), dead).unwrap();
+    assert_eq!(got, good);
+    assert_eq!(counts(&progress), (10, 11, 1));
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .set("group.id", "dlq-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("dlq", 0, Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let msg = loop {
+        assert!(Instant::now() < deadline, "nothing arrived in `dlq`");
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(msg)) => break msg.detach(),
+            Some(Err(e)) => panic!("reading `dlq`: {e}"),
+            None => {}
+        }
+    };
+    assert_eq!(msg.payload(), Some(&b"not a number"[..]));
+    assert_eq!(msg.offset(), 0);
+    let headers = msg.headers().expect("headers");
+    let header = |key: &str| {
+        headers
+            .iter()
+            .find(|h| h.key == key)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(header("weir.source.topic").as_deref(), Some("in"));
+    assert_eq!(header("weir.source.partition").as_deref(), Some("1"));
+    assert_eq!(header("weir.source.offset").as_deref(), Some("3"));
+    assert!(header("weir.error").unwrap().contains("is not a number"));
+    // Nothing else in the dead-letter topic.
+    let (low, high) = consumer.fetch_watermarks("dlq", 0, Duration::from_secs(5)).unwrap();
+    assert_eq!((low, high), (0, 1));
+}

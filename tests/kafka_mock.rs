@@ -21,6 +21,8 @@ use weir::connectors::kafka::{BadRecordPolicy, KafkaRecord, KafkaSource, StartPo
 use weir::{JobBuilder, JobConfig, JobSummary};
 
 type Mock = MockCluster<'static, DefaultProducerContext>;
+/// The deserializer of every test, as a type.
+type Number = fn(&KafkaRecord<'_>) -> Result<u64, String>;
 
 fn log() {
     if std::env::var("TEST_LOG").is_ok() {
@@ -83,11 +85,11 @@ fn number(r: &KafkaRecord<'_>) -> Result<u64, String> {
 }
 
 /// A bounded, read_uncommitted source of numbers.
-fn source(mock: &Mock, topics: &[&str]) -> KafkaSource<u64, fn(&KafkaRecord<'_>) -> Result<u64, String>> {
+fn source(mock: &Mock, topics: &[&str]) -> KafkaSource<u64, Number> {
     KafkaSource::new(&mock.bootstrap_servers(), topics)
         .bounded(true)
         .read_committed(false)
-        .deserializer(number as fn(&KafkaRecord<'_>) -> Result<u64, String>)
+        .deserializer(number as Number)
 }
 
 /// Runs `source` into a fresh vector; returns what came out (sorted) and the run's summary.
@@ -95,7 +97,7 @@ fn run(
     job: &str,
     parallelism: usize,
     dir: &Path,
-    source: KafkaSource<u64, fn(&KafkaRecord<'_>) -> Result<u64, String>>,
+    source: KafkaSource<u64, Number>,
 ) -> weir::Result<(Vec<u64>, JobSummary)> {
     let out = Arc::new(Mutex::new(Vec::new()));
     let builder = JobBuilder::new(job).default_parallelism(parallelism);
@@ -308,4 +310,39 @@ fn a_bad_record_names_topic_partition_offset() {
     // Nothing else in the dead-letter topic.
     let (low, high) = consumer.fetch_watermarks("dlq", 0, Duration::from_secs(5)).unwrap();
     assert_eq!((low, high), (0, 1));
+}
+
+/// A dead-letter record that the broker refuses must not be lost: either the
+/// job fails, or the record reaches the dead-letter topic before the
+/// checkpoint moves past it.
+#[test]
+fn a_dead_letter_that_cannot_be_written_is_not_lost() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let mock = cluster(&[("in", 1), ("dlq", 1)]);
+    let mut records = numbers(0..10, 1);
+    records.insert(3, (0, b"not a number".to_vec()));
+    produce(&mock, "in", &records);
+    // Every produce request fails with a permanent error.
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 20],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dead = source(&mock, &["in"]).on_bad_record(BadRecordPolicy::DeadLetter("dlq".into()));
+    let result = run("dead-letter-refused", 1, dir.path(), dead);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .set("group.id", "dlq-reader")
+        .create()
+        .unwrap();
+    let (_, high) = consumer.fetch_watermarks("dlq", 0, Duration::from_secs(5)).unwrap();
+    if let Ok((got, _)) = &result {
+        let stored = offsets_in_checkpoint(dir.path(), "dead-letter-refused");
+        assert_eq!(
+            high,
+            1,
+            "the run succeeded ({} records, stored offsets {stored:?}) but the dead-letter topic is empty",
+            got.len()
+        );
+    }
 }

@@ -141,6 +141,13 @@ pub struct DeliveryReport {
     failed: Mutex<Option<String>>,
 }
 
+impl DeliveryReport {
+    /// The first failed delivery since the last call, if any.
+    pub fn take_failure(&self) -> Option<String> {
+        self.failed.lock().ok().and_then(|mut f| f.take())
+    }
+}
+
 impl ClientContext for DeliveryReport {}
 
 impl ProducerContext for DeliveryReport {
@@ -351,7 +358,7 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
     }
 
     fn check_deliveries(&self) -> Result<()> {
-        match self.producer.context().failed.lock().ok().and_then(|mut f| f.take()) {
+        match self.producer.context().take_failure() {
             Some(message) => Err(WeirError::Connector {
                 connector: self.name.clone(),
                 message,

@@ -22,6 +22,7 @@
 
 use super::format::{Deserializer, KafkaRecord};
 use super::kafka_error;
+use super::sink::DeliveryReport;
 use crate::connectors::{ConnectorContext, Source, SourcePoll};
 use crate::error::{Result, WeirError};
 use rdkafka::consumer::base_consumer::PartitionQueue;
@@ -355,7 +356,7 @@ pub struct KafkaReader<T, D> {
     queues: Vec<PartitionQueue<DefaultConsumerContext>>,
     deserializer: D,
     bad_records: BadRecordPolicy,
-    dead_letters: Option<BaseProducer>,
+    dead_letters: Option<BaseProducer<DeliveryReport>>,
     bounded: bool,
     watermarks: Option<WatermarkStrategy>,
     emitted_watermark: Option<i64>,
@@ -497,7 +498,10 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
                 let mut c = ClientConfig::new();
                 c.set("bootstrap.servers", &config.brokers)
                     .set("enable.idempotence", "true");
-                Some(c.create().map_err(|e| err("cannot create dead-letter producer", &e))?)
+                Some(
+                    c.create_with_context(DeliveryReport::default())
+                        .map_err(|e| err("cannot create dead-letter producer", &e))?,
+                )
             }
             _ => None,
         };
@@ -761,6 +765,14 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
         if let Some(p) = &self.dead_letters {
             p.flush(Duration::from_secs(60))
                 .map_err(|e| kafka_error(&self.name, "cannot flush the dead-letter topic", e))?;
+            // A dead letter the broker refused must fail the checkpoint, not be skipped.
+            if let Some(failure) = p.context().take_failure() {
+                return Err(kafka_error(
+                    &self.name,
+                    "cannot write to the dead-letter topic",
+                    failure,
+                ));
+            }
         }
         let mut tpl = TopicPartitionList::new();
         for p in &self.partitions {

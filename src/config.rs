@@ -30,8 +30,15 @@ pub struct JobConfig {
     pub channel_capacity: usize,
     /// Records per batch on a channel before it is flushed.
     pub batch_size: usize,
-    /// When the job has ended: whether to run without restoring (ignore checkpoints).
+    /// Restore from the newest usable checkpoint (default); `false` starts empty.
     pub restore: bool,
+    /// How a bounded run ends. `false` (default, Spark's Trigger.AvailableNow,
+    /// Flink's stop-with-savepoint): the final checkpoint keeps open windows
+    /// and timers for the next run. `true` (Flink's bounded source, stop
+    /// --drain): when every source is done, event time jumps to the end
+    /// (`Watermark(MAX)`) so every window and event-time timer fires, then the
+    /// final checkpoint.
+    pub drain_at_end: bool,
 }
 
 impl Default for JobConfig {
@@ -48,6 +55,7 @@ impl Default for JobConfig {
             channel_capacity: 16,
             batch_size: 1024,
             restore: true,
+            drain_at_end: false,
         }
     }
 }

@@ -397,8 +397,8 @@ impl<T: Send + 'static, S: Source<T>, F: Fn(ConnectorContext) -> Result<S> + Sen
                 restored_all,
             })?;
             let chain = tail(env, subtask)?;
-            let batch = env.batch_size;
-            Ok(Box::new(move |rt| run_source(source, chain, uid, subtask, batch, rt)) as TaskBody)
+            let (batch, drain) = (env.batch_size, env.drain_at_end);
+            Ok(Box::new(move |rt| run_source(source, chain, uid, subtask, batch, drain, rt)) as TaskBody)
         })
     }
 }

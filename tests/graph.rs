@@ -268,3 +268,23 @@ fn a_panicking_task_fails_the_job_with_the_panic_message() {
         other => panic!("expected a panic error, got {other}"),
     }
 }
+
+#[test]
+fn bounded_and_drain_advances_event_time_to_the_end_before_the_final_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let job = JobBuilder::new("drain");
+    let probe = WatermarkProbe(seen.clone());
+    job.source("ticks", |_c: ConnectorContext| Ok(Ticks { next: 0, end: 100 }))
+        .uid("ticks")
+        .rebalance()
+        .operator("probe", move || probe.clone())
+        .sink("count", CountingSink::factory());
+    let config = JobConfig {
+        drain_at_end: true,
+        ..config(dir.path())
+    };
+    job.build().unwrap().run(config).unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.last(), Some(&i64::MAX), "{seen:?}");
+}

@@ -346,3 +346,78 @@ fn a_dead_letter_that_cannot_be_written_is_not_lost() {
         );
     }
 }
+
+/// Records the watermarks it sees.
+#[derive(Clone)]
+struct WatermarkProbe(Arc<Mutex<Vec<i64>>>);
+
+impl weir::operators::Operator<u64, u64> for WatermarkProbe {
+    fn process(&mut self, r: u64, out: &mut Vec<u64>) -> Result<(), weir::operators::OperatorError> {
+        out.push(r);
+        Ok(())
+    }
+    fn on_watermark(
+        &mut self,
+        w: weir::operators::Timestamp,
+        _out: &mut Vec<u64>,
+    ) -> Result<(), weir::operators::OperatorError> {
+        self.0.lock().unwrap().push(w.0);
+        Ok(())
+    }
+}
+
+fn watermarks_of_run(mock: &Mock, dir: &Path) -> Vec<i64> {
+    use weir::connectors::kafka::WatermarkStrategy;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let probe = WatermarkProbe(seen.clone());
+    let source = source(mock, &["events"])
+        .event_time(|v: &u64| *v as i64)
+        .watermarks(WatermarkStrategy {
+            out_of_orderness_ms: 100,
+            idle_timeout: None,
+        });
+    let builder = JobBuilder::new("event-time");
+    builder
+        .source("kafka", source.factory())
+        .uid("kafka")
+        .operator("probe", move || probe.clone())
+        .sink("count", weir::connectors::collect::CountingSink::factory());
+    builder
+        .build()
+        .unwrap()
+        .run(JobConfig::with_checkpoint_dir(dir))
+        .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    seen
+}
+
+#[test]
+fn watermarks_are_the_minimum_over_partitions_and_survive_a_restart() {
+    let mock = cluster(&[("events", 2)]);
+    let stamps = |p: i32, from: u64, to: u64, step: u64| {
+        (from..=to)
+            .step_by(step as usize)
+            .map(move |t| (p, t.to_string().into_bytes()))
+    };
+    let first: Vec<_> = stamps(0, 1000, 10_000, 1000).chain(stamps(1, 500, 5000, 500)).collect();
+    produce(&mock, "events", &first);
+    let dir = tempfile::tempdir().unwrap();
+    let run1 = watermarks_of_run(&mock, dir.path());
+    assert!(run1.windows(2).all(|w| w[0] < w[1]), "{run1:?}");
+    assert_eq!(
+        run1.last(),
+        Some(&4899),
+        "min over partitions (5000) - out-of-orderness (100) - 1: {run1:?}"
+    );
+
+    let second: Vec<_> = stamps(0, 20_000, 30_000, 1000)
+        .chain(stamps(1, 6000, 15_000, 1000))
+        .collect();
+    produce(&mock, "events", &second);
+    let run2 = watermarks_of_run(&mock, dir.path());
+    assert!(
+        run2.iter().all(|w| *w > 4899),
+        "a restarted job never moves its watermark back: {run2:?}"
+    );
+    assert_eq!(run2.last(), Some(&14_899), "{run2:?}");
+}

@@ -123,6 +123,10 @@ struct CommonArgs {
     /// Abort a checkpoint not complete after this many milliseconds.
     #[arg(long, default_value_t = 600_000)]
     checkpoint_timeout_ms: u64,
+    /// Bounded runs: fire every event-time window and timer at the end
+    /// (bounded + drain) instead of keeping them in the final checkpoint.
+    #[arg(long)]
+    drain: bool,
 }
 
 #[derive(Subcommand)]
@@ -161,6 +165,7 @@ impl CommonArgs {
             checkpoint_interval: (self.checkpoint_interval_ms > 0)
                 .then(|| Duration::from_millis(self.checkpoint_interval_ms)),
             checkpoint_timeout: Duration::from_millis(self.checkpoint_timeout_ms),
+            drain_at_end: self.drain,
             ..JobConfig::with_checkpoint_dir(&self.checkpoint_dir)
         }
     }

@@ -151,6 +151,7 @@ pub(crate) fn run_source<T: Send, S: Source<T>>(
     uid: String,
     subtask: usize,
     batch_size: usize,
+    drain_at_end: bool,
     rt: TaskRuntime,
 ) -> Result<()> {
     let mut buf = Vec::with_capacity(batch_size);
@@ -181,6 +182,10 @@ pub(crate) fn run_source<T: Send, S: Source<T>>(
                     rt.command_within(wait.min(POLL))
                 }
                 SourcePoll::End => {
+                    if drain_at_end {
+                        // Bounded + drain: fire every window before the final checkpoint.
+                        chain.watermark(Timestamp::MAX)?;
+                    }
                     chain.flush()?;
                     at_end = true;
                     let _ = rt.events.send(RuntimeEvent::SourceAtEnd);

@@ -87,6 +87,7 @@ pub struct KafkaSource<T, D> {
     read_committed: bool,
     bad_records: BadRecordPolicy,
     watermarks: Option<WatermarkStrategy>,
+    event_time: Option<fn(&T) -> i64>,
     deserializer: D,
     progress: Arc<Progress>,
     _t: PhantomData<fn() -> T>,
@@ -121,6 +122,7 @@ impl KafkaSource<Vec<u8>, fn(&KafkaRecord<'_>) -> std::result::Result<Vec<u8>, S
             read_committed: true,
             bad_records: BadRecordPolicy::Fail,
             watermarks: None,
+            event_time: None,
             deserializer: raw,
             progress: Arc::new(Progress::default()),
             _t: PhantomData,
@@ -141,6 +143,7 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaSource<T, D> {
             read_committed: self.read_committed,
             bad_records: self.bad_records,
             watermarks: self.watermarks,
+            event_time: None,
             deserializer,
             progress: self.progress,
             _t: PhantomData,
@@ -180,6 +183,12 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaSource<T, D> {
     /// Event time and watermarks from the record timestamps.
     pub fn watermarks(mut self, strategy: WatermarkStrategy) -> Self {
         self.watermarks = Some(strategy);
+        self
+    }
+    /// Event time from a field of the record (ms since the epoch) instead of
+    /// the Kafka record timestamp. Set it after [`KafkaSource::deserializer`].
+    pub fn event_time(mut self, of: fn(&T) -> i64) -> Self {
+        self.event_time = Some(of);
         self
     }
     /// Counters of this source (all subtasks): records done / total, skipped.
@@ -292,6 +301,7 @@ struct BadRecord {
 fn accept<T, D: Deserializer<T>>(
     p: &mut PartitionState,
     deserializer: &mut D,
+    event_time: Option<fn(&T) -> i64>,
     r: &Incoming<'_>,
     out: &mut Vec<T>,
     emitted: &mut usize,
@@ -305,7 +315,7 @@ fn accept<T, D: Deserializer<T>>(
     }
     p.next_offset = r.offset + 1;
     p.last_record = Instant::now();
-    if let Some(ts) = r.timestamp_ms {
+    if let (Some(ts), None) = (r.timestamp_ms, event_time) {
         p.max_timestamp = Some(p.max_timestamp.map_or(ts, |m| m.max(ts)));
     }
     if p.end.is_some_and(|end| p.next_offset >= end) {
@@ -321,6 +331,10 @@ fn accept<T, D: Deserializer<T>>(
     };
     match deserializer.deserialize(&record) {
         Ok(v) => {
+            if let Some(of) = event_time {
+                let ts = of(&v);
+                p.max_timestamp = Some(p.max_timestamp.map_or(ts, |m| m.max(ts)));
+            }
             out.push(v);
             *emitted += 1;
             None
@@ -359,6 +373,7 @@ pub struct KafkaReader<T, D> {
     dead_letters: Option<BaseProducer<DeliveryReport>>,
     bounded: bool,
     watermarks: Option<WatermarkStrategy>,
+    event_time: Option<fn(&T) -> i64>,
     emitted_watermark: Option<i64>,
     at_barrier: Option<TopicPartitionList>,
     progress: Arc<Progress>,
@@ -521,6 +536,7 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
             dead_letters,
             bounded: config.bounded,
             watermarks: config.watermarks,
+            event_time: config.event_time,
             emitted_watermark,
             at_barrier: None,
             progress: config.progress.clone(),
@@ -651,6 +667,7 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
                         if let Some(bad) = accept(
                             &mut self.partitions[i],
                             &mut self.deserializer,
+                            self.event_time,
                             &record,
                             out,
                             &mut emitted,
@@ -696,6 +713,7 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
                         if let Some(bad) = accept(
                             &mut self.partitions[i],
                             &mut self.deserializer,
+                            self.event_time,
                             &record,
                             out,
                             &mut emitted,
@@ -744,7 +762,9 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
             let idle = strategy
                 .idle_timeout
                 .is_some_and(|t| now.duration_since(p.last_record) > t);
-            if p.done || idle {
+            // A partition that reached a bounded run's end still holds the watermark:
+            // the next run continues it, as a continuous run would.
+            if idle {
                 continue;
             }
             match p.watermark {

@@ -305,3 +305,48 @@ fn partitions_added_between_runs_are_read_and_moved_partitions_keep_their_offset
     want.sort();
     assert_eq!(got, want, "every record exactly once, new partition included");
 }
+
+#[test]
+fn checkpointed_offsets_reach_the_consumer_group_and_weir_offsets_shows_them() {
+    use std::sync::{Arc, Mutex};
+    use weir::connectors::collect::CollectSink;
+    use weir::connectors::kafka::{utf8, KafkaSource, StartPosition};
+    let broker = Broker::start();
+    broker.create_topic("in", 2);
+    broker.produce("in", &input(0..1000, 2));
+    let run = |dir: &Path, start: StartPosition| -> usize {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let job = weir::JobBuilder::new("grouped");
+        let source = KafkaSource::new(&broker.bootstrap, &["in"])
+            .group_id("monitoring")
+            .start(start)
+            .bounded(true)
+            .deserializer(utf8());
+        job.source("kafka", source.factory())
+            .uid("kafka")
+            .sink("collect", CollectSink::factory(out.clone()));
+        job.build().unwrap().run(JobConfig::with_checkpoint_dir(dir)).unwrap();
+        let n = out.lock().unwrap().len();
+        n
+    };
+    let first = tempfile::tempdir().unwrap();
+    assert_eq!(run(first.path(), StartPosition::Earliest), 1000);
+    broker.produce("in", &input(1000..1300, 2));
+    // A job without checkpoints that starts from the group's committed offsets
+    // reads only what the first job had not (its final checkpoint was committed).
+    let fresh = tempfile::tempdir().unwrap();
+    assert_eq!(run(fresh.path(), StartPosition::Committed), 300);
+
+    let cli = std::process::Command::new(common::WEIR)
+        .args(["offsets"])
+        .arg(first.path())
+        .args(["--job", "grouped", "--brokers", &broker.bootstrap, "--json"])
+        .output()
+        .unwrap();
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+    let rows = report["offsets"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let lag: i64 = rows.iter().map(|r| r["lag"].as_i64().unwrap()).sum();
+    assert_eq!(lag, 300, "the first job's checkpoint is 300 records behind: {report}");
+}

@@ -826,7 +826,7 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
         // For monitoring and tools only: recovery trusts the checkpoint's offsets.
         if let Some(tpl) = self.at_barrier.take() {
             if tpl.count() > 0 {
-                if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
                     tracing::warn!("{}: cannot commit offsets to the consumer group: {e}", self.name);
                 }
             }

@@ -18,6 +18,14 @@ use weir::connectors::kafka::{BadRecordPolicy, Delivery};
 use weir::jobs::{kafka_count_job, KafkaCountOptions};
 use weir::{JobConfig, JobSummary};
 
+/// Tests of this file run one at a time: the broker-restart test depends on
+/// timing (see its comment), and a busy machine makes it lie.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn options(broker: &Broker, bad_records: BadRecordPolicy) -> KafkaCountOptions {
     KafkaCountOptions {
         job: "kafka-count".into(),
@@ -44,6 +52,7 @@ fn run(dir: &Path, options: &KafkaCountOptions) -> (JobSummary, u64) {
 
 #[test]
 fn bounded_runs_resume_from_their_checkpointed_offsets() {
+    let _serial = serial();
     let broker = Broker::start();
     broker.create_topic("in", 4);
     broker.create_topic("out", 4);
@@ -86,6 +95,7 @@ fn bounded_runs_resume_from_their_checkpointed_offsets() {
 
 #[test]
 fn the_source_reads_only_committed_records() {
+    let _serial = serial();
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let broker = Broker::start();
     broker.create_topic("in", 1);
@@ -121,6 +131,7 @@ fn the_source_reads_only_committed_records() {
 
 #[test]
 fn a_bad_record_fails_the_job_naming_topic_partition_and_offset_or_goes_to_the_dead_letter_topic() {
+    let _serial = serial();
     if std::env::var("TEST_LOG").is_ok() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("debug,librdkafka=info,rdkafka=info")
@@ -158,6 +169,7 @@ fn a_bad_record_fails_the_job_naming_topic_partition_and_offset_or_goes_to_the_d
 
 #[test]
 fn a_bounded_run_killed_midway_and_run_again_gives_the_clean_output() {
+    let _serial = serial();
     use std::os::unix::process::ExitStatusExt;
     let broker = Broker::start();
     broker.create_topic("in", 4);
@@ -208,6 +220,7 @@ fn a_bounded_run_killed_midway_and_run_again_gives_the_clean_output() {
 
 #[test]
 fn the_job_rides_out_a_broker_restart() {
+    let _serial = serial();
     if std::env::var("TEST_LOG").is_ok() {
         let _ = tracing_subscriber::fmt().with_env_filter("info").try_init();
     }
@@ -248,6 +261,7 @@ fn the_job_rides_out_a_broker_restart() {
 
 #[test]
 fn partitions_added_between_runs_are_read_and_moved_partitions_keep_their_offsets() {
+    let _serial = serial();
     use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
     use std::sync::{Arc, Mutex};
     use weir::connectors::collect::CollectSink;
@@ -308,6 +322,7 @@ fn partitions_added_between_runs_are_read_and_moved_partitions_keep_their_offset
 
 #[test]
 fn checkpointed_offsets_reach_the_consumer_group_and_weir_offsets_shows_them() {
+    let _serial = serial();
     use std::sync::{Arc, Mutex};
     use weir::connectors::collect::CollectSink;
     use weir::connectors::kafka::{utf8, KafkaSource, StartPosition};

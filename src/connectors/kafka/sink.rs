@@ -310,31 +310,48 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
     /// fact committed, so that nothing is written twice.
     fn commit_durably(&mut self, epoch: u64, records: &[OutRecord]) -> Result<()> {
         const ATTEMPTS: u32 = 6;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let error = match self.commit_epoch(epoch, records) {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt >= ATTEMPTS => return Err(e),
-                Err(e) => e,
-            };
-            tracing::warn!("{}: {error}; retrying (attempt {attempt} of {ATTEMPTS})", self.name);
+        let mut last_error = match self.commit_epoch(epoch, records) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        for attempt in 1..ATTEMPTS {
+            tracing::warn!(
+                "{}: {last_error}; retrying (attempt {attempt} of {})",
+                self.name,
+                ATTEMPTS - 1
+            );
             std::thread::sleep(Duration::from_millis(500 * u64::from(attempt)));
-            let producer: BaseProducer<DeliveryReport> = self
-                .client
-                .create_with_context(DeliveryReport::default())
-                .map_err(|e| kafka_error(&self.name, "cannot create producer", e))?;
+            // A fresh producer with the same transactional.id: `init_transactions`
+            // fences the old one and aborts what it left open. Until that and the
+            // marker read both succeed, the failed attempt's outcome is unknown,
+            // and nothing is sent again.
+            let producer: BaseProducer<DeliveryReport> =
+                match self.client.create_with_context(DeliveryReport::default()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        last_error = kafka_error(&self.name, "cannot create producer", e);
+                        continue;
+                    }
+                };
             if let Err(e) = producer.init_transactions(CLIENT_TIMEOUT) {
-                tracing::warn!("{}: cannot initialize transactions: {e}", self.name);
+                last_error = kafka_error(&self.name, "cannot initialize transactions", e);
                 continue;
             }
             self.producer = producer;
             match self.committed_epoch() {
                 Ok(Some(c)) if c >= epoch => return Ok(()), // the failed attempt did commit
                 Ok(_) => {}
-                Err(e) => tracing::warn!("{e}"),
+                Err(e) => {
+                    last_error = e;
+                    continue;
+                }
+            }
+            match self.commit_epoch(epoch, records) {
+                Ok(()) => return Ok(()),
+                Err(e) => last_error = e,
             }
         }
+        Err(last_error)
     }
 
     fn send(&self, topic: &str, key: Option<&[u8]>, value: &[u8], partition: Option<i32>) -> Result<()> {

@@ -475,7 +475,14 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
                 },
             };
             let end = if config.bounded { Some(high) } else { None };
-            starts.push((start.clamp(low, high.max(low)), end));
+            let clamped = start.clamp(low, high.max(low));
+            if clamped != start {
+                tracing::warn!(
+                    "{name}: offset {start} of {topic}/{partition} is outside the partition's range {low}..{high} \
+                     (records deleted by retention, or the topic was recreated): starting at {clamped}"
+                );
+            }
+            starts.push((clamped, end));
         }
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), (start, _)) in mine.iter().zip(&starts) {
@@ -573,6 +580,54 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
         );
     }
 
+    /// Handles what the consumer's own queue returned.
+    fn take_from_main(
+        &mut self,
+        polled: rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>,
+        out: &mut Vec<T>,
+        emitted: &mut usize,
+    ) -> Result<()> {
+        match polled {
+            Ok(msg) => {
+                let (partition, offset) = (msg.partition(), msg.offset());
+                let Some(i) = self
+                    .partitions
+                    .iter()
+                    .position(|p| p.topic == msg.topic() && p.partition == partition)
+                else {
+                    tracing::warn!(
+                        "{}: ignoring a record of {}/{partition} at {offset}: not assigned",
+                        self.name,
+                        msg.topic()
+                    );
+                    return Ok(());
+                };
+                let record = Incoming::of(&msg);
+                if let Some(bad) = accept(
+                    &mut self.partitions[i],
+                    &mut self.deserializer,
+                    self.event_time,
+                    &record,
+                    out,
+                    emitted,
+                ) {
+                    drop(msg);
+                    self.bad_record(bad)?;
+                }
+            }
+            // Only the partition number is known here: the position decides per topic.
+            Err(KafkaError::PartitionEOF(partition)) => {
+                for i in 0..self.partitions.len() {
+                    if self.partitions[i].partition == partition {
+                        self.reached_end(i);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("{}: {e}", self.name),
+        }
+        Ok(())
+    }
+
     fn bad_record(&mut self, bad: BadRecord) -> Result<()> {
         let BadRecord {
             topic,
@@ -651,10 +706,20 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
 impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
     fn poll(&mut self, out: &mut Vec<T>, max: usize) -> Result<SourcePoll> {
         let n = self.partitions.len();
+        let mut emitted = 0;
+        // First the consumer's own queue: events, and records fetched in the
+        // instant between `assign` and the split into partition queues. They
+        // precede everything in the partition queues, so they go first.
+        let consumer = self.consumer.clone();
+        while emitted < max {
+            let Some(polled) = consumer.poll(Duration::ZERO) else {
+                break;
+            };
+            self.take_from_main(polled, out, &mut emitted)?;
+        }
         if self.bounded && self.partitions.iter().all(|p| p.done) {
             return Ok(SourcePoll::End);
         }
-        let mut emitted = 0;
         for step in 0..n {
             let i = (self.next_partition + step) % n;
             while emitted < max && !self.partitions[i].done {
@@ -692,50 +757,11 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
                 break;
             }
         }
-        // The consumer's own queue: events, and records fetched in the moment
-        // between `assign` and the split into partition queues.
-        let wait = if emitted > 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(1)
-        };
-        match self.consumer.poll(wait) {
-            None => {}
-            Some(Ok(msg)) => {
-                let (topic, partition, offset) = (msg.topic().to_string(), msg.partition(), msg.offset());
-                match self
-                    .partitions
-                    .iter()
-                    .position(|p| p.topic == topic && p.partition == partition)
-                {
-                    Some(i) => {
-                        let record = Incoming::of(&msg);
-                        if let Some(bad) = accept(
-                            &mut self.partitions[i],
-                            &mut self.deserializer,
-                            self.event_time,
-                            &record,
-                            out,
-                            &mut emitted,
-                        ) {
-                            drop(msg);
-                            self.bad_record(bad)?;
-                        }
-                    }
-                    None => tracing::warn!(
-                        "{}: ignoring a record of {topic}/{partition} at {offset}: not assigned",
-                        self.name
-                    ),
-                }
+        if emitted == 0 {
+            // Nothing ready: serve the client and wait a little for data.
+            if let Some(polled) = consumer.poll(Duration::from_millis(1)) {
+                self.take_from_main(polled, out, &mut emitted)?;
             }
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                for i in 0..n {
-                    if self.partitions[i].partition == partition {
-                        self.reached_end(i);
-                    }
-                }
-            }
-            Some(Err(e)) => tracing::warn!("{}: {e}", self.name),
         }
         if let Some(p) = &self.dead_letters {
             p.poll(Duration::ZERO);

@@ -22,6 +22,7 @@ pub mod key;
 pub mod keyed;
 pub mod message;
 pub mod operator;
+pub mod window;
 
 pub use codec::{decode_value, encode_state_key, encode_value, CodecError};
 pub use key::{
@@ -32,3 +33,4 @@ pub use keyed::{
 };
 pub use message::{Barrier, CheckpointId, Message, Timestamp};
 pub use operator::{Filter, FlatMap, Inspect, Map, Operator, OperatorError, TryMap};
+pub use window::{Sessions, Sliding, Tumbling, Window};

@@ -738,7 +738,7 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
                 env.state_cache_entries,
                 db,
                 next,
-            )) as Box<dyn Downstream<T>>)
+            )?) as Box<dyn Downstream<T>>)
         });
         let inner = self.stream.take();
         Stream::new(graph, vertex, op, Box::new(ChainPending { inner, stage }))

@@ -9,6 +9,7 @@
 
 use crate::codec::{decode_value, encode_value};
 use crate::key::StateKey;
+use crate::message::Timestamp;
 use crate::operator::OperatorError;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -33,6 +34,13 @@ pub trait KeyedStore {
     fn delete(&mut self, namespace: &[u8]) -> Result<(), OperatorError>;
     /// Every entry whose namespace starts with `prefix`, sorted by namespace.
     fn scan(&mut self, prefix: &[u8]) -> Result<Entries, OperatorError>;
+    /// Calls [`KeyedProcess::on_timer`] for the current key and `namespace`
+    /// when the watermark reaches `at` (once per key, time and namespace).
+    fn register_event_timer(&mut self, at: Timestamp, namespace: &[u8]);
+    /// Forgets a timer registered with [`KeyedStore::register_event_timer`].
+    fn delete_event_timer(&mut self, at: Timestamp, namespace: &[u8]);
+    /// The task's current event time (watermark).
+    fn watermark(&self) -> Timestamp;
 }
 
 /// What a keyed function sees besides its value state: the output and the
@@ -52,6 +60,23 @@ impl<'a, O> KeyedContext<'a, O> {
     #[inline]
     pub fn emit(&mut self, record: O) {
         self.out.push(record);
+    }
+
+    /// Registers an event-time timer of the current key: `on_timer` runs when
+    /// the watermark reaches `at`. `namespace` tells timers apart (a window).
+    /// Timers are keyed state: checkpointed, restored, exactly-once.
+    pub fn register_event_timer(&mut self, at: Timestamp, namespace: &[u8]) {
+        self.store.register_event_timer(at, namespace);
+    }
+
+    /// Deletes a timer of the current key.
+    pub fn delete_event_timer(&mut self, at: Timestamp, namespace: &[u8]) {
+        self.store.delete_event_timer(at, namespace);
+    }
+
+    /// The current event time of the task (its watermark).
+    pub fn watermark(&self) -> Timestamp {
+        self.store.watermark()
     }
 
     /// The current key's map state `name` (a keyed map from `UK` to `UV`, kept
@@ -178,6 +203,19 @@ pub trait KeyedProcess<K, I, O>: Send + 'static {
         record: I,
         ctx: &mut KeyedContext<'_, O>,
     ) -> Result<(), OperatorError>;
+
+    /// An event-time timer of `key` registered for `at` and `namespace` fired
+    /// (the watermark reached `at`). Timers fire in time order.
+    fn on_timer(
+        &mut self,
+        _key: &K,
+        _state: &mut Option<Self::State>,
+        _at: Timestamp,
+        _namespace: &[u8],
+        _ctx: &mut KeyedContext<'_, O>,
+    ) -> Result<(), OperatorError> {
+        Ok(())
+    }
 }
 
 /// `reduce`: keeps the running reduction per key and emits it after each record.
@@ -243,12 +281,17 @@ pub struct KeyedHarness<K, P: KeyedProcess<K, I, O>, I, O> {
     pub state: HashMap<K, P::State>,
     /// Map states: (encoded key, namespace) -> encoded value.
     maps: BTreeMap<(Vec<u8>, Vec<u8>), Vec<u8>>,
+    /// Timers: (time, encoded key, namespace).
+    timers: std::collections::BTreeSet<(i64, Vec<u8>, Vec<u8>)>,
+    watermark: Timestamp,
     _types: std::marker::PhantomData<fn(I) -> O>,
 }
 
 struct HarnessStore<'a> {
     key: Vec<u8>,
     maps: &'a mut BTreeMap<(Vec<u8>, Vec<u8>), Vec<u8>>,
+    timers: &'a mut std::collections::BTreeSet<(i64, Vec<u8>, Vec<u8>)>,
+    watermark: Timestamp,
 }
 
 impl KeyedStore for HarnessStore<'_> {
@@ -272,6 +315,15 @@ impl KeyedStore for HarnessStore<'_> {
             .map(|((_, ns), v)| (ns.clone(), v.clone()))
             .collect())
     }
+    fn register_event_timer(&mut self, at: Timestamp, namespace: &[u8]) {
+        self.timers.insert((at.0, self.key.clone(), namespace.to_vec()));
+    }
+    fn delete_event_timer(&mut self, at: Timestamp, namespace: &[u8]) {
+        self.timers.remove(&(at.0, self.key.clone(), namespace.to_vec()));
+    }
+    fn watermark(&self) -> Timestamp {
+        self.watermark
+    }
 }
 
 impl<K: StateKey, I, O, P: KeyedProcess<K, I, O>> KeyedHarness<K, P, I, O> {
@@ -281,6 +333,8 @@ impl<K: StateKey, I, O, P: KeyedProcess<K, I, O>> KeyedHarness<K, P, I, O> {
             function,
             state: HashMap::new(),
             maps: BTreeMap::new(),
+            timers: Default::default(),
+            watermark: Timestamp::MIN,
             _types: std::marker::PhantomData,
         }
     }
@@ -300,11 +354,47 @@ impl<K: StateKey, I, O, P: KeyedProcess<K, I, O>> KeyedHarness<K, P, I, O> {
             let mut store = HarnessStore {
                 key: encoded,
                 maps: &mut self.maps,
+                timers: &mut self.timers,
+                watermark: self.watermark,
             };
             let mut ctx = KeyedContext::new(&mut out, &mut store);
             self.function
                 .process(&key, &mut slot, r, &mut ctx)
                 .expect("keyed function failed");
+            if let Some(s) = slot {
+                self.state.insert(key, s);
+            }
+        }
+        out
+    }
+
+    /// Advances event time to `watermark`, firing due timers in time order,
+    /// and returns their outputs.
+    ///
+    /// # Panics
+    /// If the function fails or a timer's key does not decode (test helper).
+    #[allow(clippy::expect_used)]
+    pub fn advance_watermark(&mut self, watermark: Timestamp) -> Vec<O> {
+        self.watermark = watermark;
+        let mut out = Vec::new();
+        while let Some(first) = self.timers.first().cloned() {
+            if first.0 > watermark.0 {
+                break;
+            }
+            self.timers.remove(&first);
+            let (at, encoded, namespace) = first;
+            let key = K::decode_key(&encoded).expect("timer key decodes");
+            let mut slot = self.state.remove(&key);
+            let mut store = HarnessStore {
+                key: encoded,
+                maps: &mut self.maps,
+                timers: &mut self.timers,
+                watermark: self.watermark,
+            };
+            let mut ctx = KeyedContext::new(&mut out, &mut store);
+            self.function
+                .on_timer(&key, &mut slot, Timestamp(at), &namespace, &mut ctx)
+                .expect("timer failed");
             if let Some(s) = slot {
                 self.state.insert(key, s);
             }
@@ -381,5 +471,59 @@ mod tests {
         );
         assert_eq!(out[3], (1, vec![(7, 1), (300, 2)]));
         assert_eq!(out[4], (2, vec![]), "cleared");
+    }
+
+    /// Counts records per key in tumbling 10 ms windows; emits (key, window start, count) when a window closes.
+    struct WindowCount;
+    impl KeyedProcess<u8, (u8, i64), (u8, i64, u64)> for WindowCount {
+        type State = ();
+        fn process(
+            &mut self,
+            _key: &u8,
+            _state: &mut Option<()>,
+            r: (u8, i64),
+            ctx: &mut KeyedContext<'_, (u8, i64, u64)>,
+        ) -> Result<(), OperatorError> {
+            let w = crate::window::Tumbling::of(10).assign(r.1);
+            let ns = w.namespace();
+            let mut counts = ctx.map::<u8, u64>("count");
+            let n = counts.get(&0)?.unwrap_or(0);
+            counts.insert(&0, &(n + 1))?;
+            drop(counts);
+            let mut per_window = ctx.map::<i64, u64>("windows");
+            let c = per_window.get(&w.start)?.unwrap_or(0);
+            per_window.insert(&w.start, &(c + 1))?;
+            drop(per_window);
+            ctx.register_event_timer(w.max_timestamp(), &ns);
+            Ok(())
+        }
+        fn on_timer(
+            &mut self,
+            key: &u8,
+            _state: &mut Option<()>,
+            _at: Timestamp,
+            namespace: &[u8],
+            ctx: &mut KeyedContext<'_, (u8, i64, u64)>,
+        ) -> Result<(), OperatorError> {
+            let w = crate::window::Window::from_namespace(namespace)
+                .ok_or_else(|| OperatorError("bad namespace".into()))?;
+            let mut per_window = ctx.map::<i64, u64>("windows");
+            let c = per_window.get(&w.start)?.unwrap_or(0);
+            per_window.remove(&w.start)?;
+            drop(per_window);
+            ctx.emit((*key, w.start, c));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn timers_fire_in_time_order_when_the_watermark_passes_them() {
+        let mut h = KeyedHarness::new(WindowCount);
+        assert!(h
+            .feed(|r: &(u8, i64)| r.0, [(1, 1), (1, 5), (2, 12), (1, 15), (2, 3)])
+            .is_empty());
+        assert_eq!(h.advance_watermark(Timestamp(8)), vec![], "window [0,10) ends at 9");
+        assert_eq!(h.advance_watermark(Timestamp(9)), vec![(1, 0, 2), (2, 0, 1)]);
+        assert_eq!(h.advance_watermark(Timestamp::MAX), vec![(1, 10, 1), (2, 10, 1)]);
     }
 }

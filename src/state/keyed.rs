@@ -11,7 +11,7 @@
 //! moved (not copied) to the snapshot and stays readable as a *flushing*
 //! layer until the snapshot has written it to RocksDB.
 
-use super::RocksInstance;
+use super::{RocksInstance, TimerKey};
 use crate::checkpoint::manifest::SubtaskState;
 use crate::error::{Result, WeirError};
 use crate::runtime::chain::{Downstream, SnapshotBuilder};
@@ -37,12 +37,22 @@ struct MapLayers {
     flushing: Vec<Arc<Overlay>>,
 }
 
+/// Event-time timers of a task: all in memory, ordered by time; the changes
+/// since the last barrier go into the next snapshot (column family `timers`).
+#[derive(Default)]
+struct Timers {
+    pending: std::collections::BTreeSet<TimerKey>,
+    changes: Vec<(TimerKey, bool)>,
+    watermark: i64,
+}
+
 /// The [`KeyedStore`] of the key being processed.
 struct CurrentKeyStore<'a, K> {
     key: &'a K,
     max_parallelism: u16,
     prefix: Vec<u8>,
     layers: &'a mut MapLayers,
+    timers: &'a mut Timers,
     db: &'a RocksInstance,
 }
 
@@ -70,6 +80,28 @@ impl<K: StateKey> CurrentKeyStore<'_, K> {
 }
 
 impl<K: StateKey> KeyedStore for CurrentKeyStore<'_, K> {
+    fn register_event_timer(&mut self, at: Timestamp, namespace: &[u8]) {
+        let mut key = Vec::new();
+        self.key.encode_key(&mut key);
+        let timer = (at.0, key, namespace.to_vec());
+        if self.timers.pending.insert(timer.clone()) {
+            self.timers.changes.push((timer, true));
+        }
+    }
+
+    fn delete_event_timer(&mut self, at: Timestamp, namespace: &[u8]) {
+        let mut key = Vec::new();
+        self.key.encode_key(&mut key);
+        let timer = (at.0, key, namespace.to_vec());
+        if self.timers.pending.remove(&timer) {
+            self.timers.changes.push((timer, false));
+        }
+    }
+
+    fn watermark(&self) -> Timestamp {
+        Timestamp(self.timers.watermark)
+    }
+
     fn get(&mut self, namespace: &[u8]) -> Result<Option<Vec<u8>>, OperatorError> {
         let k = self.full_key(namespace);
         if let Some(v) = self.layers.current.get(&k) {
@@ -144,6 +176,7 @@ pub(crate) struct KeyedStage<K, I, O, P: KeyedProcess<K, I, O>, F> {
     in_flight: Arc<AtomicUsize>,
     key_buf: Vec<u8>,
     maps: MapLayers,
+    timers: Timers,
     out: Vec<O>,
     next: Box<dyn Downstream<O>>,
     _input: PhantomData<fn(I)>,
@@ -165,8 +198,13 @@ where
         capacity: usize,
         db: Arc<RocksInstance>,
         next: Box<dyn Downstream<O>>,
-    ) -> Self {
-        KeyedStage {
+    ) -> Result<Self> {
+        let timers = Timers {
+            pending: db.timers()?.into_iter().collect(),
+            changes: Vec::new(),
+            watermark: i64::MIN,
+        };
+        Ok(KeyedStage {
             function,
             key_of,
             name,
@@ -179,10 +217,11 @@ where
             in_flight: Arc::new(AtomicUsize::new(0)),
             key_buf: Vec::new(),
             maps: MapLayers::default(),
+            timers,
             out: Vec::new(),
             next,
             _input: PhantomData,
-        }
+        })
     }
 
     fn load(&mut self, key: &K) -> Result<Option<P::State>> {
@@ -253,6 +292,7 @@ where
                 out,
                 name,
                 maps,
+                timers,
                 db,
                 max_parallelism,
                 ..
@@ -266,6 +306,7 @@ where
                 max_parallelism: *max_parallelism,
                 prefix: Vec::new(),
                 layers: maps,
+                timers,
                 db,
             };
             let mut ctx = KeyedContext::new(out, &mut store);
@@ -283,6 +324,55 @@ where
     }
 
     fn watermark(&mut self, watermark: Timestamp) -> Result<()> {
+        self.timers.watermark = watermark.0;
+        // Fire due timers in time order; a timer registered while firing fires too if due.
+        while let Some(first) = self.timers.pending.first().cloned() {
+            if first.0 > watermark.0 {
+                break;
+            }
+            self.timers.pending.remove(&first);
+            self.timers.changes.push((first.clone(), false));
+            let (at, encoded, namespace) = first;
+            let key = K::decode_key(&encoded).ok_or_else(|| {
+                self.db
+                    .state_error(format!("a timer of `{}` has an undecodable key", self.name))
+            })?;
+            if !self.cache.contains_key(&key) {
+                let value = self.load(&key)?;
+                self.cache.insert(key.clone(), Slot { value, dirty: false });
+            }
+            let Self {
+                cache,
+                function,
+                out,
+                name,
+                maps,
+                timers,
+                db,
+                max_parallelism,
+                ..
+            } = self;
+            let Some(slot) = cache.get_mut(&key) else { continue };
+            slot.dirty = true;
+            let mut store = CurrentKeyStore {
+                key: &key,
+                max_parallelism: *max_parallelism,
+                prefix: Vec::new(),
+                layers: maps,
+                timers,
+                db,
+            };
+            let mut ctx = KeyedContext::new(out, &mut store);
+            if let Err(e) = function.on_timer(&key, &mut slot.value, Timestamp(at), &namespace, &mut ctx) {
+                return Err(WeirError::Operator {
+                    operator: name.clone(),
+                    message: e.0,
+                });
+            }
+        }
+        if !self.out.is_empty() {
+            self.next.records(&mut self.out)?;
+        }
         self.next.watermark(watermark)
     }
 
@@ -307,13 +397,14 @@ where
             barrier.id,
         );
         let map_writes = Arc::new(std::mem::take(&mut self.maps.current));
+        let timer_changes = std::mem::take(&mut self.timers.changes);
         self.maps.flushing.push(map_writes.clone());
         in_flight.fetch_add(1, Ordering::AcqRel);
         snap.pending.push((
             self.uid.clone(),
             self.subtask,
             Box::new(move || {
-                let result = write_snapshot(&db, id, max_parallelism, dirty, &map_writes);
+                let result = write_snapshot(&db, id, max_parallelism, dirty, &map_writes, &timer_changes);
                 in_flight.fetch_sub(1, Ordering::AcqRel);
                 result
             }),
@@ -340,9 +431,11 @@ fn write_snapshot<K: StateKey, V: serde::Serialize>(
     max_parallelism: u16,
     dirty: Vec<(K, Option<V>)>,
     map_writes: &Overlay,
+    timer_changes: &[(TimerKey, bool)],
 ) -> Result<SubtaskState> {
     let mut batch = WriteBatch::default();
     db.batch_map(&mut batch, map_writes)?;
+    db.batch_timers(&mut batch, timer_changes)?;
     let (mut key_buf, mut value_buf) = (Vec::new(), Vec::new());
     for (key, value) in dirty {
         encode_state_key(&key, b"", max_parallelism, &mut key_buf);

@@ -91,8 +91,29 @@ impl StateEnv {
 /// `key_group | key`), map state (`map`, keys `key_group | u32 key length |
 /// key | map name | 0 | map key`) and, for the event-time issue, `timers`
 /// (ordered by time). A native checkpoint covers all of them.
-const COLUMN_FAMILIES: [&str; 3] = ["default", MAP_CF, "timers"];
+const COLUMN_FAMILIES: [&str; 3] = ["default", MAP_CF, TIMERS_CF];
 const MAP_CF: &str = "map";
+const TIMERS_CF: &str = "timers";
+
+/// A timer as stored: `time (i64, sign bit flipped, big-endian) | u32 key
+/// length | key | namespace`, so the column family is ordered by time.
+pub(crate) type TimerKey = (i64, Vec<u8>, Vec<u8>);
+
+pub(crate) fn encode_timer(t: &TimerKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + t.1.len() + t.2.len());
+    out.extend_from_slice(&((t.0 as u64) ^ (1 << 63)).to_be_bytes());
+    out.extend_from_slice(&(t.1.len() as u32).to_be_bytes());
+    out.extend_from_slice(&t.1);
+    out.extend_from_slice(&t.2);
+    out
+}
+
+fn decode_timer(bytes: &[u8]) -> Option<TimerKey> {
+    let at = (u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?) ^ (1 << 63)) as i64;
+    let len = u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
+    let key = bytes.get(12..12 + len)?.to_vec();
+    Some((at, key, bytes.get(12 + len..)?.to_vec()))
+}
 
 /// One task's RocksDB instance.
 pub(crate) struct RocksInstance {
@@ -200,6 +221,41 @@ impl RocksInstance {
             match v {
                 Some(v) => batch.put_cf(cf, k, v),
                 None => batch.delete_cf(cf, k),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every timer stored in this instance.
+    pub(crate) fn timers(&self) -> Result<Vec<TimerKey>> {
+        let cf = self
+            .db
+            .cf_handle(TIMERS_CF)
+            .ok_or_else(|| self.state_error("column family `timers` is missing"))?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+            let (k, _) = item.map_err(|e| self.state_error(e))?;
+            out.push(decode_timer(&k).ok_or_else(|| self.state_error("a stored timer is malformed"))?);
+        }
+        Ok(out)
+    }
+
+    /// Adds timer changes (`true` = registered, `false` = deleted or fired) to `batch`.
+    pub(crate) fn batch_timers<'a>(
+        &self,
+        batch: &mut WriteBatch,
+        changes: impl IntoIterator<Item = &'a (TimerKey, bool)>,
+    ) -> Result<()> {
+        let cf = self
+            .db
+            .cf_handle(TIMERS_CF)
+            .ok_or_else(|| self.state_error("column family `timers` is missing"))?;
+        for (timer, present) in changes {
+            let k = encode_timer(timer);
+            if *present {
+                batch.put_cf(cf, k, []);
+            } else {
+                batch.delete_cf(cf, k);
             }
         }
         Ok(())

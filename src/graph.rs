@@ -41,7 +41,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use weir_operators::{
     key_group_range, Aggregate, Aggregator, Filter, FlatMap, Inspect, KeyedProcess, Map, Message, Operator,
-    OperatorError, Reduce, StateKey, StateValue, TryMap, DEFAULT_MAX_PARALLELISM,
+    OperatorError, Reduce, StateKey, StateValue, TryMap, Windowed, DEFAULT_MAX_PARALLELISM,
 };
 
 /// The body of one task, run on its own thread.
@@ -750,6 +750,36 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
         T: StateValue,
     {
         self.process(name, Reduce(f))
+    }
+
+    /// Aggregates per key and event-time window (tumbling or sliding):
+    /// emits `(key, Windowed::Result { window, value })` when the watermark
+    /// passes a window's end, and `(key, Windowed::Late(record))` for a record
+    /// whose windows have all fired. Windows, accumulators and timers are
+    /// keyed state: checkpointed and exactly-once. Stateful: give it a uid.
+    pub fn window_aggregate<O, W, A, TS>(
+        self,
+        name: &str,
+        assigner: W,
+        timestamp_of: TS,
+        aggregator: A,
+    ) -> Stream<(K, Windowed<O, T>)>
+    where
+        T: Clone,
+        O: Send + 'static,
+        W: weir_operators::Assigner,
+        A: Aggregator<T, O> + Clone,
+        TS: Fn(&T) -> i64 + Clone + Send + 'static,
+    {
+        self.process(
+            name,
+            weir_operators::WindowAggregate {
+                assigner,
+                aggregator,
+                timestamp_of,
+                allowed_lateness_ms: 0,
+            },
+        )
     }
 
     /// Runs an incremental aggregation per key; emits `(key, result)` after each record.

@@ -134,3 +134,56 @@ fn open_windows_and_their_timers_survive_bounded_runs() {
     got.sort_unstable();
     assert_eq!(got, expected(1050), "four runs (three keeping open windows) equal one");
 }
+
+#[derive(Clone)]
+struct Count;
+
+impl weir::operators::Aggregator<i64, u64> for Count {
+    type Acc = u64;
+    fn create(&self) -> u64 {
+        0
+    }
+    fn add(&self, acc: &mut u64, _t: i64) {
+        *acc += 1;
+    }
+    fn result(&self, acc: &u64) -> u64 {
+        *acc
+    }
+}
+
+fn run_builtin(dir: &std::path::Path, end: i64, drain: bool) -> Vec<(i64, i64, u64)> {
+    use weir::operators::Windowed;
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let job = JobBuilder::new("builtin-windows");
+    job.source("clock", move |c: ConnectorContext| {
+        let next = c.restored.map_or(0, |b| i64::from_be_bytes(b.try_into().unwrap()));
+        Ok(Clock { next, end })
+    })
+    .uid("clock")
+    .key_by(|t: &i64| t % 7)
+    .parallelism(2)
+    .window_aggregate("count", Tumbling::of(100), |t: &i64| *t, Count)
+    .uid("count")
+    .map(|(k, w): (i64, Windowed<u64, i64>)| match w {
+        Windowed::Result { window, value } => (k, window.start, value),
+        Windowed::Late(t) => (k, -1, t as u64),
+    })
+    .sink("collect", CollectSink::factory(out.clone()));
+    let config = JobConfig {
+        checkpoint_interval: Some(Duration::from_millis(50)),
+        drain_at_end: drain,
+        ..JobConfig::with_checkpoint_dir(dir)
+    };
+    job.build().unwrap().run(config).unwrap();
+    let v = out.lock().unwrap().clone();
+    v
+}
+
+#[test]
+fn the_built_in_window_aggregate_counts_exactly_once_across_bounded_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut got = run_builtin(dir.path(), 450, false);
+    got.extend(run_builtin(dir.path(), 1050, true));
+    got.sort_unstable();
+    assert_eq!(got, expected(1050));
+}

@@ -33,4 +33,4 @@ pub use keyed::{
 };
 pub use message::{Barrier, CheckpointId, Message, Timestamp};
 pub use operator::{Filter, FlatMap, Inspect, Map, Operator, OperatorError, TryMap};
-pub use window::{Sessions, Sliding, Tumbling, Window};
+pub use window::{Assigner, Sessions, Sliding, Tumbling, Window, WindowAggregate, Windowed};

@@ -392,15 +392,10 @@ mod aggregate_tests {
         }
     }
 
-    fn harness(
-        assigner: Sliding,
-        lateness: i64,
-    ) -> KeyedHarness<
-        u8,
-        WindowAggregate<Sliding, Count, fn(&(u8, i64)) -> i64>,
-        (u8, i64),
-        (u8, Windowed<u64, (u8, i64)>),
-    > {
+    type Bid = (u8, i64);
+    type Harness = KeyedHarness<u8, WindowAggregate<Sliding, Count, fn(&Bid) -> i64>, Bid, (u8, Windowed<u64, Bid>)>;
+
+    fn harness(assigner: Sliding, lateness: i64) -> Harness {
         fn ts(r: &(u8, i64)) -> i64 {
             r.1
         }

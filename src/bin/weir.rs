@@ -127,6 +127,9 @@ struct CommonArgs {
     /// (bounded + drain) instead of keeping them in the final checkpoint.
     #[arg(long)]
     drain: bool,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -160,6 +163,18 @@ enum CheckpointsCommand {
 }
 
 impl CommonArgs {
+    /// Starts the Prometheus endpoint when asked for.
+    fn serve_metrics(&self) -> anyhow::Result<()> {
+        if let Some(addr) = self.metrics_addr {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .with_http_listener(addr)
+                .install()
+                .with_context(|| format!("cannot serve metrics on {addr} (--metrics-addr)"))?;
+            tracing::info!("Prometheus metrics on http://{addr}/metrics");
+        }
+        Ok(())
+    }
+
     fn config(&self) -> JobConfig {
         JobConfig {
             checkpoint_interval: (self.checkpoint_interval_ms > 0)
@@ -236,6 +251,7 @@ fn main() -> anyhow::Result<()> {
             common,
             output,
         }) => {
+            common.serve_metrics()?;
             let options = DemoOptions {
                 records: (records > 0).then_some(records),
                 rate: (rate > 0).then_some(rate),
@@ -266,6 +282,7 @@ fn main() -> anyhow::Result<()> {
             job,
             common,
         }) => {
+            common.serve_metrics()?;
             let bad_records = match bad_records.as_str() {
                 "fail" => BadRecordPolicy::Fail,
                 "skip" => BadRecordPolicy::Skip,

@@ -242,6 +242,7 @@ impl Job {
             let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
             let (snapshots, snapshotter) = task::spawn_snapshotter(index, name.clone(), events_tx.clone())?;
             let rt = TaskRuntime {
+                name: name.clone(),
                 commands: cmd_rx,
                 events: events_tx.clone(),
                 cancel: cancel.clone(),
@@ -499,7 +500,11 @@ impl Driver {
                 self.completed += 1;
                 if let Some(t) = self.triggered_at.take() {
                     self.durations.push(t.elapsed());
+                    metrics::histogram!("weir_checkpoint_duration_seconds", "job" => self.job.clone())
+                        .record(t.elapsed().as_secs_f64());
                 }
+                metrics::counter!("weir_checkpoints_completed_total", "job" => self.job.clone()).increment(1);
+                metrics::gauge!("weir_last_checkpoint_id", "job" => self.job.clone()).set(id.0 as f64);
                 self.last = Some(id.0);
                 tracing::info!("checkpoint {id} complete{}", if then_stop { " (final)" } else { "" });
                 self.broadcast(TaskCommand::Complete(id), false);
@@ -507,6 +512,7 @@ impl Driver {
             }
             Action::Abort { id, reason, then_stop } => {
                 tracing::warn!("checkpoint {id} aborted: {reason}");
+                metrics::counter!("weir_checkpoints_aborted_total", "job" => self.job.clone()).increment(1);
                 self.broadcast(TaskCommand::Abort(id), false);
                 if then_stop {
                     tracing::warn!("the final checkpoint was aborted; retrying");

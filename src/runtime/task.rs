@@ -56,6 +56,8 @@ pub(crate) enum RuntimeEvent {
 
 /// What a running task holds to talk to the rest of the job.
 pub(crate) struct TaskRuntime {
+    /// The task's name (`<vertex>[<subtask>]`), for metrics and logs.
+    pub(crate) name: String,
     pub(crate) commands: Receiver<TaskCommand>,
     pub(crate) events: Sender<RuntimeEvent>,
     pub(crate) cancel: Arc<AtomicBool>,
@@ -155,6 +157,8 @@ pub(crate) fn run_source<T: Send, S: Source<T>>(
     rt: TaskRuntime,
 ) -> Result<()> {
     let mut buf = Vec::with_capacity(batch_size);
+    // Handles registered once: counting a batch is one atomic add.
+    let records_out = metrics::counter!("weir_source_records_total", "task" => rt.name.clone());
     let mut final_barrier: Option<CheckpointId> = None;
     let mut at_end = false;
     let mut watermark = Timestamp::MIN;
@@ -167,6 +171,7 @@ pub(crate) fn run_source<T: Send, S: Source<T>>(
             match source.poll(&mut buf, batch_size)? {
                 SourcePoll::Ready => {
                     if !buf.is_empty() {
+                        records_out.increment(buf.len() as u64);
                         chain.records(&mut buf)?;
                     }
                     if let Some(w) = source.watermark() {
@@ -244,6 +249,8 @@ pub(crate) fn run_input<T: Send>(
     let mut current_watermark = Timestamp::MIN;
     let mut final_barrier: Option<CheckpointId> = None;
     let mut final_complete = false;
+    let records_in = metrics::counter!("weir_task_records_in_total", "task" => rt.name.clone());
+    let watermark_gauge = metrics::gauge!("weir_watermark_ms", "task" => rt.name.clone());
 
     loop {
         // The set of readable inputs changes only at barriers and ends, so the
@@ -288,12 +295,14 @@ pub(crate) fn run_input<T: Send>(
             let message = op.recv(&inputs[i]).map_err(|_| WeirError::Cancelled)?;
             let aligned = match message {
                 Message::Records(mut batch) => {
+                    records_in.increment(batch.len() as u64);
                     chain.records(&mut batch)?;
                     continue;
                 }
                 Message::Watermark(w) => {
                     if w > watermarks[i] {
                         watermarks[i] = w;
+                        watermark_gauge.set(w.0 as f64);
                         advance_watermark(&watermarks, &open, &mut current_watermark, &mut *chain)?;
                     }
                     continue;

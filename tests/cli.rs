@@ -1,0 +1,85 @@
+//! The command line: Prometheus metrics of a running job, and `--help`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+fn scrape(addr: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+#[test]
+fn a_running_job_serves_prometheus_metrics() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(common::WEIR)
+        .args([
+            "run",
+            "demo",
+            "--records",
+            "0",
+            "--rate",
+            "20000",
+            "--checkpoint-interval-ms",
+            "100",
+            "--metrics-addr",
+            &addr,
+        ])
+        .arg("--checkpoint-dir")
+        .arg(dir.path().join("ck"))
+        .arg("--output")
+        .arg(dir.path().join("out"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = String::new();
+    let found = loop {
+        if let Some(body) = scrape(&addr) {
+            if body.contains("weir_checkpoints_completed_total") && body.contains("weir_source_records_total") {
+                break true;
+            }
+            last = body;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        found,
+        "metrics never showed checkpoints and source records; last scrape:\n{last}"
+    );
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    for args in [
+        vec!["run", "demo"],
+        vec!["run", "kafka-count"],
+        vec!["checkpoints", "list"],
+        vec!["offsets"],
+    ] {
+        let out = std::process::Command::new(common::WEIR)
+            .args(&args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("Example:"), "{args:?}: {text}");
+    }
+}

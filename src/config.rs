@@ -101,3 +101,177 @@ impl JobConfig {
         Ok(())
     }
 }
+
+/// A job configuration file (TOML). Every key is optional; an unknown key or
+/// a bad value is an error naming the key and the file.
+///
+/// ```toml
+/// checkpoint_dir = "/var/lib/weir"
+/// checkpoint_interval_ms = 1000   # 0: only on demand and final checkpoints
+/// checkpoint_timeout_ms = 600000
+/// retained_checkpoints = 3
+/// state_cache_entries = 1048576
+/// drain_at_end = false
+/// ```
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// [`JobConfig::checkpoint_dir`].
+    pub checkpoint_dir: Option<PathBuf>,
+    /// [`JobConfig::checkpoint_interval`] in ms; 0 disables periodic checkpoints.
+    pub checkpoint_interval_ms: Option<u64>,
+    /// [`JobConfig::checkpoint_timeout`] in ms.
+    pub checkpoint_timeout_ms: Option<u64>,
+    /// [`JobConfig::retained_checkpoints`].
+    pub retained_checkpoints: Option<usize>,
+    /// [`JobConfig::local_state_dir`].
+    pub local_state_dir: Option<PathBuf>,
+    /// [`JobConfig::state_block_cache_bytes`].
+    pub state_block_cache_bytes: Option<usize>,
+    /// [`JobConfig::state_write_buffer_bytes`].
+    pub state_write_buffer_bytes: Option<usize>,
+    /// [`JobConfig::state_cache_entries`].
+    pub state_cache_entries: Option<usize>,
+    /// [`JobConfig::channel_capacity`].
+    pub channel_capacity: Option<usize>,
+    /// [`JobConfig::batch_size`].
+    pub batch_size: Option<usize>,
+    /// [`JobConfig::drain_at_end`].
+    pub drain_at_end: Option<bool>,
+}
+
+/// The keys of [`ConfigFile`], which are also read from the environment as
+/// `WEIR_<KEY>` (upper case), e.g. `WEIR_CHECKPOINT_INTERVAL_MS=500`.
+pub const CONFIG_KEYS: [&str; 11] = [
+    "checkpoint_dir",
+    "checkpoint_interval_ms",
+    "checkpoint_timeout_ms",
+    "retained_checkpoints",
+    "local_state_dir",
+    "state_block_cache_bytes",
+    "state_write_buffer_bytes",
+    "state_cache_entries",
+    "channel_capacity",
+    "batch_size",
+    "drain_at_end",
+];
+
+impl ConfigFile {
+    /// Parses TOML text; `origin` (a file name) goes into error messages.
+    ///
+    /// # Errors
+    /// [`WeirError::Config`] naming the unknown or malformed key and `origin`.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| WeirError::Config {
+            key: origin.to_string(),
+            message: e.message().to_string() + &location(text, e.span()),
+        })
+    }
+
+    /// Reads a TOML file.
+    ///
+    /// # Errors
+    /// The file cannot be read, or as [`ConfigFile::parse`].
+    pub fn read(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| WeirError::io("cannot read config file", path, e))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// The `WEIR_<KEY>` environment variables, as a config layer.
+    ///
+    /// # Errors
+    /// A variable with a malformed value, named.
+    pub fn from_env() -> Result<Self> {
+        let mut text = String::new();
+        for key in CONFIG_KEYS {
+            let var = format!("WEIR_{}", key.to_uppercase());
+            if let Ok(value) = std::env::var(&var) {
+                let quoted = key.ends_with("_dir");
+                let value = if quoted { format!("{value:?}") } else { value };
+                text.push_str(&format!("{key} = {value}\n"));
+            }
+        }
+        Self::parse(&text, "environment (WEIR_*)")
+    }
+
+    /// Applies every key that is set to `config`.
+    pub fn apply(&self, config: &mut JobConfig) {
+        if let Some(v) = &self.checkpoint_dir {
+            config.checkpoint_dir = v.clone();
+        }
+        if let Some(v) = self.checkpoint_interval_ms {
+            config.checkpoint_interval = (v > 0).then(|| Duration::from_millis(v));
+        }
+        if let Some(v) = self.checkpoint_timeout_ms {
+            config.checkpoint_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = self.retained_checkpoints {
+            config.retained_checkpoints = v;
+        }
+        if let Some(v) = &self.local_state_dir {
+            config.local_state_dir = Some(v.clone());
+        }
+        if let Some(v) = self.state_block_cache_bytes {
+            config.state_block_cache_bytes = v;
+        }
+        if let Some(v) = self.state_write_buffer_bytes {
+            config.state_write_buffer_bytes = v;
+        }
+        if let Some(v) = self.state_cache_entries {
+            config.state_cache_entries = v;
+        }
+        if let Some(v) = self.channel_capacity {
+            config.channel_capacity = v;
+        }
+        if let Some(v) = self.batch_size {
+            config.batch_size = v;
+        }
+        if let Some(v) = self.drain_at_end {
+            config.drain_at_end = v;
+        }
+    }
+}
+
+/// " (line L, column C)" of a byte span in `text`.
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else { return String::new() };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!(" (line {line}, column {column})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_file_sets_what_it_names_and_nothing_else() {
+        let file = ConfigFile::parse("checkpoint_interval_ms = 250\nretained_checkpoints = 5\n", "job.toml").unwrap();
+        let mut config = JobConfig::default();
+        file.apply(&mut config);
+        assert_eq!(config.checkpoint_interval, Some(Duration::from_millis(250)));
+        assert_eq!(config.retained_checkpoints, 5);
+        assert_eq!(config.batch_size, JobConfig::default().batch_size);
+    }
+
+    #[test]
+    fn an_unknown_key_or_bad_value_names_the_key_and_the_file() {
+        let err = ConfigFile::parse("checkpoint_intervall_ms = 250\n", "job.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("job.toml") && err.contains("checkpoint_intervall_ms") && err.contains("line 1"),
+            "{err}"
+        );
+        let err = ConfigFile::parse("batch_size = \"big\"\n", "job.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("job.toml") && err.contains("line 1"), "{err}");
+        let mut config = JobConfig::default();
+        ConfigFile::parse("batch_size = 0\n", "job.toml")
+            .unwrap()
+            .apply(&mut config);
+        assert!(config.validate().unwrap_err().to_string().contains("batch_size"));
+    }
+}

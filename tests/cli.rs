@@ -83,3 +83,42 @@ fn every_command_has_help_with_an_example() {
         assert!(out.status.success() && text.contains("Example:"), "{args:?}: {text}");
     }
 }
+
+#[test]
+fn a_config_file_with_an_unknown_key_is_refused_naming_key_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("job.toml");
+    std::fs::write(&file, "checkpoint_interval_ms = 100\nretained_checkpoint = 2\n").unwrap();
+    let out = std::process::Command::new(common::WEIR)
+        .args(["run", "demo", "--records", "10", "--config"])
+        .arg(&file)
+        .arg("--checkpoint-dir")
+        .arg(dir.path().join("ck"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("retained_checkpoint") && err.contains("job.toml") && err.contains("line 2"),
+        "{err}"
+    );
+
+    std::fs::write(&file, "retained_checkpoints = 1\n").unwrap();
+    let out = std::process::Command::new(common::WEIR)
+        .args(["run", "demo", "--records", "1000", "--config"])
+        .arg(&file)
+        .arg("--checkpoint-dir")
+        .arg(dir.path().join("ck"))
+        .arg("--output")
+        .arg(dir.path().join("out"))
+        .env("WEIR_CHECKPOINT_INTERVAL_MS", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let store = weir::checkpoint::CheckpointStore::open(&dir.path().join("ck"), "demo").unwrap();
+    assert_eq!(
+        store.complete_ids().unwrap().len(),
+        1,
+        "retained_checkpoints = 1 from the file"
+    );
+}

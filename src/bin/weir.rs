@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 use weir::checkpoint::{CheckpointStore, SubtaskState};
+use weir::config::ConfigFile;
 use weir::connectors::kafka::{BadRecordPolicy, Delivery};
 use weir::jobs::{demo_job, kafka_count_job, DemoOptions, KafkaCountOptions};
 use weir::JobConfig;
@@ -114,15 +115,19 @@ enum DeliveryArg {
 
 #[derive(clap::Args)]
 struct CommonArgs {
-    /// Root directory of the checkpoint store.
-    #[arg(long, default_value = "weir-checkpoints")]
-    checkpoint_dir: PathBuf,
-    /// Milliseconds between checkpoints (0 = only the final one).
-    #[arg(long, default_value_t = 1000)]
-    checkpoint_interval_ms: u64,
-    /// Abort a checkpoint not complete after this many milliseconds.
-    #[arg(long, default_value_t = 600_000)]
-    checkpoint_timeout_ms: u64,
+    /// A TOML file with job settings (keys as in `weir::config::ConfigFile`);
+    /// `WEIR_<KEY>` environment variables override it, flags override both.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Root directory of the checkpoint store [default: weir-checkpoints].
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Milliseconds between checkpoints, 0 = only the final one [default: 1000].
+    #[arg(long)]
+    checkpoint_interval_ms: Option<u64>,
+    /// Abort a checkpoint not complete after this many milliseconds [default: 600000].
+    #[arg(long)]
+    checkpoint_timeout_ms: Option<u64>,
     /// Bounded runs: fire every event-time window and timer at the end
     /// (bounded + drain) instead of keeping them in the final checkpoint.
     #[arg(long)]
@@ -175,14 +180,23 @@ impl CommonArgs {
         Ok(())
     }
 
-    fn config(&self) -> JobConfig {
-        JobConfig {
-            checkpoint_interval: (self.checkpoint_interval_ms > 0)
-                .then(|| Duration::from_millis(self.checkpoint_interval_ms)),
-            checkpoint_timeout: Duration::from_millis(self.checkpoint_timeout_ms),
-            drain_at_end: self.drain,
-            ..JobConfig::with_checkpoint_dir(&self.checkpoint_dir)
+    /// Defaults, then the config file, then `WEIR_*` variables, then flags.
+    fn config(&self) -> anyhow::Result<JobConfig> {
+        let mut config = JobConfig::default();
+        if let Some(path) = &self.config {
+            ConfigFile::read(path)?.apply(&mut config);
         }
+        ConfigFile::from_env()?.apply(&mut config);
+        ConfigFile {
+            checkpoint_dir: self.checkpoint_dir.clone(),
+            checkpoint_interval_ms: self.checkpoint_interval_ms,
+            checkpoint_timeout_ms: self.checkpoint_timeout_ms,
+            drain_at_end: self.drain.then_some(true),
+            ..ConfigFile::default()
+        }
+        .apply(&mut config);
+        config.validate()?;
+        Ok(config)
     }
 }
 
@@ -258,7 +272,7 @@ fn main() -> anyhow::Result<()> {
                 parallelism,
                 output: output.clone(),
             };
-            let summary = demo_job(&options)?.run(common.config()).context("job `demo` failed")?;
+            let summary = demo_job(&options)?.run(common.config()?).context("job `demo` failed")?;
             println!(
                 "job {} done in {:.2?}: restored from {}, {} checkpoints, last {}; output in {}",
                 summary.job,
@@ -309,7 +323,7 @@ fn main() -> anyhow::Result<()> {
             };
             let (job, progress) = kafka_count_job(&options)?;
             let reporter = progress_reporter(progress.clone());
-            let summary = job.run(common.config()).context("job failed")?;
+            let summary = job.run(common.config()?).context("job failed")?;
             drop(reporter);
             let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
             let skipped = progress.skipped.load(std::sync::atomic::Ordering::Relaxed);

@@ -47,5 +47,5 @@ pub(crate) mod state;
 pub use config::JobConfig;
 pub use error::{Result, WeirError};
 pub use graph::{Job, JobBuilder, KeyedStream, SinkRef, Stream};
-pub use runtime::{JobHandle, JobSummary};
+pub use runtime::{JobController, JobHandle, JobSummary};
 pub use weir_operators as operators;

@@ -122,3 +122,48 @@ fn a_config_file_with_an_unknown_key_is_refused_naming_key_and_file() {
         "retained_checkpoints = 1 from the file"
     );
 }
+
+#[test]
+fn sigterm_stops_with_a_final_checkpoint_and_commits_everything_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(common::WEIR)
+        .args(["run", "demo", "--records", "0", "--rate", "20000"])
+        .arg("--checkpoint-dir")
+        .arg(dir.path().join("ck"))
+        .arg("--output")
+        .arg(dir.path().join("out"))
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the job did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    let store = weir::checkpoint::CheckpointStore::open(&dir.path().join("ck"), "demo").unwrap();
+    let manifest = store.restore_point().unwrap().unwrap();
+    assert!(manifest.final_checkpoint, "the newest checkpoint is the final one");
+    let generated: u64 = manifest.operators["generator"]
+        .subtasks
+        .iter()
+        .map(|s| match s {
+            weir::checkpoint::SubtaskState::Bytes { hex, .. } => u64::from_str_radix(hex, 16).unwrap(),
+            _ => panic!("generator state must be bytes"),
+        })
+        .sum();
+    let lines = common::committed_lines(&dir.path().join("out"));
+    assert!(generated > 0);
+    assert_eq!(
+        lines.len() as u64,
+        generated,
+        "every record before the final barrier is committed, once"
+    );
+}

@@ -248,6 +248,45 @@ impl Drop for ProgressGuard {
     }
 }
 
+/// Runs `job` until it ends. The first SIGINT (Ctrl-C) or SIGTERM stops it
+/// with a final checkpoint (sources stop at a barrier, sinks commit); a second
+/// one cancels it.
+fn run_until_signalled(job: weir::Job, config: JobConfig) -> weir::Result<weir::JobSummary> {
+    let handle = job.start(config)?;
+    let controller = handle.controller();
+    std::thread::Builder::new()
+        .name("weir-signals".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+                else {
+                    return;
+                };
+                let mut stops = 0;
+                loop {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                    stops += 1;
+                    if stops == 1 {
+                        eprintln!("stopping with a final checkpoint (again to cancel)");
+                        controller.stop();
+                    } else {
+                        eprintln!("cancelling");
+                        controller.cancel();
+                    }
+                }
+            });
+        })
+        .map_err(|e| weir::WeirError::io("cannot spawn signal thread", "weir-signals", e))?;
+    handle.join()
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -272,7 +311,7 @@ fn main() -> anyhow::Result<()> {
                 parallelism,
                 output: output.clone(),
             };
-            let summary = demo_job(&options)?.run(common.config()?).context("job `demo` failed")?;
+            let summary = run_until_signalled(demo_job(&options)?, common.config()?).context("job `demo` failed")?;
             println!(
                 "job {} done in {:.2?}: restored from {}, {} checkpoints, last {}; output in {}",
                 summary.job,
@@ -323,7 +362,7 @@ fn main() -> anyhow::Result<()> {
             };
             let (job, progress) = kafka_count_job(&options)?;
             let reporter = progress_reporter(progress.clone());
-            let summary = job.run(common.config()?).context("job failed")?;
+            let summary = run_until_signalled(job, common.config()?).context("job failed")?;
             drop(reporter);
             let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
             let skipped = progress.skipped.load(std::sync::atomic::Ordering::Relaxed);

@@ -136,7 +136,38 @@ pub struct JobHandle {
     driver: std::thread::JoinHandle<Result<JobSummary>>,
 }
 
+/// Controls a running job from anywhere (a signal handler, another thread):
+/// a cloneable part of [`JobHandle`].
+#[derive(Clone)]
+pub struct JobController {
+    events: Sender<RuntimeEvent>,
+}
+
+impl JobController {
+    /// Asks for a checkpoint now (it waits for one in flight).
+    pub fn trigger_checkpoint(&self) {
+        let _ = self.events.send(RuntimeEvent::Request { then_stop: false });
+    }
+
+    /// Stops gracefully: a final checkpoint, then every task ends.
+    pub fn stop(&self) {
+        let _ = self.events.send(RuntimeEvent::Request { then_stop: true });
+    }
+
+    /// Cancels at once, without a final checkpoint.
+    pub fn cancel(&self) {
+        let _ = self.events.send(RuntimeEvent::Cancel);
+    }
+}
+
 impl JobHandle {
+    /// A cloneable controller of this job.
+    pub fn controller(&self) -> JobController {
+        JobController {
+            events: self.events.clone(),
+        }
+    }
+
     /// Asks for a checkpoint now (it waits for one in flight).
     pub fn trigger_checkpoint(&self) {
         let _ = self.events.send(RuntimeEvent::Request { then_stop: false });

@@ -167,3 +167,50 @@ fn sigterm_stops_with_a_final_checkpoint_and_commits_everything_before_it() {
         "every record before the final barrier is committed, once"
     );
 }
+
+#[test]
+fn checkpoints_list_json_and_gc() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |records: &str| {
+        let out = std::process::Command::new(common::WEIR)
+            .args(["run", "demo", "--records", records, "--checkpoint-interval-ms", "0"])
+            .arg("--checkpoint-dir")
+            .arg(dir.path().join("ck"))
+            .arg("--output")
+            .arg(dir.path().join("out"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    run("1000");
+    run("2000");
+    run("3000");
+    let list = || {
+        let out = std::process::Command::new(common::WEIR)
+            .args(["checkpoints", "list"])
+            .arg(dir.path().join("ck"))
+            .args(["--job", "demo", "--json"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let before = list();
+    assert_eq!(before.len(), 3);
+    assert!(before
+        .iter()
+        .all(|c| c["final"] == true && c["bytes"].as_u64().unwrap() > 0));
+    let gc = std::process::Command::new(common::WEIR)
+        .args(["checkpoints", "gc"])
+        .arg(dir.path().join("ck"))
+        .args(["--job", "demo", "--keep", "1"])
+        .output()
+        .unwrap();
+    assert!(gc.status.success());
+    let after = list();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0]["id"], before[2]["id"]);
+    run("3000"); // the kept checkpoint restores
+}

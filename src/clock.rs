@@ -19,3 +19,10 @@ pub fn now_ns() -> u64 {
 pub fn instant_at(ns: u64) -> Instant {
     anchor() + std::time::Duration::from_nanos(ns)
 }
+
+/// The wall clock in ms since the Unix epoch: processing time of timers.
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

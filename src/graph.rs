@@ -40,8 +40,9 @@ use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use weir_operators::{
-    key_group_range, Aggregate, Aggregator, Filter, FlatMap, Inspect, KeyedProcess, Map, Message, Operator,
-    OperatorError, Reduce, StateKey, StateValue, TryMap, Windowed, DEFAULT_MAX_PARALLELISM,
+    key_group_range, Aggregate, Aggregator, Either, Filter, FlatMap, Inspect, KeyedProcess, Map, MergeAggregator,
+    Message, Operator, OperatorError, Reduce, SessionAggregate, StateKey, StateValue, TryMap, WindowAggregate,
+    WindowProcess, Windowed, DEFAULT_MAX_PARALLELISM,
 };
 
 /// The body of one task, run on its own thread.
@@ -619,6 +620,16 @@ impl<T: Send + 'static> Stream<T> {
         )
     }
 
+    /// Connects two streams for a two-input operator (Flink's `connect`):
+    /// records of `self` become [`Either::Left`], of `other`
+    /// [`Either::Right`], merged into one stream. Follow it with `key_by` on
+    /// the join key and a join ([`weir_operators::InnerJoin`],
+    /// [`weir_operators::WindowJoin`], [`weir_operators::IntervalJoin`]) or any
+    /// keyed process that matches on the side.
+    pub fn connect<U: Send + 'static>(self, other: Stream<U>) -> Stream<Either<T, U>> {
+        self.map(Either::Left).union(other.map(Either::Right))
+    }
+
     /// Ends the stream in a sink; `factory` creates each subtask's sink.
     pub fn sink<S: Sink<T>, F: Fn(ConnectorContext) -> Result<S> + Send + 'static>(
         self,
@@ -771,14 +782,64 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
         A: Aggregator<T, O> + Clone,
         TS: Fn(&T) -> i64 + Clone + Send + 'static,
     {
-        self.process(
+        count_late(
+            self.process(name, WindowAggregate::new(assigner, timestamp_of, aggregator)),
             name,
-            weir_operators::WindowAggregate {
-                assigner,
-                aggregator,
-                timestamp_of,
-                allowed_lateness_ms: 0,
-            },
+        )
+    }
+
+    /// Aggregates per key and session window (records closer than `gap_ms`
+    /// form one session; Flink's `EventTimeSessionWindows`): emits `(key,
+    /// Windowed::Result { window, value })` with `window = [first record, last
+    /// record + gap)` when the watermark passes its end, late records as
+    /// `Windowed::Late`. Stateful: give it a uid.
+    pub fn session_aggregate<O, A, TS>(
+        self,
+        name: &str,
+        gap_ms: i64,
+        timestamp_of: TS,
+        aggregator: A,
+    ) -> Stream<(K, Windowed<O, T>)>
+    where
+        O: Send + 'static,
+        A: MergeAggregator<T, O> + Clone,
+        TS: Fn(&T) -> i64 + Clone + Send + 'static,
+    {
+        count_late(
+            self.process(name, SessionAggregate::new(gap_ms, timestamp_of, aggregator)),
+            name,
+        )
+    }
+
+    /// Runs a full-window function per key and window (Flink's
+    /// `ProcessWindowFunction`): the window's records, buffered in keyed map
+    /// state, are handed to `function(key, window, records, out)` when it
+    /// fires; each output becomes a `Windowed::Result`. Stateful: give it a uid.
+    pub fn window_process<O, W, WF, TS>(
+        self,
+        name: &str,
+        assigner: W,
+        timestamp_of: TS,
+        function: WF,
+    ) -> Stream<(K, Windowed<O, T>)>
+    where
+        T: StateValue,
+        O: Send + 'static,
+        W: weir_operators::Assigner,
+        WF: FnMut(&K, weir_operators::Window, Vec<T>, &mut Vec<O>) + Clone + Send + 'static,
+        TS: Fn(&T) -> i64 + Clone + Send + 'static,
+    {
+        count_late(
+            self.process(
+                name,
+                WindowProcess {
+                    assigner,
+                    function,
+                    timestamp_of,
+                    allowed_lateness_ms: 0,
+                },
+            ),
+            name,
         )
     }
 
@@ -790,6 +851,30 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
     ) -> Stream<(K, O)> {
         self.process(name, Aggregate(aggregator))
     }
+}
+
+/// Counts the late records of a window operator in
+/// `weir_late_records_total{operator}` as they pass (they stay in the stream
+/// as `Windowed::Late`, the side output).
+fn count_late<K: Send + 'static, O: Send + 'static, I: Send + 'static>(
+    stream: Stream<(K, Windowed<O, I>)>,
+    operator: &str,
+) -> Stream<(K, Windowed<O, I>)> {
+    let window_op = stream.last_op;
+    let operator = operator.to_string();
+    // Registered on first use, so a recorder installed after the graph was built still sees it.
+    let mut counter: Option<metrics::Counter> = None;
+    let count = move |r: &(K, Windowed<O, I>)| {
+        if let Windowed::Late(_) = r.1 {
+            counter
+                .get_or_insert_with(|| metrics::counter!("weir_late_records_total", "operator" => operator.clone()))
+                .increment(1);
+        }
+    };
+    let mut counted = stream.operator("count-late", move || Inspect(count.clone()));
+    // `.uid(..)` after the window method names the window operator, not the counter.
+    counted.last_op = window_op;
+    counted
 }
 
 #[cfg(test)]

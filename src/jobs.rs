@@ -207,3 +207,66 @@ impl std::fmt::Display for OutputLine {
         write!(f, "{},{},{},{}", self.0.index, self.0.key, self.0.count, self.0.sum)
     }
 }
+
+/// The W1 generator with event time `ts_ms = index / 1000` (W3 of the
+/// workloads: 1 M records per event-second, monotone), watermark = newest
+/// event time − 1.
+pub struct W3Generator {
+    inner: Generator,
+    newest: Option<i64>,
+}
+
+impl crate::connectors::Source<W1Event> for W3Generator {
+    fn poll(&mut self, out: &mut Vec<W1Event>, max: usize) -> Result<crate::connectors::SourcePoll> {
+        let poll = self.inner.poll(out, max)?;
+        if let Some(last) = out.last() {
+            self.newest = Some(w3_time(last));
+        }
+        Ok(poll)
+    }
+    fn watermark(&mut self) -> Option<weir_operators::Timestamp> {
+        self.newest.map(|t| weir_operators::Timestamp(t - 1))
+    }
+    fn position(&mut self) -> Result<Vec<u8>> {
+        self.inner.position()
+    }
+    fn describe_position(&self) -> String {
+        self.inner.describe_position()
+    }
+}
+
+/// W3's event time of a generated record: `index / 1000` ms.
+pub fn w3_time(e: &W1Event) -> i64 {
+    (e.index / 1000) as i64
+}
+
+/// W3: generator (event time `index / 1000` ms) -> key_by(key) -> tumbling
+/// 1 s event-time window count per key in RocksDB keyed state -> `(key,
+/// window_start, count)` -> `sink`. Bounded + drain fires the last windows.
+///
+/// # Errors
+/// An invalid parallelism.
+pub fn w3_job<S, F>(records: u64, parallelism: usize, sink: F) -> Result<Job>
+where
+    S: crate::connectors::Sink<(u64, i64, u64)>,
+    F: Fn(crate::connectors::ConnectorContext) -> Result<S> + Send + 'static,
+{
+    use weir_operators::{aggregators::Count, Tumbling, Windowed};
+    let job = JobBuilder::new("w3").default_parallelism(parallelism);
+    job.source("generator", move |ctx: crate::connectors::ConnectorContext| {
+        Ok(W3Generator {
+            inner: Generator::new(&ctx, Some(records), None)?,
+            newest: None,
+        })
+    })
+    .uid("generator")
+    .key_by(|e: &W1Event| e.key)
+    .window_aggregate("window-count", Tumbling::of(1_000), w3_time, Count)
+    .uid("window-count")
+    .flat_map(|(key, w): (u64, Windowed<u64, W1Event>)| match w {
+        Windowed::Result { window, value } => Some((key, window.start, value)),
+        Windowed::Late(_) => None,
+    })
+    .sink("sink", sink);
+    job.build()
+}

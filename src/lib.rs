@@ -31,6 +31,7 @@
 //! - `state`: RocksDB instances, the write-back cache, snapshots.
 //! - [`connectors`]: sources and sinks (generator, exactly-once files, test sinks).
 //! - [`jobs`]: the built-in demo and benchmark jobs.
+//! - [`nexmark`]: the Nexmark events, generator and queries (`weir nexmark`).
 //! - The operator contract and built-in operators live in crate [`weir_operators`].
 
 pub mod checkpoint;
@@ -41,6 +42,7 @@ pub mod error;
 pub mod failpoint;
 pub mod graph;
 pub mod jobs;
+pub mod nexmark;
 pub(crate) mod runtime;
 pub(crate) mod state;
 

@@ -41,6 +41,13 @@ pub trait KeyedStore {
     fn delete_event_timer(&mut self, at: Timestamp, namespace: &[u8]);
     /// The task's current event time (watermark).
     fn watermark(&self) -> Timestamp;
+    /// Calls [`KeyedProcess::on_processing_timer`] for the current key and
+    /// `namespace` when the wall clock reaches `at` (ms since the epoch).
+    fn register_processing_timer(&mut self, at: Timestamp, namespace: &[u8]);
+    /// Forgets a timer registered with [`KeyedStore::register_processing_timer`].
+    fn delete_processing_timer(&mut self, at: Timestamp, namespace: &[u8]);
+    /// The task's current processing time (wall clock, ms since the epoch).
+    fn processing_time(&self) -> Timestamp;
 }
 
 /// What a keyed function sees besides its value state: the output and the
@@ -77,6 +84,25 @@ impl<'a, O> KeyedContext<'a, O> {
     /// The current event time of the task (its watermark).
     pub fn watermark(&self) -> Timestamp {
         self.store.watermark()
+    }
+
+    /// Registers a processing-time timer of the current key:
+    /// `on_processing_timer` runs once the wall clock reaches `at` (ms since
+    /// the epoch). Checkpointed like event-time timers; a timer whose time
+    /// passed while the job was down fires right after the restore.
+    pub fn register_processing_timer(&mut self, at: Timestamp, namespace: &[u8]) {
+        self.store.register_processing_timer(at, namespace);
+    }
+
+    /// Deletes a processing-time timer of the current key.
+    pub fn delete_processing_timer(&mut self, at: Timestamp, namespace: &[u8]) {
+        self.store.delete_processing_timer(at, namespace);
+    }
+
+    /// The task's processing time (wall clock, ms since the epoch), as of the
+    /// batch or timer being handled.
+    pub fn processing_time(&self) -> Timestamp {
+        self.store.processing_time()
     }
 
     /// The current key's map state `name` (a keyed map from `UK` to `UV`, kept
@@ -158,6 +184,24 @@ impl<UK: StateKey, UV: StateValue> MapState<'_, UK, UV> {
         Ok(out)
     }
 
+    /// The entries whose encoded map key starts with `prefix` (the encoded
+    /// bytes of a key part: for `Vec<u8>` keys, the bytes themselves), in order.
+    ///
+    /// # Errors
+    /// A state store failure or an undecodable entry.
+    pub fn entries_with_prefix(&mut self, prefix: &[u8]) -> Result<Vec<(UK, UV)>, OperatorError> {
+        self.buf.clear();
+        self.buf.extend_from_slice(&self.prefix);
+        self.buf.extend_from_slice(prefix);
+        let mut out = Vec::new();
+        for (ns, bytes) in self.store.scan(&self.buf)? {
+            let key = UK::decode_key(&ns[self.prefix.len()..])
+                .ok_or_else(|| OperatorError("undecodable map state key".into()))?;
+            out.push((key, decode_value(&bytes)?));
+        }
+        Ok(out)
+    }
+
     /// Removes every entry.
     ///
     /// # Errors
@@ -216,6 +260,19 @@ pub trait KeyedProcess<K, I, O>: Send + 'static {
     ) -> Result<(), OperatorError> {
         Ok(())
     }
+
+    /// A processing-time timer of `key` registered for `at` and `namespace`
+    /// fired (the wall clock reached `at`). Timers fire in time order.
+    fn on_processing_timer(
+        &mut self,
+        _key: &K,
+        _state: &mut Option<Self::State>,
+        _at: Timestamp,
+        _namespace: &[u8],
+        _ctx: &mut KeyedContext<'_, O>,
+    ) -> Result<(), OperatorError> {
+        Ok(())
+    }
 }
 
 /// `reduce`: keeps the running reduction per key and emits it after each record.
@@ -247,8 +304,8 @@ pub trait Aggregator<I, O>: Send + 'static {
     type Acc: StateValue;
     /// A fresh accumulator.
     fn create(&self) -> Self::Acc;
-    /// Adds one record.
-    fn add(&self, acc: &mut Self::Acc, record: I);
+    /// Adds one record (by reference: a record in several windows is not cloned).
+    fn add(&self, acc: &mut Self::Acc, record: &I);
     /// The current result.
     fn result(&self, acc: &Self::Acc) -> O;
 }
@@ -267,7 +324,7 @@ impl<K: Clone, I, O, A: Aggregator<I, O>> KeyedProcess<K, I, (K, O)> for Aggrega
         ctx: &mut KeyedContext<'_, (K, O)>,
     ) -> Result<(), OperatorError> {
         let acc = state.get_or_insert_with(|| self.0.create());
-        self.0.add(acc, record);
+        self.0.add(acc, &record);
         ctx.emit((key.clone(), self.0.result(acc)));
         Ok(())
     }
@@ -281,9 +338,12 @@ pub struct KeyedHarness<K, P: KeyedProcess<K, I, O>, I, O> {
     pub state: HashMap<K, P::State>,
     /// Map states: (encoded key, namespace) -> encoded value.
     maps: BTreeMap<(Vec<u8>, Vec<u8>), Vec<u8>>,
-    /// Timers: (time, encoded key, namespace).
+    /// Event-time timers: (time, encoded key, namespace).
     timers: std::collections::BTreeSet<(i64, Vec<u8>, Vec<u8>)>,
+    /// Processing-time timers, likewise.
+    processing_timers: std::collections::BTreeSet<(i64, Vec<u8>, Vec<u8>)>,
     watermark: Timestamp,
+    processing_time: Timestamp,
     _types: std::marker::PhantomData<fn(I) -> O>,
 }
 
@@ -291,7 +351,9 @@ struct HarnessStore<'a> {
     key: Vec<u8>,
     maps: &'a mut BTreeMap<(Vec<u8>, Vec<u8>), Vec<u8>>,
     timers: &'a mut std::collections::BTreeSet<(i64, Vec<u8>, Vec<u8>)>,
+    processing_timers: &'a mut std::collections::BTreeSet<(i64, Vec<u8>, Vec<u8>)>,
     watermark: Timestamp,
+    processing_time: Timestamp,
 }
 
 impl KeyedStore for HarnessStore<'_> {
@@ -324,6 +386,17 @@ impl KeyedStore for HarnessStore<'_> {
     fn watermark(&self) -> Timestamp {
         self.watermark
     }
+    fn register_processing_timer(&mut self, at: Timestamp, namespace: &[u8]) {
+        self.processing_timers
+            .insert((at.0, self.key.clone(), namespace.to_vec()));
+    }
+    fn delete_processing_timer(&mut self, at: Timestamp, namespace: &[u8]) {
+        self.processing_timers
+            .remove(&(at.0, self.key.clone(), namespace.to_vec()));
+    }
+    fn processing_time(&self) -> Timestamp {
+        self.processing_time
+    }
 }
 
 impl<K: StateKey, I, O, P: KeyedProcess<K, I, O>> KeyedHarness<K, P, I, O> {
@@ -334,7 +407,9 @@ impl<K: StateKey, I, O, P: KeyedProcess<K, I, O>> KeyedHarness<K, P, I, O> {
             state: HashMap::new(),
             maps: BTreeMap::new(),
             timers: Default::default(),
+            processing_timers: Default::default(),
             watermark: Timestamp::MIN,
+            processing_time: Timestamp(0),
             _types: std::marker::PhantomData,
         }
     }
@@ -355,7 +430,9 @@ impl<K: StateKey, I, O, P: KeyedProcess<K, I, O>> KeyedHarness<K, P, I, O> {
                 key: encoded,
                 maps: &mut self.maps,
                 timers: &mut self.timers,
+                processing_timers: &mut self.processing_timers,
                 watermark: self.watermark,
+                processing_time: self.processing_time,
             };
             let mut ctx = KeyedContext::new(&mut out, &mut store);
             self.function
@@ -373,15 +450,35 @@ impl<K: StateKey, I, O, P: KeyedProcess<K, I, O>> KeyedHarness<K, P, I, O> {
     ///
     /// # Panics
     /// If the function fails or a timer's key does not decode (test helper).
-    #[allow(clippy::expect_used)]
     pub fn advance_watermark(&mut self, watermark: Timestamp) -> Vec<O> {
         self.watermark = watermark;
+        self.fire(watermark, false)
+    }
+
+    /// Advances processing time to `now`, firing due processing-time timers
+    /// in time order, and returns their outputs.
+    ///
+    /// # Panics
+    /// If the function fails or a timer's key does not decode (test helper).
+    pub fn advance_processing_time(&mut self, now: Timestamp) -> Vec<O> {
+        self.processing_time = now;
+        self.fire(now, true)
+    }
+
+    #[allow(clippy::expect_used)]
+    fn fire(&mut self, until: Timestamp, processing: bool) -> Vec<O> {
         let mut out = Vec::new();
-        while let Some(first) = self.timers.first().cloned() {
-            if first.0 > watermark.0 {
+        loop {
+            let set = if processing {
+                &mut self.processing_timers
+            } else {
+                &mut self.timers
+            };
+            let Some(first) = set.first().cloned() else { break };
+            if first.0 > until.0 {
                 break;
             }
-            self.timers.remove(&first);
+            set.remove(&first);
             let (at, encoded, namespace) = first;
             let key = K::decode_key(&encoded).expect("timer key decodes");
             let mut slot = self.state.remove(&key);
@@ -389,12 +486,19 @@ impl<K: StateKey, I, O, P: KeyedProcess<K, I, O>> KeyedHarness<K, P, I, O> {
                 key: encoded,
                 maps: &mut self.maps,
                 timers: &mut self.timers,
+                processing_timers: &mut self.processing_timers,
                 watermark: self.watermark,
+                processing_time: self.processing_time,
             };
             let mut ctx = KeyedContext::new(&mut out, &mut store);
-            self.function
-                .on_timer(&key, &mut slot, Timestamp(at), &namespace, &mut ctx)
-                .expect("timer failed");
+            let fired = if processing {
+                self.function
+                    .on_processing_timer(&key, &mut slot, Timestamp(at), &namespace, &mut ctx)
+            } else {
+                self.function
+                    .on_timer(&key, &mut slot, Timestamp(at), &namespace, &mut ctx)
+            };
+            fired.expect("timer failed");
             if let Some(s) = slot {
                 self.state.insert(key, s);
             }
@@ -413,7 +517,7 @@ mod tests {
         fn create(&self) -> (u64, u64) {
             (0, 0)
         }
-        fn add(&self, acc: &mut (u64, u64), r: u64) {
+        fn add(&self, acc: &mut (u64, u64), r: &u64) {
             acc.0 += r;
             acc.1 += 1;
         }
@@ -514,6 +618,56 @@ mod tests {
             ctx.emit((*key, w.start, c));
             Ok(())
         }
+    }
+
+    /// Emits a key's count once, 100 ms of processing time after its first record.
+    struct CountThenReport;
+    impl KeyedProcess<u8, u8, (u8, u64, i64)> for CountThenReport {
+        type State = u64;
+        fn process(
+            &mut self,
+            _key: &u8,
+            count: &mut Option<u64>,
+            _r: u8,
+            ctx: &mut KeyedContext<'_, (u8, u64, i64)>,
+        ) -> Result<(), OperatorError> {
+            if count.is_none() {
+                let at = Timestamp(ctx.processing_time().0 + 100);
+                ctx.register_processing_timer(at, b"report");
+            }
+            *count.get_or_insert(0) += 1;
+            Ok(())
+        }
+        fn on_processing_timer(
+            &mut self,
+            key: &u8,
+            count: &mut Option<u64>,
+            at: Timestamp,
+            namespace: &[u8],
+            ctx: &mut KeyedContext<'_, (u8, u64, i64)>,
+        ) -> Result<(), OperatorError> {
+            assert_eq!(namespace, b"report");
+            ctx.emit((*key, count.take().unwrap_or(0), at.0));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn processing_timers_fire_by_the_clock_not_the_watermark() {
+        let mut h = KeyedHarness::new(CountThenReport);
+        h.advance_processing_time(Timestamp(1_000));
+        h.feed(|r: &u8| *r, [1, 1, 2]);
+        assert!(
+            h.advance_watermark(Timestamp::MAX).is_empty(),
+            "event time does not fire them"
+        );
+        h.advance_processing_time(Timestamp(1_050));
+        h.feed(|r: &u8| *r, [2]);
+        assert_eq!(h.advance_processing_time(Timestamp(1_099)), vec![]);
+        assert_eq!(
+            h.advance_processing_time(Timestamp(1_100)),
+            vec![(1, 2, 1_100), (2, 2, 1_100)]
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Pure logic, no threads, no I/O: the [`Message`] type that flows between
 //! tasks, the [`Operator`] contract with the built-in one-to-one operators, the
-//! keyed contract ([`KeyedProcess`], [`Reduce`], [`Aggregate`]), keys and key
+//! keyed contract ([`KeyedProcess`], [`Reduce`], [`Aggregate`]), event-time
+//! windows ([`window`], [`window_ops`]), joins ([`join`]), keys and key
 //! groups ([`StateKey`], [`key_group_of`]) and the state codec. The runtime
 //! (crate `weir`) runs these on threads with RocksDB state and checkpoints;
 //! this crate's Cargo.toml has no tokio, rdkafka or rocksdb, so it cannot
@@ -17,14 +18,19 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod aggregators;
 pub mod codec;
+pub mod join;
 pub mod key;
 pub mod keyed;
 pub mod message;
 pub mod operator;
 pub mod window;
+pub mod window_ops;
 
+pub use aggregators::MergeAggregator;
 pub use codec::{decode_value, encode_state_key, encode_value, CodecError};
+pub use join::{Either, InnerJoin, IntervalJoin, WindowJoin};
 pub use key::{
     key_group_of, key_group_range, key_hash, subtask_for_key_group, KeyGroup, StateKey, DEFAULT_MAX_PARALLELISM,
 };
@@ -33,4 +39,5 @@ pub use keyed::{
 };
 pub use message::{Barrier, CheckpointId, Message, Timestamp};
 pub use operator::{Filter, FlatMap, Inspect, Map, Operator, OperatorError, TryMap};
-pub use window::{Assigner, Sessions, Sliding, Tumbling, Window, WindowAggregate, Windowed};
+pub use window::{Assigner, Sessions, Sliding, Tumbling, Window};
+pub use window_ops::{OpenWindow, SessionAggregate, WindowAggregate, WindowProcess, Windowed};

@@ -157,6 +157,24 @@ impl Sessions {
     }
 }
 
+/// Assigns windows to a timestamp (tumbling or sliding).
+pub trait Assigner: Clone + Send + 'static {
+    /// Appends every window containing `ts` to `out`.
+    fn assign_to(&self, ts: i64, out: &mut Vec<Window>);
+}
+
+impl Assigner for Tumbling {
+    fn assign_to(&self, ts: i64, out: &mut Vec<Window>) {
+        out.push(self.assign(ts));
+    }
+}
+
+impl Assigner for Sliding {
+    fn assign_to(&self, ts: i64, out: &mut Vec<Window>) {
+        self.assign(ts, out);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,224 +272,5 @@ mod tests {
         ns.sort();
         let back: Vec<Window> = ns.iter().map(|n| Window::from_namespace(n).unwrap()).collect();
         assert_eq!(back, ws.to_vec());
-    }
-}
-
-/// Assigns windows to a timestamp (tumbling or sliding).
-pub trait Assigner: Clone + Send + 'static {
-    /// Appends every window containing `ts` to `out`.
-    fn assign_to(&self, ts: i64, out: &mut Vec<Window>);
-}
-
-impl Assigner for Tumbling {
-    fn assign_to(&self, ts: i64, out: &mut Vec<Window>) {
-        out.push(self.assign(ts));
-    }
-}
-
-impl Assigner for Sliding {
-    fn assign_to(&self, ts: i64, out: &mut Vec<Window>) {
-        self.assign(ts, out);
-    }
-}
-
-/// What a window aggregation emits for a key.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Windowed<O, I> {
-    /// A window closed (the watermark passed its end) with this result.
-    Result {
-        /// The window.
-        window: Window,
-        /// The aggregate of its records.
-        value: O,
-    },
-    /// A record that arrived after every window it belongs to had fired
-    /// (beyond the allowed lateness): the side output of late records.
-    Late(I),
-}
-
-/// Incremental aggregation per key and event-time window (tumbling or
-/// sliding): one accumulator per open window in map state, a timer at each
-/// window's end; results are emitted when the watermark passes the end
-/// (plus `allowed_lateness_ms`), late records go to [`Windowed::Late`].
-#[derive(Clone)]
-pub struct WindowAggregate<W, A, T> {
-    /// The window assigner.
-    pub assigner: W,
-    /// The aggregation.
-    pub aggregator: A,
-    /// Event time of a record (ms).
-    pub timestamp_of: T,
-    /// How long after a window's end records are still added (and the window fires).
-    pub allowed_lateness_ms: i64,
-}
-
-const ACCUMULATORS: &str = "window-accumulators";
-
-impl<K, I, O, W, A, T> crate::keyed::KeyedProcess<K, I, (K, Windowed<O, I>)> for WindowAggregate<W, A, T>
-where
-    K: Clone,
-    I: Clone + Send + 'static,
-    W: Assigner,
-    A: crate::keyed::Aggregator<I, O> + Clone,
-    T: Fn(&I) -> i64 + Clone + Send + 'static,
-{
-    type State = ();
-
-    fn process(
-        &mut self,
-        key: &K,
-        _state: &mut Option<()>,
-        record: I,
-        ctx: &mut crate::keyed::KeyedContext<'_, (K, Windowed<O, I>)>,
-    ) -> Result<(), crate::operator::OperatorError> {
-        let ts = (self.timestamp_of)(&record);
-        let watermark = ctx.watermark().0;
-        let mut windows = Vec::new();
-        self.assigner.assign_to(ts, &mut windows);
-        let mut taken = false;
-        for w in windows {
-            let fires_at = w.max_timestamp().0.saturating_add(self.allowed_lateness_ms);
-            if fires_at <= watermark {
-                continue; // this window has fired already
-            }
-            let ns = w.namespace().to_vec();
-            let mut accs = ctx.map::<Vec<u8>, A::Acc>(ACCUMULATORS);
-            let mut acc = accs.get(&ns)?.unwrap_or_else(|| self.aggregator.create());
-            self.aggregator.add(&mut acc, record.clone());
-            accs.insert(&ns, &acc)?;
-            drop(accs);
-            ctx.register_event_timer(Timestamp(fires_at), &ns);
-            taken = true;
-        }
-        if !taken {
-            ctx.emit((key.clone(), Windowed::Late(record)));
-        }
-        Ok(())
-    }
-
-    fn on_timer(
-        &mut self,
-        key: &K,
-        _state: &mut Option<()>,
-        _at: Timestamp,
-        namespace: &[u8],
-        ctx: &mut crate::keyed::KeyedContext<'_, (K, Windowed<O, I>)>,
-    ) -> Result<(), crate::operator::OperatorError> {
-        let window = Window::from_namespace(namespace)
-            .ok_or_else(|| crate::operator::OperatorError("malformed window".into()))?;
-        let ns = namespace.to_vec();
-        let mut accs = ctx.map::<Vec<u8>, A::Acc>(ACCUMULATORS);
-        if let Some(acc) = accs.get(&ns)? {
-            accs.remove(&ns)?;
-            drop(accs);
-            let value = self.aggregator.result(&acc);
-            ctx.emit((key.clone(), Windowed::Result { window, value }));
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod aggregate_tests {
-    use super::*;
-    use crate::keyed::{Aggregator, KeyedHarness};
-
-    #[derive(Clone)]
-    struct Count;
-    impl Aggregator<(u8, i64), u64> for Count {
-        type Acc = u64;
-        fn create(&self) -> u64 {
-            0
-        }
-        fn add(&self, acc: &mut u64, _r: (u8, i64)) {
-            *acc += 1;
-        }
-        fn result(&self, acc: &u64) -> u64 {
-            *acc
-        }
-    }
-
-    type Bid = (u8, i64);
-    type Harness = KeyedHarness<u8, WindowAggregate<Sliding, Count, fn(&Bid) -> i64>, Bid, (u8, Windowed<u64, Bid>)>;
-
-    fn harness(assigner: Sliding, lateness: i64) -> Harness {
-        fn ts(r: &(u8, i64)) -> i64 {
-            r.1
-        }
-        KeyedHarness::new(WindowAggregate {
-            assigner,
-            aggregator: Count,
-            timestamp_of: ts as fn(&(u8, i64)) -> i64,
-            allowed_lateness_ms: lateness,
-        })
-    }
-
-    #[test]
-    fn sliding_counts_fire_at_the_window_end_and_late_records_go_aside() {
-        let mut h = harness(Sliding::of(10, 5), 0);
-        h.feed(|r| r.0, [(1, 1), (1, 6), (1, 12)]);
-        let fired = h.advance_watermark(Timestamp(9));
-        assert_eq!(
-            fired,
-            vec![
-                (
-                    1,
-                    Windowed::Result {
-                        window: Window { start: -5, end: 5 },
-                        value: 1
-                    }
-                ),
-                (
-                    1,
-                    Windowed::Result {
-                        window: Window { start: 0, end: 10 },
-                        value: 2
-                    }
-                ),
-            ],
-            "in time order"
-        );
-        // Time 3 belongs to [-5, 5) and [0, 10), both fired (the first at watermark 4 <= 9).
-        let late = h.feed(|r| r.0, [(1, 3)]);
-        assert_eq!(late, vec![(1, Windowed::Late((1, 3)))]);
-        let rest = h.advance_watermark(Timestamp::MAX);
-        assert_eq!(
-            rest,
-            vec![
-                (
-                    1,
-                    Windowed::Result {
-                        window: Window { start: 5, end: 15 },
-                        value: 2
-                    }
-                ),
-                (
-                    1,
-                    Windowed::Result {
-                        window: Window { start: 10, end: 20 },
-                        value: 1
-                    }
-                ),
-            ]
-        );
-    }
-
-    #[test]
-    fn allowed_lateness_keeps_a_window_open_longer() {
-        let mut h = harness(Sliding::of(10, 10), 5);
-        h.feed(|r| r.0, [(1, 1)]);
-        assert!(h.advance_watermark(Timestamp(12)).is_empty(), "fires at 9 + 5");
-        assert!(h.feed(|r| r.0, [(1, 2)]).is_empty(), "still on time");
-        assert_eq!(
-            h.advance_watermark(Timestamp(14)),
-            vec![(
-                1,
-                Windowed::Result {
-                    window: Window { start: 0, end: 10 },
-                    value: 2
-                }
-            )]
-        );
     }
 }

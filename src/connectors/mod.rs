@@ -9,6 +9,7 @@ pub mod collect;
 pub mod file_sink;
 pub mod generator;
 pub mod kafka;
+pub mod line_source;
 
 use crate::error::Result;
 use std::time::Duration;

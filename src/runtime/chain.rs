@@ -36,6 +36,15 @@ pub(crate) trait Downstream<T>: Send {
     fn records(&mut self, batch: &mut Vec<T>) -> Result<()>;
     /// Event time advanced.
     fn watermark(&mut self, watermark: Timestamp) -> Result<()>;
+    /// The wall clock reached `now_ms` (ms since the epoch): fire due
+    /// processing-time timers, then pass it on. Tails ignore it.
+    fn processing_time(&mut self, _now_ms: i64) -> Result<()> {
+        Ok(())
+    }
+    /// The earliest processing-time timer of this stage and the ones after it.
+    fn next_processing_timer(&self) -> Option<i64> {
+        None
+    }
     /// The task's input has nothing ready: push buffered output on.
     fn flush(&mut self) -> Result<()>;
     /// Snapshot own state into `snap`, then pass the barrier on.
@@ -102,6 +111,12 @@ impl<I: Send, O: Send, Op: Operator<I, O>> Downstream<I> for Stage<I, O, Op> {
             .map_err(|e| self.fail(e))?;
         self.push()?;
         self.next.watermark(watermark)
+    }
+    fn processing_time(&mut self, now_ms: i64) -> Result<()> {
+        self.next.processing_time(now_ms)
+    }
+    fn next_processing_timer(&self) -> Option<i64> {
+        self.next.next_processing_timer()
     }
     fn flush(&mut self) -> Result<()> {
         self.next.flush()

@@ -5,6 +5,7 @@
 use super::aligner::{Aligned, BarrierAligner};
 use super::chain::{Downstream, SnapshotBuilder};
 use crate::checkpoint::manifest::{to_hex, SubtaskState};
+use crate::clock::wall_clock_ms;
 use crate::connectors::{Source, SourcePoll};
 use crate::error::{Result, WeirError};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError};
@@ -251,6 +252,8 @@ pub(crate) fn run_input<T: Send>(
     let mut final_complete = false;
     let records_in = metrics::counter!("weir_task_records_in_total", "task" => rt.name.clone());
     let watermark_gauge = metrics::gauge!("weir_watermark_ms", "task" => rt.name.clone());
+    // The earliest processing-time timer of the chain, checked after every message.
+    let mut next_timer = chain.next_processing_timer();
 
     loop {
         // The set of readable inputs changes only at barriers and ends, so the
@@ -263,11 +266,22 @@ pub(crate) fn run_input<T: Send>(
         }
         let command_op = select.recv(&rt.commands);
         loop {
+            if let Some(due) = next_timer {
+                let now = wall_clock_ms();
+                if now >= due {
+                    chain.processing_time(now)?;
+                    next_timer = chain.next_processing_timer();
+                }
+            }
             let op = match select.try_select() {
                 Ok(op) => op,
                 Err(_) => {
                     chain.flush()?; // nothing ready: push buffered output on (adaptive batching)
-                    match select.select_timeout(POLL) {
+                                    // Sleep until input arrives, or at most until the next processing-time timer.
+                    let wait = next_timer.map_or(POLL, |due| {
+                        Duration::from_millis(due.saturating_sub(wall_clock_ms()).max(0) as u64).min(POLL)
+                    });
+                    match select.select_timeout(wait) {
                         Ok(op) => op,
                         Err(_) if rt.cancel.load(Ordering::Relaxed) => return Err(WeirError::Cancelled),
                         Err(_) => continue,
@@ -297,6 +311,7 @@ pub(crate) fn run_input<T: Send>(
                 Message::Records(mut batch) => {
                     records_in.increment(batch.len() as u64);
                     chain.records(&mut batch)?;
+                    next_timer = chain.next_processing_timer();
                     continue;
                 }
                 Message::Watermark(w) => {
@@ -304,6 +319,7 @@ pub(crate) fn run_input<T: Send>(
                         watermarks[i] = w;
                         watermark_gauge.set(w.0 as f64);
                         advance_watermark(&watermarks, &open, &mut current_watermark, &mut *chain)?;
+                        next_timer = chain.next_processing_timer();
                     }
                     continue;
                 }

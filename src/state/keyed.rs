@@ -11,8 +11,9 @@
 //! moved (not copied) to the snapshot and stays readable as a *flushing*
 //! layer until the snapshot has written it to RocksDB.
 
-use super::{RocksInstance, TimerKey};
+use super::{RocksInstance, TimeDomain, TimerKey};
 use crate::checkpoint::manifest::SubtaskState;
+use crate::clock::wall_clock_ms;
 use crate::error::{Result, WeirError};
 use crate::runtime::chain::{Downstream, SnapshotBuilder};
 use crate::runtime::fxhash::FxBuildHasher;
@@ -37,13 +38,53 @@ struct MapLayers {
     flushing: Vec<Arc<Overlay>>,
 }
 
-/// Event-time timers of a task: all in memory, ordered by time; the changes
-/// since the last barrier go into the next snapshot (column family `timers`).
+/// The timers of one time domain of a task: all in memory, ordered by time;
+/// the changes since the last barrier go into the next snapshot (column
+/// family `timers` or `proc_timers`).
 #[derive(Default)]
 struct Timers {
     pending: std::collections::BTreeSet<TimerKey>,
     changes: Vec<(TimerKey, bool)>,
-    watermark: i64,
+    /// The domain's current time: the watermark, or the wall clock of the batch.
+    now: i64,
+}
+
+impl Timers {
+    fn load(db: &RocksInstance, domain: TimeDomain, now: i64) -> Result<Self> {
+        Ok(Timers {
+            pending: db.timers(domain)?.into_iter().collect(),
+            changes: Vec::new(),
+            now,
+        })
+    }
+
+    fn register(&mut self, key: &impl StateKey, at: Timestamp, namespace: &[u8]) {
+        let mut k = Vec::new();
+        key.encode_key(&mut k);
+        let timer = (at.0, k, namespace.to_vec());
+        if self.pending.insert(timer.clone()) {
+            self.changes.push((timer, true));
+        }
+    }
+
+    fn delete(&mut self, key: &impl StateKey, at: Timestamp, namespace: &[u8]) {
+        let mut k = Vec::new();
+        key.encode_key(&mut k);
+        let timer = (at.0, k, namespace.to_vec());
+        if self.pending.remove(&timer) {
+            self.changes.push((timer, false));
+        }
+    }
+
+    /// Removes and returns the first timer due at `now`.
+    fn pop_due(&mut self, now: i64) -> Option<TimerKey> {
+        if self.pending.first()?.0 > now {
+            return None;
+        }
+        let first = self.pending.pop_first()?;
+        self.changes.push((first.clone(), false));
+        Some(first)
+    }
 }
 
 /// The [`KeyedStore`] of the key being processed.
@@ -53,6 +94,7 @@ struct CurrentKeyStore<'a, K> {
     prefix: Vec<u8>,
     layers: &'a mut MapLayers,
     timers: &'a mut Timers,
+    processing_timers: &'a mut Timers,
     db: &'a RocksInstance,
 }
 
@@ -81,25 +123,27 @@ impl<K: StateKey> CurrentKeyStore<'_, K> {
 
 impl<K: StateKey> KeyedStore for CurrentKeyStore<'_, K> {
     fn register_event_timer(&mut self, at: Timestamp, namespace: &[u8]) {
-        let mut key = Vec::new();
-        self.key.encode_key(&mut key);
-        let timer = (at.0, key, namespace.to_vec());
-        if self.timers.pending.insert(timer.clone()) {
-            self.timers.changes.push((timer, true));
-        }
+        self.timers.register(self.key, at, namespace);
     }
 
     fn delete_event_timer(&mut self, at: Timestamp, namespace: &[u8]) {
-        let mut key = Vec::new();
-        self.key.encode_key(&mut key);
-        let timer = (at.0, key, namespace.to_vec());
-        if self.timers.pending.remove(&timer) {
-            self.timers.changes.push((timer, false));
-        }
+        self.timers.delete(self.key, at, namespace);
     }
 
     fn watermark(&self) -> Timestamp {
-        Timestamp(self.timers.watermark)
+        Timestamp(self.timers.now)
+    }
+
+    fn register_processing_timer(&mut self, at: Timestamp, namespace: &[u8]) {
+        self.processing_timers.register(self.key, at, namespace);
+    }
+
+    fn delete_processing_timer(&mut self, at: Timestamp, namespace: &[u8]) {
+        self.processing_timers.delete(self.key, at, namespace);
+    }
+
+    fn processing_time(&self) -> Timestamp {
+        Timestamp(self.processing_timers.now)
     }
 
     fn get(&mut self, namespace: &[u8]) -> Result<Option<Vec<u8>>, OperatorError> {
@@ -177,6 +221,7 @@ pub(crate) struct KeyedStage<K, I, O, P: KeyedProcess<K, I, O>, F> {
     key_buf: Vec<u8>,
     maps: MapLayers,
     timers: Timers,
+    processing_timers: Timers,
     out: Vec<O>,
     next: Box<dyn Downstream<O>>,
     _input: PhantomData<fn(I)>,
@@ -199,11 +244,8 @@ where
         db: Arc<RocksInstance>,
         next: Box<dyn Downstream<O>>,
     ) -> Result<Self> {
-        let timers = Timers {
-            pending: db.timers()?.into_iter().collect(),
-            changes: Vec::new(),
-            watermark: i64::MIN,
-        };
+        let timers = Timers::load(&db, TimeDomain::Event, i64::MIN)?;
+        let processing_timers = Timers::load(&db, TimeDomain::Processing, wall_clock_ms())?;
         Ok(KeyedStage {
             function,
             key_of,
@@ -218,6 +260,7 @@ where
             key_buf: Vec::new(),
             maps: MapLayers::default(),
             timers,
+            processing_timers,
             out: Vec::new(),
             next,
             _input: PhantomData,
@@ -256,6 +299,7 @@ where
             name,
             maps,
             timers,
+            processing_timers,
             db,
             max_parallelism,
             ..
@@ -268,6 +312,7 @@ where
             prefix: Vec::new(),
             layers: maps,
             timers,
+            processing_timers,
             db,
         };
         let mut ctx = KeyedContext::new(out, &mut store);
@@ -322,6 +367,8 @@ where
     F: Fn(&I) -> K + Send,
 {
     fn records(&mut self, batch: &mut Vec<I>) -> Result<()> {
+        // Processing time as of this batch: one clock read per batch.
+        self.processing_timers.now = wall_clock_ms();
         for record in batch.drain(..) {
             let key = (self.key_of)(&record);
             self.with_key(&key, |f, state, ctx| f.process(&key, state, record, ctx))?;
@@ -333,15 +380,9 @@ where
     }
 
     fn watermark(&mut self, watermark: Timestamp) -> Result<()> {
-        self.timers.watermark = watermark.0;
+        self.timers.now = watermark.0;
         // Fire due timers in time order; a timer registered while firing fires too if due.
-        while let Some(first) = self.timers.pending.first().cloned() {
-            if first.0 > watermark.0 {
-                break;
-            }
-            self.timers.pending.remove(&first);
-            self.timers.changes.push((first.clone(), false));
-            let (at, encoded, namespace) = first;
+        while let Some((at, encoded, namespace)) = self.timers.pop_due(watermark.0) {
             let key = K::decode_key(&encoded).ok_or_else(|| {
                 self.db
                     .state_error(format!("a timer of `{}` has an undecodable key", self.name))
@@ -354,6 +395,33 @@ where
             self.next.records(&mut self.out)?;
         }
         self.next.watermark(watermark)
+    }
+
+    fn processing_time(&mut self, now_ms: i64) -> Result<()> {
+        self.processing_timers.now = now_ms;
+        while let Some((at, encoded, namespace)) = self.processing_timers.pop_due(now_ms) {
+            let key = K::decode_key(&encoded).ok_or_else(|| {
+                self.db.state_error(format!(
+                    "a processing-time timer of `{}` has an undecodable key",
+                    self.name
+                ))
+            })?;
+            self.with_key(&key, |f, state, ctx| {
+                f.on_processing_timer(&key, state, Timestamp(at), &namespace, ctx)
+            })?;
+        }
+        if !self.out.is_empty() {
+            self.next.records(&mut self.out)?;
+        }
+        self.next.processing_time(now_ms)
+    }
+
+    fn next_processing_timer(&self) -> Option<i64> {
+        let own = self.processing_timers.pending.first().map(|t| t.0);
+        match (own, self.next.next_processing_timer()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -378,13 +446,18 @@ where
         );
         let map_writes = Arc::new(std::mem::take(&mut self.maps.current));
         let timer_changes = std::mem::take(&mut self.timers.changes);
+        let processing_timer_changes = std::mem::take(&mut self.processing_timers.changes);
         self.maps.flushing.push(map_writes.clone());
         in_flight.fetch_add(1, Ordering::AcqRel);
         snap.pending.push((
             self.uid.clone(),
             self.subtask,
             Box::new(move || {
-                let result = write_snapshot(&db, id, max_parallelism, dirty, &map_writes, &timer_changes);
+                let timers = [
+                    (TimeDomain::Event, timer_changes),
+                    (TimeDomain::Processing, processing_timer_changes),
+                ];
+                let result = write_snapshot(&db, id, max_parallelism, dirty, &map_writes, &timers);
                 in_flight.fetch_sub(1, Ordering::AcqRel);
                 result
             }),
@@ -411,11 +484,13 @@ fn write_snapshot<K: StateKey, V: serde::Serialize>(
     max_parallelism: u16,
     dirty: Vec<(K, Option<V>)>,
     map_writes: &Overlay,
-    timer_changes: &[(TimerKey, bool)],
+    timers: &[(TimeDomain, Vec<(TimerKey, bool)>)],
 ) -> Result<SubtaskState> {
     let mut batch = WriteBatch::default();
     db.batch_map(&mut batch, map_writes)?;
-    db.batch_timers(&mut batch, timer_changes)?;
+    for (domain, changes) in timers {
+        db.batch_timers(&mut batch, *domain, changes)?;
+    }
     let (mut key_buf, mut value_buf) = (Vec::new(), Vec::new());
     for (key, value) in dirty {
         encode_state_key(&key, b"", max_parallelism, &mut key_buf);

@@ -89,11 +89,31 @@ impl StateEnv {
 
 /// Column families of every instance: value state (`default`, keys
 /// `key_group | key`), map state (`map`, keys `key_group | u32 key length |
-/// key | map name | 0 | map key`) and, for the event-time issue, `timers`
-/// (ordered by time). A native checkpoint covers all of them.
-const COLUMN_FAMILIES: [&str; 3] = ["default", MAP_CF, TIMERS_CF];
+/// key | map name | 0 | map key`), event-time timers (`timers`) and
+/// processing-time timers (`proc_timers`), both ordered by time. A native
+/// checkpoint covers all of them.
+const COLUMN_FAMILIES: [&str; 4] = ["default", MAP_CF, TIMERS_CF, PROC_TIMERS_CF];
 const MAP_CF: &str = "map";
 const TIMERS_CF: &str = "timers";
+const PROC_TIMERS_CF: &str = "proc_timers";
+
+/// Which clock a timer follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimeDomain {
+    /// The watermark.
+    Event,
+    /// The wall clock.
+    Processing,
+}
+
+impl TimeDomain {
+    fn column_family(self) -> &'static str {
+        match self {
+            TimeDomain::Event => TIMERS_CF,
+            TimeDomain::Processing => PROC_TIMERS_CF,
+        }
+    }
+}
 
 /// A timer as stored: `time (i64, sign bit flipped, big-endian) | u32 key
 /// length | key | namespace`, so the column family is ordered by time.
@@ -226,12 +246,16 @@ impl RocksInstance {
         Ok(())
     }
 
-    /// Every timer stored in this instance.
-    pub(crate) fn timers(&self) -> Result<Vec<TimerKey>> {
-        let cf = self
-            .db
-            .cf_handle(TIMERS_CF)
-            .ok_or_else(|| self.state_error("column family `timers` is missing"))?;
+    fn timer_cf(&self, domain: TimeDomain) -> Result<&rocksdb::ColumnFamily> {
+        let name = domain.column_family();
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| self.state_error(format!("column family `{name}` is missing")))
+    }
+
+    /// Every timer of `domain` stored in this instance.
+    pub(crate) fn timers(&self, domain: TimeDomain) -> Result<Vec<TimerKey>> {
+        let cf = self.timer_cf(domain)?;
         let mut out = Vec::new();
         for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
             let (k, _) = item.map_err(|e| self.state_error(e))?;
@@ -244,12 +268,10 @@ impl RocksInstance {
     pub(crate) fn batch_timers<'a>(
         &self,
         batch: &mut WriteBatch,
+        domain: TimeDomain,
         changes: impl IntoIterator<Item = &'a (TimerKey, bool)>,
     ) -> Result<()> {
-        let cf = self
-            .db
-            .cf_handle(TIMERS_CF)
-            .ok_or_else(|| self.state_error("column family `timers` is missing"))?;
+        let cf = self.timer_cf(domain)?;
         for (timer, present) in changes {
             let k = encode_timer(timer);
             if *present {

@@ -74,6 +74,28 @@ pub struct WatermarkStrategy {
     pub idle_timeout: Option<Duration>,
 }
 
+impl WatermarkStrategy {
+    /// Records may arrive up to `ms` later than newer ones of their partition
+    /// (Flink's `forBoundedOutOfOrderness`): watermark = newest − `ms` − 1.
+    pub fn bounded_out_of_orderness(ms: i64) -> Self {
+        WatermarkStrategy {
+            out_of_orderness_ms: ms,
+            idle_timeout: None,
+        }
+    }
+
+    /// Timestamps never decrease within a partition (Flink's `forMonotonousTimestamps`).
+    pub fn monotonous() -> Self {
+        Self::bounded_out_of_orderness(0)
+    }
+
+    /// A partition without records for `timeout` stops holding the watermark back.
+    pub fn with_idleness(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+}
+
 /// A Kafka source, described; [`KafkaSource::factory`] makes it a source for
 /// [`crate::JobBuilder::source`].
 #[derive(Clone)]

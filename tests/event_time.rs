@@ -252,3 +252,75 @@ fn processing_time_timers_fire_by_the_wall_clock_and_survive_a_restart() {
     assert_eq!(fired, (0..10).map(|k| (k, 10)).collect::<Vec<_>>());
     assert_eq!(run_reports(dir.path(), 100), vec![], "each timer fires once");
 }
+
+/// The clock, except that a restored subtask first replays an old time (50):
+/// a record late for a window that fired before the restart.
+struct ReplaysOld {
+    clock: Clock,
+    old: Option<i64>,
+}
+
+impl Source<i64> for ReplaysOld {
+    fn poll(&mut self, out: &mut Vec<i64>, max: usize) -> weir::Result<SourcePoll> {
+        if let Some(t) = self.old.take() {
+            out.push(t);
+            return Ok(SourcePoll::Ready);
+        }
+        self.clock.poll(out, max)
+    }
+    fn watermark(&mut self) -> Option<Timestamp> {
+        self.clock.watermark()
+    }
+    fn position(&mut self) -> weir::Result<Vec<u8>> {
+        self.clock.position()
+    }
+}
+
+#[test]
+fn a_record_late_before_a_restart_is_late_after_it() {
+    use weir::operators::Windowed;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |end: i64| {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let job = JobBuilder::new("late-after-restart");
+        job.source("clock", move |c: ConnectorContext| {
+            let restored = c.restored.map(|b| i64::from_be_bytes(b.try_into().unwrap()));
+            Ok(ReplaysOld {
+                clock: Clock {
+                    next: restored.unwrap_or(0),
+                    end,
+                },
+                old: restored.map(|_| 50),
+            })
+        })
+        .uid("clock")
+        .key_by(|_t: &i64| 0i64)
+        .window_aggregate("count", Tumbling::of(100), |t: &i64| *t, Count)
+        .uid("count")
+        .map(|(_, w): (i64, Windowed<u64, i64>)| match w {
+            Windowed::Result { window, value } => (window.start, value),
+            Windowed::Late(t) => (-1, t as u64),
+        })
+        .sink("collect", CollectSink::factory(out.clone()));
+        job.build()
+            .unwrap()
+            .run(JobConfig::with_checkpoint_dir(dir.path()))
+            .unwrap();
+        let v = out.lock().unwrap().clone();
+        v
+    };
+    let first = run(300);
+    assert!(
+        first.contains(&(0, 100)),
+        "window [0, 100) fired in the first run: {first:?}"
+    );
+    let second = run(400);
+    assert!(
+        second.contains(&(-1, 50)),
+        "50 is late after the restart too: {second:?}"
+    );
+    assert!(
+        !second.iter().any(|r| r.0 == 0),
+        "window [0, 100) does not fire twice: {second:?}"
+    );
+}

@@ -122,7 +122,7 @@ pub struct WindowJoin<W, TL, TR, F> {
 }
 
 /// Map key of record `seq` of one side in `window`.
-fn slot(window: &Window, seq: u32) -> Vec<u8> {
+fn slot(window: &Window, seq: u64) -> Vec<u8> {
     let mut k = window.namespace().to_vec();
     k.extend_from_slice(&seq.to_be_bytes());
     k
@@ -141,7 +141,7 @@ where
     F: FnMut(&K, Window, Vec<L>, Vec<R>, &mut Vec<O>) + Clone + Send + 'static,
 {
     /// Open windows with (left, right) record counts.
-    type State = Vec<OpenWindow<(u32, u32)>>;
+    type State = Vec<OpenWindow<(u64, u64)>>;
 
     fn process(
         &mut self,
@@ -237,7 +237,7 @@ fn take_side<V: StateValue>(
     ctx: &mut KeyedContext<'_, impl Sized>,
     side: &str,
     window_ns: &[u8],
-    count: u32,
+    count: u64,
 ) -> Result<Vec<V>, OperatorError> {
     if count == 0 {
         return Ok(Vec::new());
@@ -346,20 +346,24 @@ where
         ctx: &mut KeyedContext<'_, O>,
     ) -> Result<(), OperatorError> {
         // Drop the records of that side that can no longer match.
-        let (side, bound) = match namespace.first() {
-            Some(&LEFT_SIDE) => (LEFT, at.0.saturating_sub(self.upper)),
-            Some(&RIGHT_SIDE) => (RIGHT, at.0.saturating_add(self.lower)),
-            _ => return Err(OperatorError("malformed interval-join timer".into())),
-        };
-        let mut map = ctx.map::<u128, Vec<u8>>(side);
-        for (slot, _) in map.entries_with_prefix(&[])? {
-            if slot_time(slot) >= bound {
-                break; // sorted by time
-            }
-            map.remove(&slot)?;
+        match namespace.first() {
+            Some(&LEFT_SIDE) => expire::<L>(ctx, LEFT, at.0.saturating_sub(self.upper)),
+            Some(&RIGHT_SIDE) => expire::<R>(ctx, RIGHT, at.0.saturating_add(self.lower)),
+            _ => Err(OperatorError("malformed interval-join timer".into())),
         }
-        Ok(())
     }
+}
+
+/// Removes the records of one interval-join side older than `bound`.
+fn expire<V: StateValue>(ctx: &mut KeyedContext<'_, impl Sized>, side: &str, bound: i64) -> Result<(), OperatorError> {
+    let mut map = ctx.map::<u128, V>(side);
+    for (slot, _) in map.entries()? {
+        if slot_time(slot) >= bound {
+            break; // sorted by time
+        }
+        map.remove(&slot)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -440,6 +444,41 @@ mod tests {
         assert!(h.state.is_empty());
         let late = h.feed(key, [Either::Left((1, 4))]);
         assert_eq!(late, vec![(1, Windowed::Late(Either::Left((1, 4))))]);
+    }
+
+    /// A record whose encoding starts with a large number (not a length).
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Click {
+        user: u64,
+        at: i64,
+        page: String,
+    }
+
+    #[test]
+    fn interval_join_cleanup_reads_struct_records() {
+        let t = |c: &Click| c.at;
+        let mut h = KeyedHarness::new(IntervalJoin {
+            lower: 0,
+            upper: 10,
+            left_time: t,
+            right_time: t,
+            join: |_: &u64, l: &Click, r: &Click| (l.page.clone(), r.page.clone()),
+        });
+        let click = |at: i64, page: &str| Click {
+            user: 1_000_000,
+            at,
+            page: page.into(),
+        };
+        let key = |e: &Either<Click, Click>| match e {
+            Either::Left(c) | Either::Right(c) => c.user,
+        };
+        h.feed(key, [Either::Left(click(5, "home")), Either::Right(click(30, "late"))]);
+        // Both cleanup timers fire and decode what they remove.
+        assert!(h.advance_watermark(Timestamp(100)).is_empty());
+        assert!(
+            h.feed(key, [Either::Right(click(12, "cart"))]).is_empty(),
+            "left 5 expired"
+        );
     }
 
     #[test]

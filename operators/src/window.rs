@@ -20,7 +20,7 @@ pub struct Window {
 impl Window {
     /// The largest timestamp in the window: its timer fires when the watermark reaches it.
     pub fn max_timestamp(&self) -> Timestamp {
-        Timestamp(self.end - 1)
+        Timestamp(self.end.saturating_sub(1))
     }
 
     /// Fixed-width big-endian bytes that sort by (start, end) also for
@@ -84,7 +84,7 @@ impl Tumbling {
         let start = window_start(ts, self.size, self.offset);
         Window {
             start,
-            end: start + self.size,
+            end: start.saturating_add(self.size),
         }
     }
 }
@@ -161,17 +161,38 @@ impl Sessions {
 pub trait Assigner: Clone + Send + 'static {
     /// Appends every window containing `ts` to `out`.
     fn assign_to(&self, ts: i64, out: &mut Vec<Window>);
+
+    /// Calls `f` with every window containing `ts` (no allocation for the
+    /// built-in assigners: the per-record path of window aggregates).
+    fn for_each_window(&self, ts: i64, mut f: impl FnMut(Window)) {
+        let mut windows = Vec::new();
+        self.assign_to(ts, &mut windows);
+        windows.into_iter().for_each(&mut f);
+    }
 }
 
 impl Assigner for Tumbling {
     fn assign_to(&self, ts: i64, out: &mut Vec<Window>) {
         out.push(self.assign(ts));
     }
+    fn for_each_window(&self, ts: i64, mut f: impl FnMut(Window)) {
+        f(self.assign(ts));
+    }
 }
 
 impl Assigner for Sliding {
     fn assign_to(&self, ts: i64, out: &mut Vec<Window>) {
         self.assign(ts, out);
+    }
+    fn for_each_window(&self, ts: i64, mut f: impl FnMut(Window)) {
+        let mut start = window_start(ts, self.slide, self.offset);
+        while start > ts.saturating_sub(self.size) {
+            f(Window {
+                start,
+                end: start.saturating_add(self.size),
+            });
+            start -= self.slide;
+        }
     }
 }
 

@@ -119,21 +119,20 @@ where
     ) -> Result<(), OperatorError> {
         let ts = (self.timestamp_of)(&record);
         let watermark = ctx.watermark().0;
-        let mut windows = Vec::new();
-        self.assigner.assign_to(ts, &mut windows);
         let open = state.get_or_insert_with(Vec::new);
         let mut taken = false;
-        for w in windows {
-            let fires_at = fire_time(&w, self.allowed_lateness_ms);
+        let (aggregator, lateness) = (&self.aggregator, self.allowed_lateness_ms);
+        self.assigner.for_each_window(ts, |w| {
+            let fires_at = fire_time(&w, lateness);
             if fires_at <= watermark {
-                continue; // this window has fired already
+                return; // this window has fired already
             }
             taken = true;
             match find(open, &w) {
-                Ok(i) => self.aggregator.add(&mut open[i].acc, &record),
+                Ok(i) => aggregator.add(&mut open[i].acc, &record),
                 Err(i) => {
-                    let mut acc = self.aggregator.create();
-                    self.aggregator.add(&mut acc, &record);
+                    let mut acc = aggregator.create();
+                    aggregator.add(&mut acc, &record);
                     open.insert(
                         i,
                         OpenWindow {
@@ -145,7 +144,7 @@ where
                     ctx.register_event_timer(Timestamp(fires_at), &w.namespace());
                 }
             }
-        }
+        });
         if open.is_empty() {
             *state = None;
         }
@@ -310,7 +309,7 @@ pub struct WindowProcess<W, F, T> {
 const WINDOW_RECORDS: &str = "window-records";
 
 /// Map-state key of record `seq` of `window`: sorts by window, then arrival.
-fn record_slot(window: &Window, seq: u32) -> Vec<u8> {
+fn record_slot(window: &Window, seq: u64) -> Vec<u8> {
     let mut k = window.namespace().to_vec();
     k.extend_from_slice(&seq.to_be_bytes());
     k
@@ -326,7 +325,7 @@ where
     T: Fn(&I) -> i64 + Clone + Send + 'static,
 {
     /// Open windows with their record counts.
-    type State = Vec<OpenWindow<u32>>;
+    type State = Vec<OpenWindow<u64>>;
 
     fn process(
         &mut self,

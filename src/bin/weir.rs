@@ -126,9 +126,9 @@ struct NexmarkArgs {
     /// Events from the built-in generator.
     #[arg(long)]
     generator: bool,
-    /// Generator: events in total (0 = endless).
-    #[arg(long, default_value_t = 10_000_000)]
-    events: u64,
+    /// Generator: events in total, 0 = endless [default: 10000000].
+    #[arg(long)]
+    events: Option<u64>,
     /// Generator: events per second of wall-clock time (default: as fast as possible).
     #[arg(long)]
     rate: Option<u64>,
@@ -603,8 +603,6 @@ fn main() -> anyhow::Result<()> {
 /// prints a summary.
 fn run_nexmark(args: NexmarkArgs) -> anyhow::Result<()> {
     use weir::nexmark::{generator::GeneratorConfig, nexmark_job, EventSource, RowSink, RunStats, Schedule};
-    args.common.serve_metrics()?;
-    let mut config = args.common.config()?;
     let query = args.query;
     let job_name = args.job.clone().unwrap_or_else(|| format!("nexmark-{}", query.name()));
     let kafka = args.brokers.is_some() || args.source_topic.is_some() || args.sink_topic.is_some();
@@ -613,21 +611,46 @@ fn run_nexmark(args: NexmarkArgs) -> anyhow::Result<()> {
         modes.iter().filter(|m| **m).count() == 1,
         "choose one source: --generator, --brokers with --source-topic and --sink-topic, or --source-file"
     );
-    // Generator and file runs are one-shot unless a checkpoint directory is given.
-    let scratch = tempfile_dir(&job_name)?;
-    if !kafka && args.common.checkpoint_dir.is_none() && std::env::var_os("WEIR_CHECKPOINT_DIR").is_none() {
-        config.checkpoint_dir = scratch.path.clone();
+    // Flags that mean nothing in the chosen mode are errors, not silently ignored.
+    let generator_only = [
+        ("--events", args.events.is_some()),
+        ("--rate", args.rate.is_some()),
+        ("--seed", args.seed != 0),
+        ("--write-events", args.write_events.is_some()),
+    ];
+    if let Some((flag, _)) = generator_only.iter().find(|(_, set)| *set && !args.generator) {
+        anyhow::bail!("{flag} is for --generator runs");
     }
+    anyhow::ensure!(
+        kafka || !args.bounded,
+        "--bounded is for Kafka runs (generator and file runs are bounded and drained)"
+    );
+    anyhow::ensure!(
+        !kafka || !args.common.drain || args.bounded,
+        "--drain needs --bounded (it fires every window when the bounded run ends)"
+    );
+    anyhow::ensure!(
+        !kafka || args.sink_file.is_none(),
+        "--sink-file is for --generator and --source-file runs"
+    );
+    if let Some(path) = &args.write_events {
+        let generator = GeneratorConfig {
+            seed: args.seed,
+            ..GeneratorConfig::default()
+        };
+        let events = args.events.unwrap_or(DEFAULT_NEXMARK_EVENTS);
+        write_events(path, events, &generator)?;
+        println!("wrote {events} events to {}", path.display());
+        return Ok(());
+    }
+    args.common.serve_metrics()?;
+    let mut config = args.common.config()?;
     let started = std::time::Instant::now();
     if kafka {
         let (Some(brokers), Some(source_topic), Some(sink_topic)) = (args.brokers, args.source_topic, args.sink_topic)
         else {
             anyhow::bail!("a Kafka run needs --brokers, --source-topic and --sink-topic");
         };
-        anyhow::ensure!(
-            args.sink_file.is_none(),
-            "--sink-file is for --generator and --source-file runs"
-        );
         let source = EventSource::Kafka {
             brokers: brokers.clone(),
             topic: source_topic,
@@ -641,39 +664,35 @@ fn run_nexmark(args: NexmarkArgs) -> anyhow::Result<()> {
         let reporter = progress.kafka.clone().and_then(progress_reporter);
         let summary = run_until_signalled(job, config).with_context(|| format!("job `{job_name}` failed"))?;
         drop(reporter);
-        print_nexmark_summary(
-            &args.json,
-            query,
-            &summary,
-            progress.events(),
-            None,
-            None,
-            started.elapsed(),
-        );
+        let events = progress.events();
+        print_nexmark_summary(args.json, query, &summary, events, None, None, started.elapsed());
         return Ok(());
     }
-    if let Some(path) = &args.write_events {
-        anyhow::ensure!(args.generator, "--write-events needs --generator");
-        let generator = GeneratorConfig {
-            seed: args.seed,
-            ..GeneratorConfig::default()
-        };
-        write_events(path, args.events, &generator)?;
-        println!("wrote {} events to {}", args.events, path.display());
-        return Ok(());
-    }
+    // Generator and file runs are bounded and drained; one-shot (scratch
+    // checkpoints) unless a checkpoint directory is configured, in which
+    // case they resume from it and keep their committed rows next to it.
     config.drain_at_end = true;
-    let parts = scratch.path.join("rows");
-    let (source, events) = if args.generator {
-        let generator = GeneratorConfig {
-            events: (args.events > 0).then_some(args.events),
+    let scratch = tempfile_dir(&job_name)?;
+    let parts = if config.checkpoint_dir == JobConfig::default().checkpoint_dir {
+        config.checkpoint_dir = scratch.path.clone();
+        scratch.path.join("rows")
+    } else {
+        config.checkpoint_dir.join(&job_name).join("rows")
+    };
+    let source = if args.generator {
+        EventSource::Generator(GeneratorConfig {
+            events: match args.events.unwrap_or(DEFAULT_NEXMARK_EVENTS) {
+                0 => None,
+                n => Some(n),
+            },
             rate: args.rate,
             seed: args.seed,
-            // The pacing and the latency measurement share one schedule.
-            pace_origin_ns: Some(weir::clock::now_ns()),
+            // Pacing and latency share one schedule, which starts once the job had time to start.
+            pace_origin_ns: args
+                .rate
+                .map(|_| weir::clock::now_ns() + PACE_START_DELAY.as_nanos() as u64),
             ..GeneratorConfig::default()
-        };
-        (EventSource::Generator(generator), Some(args.events))
+        })
     } else {
         anyhow::ensure!(
             args.sink_file.is_some(),
@@ -681,7 +700,7 @@ fn run_nexmark(args: NexmarkArgs) -> anyhow::Result<()> {
         );
         let path = args.source_file.clone().unwrap_or_default();
         anyhow::ensure!(path.is_file(), "--source-file {}: no such file", path.display());
-        (EventSource::File(path), None)
+        EventSource::File(path)
     };
     let stats = match (&source, args.rate) {
         (EventSource::Generator(g), Some(rate)) => RunStats::with_schedule(Some(Schedule {
@@ -698,14 +717,28 @@ fn run_nexmark(args: NexmarkArgs) -> anyhow::Result<()> {
     let (job, progress) = nexmark_job(&job_name, query, &source, sink, args.parallelism)?;
     let summary = run_until_signalled(job, config).with_context(|| format!("job `{job_name}` failed"))?;
     let elapsed = started.elapsed();
-    let events = events.unwrap_or_else(|| progress.events());
     let rows = match &args.sink_file {
         Some(out) => concatenate_parts(&parts, out)?,
         None => stats.rows(),
     };
-    print_nexmark_summary(&args.json, query, &summary, events, Some(rows), Some(&stats), elapsed);
+    print_nexmark_summary(
+        args.json,
+        query,
+        &summary,
+        progress.events(),
+        Some(rows),
+        Some(&stats),
+        elapsed,
+    );
     Ok(())
 }
+
+/// Events of a generator run without `--events`.
+const DEFAULT_NEXMARK_EVENTS: u64 = 10_000_000;
+
+/// A paced generator's first event is due this long after the command starts,
+/// so job start-up is not counted as latency.
+const PACE_START_DELAY: Duration = Duration::from_millis(500);
 
 /// Writes events `0..n` of the generator as JSON lines.
 fn write_events(
@@ -777,7 +810,7 @@ fn concatenate_parts(dir: &std::path::Path, out: &std::path::Path) -> anyhow::Re
 }
 
 fn print_nexmark_summary(
-    json: &bool,
+    json: bool,
     query: weir::nexmark::queries::Query,
     summary: &weir::JobSummary,
     events: u64,
@@ -798,7 +831,7 @@ fn print_nexmark_summary(
         "restored_from": summary.restored_from,
         "latency_ms": {"p50": latency(0.5), "p99": latency(0.99), "max": stats.and_then(|s| s.latency_max_ms())},
     });
-    if *json {
+    if json {
         println!("{line}");
         return;
     }

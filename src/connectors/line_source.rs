@@ -4,7 +4,8 @@
 //! is its index, so parsing is spread over the subtasks. The position (byte
 //! offset and line number of the next line) is checkpointed; a restored run
 //! seeks there. With [`LineSource::event_time`], the source emits watermarks:
-//! newest event time − out-of-orderness − 1.
+//! newest event time − out-of-orderness − 1 (the newest time is part of the
+//! position, so the watermark does not go back after a restore).
 
 use super::{ConnectorContext, Source, SourcePoll};
 use crate::error::{Result, WeirError};
@@ -92,17 +93,20 @@ impl<T> LineReader<T> {
         let file =
             File::open(&source.path).map_err(|e| Self::error(&name, &source.path, format!("cannot open: {e}")))?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
-        let (offset, line) = match &ctx.restored {
-            None => (0, 0),
-            Some(b) if b.len() == 16 => {
-                let word = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
-                (word(0), word(8))
-            }
+        // Position: byte offset, line number, and (when event time is on) the newest event time.
+        let word = |b: &[u8], i: usize| b.get(i..i + 8).and_then(|w| w.try_into().ok()).map(u64::from_be_bytes);
+        let (offset, line, newest) = match &ctx.restored {
+            None => (0, 0, None),
+            Some(b) if b.len() == 16 || b.len() == 24 => (
+                word(b, 0).unwrap_or(0),
+                word(b, 8).unwrap_or(0),
+                word(b, 16).map(|t| t as i64),
+            ),
             Some(b) => {
                 return Err(Self::error(
                     &name,
                     &source.path,
-                    format!("restored position has {} bytes, expected 16", b.len()),
+                    format!("restored position has {} bytes, expected 16 or 24", b.len()),
                 ))
             }
         };
@@ -119,7 +123,7 @@ impl<T> LineReader<T> {
             parallelism: ctx.parallelism.max(1) as u64,
             offset,
             line,
-            newest: None,
+            newest,
             buf: Vec::new(),
             records: source.records.clone(),
         })
@@ -167,12 +171,16 @@ impl<T: Send + 'static> Source<T> for LineReader<T> {
 
     fn watermark(&mut self) -> Option<Timestamp> {
         let (_, bound) = self.event_time?;
-        self.newest.map(|t| Timestamp(t - bound - 1))
+        self.newest
+            .map(|t| Timestamp(t.saturating_sub(bound).saturating_sub(1)))
     }
 
     fn position(&mut self) -> Result<Vec<u8>> {
         let mut p = self.offset.to_be_bytes().to_vec();
         p.extend_from_slice(&self.line.to_be_bytes());
+        if let Some(newest) = self.newest {
+            p.extend_from_slice(&newest.to_be_bytes());
+        }
         Ok(p)
     }
 
@@ -216,6 +224,11 @@ mod tests {
         assert_eq!(r0.watermark(), Some(Timestamp(0)));
         let pos = r0.position().unwrap();
         let mut again = LineReader::open(&source, &ctx(0, 2, Some(pos))).unwrap();
+        assert_eq!(
+            again.watermark(),
+            Some(Timestamp(0)),
+            "the watermark is part of the position"
+        );
         let mut rest = Vec::new();
         while again.poll(&mut rest, 10).unwrap() == SourcePoll::Ready {}
         assert_eq!(rest, [4], "subtask 0 of 2 owns lines 1, 3 (empty) and 5 (the 4)");

@@ -366,6 +366,7 @@ pub struct NexmarkGenerator {
     end_k: Option<u64>,
     pace: Option<(f64, u64, u64)>,
     newest: Option<i64>,
+    generated: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl NexmarkGenerator {
@@ -422,7 +423,14 @@ impl NexmarkGenerator {
             end_k,
             pace,
             newest,
+            generated: None,
         })
+    }
+
+    /// Adds every event generated to `counter` (shared by the subtasks).
+    pub fn counting(mut self, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.generated = Some(counter);
+        self
     }
 }
 
@@ -437,7 +445,10 @@ impl Source<Event> for NexmarkGenerator {
         }
         if let Some((rate, origin_ns, origin_k)) = self.pace {
             let now = crate::clock::now_ns();
-            let due = ((now.saturating_sub(origin_ns)) as f64 * rate / 1e9) as u64 + origin_k + 1;
+            if now < origin_ns {
+                return Ok(SourcePoll::Idle(Duration::from_nanos(origin_ns - now)));
+            }
+            let due = ((now - origin_ns) as f64 * rate / 1e9) as u64 + origin_k + 1;
             n = n.min(due.saturating_sub(self.next_k));
             if n == 0 {
                 let next_at = origin_ns + ((self.next_k - origin_k) as f64 * 1e9 / rate) as u64;
@@ -452,6 +463,9 @@ impl Source<Event> for NexmarkGenerator {
             out.push(event);
         }
         self.next_k += n;
+        if let Some(counter) = &self.generated {
+            counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(SourcePoll::Ready)
     }
 

@@ -69,16 +69,16 @@ fn from_kafka(r: &KafkaRecord<'_>) -> std::result::Result<Event, String> {
 pub struct SourceProgress {
     /// The Kafka source's counters (Kafka runs).
     pub kafka: Option<Arc<Progress>>,
-    /// Events read from the file (file runs).
-    pub file_events: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Events read from the file (file runs) or generated (generator runs).
+    pub events_read: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl SourceProgress {
-    /// Events read so far (0 for the generator, whose count is its setting).
+    /// Events read (or generated) in this run so far.
     pub fn events(&self) -> u64 {
         use std::sync::atomic::Ordering::Relaxed;
         self.kafka.as_ref().map_or(0, |p| p.done.load(Relaxed))
-            + self.file_events.as_ref().map_or(0, |n| n.load(Relaxed))
+            + self.events_read.as_ref().map_or(0, |n| n.load(Relaxed))
     }
 }
 
@@ -97,7 +97,13 @@ pub fn nexmark_job(
     let job = JobBuilder::new(name).default_parallelism(parallelism);
     let mut progress = SourceProgress::default();
     let events: Stream<Event> = match source {
-        EventSource::Generator(config) => job.source("nexmark-generator", NexmarkGenerator::factory(*config)),
+        EventSource::Generator(config) => {
+            let (config, counter) = (*config, Arc::new(std::sync::atomic::AtomicU64::new(0)));
+            progress.events_read = Some(counter.clone());
+            job.source("nexmark-generator", move |ctx: ConnectorContext| {
+                Ok(NexmarkGenerator::new(&ctx, config)?.counting(counter.clone()))
+            })
+        }
         EventSource::Kafka {
             brokers,
             topic,
@@ -113,7 +119,7 @@ pub fn nexmark_job(
         }
         EventSource::File(path) => {
             let source = LineSource::new(path, Event::from_json).event_time(Event::date_time, OUT_OF_ORDERNESS_MS);
-            progress.file_events = Some(source.records_read());
+            progress.events_read = Some(source.records_read());
             job.source("nexmark-file", source.factory())
         }
     }

@@ -225,7 +225,7 @@ pub const OUT_OF_ORDERNESS_MS: i64 = 4_000;
 
 /// When a window's result is due in event time: its last millisecond plus the watermark delay.
 fn window_due(w: &Window) -> i64 {
-    w.end - 1 + OUT_OF_ORDERNESS_MS + 1
+    w.end.saturating_add(OUT_OF_ORDERNESS_MS)
 }
 
 fn bid_row(b: Bid) -> BidRow {

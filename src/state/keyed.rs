@@ -39,22 +39,27 @@ struct MapLayers {
 }
 
 /// The timers of one time domain of a task: all in memory, ordered by time;
-/// the changes since the last barrier go into the next snapshot (column
-/// family `timers` or `proc_timers`).
+/// the changes since the last barrier (the last change of each timer wins,
+/// so a session timer moved on every record costs one entry) go into the
+/// next snapshot (column family `timers` or `proc_timers`).
 #[derive(Default)]
 struct Timers {
     pending: std::collections::BTreeSet<TimerKey>,
-    changes: Vec<(TimerKey, bool)>,
+    changes: HashMap<TimerKey, bool, FxBuildHasher>,
     /// The domain's current time: the watermark, or the wall clock of the batch.
     now: i64,
+    /// Event time: the newest watermark below `Timestamp::MAX` (what a
+    /// snapshot keeps: a drained run's end of time is not carried over).
+    data_watermark: i64,
 }
 
 impl Timers {
     fn load(db: &RocksInstance, domain: TimeDomain, now: i64) -> Result<Self> {
         Ok(Timers {
             pending: db.timers(domain)?.into_iter().collect(),
-            changes: Vec::new(),
+            changes: HashMap::default(),
             now,
+            data_watermark: now,
         })
     }
 
@@ -63,7 +68,7 @@ impl Timers {
         key.encode_key(&mut k);
         let timer = (at.0, k, namespace.to_vec());
         if self.pending.insert(timer.clone()) {
-            self.changes.push((timer, true));
+            self.changes.insert(timer, true);
         }
     }
 
@@ -72,7 +77,7 @@ impl Timers {
         key.encode_key(&mut k);
         let timer = (at.0, k, namespace.to_vec());
         if self.pending.remove(&timer) {
-            self.changes.push((timer, false));
+            self.changes.insert(timer, false);
         }
     }
 
@@ -82,7 +87,7 @@ impl Timers {
             return None;
         }
         let first = self.pending.pop_first()?;
-        self.changes.push((first.clone(), false));
+        self.changes.insert(first.clone(), false);
         Some(first)
     }
 }
@@ -244,7 +249,10 @@ where
         db: Arc<RocksInstance>,
         next: Box<dyn Downstream<O>>,
     ) -> Result<Self> {
-        let timers = Timers::load(&db, TimeDomain::Event, i64::MIN)?;
+        // Event time resumes where the restored snapshot left it, so a record
+        // late before a restart is late after it too.
+        let restored_watermark = db.stored_watermark()?.unwrap_or(i64::MIN);
+        let timers = Timers::load(&db, TimeDomain::Event, restored_watermark)?;
         let processing_timers = Timers::load(&db, TimeDomain::Processing, wall_clock_ms())?;
         Ok(KeyedStage {
             function,
@@ -380,7 +388,12 @@ where
     }
 
     fn watermark(&mut self, watermark: Timestamp) -> Result<()> {
+        // Never behind the restored event time (sources may restart lower).
+        let watermark = Timestamp(watermark.0.max(self.timers.now));
         self.timers.now = watermark.0;
+        if watermark < Timestamp::MAX {
+            self.timers.data_watermark = watermark.0;
+        }
         // Fire due timers in time order; a timer registered while firing fires too if due.
         while let Some((at, encoded, namespace)) = self.timers.pop_due(watermark.0) {
             let key = K::decode_key(&encoded).ok_or_else(|| {
@@ -447,6 +460,7 @@ where
         let map_writes = Arc::new(std::mem::take(&mut self.maps.current));
         let timer_changes = std::mem::take(&mut self.timers.changes);
         let processing_timer_changes = std::mem::take(&mut self.processing_timers.changes);
+        let watermark = self.timers.data_watermark;
         self.maps.flushing.push(map_writes.clone());
         in_flight.fetch_add(1, Ordering::AcqRel);
         snap.pending.push((
@@ -457,7 +471,7 @@ where
                     (TimeDomain::Event, timer_changes),
                     (TimeDomain::Processing, processing_timer_changes),
                 ];
-                let result = write_snapshot(&db, id, max_parallelism, dirty, &map_writes, &timers);
+                let result = write_snapshot(&db, id, max_parallelism, dirty, &map_writes, &timers, watermark);
                 in_flight.fetch_sub(1, Ordering::AcqRel);
                 result
             }),
@@ -484,12 +498,16 @@ fn write_snapshot<K: StateKey, V: serde::Serialize>(
     max_parallelism: u16,
     dirty: Vec<(K, Option<V>)>,
     map_writes: &Overlay,
-    timers: &[(TimeDomain, Vec<(TimerKey, bool)>)],
+    timers: &[(TimeDomain, HashMap<TimerKey, bool, FxBuildHasher>)],
+    watermark: i64,
 ) -> Result<SubtaskState> {
     let mut batch = WriteBatch::default();
     db.batch_map(&mut batch, map_writes)?;
     for (domain, changes) in timers {
         db.batch_timers(&mut batch, *domain, changes)?;
+    }
+    if watermark > i64::MIN {
+        db.batch_watermark(&mut batch, watermark)?;
     }
     let (mut key_buf, mut value_buf) = (Vec::new(), Vec::new());
     for (key, value) in dirty {

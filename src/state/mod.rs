@@ -90,9 +90,13 @@ impl StateEnv {
 /// Column families of every instance: value state (`default`, keys
 /// `key_group | key`), map state (`map`, keys `key_group | u32 key length |
 /// key | map name | 0 | map key`), event-time timers (`timers`) and
-/// processing-time timers (`proc_timers`), both ordered by time. A native
-/// checkpoint covers all of them.
-const COLUMN_FAMILIES: [&str; 4] = ["default", MAP_CF, TIMERS_CF, PROC_TIMERS_CF];
+/// processing-time timers (`proc_timers`), both ordered by time, and the
+/// task's own bookkeeping (`meta`: its event time). A native checkpoint
+/// covers all of them.
+const COLUMN_FAMILIES: [&str; 5] = ["default", MAP_CF, TIMERS_CF, PROC_TIMERS_CF, META_CF];
+const META_CF: &str = "meta";
+/// The key in `meta` of the task's event time (i64 big-endian) at the snapshot.
+const WATERMARK_KEY: &[u8] = b"watermark";
 const MAP_CF: &str = "map";
 const TIMERS_CF: &str = "timers";
 const PROC_TIMERS_CF: &str = "proc_timers";
@@ -216,6 +220,33 @@ impl RocksInstance {
         self.db.get_cf(self.map_cf()?, key).map_err(|e| self.state_error(e))
     }
 
+    fn meta_cf(&self) -> Result<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(META_CF)
+            .ok_or_else(|| self.state_error("column family `meta` is missing"))
+    }
+
+    /// The event time the task had at the snapshot this instance was restored from.
+    pub(crate) fn stored_watermark(&self) -> Result<Option<i64>> {
+        match self.db.get_cf(self.meta_cf()?, WATERMARK_KEY) {
+            Ok(None) => Ok(None),
+            Ok(Some(v)) => {
+                let bytes: [u8; 8] = v
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| self.state_error("the stored watermark is malformed"))?;
+                Ok(Some(i64::from_be_bytes(bytes)))
+            }
+            Err(e) => Err(self.state_error(e)),
+        }
+    }
+
+    /// Adds the task's event time to `batch`.
+    pub(crate) fn batch_watermark(&self, batch: &mut WriteBatch, watermark: i64) -> Result<()> {
+        batch.put_cf(self.meta_cf()?, WATERMARK_KEY, watermark.to_be_bytes());
+        Ok(())
+    }
+
     /// Every map-state entry whose key starts with `prefix`, in key order.
     pub(crate) fn scan_map(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
@@ -269,7 +300,7 @@ impl RocksInstance {
         &self,
         batch: &mut WriteBatch,
         domain: TimeDomain,
-        changes: impl IntoIterator<Item = &'a (TimerKey, bool)>,
+        changes: impl IntoIterator<Item = (&'a TimerKey, &'a bool)>,
     ) -> Result<()> {
         let cf = self.timer_cf(domain)?;
         for (timer, present) in changes {

@@ -32,6 +32,16 @@ fn log() {
     }
 }
 
+/// The tests of this file run one at a time: on a loaded machine a bounded
+/// run over librdkafka's mock cluster sometimes ends a partition without its
+/// records (seen with six clusters at once on two cores, and with a build
+/// beside one; not with noida-db). Known flake, under investigation.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A mock cluster of one broker with these topics (name, partitions).
 fn cluster(topics: &[(&str, i32)]) -> Mock {
     log();
@@ -128,6 +138,7 @@ fn counts(progress: &Progress) -> (u64, u64, u64) {
 
 #[test]
 fn assignment_covers_every_partition_once() {
+    let _serial = serial();
     let mock = cluster(&[("a", 3), ("b", 2)]);
     produce(&mock, "a", &numbers(0..300, 3));
     produce(&mock, "b", &numbers(1000..1200, 2));
@@ -162,6 +173,7 @@ fn assignment_covers_every_partition_once() {
 
 #[test]
 fn a_second_bounded_run_seeks_to_the_stored_offsets() {
+    let _serial = serial();
     let mock = cluster(&[("in", 2)]);
     let dir = tempfile::tempdir().unwrap();
     produce(&mock, "in", &numbers(0..100, 2));
@@ -196,6 +208,7 @@ fn a_second_bounded_run_seeks_to_the_stored_offsets() {
 
 #[test]
 fn start_positions() {
+    let _serial = serial();
     let mock = cluster(&[("in", 2)]);
     produce(&mock, "in", &numbers(0..20, 2)); // partition 0: 0, 2, .., 18; partition 1: 1, 3, .., 19
 
@@ -240,6 +253,7 @@ fn start_positions() {
 
 #[test]
 fn a_bad_record_names_topic_partition_offset() {
+    let _serial = serial();
     let mock = cluster(&[("in", 2), ("dlq", 1)]);
     let mut records = numbers(0..10, 2);
     records.insert(6, (1, b"not a number".to_vec())); // partition 1, after 1, 3, 5: offset 3
@@ -317,6 +331,7 @@ fn a_bad_record_names_topic_partition_offset() {
 /// checkpoint moves past it.
 #[test]
 fn a_dead_letter_that_cannot_be_written_is_not_lost() {
+    let _serial = serial();
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let mock = cluster(&[("in", 1), ("dlq", 1)]);
     let mut records = numbers(0..10, 1);
@@ -393,6 +408,7 @@ fn watermarks_of_run(mock: &Mock, dir: &Path) -> Vec<i64> {
 
 #[test]
 fn watermarks_are_the_minimum_over_partitions_and_survive_a_restart() {
+    let _serial = serial();
     let mock = cluster(&[("events", 2)]);
     let stamps = |p: i32, from: u64, to: u64, step: u64| {
         (from..=to)

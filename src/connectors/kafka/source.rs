@@ -462,6 +462,7 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
             let (low, high) = consumer
                 .fetch_watermarks(topic, *partition, METADATA_TIMEOUT)
                 .map_err(|e| err(&format!("cannot read offsets of {topic}/{partition}"), &e))?;
+            tracing::debug!("{name}: {topic}/{partition} holds offsets {low}..{high}");
             let start = match restored.get(&(topic.clone(), *partition)) {
                 Some(p) => p.next_offset,
                 None => match &config.start {

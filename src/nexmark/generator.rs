@@ -6,7 +6,8 @@
 //! `java.util.Random` seeded with its id (xor the configured seed), so event
 //! `id` is the same whatever the parallelism or the order of generation.
 //! Bids carry `channel` and `url` as in nexmark/nexmark (the bidder id gets
-//! 1000 added once, as in Beam).
+//! 1000 added once, as in Beam), and `extra` padding is cut from one fixed
+//! random string as nexmark/nexmark does (Beam draws every character).
 //!
 //! Event time: event `n` happens at `base_time_ms + n * 1e6 / events_per_second
 //! / 1000` (one timeline: 10 000 events per second of event time by default).
@@ -224,30 +225,53 @@ fn next_string(r: &mut JavaRandom, max_length: i32) -> String {
 }
 
 fn next_exact_string(r: &mut JavaRandom, length: i32) -> String {
-    let mut s = String::with_capacity(length.max(0) as usize);
-    let (mut rnd, mut n) = (0i32, 0);
-    for _ in 0..length {
-        if n == 0 {
-            rnd = r.next_int();
-            n = 6;
+    let length = length.max(0) as usize;
+    let mut bytes = Vec::with_capacity(length);
+    // Six characters per random int, as Beam draws them.
+    while bytes.len() < length {
+        let mut rnd = r.next_int();
+        for _ in 0..(length - bytes.len()).min(6) {
+            // Java's remainder keeps the sign: characters from 'H' to 'z' (all ASCII), as in Beam.
+            bytes.push((i32::from(b'a') + rnd % 26) as u8);
+            rnd /= 26;
         }
-        // Java's remainder keeps the sign: characters from 'H' to 'z', as in Beam.
-        s.push((i32::from(b'a') + rnd % 26) as u8 as char);
-        rnd /= 26;
-        n -= 1;
     }
-    s
+    String::from_utf8(bytes).unwrap_or_default()
 }
 
+/// The 10 000 non-hot (channel, url) pairs of bids, made once.
+fn channel_urls() -> &'static [(String, String)] {
+    static TABLE: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..10_000)
+            .map(|n| {
+                (
+                    format!("channel-{n}"),
+                    format!("https://www.nexmark.com/c{n}/item.htm?query=1&channel_id={n}"),
+                )
+            })
+            .collect()
+    })
+}
+
+/// Padding of `size` characters, cut from one fixed 1 MiB random string at
+/// an offset drawn from the event's random (as nexmark/nexmark's generator
+/// does): one draw instead of one per six characters, which made `extra`
+/// 40 % of the generator's time. Deterministic: the string has a fixed seed.
 fn next_extra(r: &mut JavaRandom, current: i32, desired_average: i32) -> String {
+    const EXTRA_POOL: usize = 1 << 20;
+    static POOL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     if current > desired_average {
         return String::new();
     }
     let desired = desired_average - current;
     let delta = (f64::from(desired) * 0.2).round() as i32;
     let min = desired - delta;
-    let size = min + if delta == 0 { 0 } else { r.next_int_below(2 * delta) };
-    next_exact_string(r, size)
+    let size = (min + if delta == 0 { 0 } else { r.next_int_below(2 * delta) }).max(0) as usize;
+    let pool = POOL.get_or_init(|| next_exact_string(&mut JavaRandom::new(0x6E78_6D6B), EXTRA_POOL as i32));
+    let size = size.min(EXTRA_POOL);
+    let offset = r.next_int_below((EXTRA_POOL - size).max(1) as i32) as usize;
+    pool.get(offset..offset + size).unwrap_or_default().to_string()
 }
 
 /// Event number `id` of the generator configured by `config`.
@@ -337,11 +361,8 @@ fn bid(id: u64, ts: i64, r: &mut JavaRandom) -> Bid {
         let i = r.next_int_below(4) as usize;
         (HOT_CHANNELS[i].to_string(), HOT_URLS[i].to_string())
     } else {
-        let n = r.next_int_below(10_000);
-        (
-            format!("channel-{n}"),
-            format!("https://www.nexmark.com/c{n}/item.htm?query=1&channel_id={n}"),
-        )
+        let (channel, url) = &channel_urls()[r.next_int_below(10_000) as usize];
+        (channel.clone(), url.clone())
     };
     let extra = next_extra(r, 32, AVG_BID_BYTES);
     Bid {

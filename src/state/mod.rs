@@ -101,6 +101,19 @@ const MAP_CF: &str = "map";
 const TIMERS_CF: &str = "timers";
 const PROC_TIMERS_CF: &str = "proc_timers";
 
+/// The smallest key greater than every key starting with `prefix`; `None`
+/// when there is none (empty, or all 0xFF).
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut bound = prefix.to_vec();
+    while let Some(last) = bound.pop() {
+        if last < u8::MAX {
+            bound.push(last + 1);
+            return Some(bound);
+        }
+    }
+    None
+}
+
 /// Which clock a timer follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TimeDomain {
@@ -248,10 +261,19 @@ impl RocksInstance {
     }
 
     /// Every map-state entry whose key starts with `prefix`, in key order.
+    ///
+    /// The iterator gets the prefix's successor as its upper bound: without
+    /// it, RocksDB skips every deleted entry (tombstone) after the prefix
+    /// before it can say there is nothing more, and a window or join that
+    /// deletes what it fired leaves long runs of them.
     pub(crate) fn scan_map(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        let mut options = rocksdb::ReadOptions::default();
+        if let Some(bound) = prefix_successor(prefix) {
+            options.set_iterate_upper_bound(bound);
+        }
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.map_cf()?, mode) {
+        for item in self.db.iterator_cf_opt(self.map_cf()?, options, mode) {
             let (k, v) = item.map_err(|e| self.state_error(e))?;
             if !k.starts_with(prefix) {
                 break;
@@ -402,5 +424,18 @@ impl Drop for RocksInstance {
         unsafe { std::mem::ManuallyDrop::drop(&mut self.db) };
         // The working directory is scratch: everything durable is in the store.
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_successor;
+
+    #[test]
+    fn the_prefix_successor_bounds_exactly_the_keys_with_the_prefix() {
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(prefix_successor(&[0xFF, 0xFF]), None);
+        assert_eq!(prefix_successor(&[]), None);
     }
 }

@@ -1,0 +1,199 @@
+//! Keyed streams: `key_by`'s result and the stateful operators on it
+//! (keyed process functions, reduce, aggregate, windows).
+
+use super::{ChainPending, StageMaker, Stream};
+use crate::checkpoint::manifest::SubtaskState;
+use crate::error::WeirError;
+use crate::runtime::chain::Downstream;
+use crate::state::keyed::KeyedStage;
+use crate::state::RocksInstance;
+use std::marker::PhantomData;
+use weir_operators::{
+    key_group_range, Aggregate, Aggregator, Inspect, KeyedProcess, MergeAggregator, Reduce, SessionAggregate, StateKey,
+    StateValue, WindowAggregate, WindowProcess, Windowed,
+};
+
+/// A stream partitioned by key, ready for keyed state.
+pub struct KeyedStream<T: Send + 'static, K, F> {
+    pub(super) stream: Stream<T>,
+    pub(super) key_of: F,
+    pub(super) _k: PhantomData<fn() -> K>,
+}
+
+impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> KeyedStream<T, K, F> {
+    /// Sets the parallelism of the keyed vertex.
+    pub fn parallelism(mut self, parallelism: usize) -> Self {
+        self.stream = self.stream.parallelism(parallelism);
+        self
+    }
+
+    /// Runs a keyed process function with one value state per key, kept in
+    /// RocksDB. Stateful: give it a uid.
+    pub fn process<O: Send + 'static, P: KeyedProcess<K, T, O> + Clone>(
+        mut self,
+        name: &str,
+        function: P,
+    ) -> Stream<O> {
+        let (graph, vertex) = (self.stream.graph.clone(), self.stream.vertex);
+        let (op, max_parallelism) = {
+            let mut g = graph.borrow_mut();
+            (g.add_operator(name, true, vertex), g.max_parallelism)
+        };
+        let key_of = self.key_of.clone();
+        let name = name.to_string();
+        let stage: StageMaker<T, O> = Box::new(move |env, subtask, next| {
+            let uid = env.uid(op)?;
+            let groups = key_group_range(subtask, max_parallelism, env.parallelism[vertex]);
+            let restore = match env.restored(&uid, subtask) {
+                None => None,
+                Some(SubtaskState::Rocks(h)) => Some(h),
+                Some(_) => {
+                    return Err(WeirError::Checkpoint {
+                        path: env.store_dir(),
+                        message: format!("state of `{uid}` is not keyed state"),
+                    })
+                }
+            };
+            let db = RocksInstance::open(
+                env.state()?,
+                &format!("{uid}-{subtask}"),
+                (groups.start, groups.end),
+                restore,
+            )?;
+            Ok(Box::new(KeyedStage::new(
+                function.clone(),
+                key_of.clone(),
+                format!("{name}[{subtask}]"),
+                uid,
+                subtask,
+                max_parallelism,
+                env.state_cache_entries,
+                db,
+                next,
+            )?) as Box<dyn Downstream<T>>)
+        });
+        let inner = self.stream.take();
+        Stream::new(graph, vertex, op, Box::new(ChainPending { inner, stage }))
+    }
+
+    /// Keeps a running reduction per key and emits it after each record.
+    pub fn reduce<R: FnMut(&T, &T) -> T + Clone + Send + 'static>(self, name: &str, f: R) -> Stream<T>
+    where
+        T: StateValue,
+    {
+        self.process(name, Reduce(f))
+    }
+
+    /// Aggregates per key and event-time window (tumbling or sliding):
+    /// emits `(key, Windowed::Result { window, value })` when the watermark
+    /// passes a window's end, and `(key, Windowed::Late(record))` for a record
+    /// whose windows have all fired. Windows, accumulators and timers are
+    /// keyed state: checkpointed and exactly-once. Stateful: give it a uid.
+    pub fn window_aggregate<O, W, A, TS>(
+        self,
+        name: &str,
+        assigner: W,
+        timestamp_of: TS,
+        aggregator: A,
+    ) -> Stream<(K, Windowed<O, T>)>
+    where
+        T: Clone,
+        O: Send + 'static,
+        W: weir_operators::Assigner,
+        A: Aggregator<T, O> + Clone,
+        TS: Fn(&T) -> i64 + Clone + Send + 'static,
+    {
+        count_late(
+            self.process(name, WindowAggregate::new(assigner, timestamp_of, aggregator)),
+            name,
+        )
+    }
+
+    /// Aggregates per key and session window (records closer than `gap_ms`
+    /// form one session; Flink's `EventTimeSessionWindows`): emits `(key,
+    /// Windowed::Result { window, value })` with `window = [first record, last
+    /// record + gap)` when the watermark passes its end, late records as
+    /// `Windowed::Late`. Stateful: give it a uid.
+    pub fn session_aggregate<O, A, TS>(
+        self,
+        name: &str,
+        gap_ms: i64,
+        timestamp_of: TS,
+        aggregator: A,
+    ) -> Stream<(K, Windowed<O, T>)>
+    where
+        O: Send + 'static,
+        A: MergeAggregator<T, O> + Clone,
+        TS: Fn(&T) -> i64 + Clone + Send + 'static,
+    {
+        count_late(
+            self.process(name, SessionAggregate::new(gap_ms, timestamp_of, aggregator)),
+            name,
+        )
+    }
+
+    /// Runs a full-window function per key and window (Flink's
+    /// `ProcessWindowFunction`): the window's records, buffered in keyed map
+    /// state, are handed to `function(key, window, records, out)` when it
+    /// fires; each output becomes a `Windowed::Result`. Stateful: give it a uid.
+    pub fn window_process<O, W, WF, TS>(
+        self,
+        name: &str,
+        assigner: W,
+        timestamp_of: TS,
+        function: WF,
+    ) -> Stream<(K, Windowed<O, T>)>
+    where
+        T: StateValue,
+        O: Send + 'static,
+        W: weir_operators::Assigner,
+        WF: FnMut(&K, weir_operators::Window, Vec<T>, &mut Vec<O>) + Clone + Send + 'static,
+        TS: Fn(&T) -> i64 + Clone + Send + 'static,
+    {
+        count_late(
+            self.process(
+                name,
+                WindowProcess {
+                    assigner,
+                    function,
+                    timestamp_of,
+                    allowed_lateness_ms: 0,
+                },
+            ),
+            name,
+        )
+    }
+
+    /// Runs an incremental aggregation per key; emits `(key, result)` after each record.
+    pub fn aggregate<O: Send + 'static, A: Aggregator<T, O> + Clone>(
+        self,
+        name: &str,
+        aggregator: A,
+    ) -> Stream<(K, O)> {
+        self.process(name, Aggregate(aggregator))
+    }
+}
+
+/// Counts the late records of a window operator in
+/// `weir_late_records_total{operator}` as they pass (they stay in the stream
+/// as `Windowed::Late`, the side output).
+fn count_late<K: Send + 'static, O: Send + 'static, I: Send + 'static>(
+    stream: Stream<(K, Windowed<O, I>)>,
+    operator: &str,
+) -> Stream<(K, Windowed<O, I>)> {
+    let window_op = stream.last_op;
+    let operator = operator.to_string();
+    // Registered on first use, so a recorder installed after the graph was built still sees it.
+    let mut counter: Option<metrics::Counter> = None;
+    let count = move |r: &(K, Windowed<O, I>)| {
+        if let Windowed::Late(_) = r.1 {
+            counter
+                .get_or_insert_with(|| metrics::counter!("weir_late_records_total", "operator" => operator.clone()))
+                .increment(1);
+        }
+    };
+    let mut counted = stream.operator("count-late", move || Inspect(count.clone()));
+    // `.uid(..)` after the window method names the window operator, not the counter.
+    counted.last_op = window_op;
+    counted
+}

@@ -32,10 +32,10 @@ fn log() {
     }
 }
 
-/// The tests of this file run one at a time: on a loaded machine a bounded
-/// run over librdkafka's mock cluster sometimes ends a partition without its
-/// records (seen with six clusters at once on two cores, and with a build
-/// beside one; not with noida-db). Known flake, under investigation.
+/// The tests of this file run one at a time: each starts a mock cluster, and
+/// six at once on two cores make the timing of every test unlike a real run.
+/// (On a loaded machine they found records that a poll took from the
+/// consumer's own queue and returned together with `End`: dropped.)
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {

@@ -740,7 +740,9 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
             };
             self.take_from_main(polled, out, &mut emitted)?;
         }
-        if self.bounded && self.partitions.iter().all(|p| p.done) {
+        // Records taken above may have completed every partition: hand them
+        // over first (`End` carries no records), and end on the next poll.
+        if self.bounded && emitted == 0 && self.partitions.iter().all(|p| p.done) {
             return Ok(SourcePoll::End);
         }
         for step in 0..n {

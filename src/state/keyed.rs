@@ -38,14 +38,30 @@ struct MapLayers {
     flushing: Vec<Arc<Overlay>>,
 }
 
+/// How a timer changed since the last snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerChange {
+    /// Registered since the last snapshot and not in RocksDB: removing it
+    /// again (fired or deleted) leaves nothing to write.
+    New,
+    /// In RocksDB, removed, then registered again: written as a put.
+    Again,
+    /// Removed (fired or deleted): written as a delete.
+    Gone,
+}
+
+/// Timer changes since the last snapshot, one entry per timer.
+type TimerChanges = HashMap<TimerKey, TimerChange, FxBuildHasher>;
+
 /// The timers of one time domain of a task: all in memory, ordered by time;
-/// the changes since the last barrier (the last change of each timer wins,
-/// so a session timer moved on every record costs one entry) go into the
-/// next snapshot (column family `timers` or `proc_timers`).
+/// the changes since the last barrier go into the next snapshot (column
+/// family `timers` or `proc_timers`). A timer registered and removed between
+/// two snapshots (a window opened and fired, a session timer moved on) is
+/// never written: only the net change is.
 #[derive(Default)]
 struct Timers {
     pending: std::collections::BTreeSet<TimerKey>,
-    changes: HashMap<TimerKey, bool, FxBuildHasher>,
+    changes: TimerChanges,
     /// The domain's current time: the watermark, or the wall clock of the batch.
     now: i64,
     /// Event time: the newest watermark below `Timestamp::MAX` (what a
@@ -68,7 +84,11 @@ impl Timers {
         key.encode_key(&mut k);
         let timer = (at.0, k, namespace.to_vec());
         if self.pending.insert(timer.clone()) {
-            self.changes.insert(timer, true);
+            let change = match self.changes.get(&timer) {
+                Some(TimerChange::Gone) => TimerChange::Again,
+                _ => TimerChange::New,
+            };
+            self.changes.insert(timer, change);
         }
     }
 
@@ -77,7 +97,7 @@ impl Timers {
         key.encode_key(&mut k);
         let timer = (at.0, k, namespace.to_vec());
         if self.pending.remove(&timer) {
-            self.changes.insert(timer, false);
+            self.removed(timer);
         }
     }
 
@@ -87,8 +107,17 @@ impl Timers {
             return None;
         }
         let first = self.pending.pop_first()?;
-        self.changes.insert(first.clone(), false);
+        self.removed(first.clone());
         Some(first)
+    }
+
+    /// Records that a pending timer was removed (fired or deleted).
+    fn removed(&mut self, timer: TimerKey) {
+        if self.changes.get(&timer) == Some(&TimerChange::New) {
+            self.changes.remove(&timer); // never written: nothing to undo
+        } else {
+            self.changes.insert(timer, TimerChange::Gone);
+        }
     }
 }
 
@@ -498,13 +527,14 @@ fn write_snapshot<K: StateKey, V: serde::Serialize>(
     max_parallelism: u16,
     dirty: Vec<(K, Option<V>)>,
     map_writes: &Overlay,
-    timers: &[(TimeDomain, HashMap<TimerKey, bool, FxBuildHasher>)],
+    timers: &[(TimeDomain, TimerChanges)],
     watermark: i64,
 ) -> Result<SubtaskState> {
     let mut batch = WriteBatch::default();
     db.batch_map(&mut batch, map_writes)?;
     for (domain, changes) in timers {
-        db.batch_timers(&mut batch, *domain, changes)?;
+        let puts = changes.iter().map(|(t, c)| (t, *c != TimerChange::Gone));
+        db.batch_timers(&mut batch, *domain, puts)?;
     }
     if watermark > i64::MIN {
         db.batch_watermark(&mut batch, watermark)?;
@@ -522,4 +552,29 @@ fn write_snapshot<K: StateKey, V: serde::Serialize>(
         }
     }
     db.snapshot(id, batch).map(SubtaskState::Rocks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{TimerChange, Timers};
+    use weir_operators::Timestamp;
+
+    #[test]
+    fn only_the_net_timer_changes_since_the_last_snapshot_are_written() {
+        let mut t = Timers::default();
+        // Opened and fired between two snapshots: nothing to write.
+        t.register(&1u64, Timestamp(10), b"w");
+        assert_eq!(t.pop_due(10).map(|x| x.0), Some(10));
+        assert!(t.changes.is_empty());
+        // Registered and kept: a put.
+        t.register(&2u64, Timestamp(20), b"w");
+        let persisted = std::mem::take(&mut t.changes); // a snapshot wrote it
+        assert_eq!(persisted.values().copied().collect::<Vec<_>>(), [TimerChange::New]);
+        // Persisted, deleted, registered again: a put; deleted once more: a delete.
+        t.delete(&2u64, Timestamp(20), b"w");
+        t.register(&2u64, Timestamp(20), b"w");
+        assert_eq!(t.changes.values().copied().collect::<Vec<_>>(), [TimerChange::Again]);
+        t.delete(&2u64, Timestamp(20), b"w");
+        assert_eq!(t.changes.values().copied().collect::<Vec<_>>(), [TimerChange::Gone]);
+    }
 }

@@ -322,12 +322,12 @@ impl RocksInstance {
         &self,
         batch: &mut WriteBatch,
         domain: TimeDomain,
-        changes: impl IntoIterator<Item = (&'a TimerKey, &'a bool)>,
+        changes: impl IntoIterator<Item = (&'a TimerKey, bool)>,
     ) -> Result<()> {
         let cf = self.timer_cf(domain)?;
         for (timer, present) in changes {
             let k = encode_timer(timer);
-            if *present {
+            if present {
                 batch.put_cf(cf, k, []);
             } else {
                 batch.delete_cf(cf, k);

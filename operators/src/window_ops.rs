@@ -73,6 +73,28 @@ fn malformed() -> OperatorError {
     OperatorError("malformed window namespace in a timer".into())
 }
 
+/// Fires the open window named by a timer's `namespace`: emits its result
+/// and forgets it (the state goes when no window is left).
+fn fire_aggregate<K: Clone, I, O, A: Aggregator<I, O>>(
+    aggregator: &A,
+    key: &K,
+    state: &mut Option<Vec<OpenWindow<A::Acc>>>,
+    namespace: &[u8],
+    ctx: &mut KeyedContext<'_, (K, Windowed<O, I>)>,
+) -> Result<(), OperatorError> {
+    let window = Window::from_namespace(namespace).ok_or_else(malformed)?;
+    let Some(open) = state.as_mut() else { return Ok(()) };
+    if let Ok(i) = find(open, &window) {
+        let done = open.remove(i);
+        let value = aggregator.result(&done.acc);
+        ctx.emit((key.clone(), Windowed::Result { window, value }));
+    }
+    if open.is_empty() {
+        *state = None;
+    }
+    Ok(())
+}
+
 /// Incremental aggregation per key and event-time window (tumbling or
 /// sliding, Flink's `window(...).aggregate(...)`): results are emitted when
 /// the watermark passes a window's end plus `allowed_lateness_ms`.
@@ -162,17 +184,7 @@ where
         namespace: &[u8],
         ctx: &mut KeyedContext<'_, (K, Windowed<O, I>)>,
     ) -> Result<(), OperatorError> {
-        let window = Window::from_namespace(namespace).ok_or_else(malformed)?;
-        let Some(open) = state.as_mut() else { return Ok(()) };
-        if let Ok(i) = find(open, &window) {
-            let done = open.remove(i);
-            let value = self.aggregator.result(&done.acc);
-            ctx.emit((key.clone(), Windowed::Result { window, value }));
-        }
-        if open.is_empty() {
-            *state = None;
-        }
-        Ok(())
+        fire_aggregate(&self.aggregator, key, state, namespace, ctx)
     }
 }
 
@@ -276,17 +288,7 @@ where
         namespace: &[u8],
         ctx: &mut KeyedContext<'_, (K, Windowed<O, I>)>,
     ) -> Result<(), OperatorError> {
-        let window = Window::from_namespace(namespace).ok_or_else(malformed)?;
-        let Some(open) = state.as_mut() else { return Ok(()) };
-        if let Ok(i) = find(open, &window) {
-            let done = open.remove(i);
-            let value = self.aggregator.result(&done.acc);
-            ctx.emit((key.clone(), Windowed::Result { window, value }));
-        }
-        if open.is_empty() {
-            *state = None;
-        }
-        Ok(())
+        fire_aggregate(&self.aggregator, key, state, namespace, ctx)
     }
 }
 

@@ -9,7 +9,6 @@ use super::{ConnectorContext, Source, SourcePoll};
 use crate::clock;
 use crate::error::{Result, WeirError};
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 
 /// One generated record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,8 +53,8 @@ pub struct Generator {
     parallelism: u64,
     next_k: u64,
     end_k: Option<u64>,
-    /// Records per second for this subtask, and the schedule's origin.
-    pace: Option<(f64, u64, u64)>,
+    /// The schedule of a rate-limited run.
+    pace: Option<super::pace::Pace>,
 }
 
 impl Generator {
@@ -96,7 +95,11 @@ impl Generator {
         });
         let pace = match rate {
             Some(0) => return Err(err("rate must be > 0".into())),
-            Some(r) => Some((r as f64 / parallelism as f64, clock::now_ns(), next_k)),
+            Some(r) => Some(super::pace::Pace::new(
+                r as f64 / parallelism as f64,
+                clock::now_ns(),
+                next_k,
+            )),
             None => None,
         };
         Ok(Generator {
@@ -124,27 +127,20 @@ impl Source<W1Event> for Generator {
                 return Ok(SourcePoll::End);
             }
         }
-        let now = clock::now_ns();
-        match self.pace {
+        match &self.pace {
             None => {
+                let now = clock::now_ns();
                 for k in self.next_k..self.next_k + n {
                     out.push(w1_event(k * self.parallelism + self.subtask, now));
                 }
             }
-            Some((rate, origin_ns, origin_k)) => {
-                // Record k is due at origin + (k - origin_k) / rate; its emit time is
-                // that schedule, so a stall shows up as latency (no coordinated omission).
-                let due = ((now - origin_ns) as f64 * rate / 1e9) as u64 + origin_k + 1;
-                n = n.min(due.saturating_sub(self.next_k));
-                if n == 0 {
-                    let next_at = origin_ns + ((self.next_k - origin_k) as f64 * 1e9 / rate) as u64;
-                    return Ok(SourcePoll::Idle(
-                        Duration::from_nanos(next_at.saturating_sub(now)).max(Duration::from_micros(50)),
-                    ));
-                }
+            Some(pace) => {
+                n = match pace.due(self.next_k, n, clock::now_ns()) {
+                    Ok(due) => due,
+                    Err(wait) => return Ok(SourcePoll::Idle(wait)),
+                };
                 for k in self.next_k..self.next_k + n {
-                    let scheduled = origin_ns + ((k - origin_k) as f64 * 1e9 / rate) as u64;
-                    out.push(w1_event(k * self.parallelism + self.subtask, scheduled));
+                    out.push(w1_event(k * self.parallelism + self.subtask, pace.scheduled_ns(k)));
                 }
             }
         }
@@ -164,6 +160,7 @@ impl Source<W1Event> for Generator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn ctx(subtask: usize, parallelism: usize, restored: Option<u64>) -> ConnectorContext {
         ConnectorContext {

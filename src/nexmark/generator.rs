@@ -15,7 +15,6 @@
 use crate::connectors::{ConnectorContext, Source, SourcePoll};
 use crate::error::{Result, WeirError};
 use crate::nexmark::model::{Auction, Bid, Event, Person};
-use std::time::Duration;
 use weir_operators::Timestamp;
 
 /// The generator's settings.
@@ -385,7 +384,7 @@ pub struct NexmarkGenerator {
     parallelism: u64,
     next_k: u64,
     end_k: Option<u64>,
-    pace: Option<(f64, u64, u64)>,
+    pace: Option<crate::connectors::pace::Pace>,
     newest: Option<i64>,
     generated: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
@@ -426,7 +425,7 @@ impl NexmarkGenerator {
         });
         let pace = match config.rate {
             Some(0) => return Err(err("rate must be > 0".into())),
-            Some(r) => Some((
+            Some(r) => Some(crate::connectors::pace::Pace::new(
                 r as f64 / parallelism as f64,
                 config.pace_origin_ns.unwrap_or_else(crate::clock::now_ns),
                 next_k,
@@ -464,19 +463,11 @@ impl Source<Event> for NexmarkGenerator {
                 return Ok(SourcePoll::End);
             }
         }
-        if let Some((rate, origin_ns, origin_k)) = self.pace {
-            let now = crate::clock::now_ns();
-            if now < origin_ns {
-                return Ok(SourcePoll::Idle(Duration::from_nanos(origin_ns - now)));
-            }
-            let due = ((now - origin_ns) as f64 * rate / 1e9) as u64 + origin_k + 1;
-            n = n.min(due.saturating_sub(self.next_k));
-            if n == 0 {
-                let next_at = origin_ns + ((self.next_k - origin_k) as f64 * 1e9 / rate) as u64;
-                return Ok(SourcePoll::Idle(
-                    Duration::from_nanos(next_at.saturating_sub(now)).max(Duration::from_micros(50)),
-                ));
-            }
+        if let Some(pace) = &self.pace {
+            n = match pace.due(self.next_k, n, crate::clock::now_ns()) {
+                Ok(due) => due,
+                Err(wait) => return Ok(SourcePoll::Idle(wait)),
+            };
         }
         for k in self.next_k..self.next_k + n {
             let event = nexmark_event(k * self.parallelism + self.subtask, &self.config);

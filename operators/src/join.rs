@@ -15,7 +15,7 @@ use crate::keyed::{KeyedContext, KeyedProcess, StateValue};
 use crate::message::Timestamp;
 use crate::operator::OperatorError;
 use crate::window::{Assigner, Window};
-use crate::window_ops::{OpenWindow, Windowed};
+use crate::window_ops::{open_window, OpenWindow, Windowed};
 use serde::{Deserialize, Serialize};
 
 /// A record of one of two inputs.
@@ -164,21 +164,7 @@ where
                 continue;
             }
             taken = true;
-            let i = match open.binary_search_by(|o| (o.start, o.end).cmp(&(w.start, w.end))) {
-                Ok(i) => i,
-                Err(i) => {
-                    open.insert(
-                        i,
-                        OpenWindow {
-                            start: w.start,
-                            end: w.end,
-                            acc: (0, 0),
-                        },
-                    );
-                    ctx.register_event_timer(w.max_timestamp(), &w.namespace());
-                    i
-                }
-            };
+            let i = open_window(open, &w, w.max_timestamp().0, || (0, 0), ctx);
             let counts = &mut open[i].acc;
             match &record {
                 Either::Left(l) => {

@@ -69,6 +69,33 @@ fn find<A>(open: &[OpenWindow<A>], window: &Window) -> Result<usize, usize> {
     open.binary_search_by(|o| (o.start, o.end).cmp(&(window.start, window.end)))
 }
 
+/// The index of `window` in the sorted `open`, opening it (with `empty`)
+/// and registering its timer at `fires_at` if it was not open yet: the one
+/// place a window opens.
+pub(crate) fn open_window<A, O>(
+    open: &mut Vec<OpenWindow<A>>,
+    window: &Window,
+    fires_at: i64,
+    empty: impl FnOnce() -> A,
+    ctx: &mut KeyedContext<'_, O>,
+) -> usize {
+    match find(open, window) {
+        Ok(i) => i,
+        Err(i) => {
+            open.insert(
+                i,
+                OpenWindow {
+                    start: window.start,
+                    end: window.end,
+                    acc: empty(),
+                },
+            );
+            ctx.register_event_timer(Timestamp(fires_at), &window.namespace());
+            i
+        }
+    }
+}
+
 fn malformed() -> OperatorError {
     OperatorError("malformed window namespace in a timer".into())
 }
@@ -150,22 +177,8 @@ where
                 return; // this window has fired already
             }
             taken = true;
-            match find(open, &w) {
-                Ok(i) => aggregator.add(&mut open[i].acc, &record),
-                Err(i) => {
-                    let mut acc = aggregator.create();
-                    aggregator.add(&mut acc, &record);
-                    open.insert(
-                        i,
-                        OpenWindow {
-                            start: w.start,
-                            end: w.end,
-                            acc,
-                        },
-                    );
-                    ctx.register_event_timer(Timestamp(fires_at), &w.namespace());
-                }
-            }
+            let i = open_window(open, &w, fires_at, || aggregator.create(), ctx);
+            aggregator.add(&mut open[i].acc, &record);
         });
         if open.is_empty() {
             *state = None;
@@ -348,21 +361,7 @@ where
                 continue;
             }
             taken = true;
-            let i = match find(open, &w) {
-                Ok(i) => i,
-                Err(i) => {
-                    open.insert(
-                        i,
-                        OpenWindow {
-                            start: w.start,
-                            end: w.end,
-                            acc: 0,
-                        },
-                    );
-                    ctx.register_event_timer(Timestamp(fires_at), &w.namespace());
-                    i
-                }
-            };
+            let i = open_window(open, &w, fires_at, || 0, ctx);
             let seq = open[i].acc;
             open[i].acc += 1;
             ctx.map::<Vec<u8>, I>(WINDOW_RECORDS)

@@ -98,7 +98,15 @@ fn sigkill_through_kafka_loses_and_duplicates_nothing() {
             "snapshot-async=sleep(30)"
         };
         let mut child = start(&broker, dir.path(), false, failpoints);
-        let deadline = Instant::now() + Duration::from_millis(500 + next(1200));
+        // A run armed to die at a commit gets as long as it needs to reach
+        // one (a loaded CI machine may take seconds to start and fetch); the
+        // others are killed at a random moment.
+        let wait = if runs % 3 == 0 {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_millis(500 + next(1200))
+        };
+        let deadline = Instant::now() + wait;
         let mut exited = None;
         while Instant::now() < deadline {
             if let Some(status) = child.try_wait().unwrap() {

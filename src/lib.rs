@@ -49,5 +49,8 @@ pub(crate) mod state;
 pub use config::JobConfig;
 pub use error::{Result, WeirError};
 pub use graph::{Job, JobBuilder, KeyedStream, SinkRef, Stream};
-pub use runtime::{JobController, JobHandle, JobSummary};
+pub use runtime::{
+    Backlog, CheckpointStatus, JobController, JobHandle, JobStatus, JobSummary, LastCheckpoint, LatencySummary,
+    PartitionLag, TaskStatus,
+};
 pub use weir_operators as operators;

@@ -44,26 +44,61 @@ fn a_running_job_serves_prometheus_metrics() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Every family the issue asks for, once the job has checkpointed.
+    let wanted = [
+        "weir_task_records_in_total",
+        "weir_task_records_out_total",
+        "weir_task_backpressured_ms_total",
+        "weir_task_output_queue_fill_ratio",
+        "weir_latency_seconds",
+        "weir_checkpoints_completed_total",
+        "weir_checkpoint_duration_seconds",
+        "weir_checkpoint_alignment_seconds",
+        "weir_last_checkpoint_bytes",
+        "weir_sink_commit_seconds",
+    ];
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut last = String::new();
-    let found = loop {
+    let first = loop {
         if let Some(body) = scrape(&addr) {
-            if body.contains("weir_checkpoints_completed_total") && body.contains("weir_source_records_total") {
-                break true;
+            if wanted.iter().all(|w| body.contains(w)) {
+                break Some(body);
             }
             last = body;
         }
         if Instant::now() > deadline {
-            break false;
+            break None;
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    let Some(first) = first else {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let missing: Vec<_> = wanted.iter().filter(|w| !last.contains(*w)).collect();
+        panic!("metrics {missing:?} never showed up; last scrape:\n{last}");
+    };
+    // The numbers move while the job runs.
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = scrape(&addr).unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(
-        found,
-        "metrics never showed checkpoints and source records; last scrape:\n{last}"
-    );
+    for name in ["weir_task_records_out_total", "weir_checkpoints_completed_total"] {
+        let (a, b) = (sum_of(&first, name), sum_of(&second, name));
+        assert!(b > a, "{name} did not grow: {a} then {b}\n{second}");
+    }
+    assert!(sum_of(&second, "weir_last_checkpoint_bytes") > 0.0);
+}
+
+/// The sum of every sample of metric `name` in a Prometheus text page.
+fn sum_of(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 #[test]

@@ -437,3 +437,54 @@ fn watermarks_are_the_minimum_over_partitions_and_survive_a_restart() {
     );
     assert_eq!(run2.last(), Some(&14_899), "{run2:?}");
 }
+
+#[test]
+fn the_status_shows_each_partitions_lag_until_it_is_read() {
+    let _serial = serial();
+    let mock = cluster(&[("lag", 2)]);
+    produce(&mock, "lag", &numbers(0..20_000, 2));
+    let dir = tempfile::tempdir().unwrap();
+    let builder = JobBuilder::new("lag");
+    builder
+        .source("kafka", source(&mock, &["lag"]).bounded(false).factory())
+        .uid("kafka")
+        .rebalance()
+        .map(|n: u64| {
+            // About 10 000 records/s: the topic takes ~2 s to read.
+            let until = Instant::now() + Duration::from_micros(100);
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            n
+        })
+        .sink("count", weir::connectors::collect::CountingSink::factory());
+    let handle = builder
+        .build()
+        .unwrap()
+        .start(JobConfig::with_checkpoint_dir(dir.path()))
+        .unwrap();
+    let lag_of =
+        |s: &weir::JobStatus| -> Vec<weir::PartitionLag> { s.tasks.iter().flat_map(|t| t.kafka_lag.clone()).collect() };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut saw_behind = false;
+    loop {
+        let s = handle.status();
+        let lags = lag_of(&s);
+        if lags.len() == 2 {
+            for p in &lags {
+                assert_eq!((p.topic.as_str(), p.end), ("lag", 10_000), "{lags:?}");
+                assert_eq!(p.lag, p.end - p.position);
+            }
+            let total: i64 = lags.iter().map(|p| p.lag).sum();
+            saw_behind |= total > 0;
+            if total == 0 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the lag never reached 0:\n{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(saw_behind, "the lag was never seen above 0 while the topic was read");
+    handle.cancel();
+    let _ = handle.join();
+}

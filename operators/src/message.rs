@@ -47,4 +47,9 @@ pub enum Message<T> {
     Barrier(Barrier),
     /// The sender has no more input.
     End,
+    /// A latency marker: the instant a source task sent it. It queues behind
+    /// the records before it and takes one path to one sink, which records
+    /// its age as the end-to-end latency (Flink's latency markers). Operators
+    /// never see it.
+    LatencyMarker(std::time::Instant),
 }

@@ -29,6 +29,22 @@ pub struct Manifest {
     pub operators: BTreeMap<String, OperatorSnapshot>,
 }
 
+impl Manifest {
+    /// Bytes of state this checkpoint references: RocksDB files (also those
+    /// shared with earlier checkpoints), state files and inline state.
+    pub fn state_bytes(&self) -> u64 {
+        self.operators
+            .values()
+            .flat_map(|o| o.subtasks.iter())
+            .map(|s| match s {
+                SubtaskState::Rocks(h) => h.shared.iter().chain(&h.private).map(|f| f.size).sum(),
+                SubtaskState::File { size, .. } => *size,
+                SubtaskState::Bytes { hex, .. } => hex.len() as u64 / 2,
+            })
+            .sum()
+    }
+}
+
 /// The state of one operator: one entry per subtask (index = subtask).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct OperatorSnapshot {

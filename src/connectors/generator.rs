@@ -166,6 +166,7 @@ mod tests {
         ConnectorContext {
             job: "test".into(),
             restored_all: Vec::new(),
+            backlog: Default::default(),
             subtask,
             parallelism,
             uid: "gen".into(),

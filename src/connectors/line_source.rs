@@ -201,6 +201,7 @@ mod tests {
             uid: "lines".into(),
             restored,
             restored_all: Vec::new(),
+            backlog: Default::default(),
         }
     }
 

@@ -33,6 +33,9 @@ pub struct ConnectorContext {
     /// state): a source whose splits may move between subtasks (Kafka
     /// partitions, when partitions are added) finds its offsets here.
     pub restored_all: Vec<Vec<u8>>,
+    /// Where a source that knows its backlog (how far it is behind the end of
+    /// its input) reports it, for [`crate::JobHandle::status`] and metrics.
+    pub backlog: crate::runtime::Backlog,
 }
 
 /// The outcome of [`Source::poll`].

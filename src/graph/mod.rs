@@ -395,6 +395,7 @@ impl<T: Send + 'static, S: Source<T>, F: Fn(ConnectorContext) -> Result<S> + Sen
                 uid: uid.clone(),
                 restored,
                 restored_all,
+                backlog: env.task_stats().backlog.clone(),
             })?;
             let chain = tail(env, subtask)?;
             let (batch, drain) = (env.batch_size, env.drain_at_end);
@@ -446,6 +447,7 @@ fn channel_tail<T: Send + 'static, R: crate::runtime::chain::Router<T> + 'static
             env.batch_size,
             router(),
             env.cancel.clone(),
+            env.task_stats(),
         )) as Box<dyn Downstream<T>>)
     })
 }
@@ -656,14 +658,19 @@ impl<T: Send + 'static> Stream<T> {
                 uid: uid.clone().unwrap_or_else(|| name.clone()),
                 restored,
                 restored_all: Vec::new(),
+                backlog: env.task_stats().backlog.clone(),
             };
             let sink = factory(ctx)?;
+            let task = format!("{name}[{subtask}]");
             Ok(Box::new(SinkTail {
                 sink,
                 store: env.state()?.store.clone(),
                 uid,
                 name: name.clone(),
                 subtask,
+                stats: env.task_stats(),
+                latency: metrics::histogram!("weir_latency_seconds", "sink" => task.clone()),
+                commit_time: metrics::histogram!("weir_sink_commit_seconds", "sink" => task),
                 _records: PhantomData,
             }) as Box<dyn Downstream<T>>)
         }));

@@ -6,6 +6,7 @@
 //! so user closures inline into it. Output vectors are reused: no allocation
 //! per record.
 
+use super::status::{bump, TaskStats};
 use crate::checkpoint::manifest::{to_hex, SubtaskState};
 use crate::connectors::Sink;
 use crate::error::{Result, WeirError};
@@ -13,7 +14,7 @@ use crossbeam_channel::{SendTimeoutError, Sender};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use weir_operators::{
     key_group_of, subtask_for_key_group, Barrier, CheckpointId, Message, Operator, StateKey, Timestamp,
 };
@@ -57,6 +58,8 @@ pub(crate) trait Downstream<T>: Send {
     }
     /// All input ended.
     fn end(&mut self) -> Result<()>;
+    /// A latency marker sent at `emitted`: pass it on (a sink records its age).
+    fn latency_marker(&mut self, emitted: Instant) -> Result<()>;
 }
 
 /// A stateless operator and the rest of the chain after it.
@@ -118,6 +121,9 @@ impl<I: Send, O: Send, Op: Operator<I, O>> Downstream<I> for Stage<I, O, Op> {
     fn next_processing_timer(&self) -> Option<i64> {
         self.next.next_processing_timer()
     }
+    fn latency_marker(&mut self, emitted: Instant) -> Result<()> {
+        self.next.latency_marker(emitted)
+    }
     fn flush(&mut self) -> Result<()> {
         self.next.flush()
     }
@@ -140,6 +146,11 @@ impl<I: Send, O: Send, Op: Operator<I, O>> Downstream<I> for Stage<I, O, Op> {
 /// Sends `msg`, waiting while the channel is full (backpressure) but
 /// giving up when the job is cancelled or the receiver is gone.
 pub(crate) fn send<T>(sender: &Sender<Message<T>>, mut msg: Message<T>, cancel: &AtomicBool) -> Result<()> {
+    match sender.try_send(msg) {
+        Ok(()) => return Ok(()),
+        Err(crossbeam_channel::TrySendError::Full(m)) => msg = m,
+        Err(crossbeam_channel::TrySendError::Disconnected(_)) => return Err(WeirError::Cancelled),
+    }
     loop {
         match sender.send_timeout(msg, Duration::from_millis(100)) {
             Ok(()) => return Ok(()),
@@ -200,29 +211,58 @@ pub(crate) struct ChannelOut<T, R> {
     pub(crate) batch_size: usize,
     pub(crate) router: R,
     pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) stats: Arc<TaskStats>,
+    /// The output the next latency marker takes (they rotate over outputs).
+    pub(crate) next_marker_output: usize,
 }
 
 impl<T: Send, R: Router<T>> ChannelOut<T, R> {
-    pub(crate) fn new(senders: Vec<Sender<Message<T>>>, batch_size: usize, router: R, cancel: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(
+        senders: Vec<Sender<Message<T>>>,
+        batch_size: usize,
+        router: R,
+        cancel: Arc<AtomicBool>,
+        stats: Arc<TaskStats>,
+    ) -> Self {
         let buffers = senders.iter().map(|_| Vec::with_capacity(batch_size)).collect();
+        let capacity = senders.first().and_then(|s| s.capacity()).unwrap_or(0);
+        stats.output_capacity.store(capacity as u64, Ordering::Relaxed);
         ChannelOut {
             senders,
             buffers,
             batch_size,
             router,
             cancel,
+            stats,
+            next_marker_output: 0,
         }
+    }
+
+    /// Sends on output `i`, counting the time spent waiting for room
+    /// (backpressure) and how full the channel is afterwards.
+    fn send_to(&self, i: usize, msg: Message<T>) -> Result<()> {
+        let sender = &self.senders[i];
+        if sender.is_full() {
+            let waiting = Instant::now();
+            send(sender, msg, &self.cancel)?;
+            bump(&self.stats.blocked_ns, waiting.elapsed().as_nanos() as u64);
+        } else {
+            send(sender, msg, &self.cancel)?;
+        }
+        self.stats.output_queue.store(sender.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     fn send_buffer(&mut self, i: usize) -> Result<()> {
         let batch = std::mem::replace(&mut self.buffers[i], Vec::with_capacity(self.batch_size));
-        send(&self.senders[i], Message::Records(batch), &self.cancel)
+        bump(&self.stats.records_out, batch.len() as u64);
+        self.send_to(i, Message::Records(batch))
     }
 
     fn broadcast(&mut self, make: impl Fn() -> Message<T>) -> Result<()> {
         self.flush()?;
-        for s in &self.senders {
-            send(s, make(), &self.cancel)?;
+        for i in 0..self.senders.len() {
+            self.send_to(i, make())?;
         }
         Ok(())
     }
@@ -268,6 +308,16 @@ impl<T: Send, R: Router<T>> Downstream<T> for ChannelOut<T, R> {
     fn end(&mut self) -> Result<()> {
         self.broadcast(|| Message::End)
     }
+    fn latency_marker(&mut self, emitted: Instant) -> Result<()> {
+        // One output, behind the records buffered for it, so that the marker
+        // measures their wait; rotating spreads markers over every path.
+        let i = self.next_marker_output % self.senders.len().max(1);
+        self.next_marker_output = i + 1;
+        if !self.buffers[i].is_empty() {
+            self.send_buffer(i)?;
+        }
+        self.send_to(i, Message::LatencyMarker(emitted))
+    }
 }
 
 /// Sink state up to this size is kept inline in the manifest, larger in a file.
@@ -280,12 +330,17 @@ pub(crate) struct SinkTail<T, S> {
     pub(crate) uid: Option<String>,
     pub(crate) name: String,
     pub(crate) subtask: usize,
+    pub(crate) stats: Arc<TaskStats>,
+    /// `weir_latency_seconds` and `weir_sink_commit_seconds` of this sink subtask.
+    pub(crate) latency: metrics::Histogram,
+    pub(crate) commit_time: metrics::Histogram,
     pub(crate) _records: PhantomData<fn(T)>,
 }
 
 impl<T: Send, S: Sink<T>> Downstream<T> for SinkTail<T, S> {
     #[inline]
     fn records(&mut self, batch: &mut Vec<T>) -> Result<()> {
+        bump(&self.stats.records_out, batch.len() as u64);
         self.sink.write(batch)
     }
     fn watermark(&mut self, _watermark: Timestamp) -> Result<()> {
@@ -322,7 +377,10 @@ impl<T: Send, S: Sink<T>> Downstream<T> for SinkTail<T, S> {
         Ok(())
     }
     fn checkpoint_complete(&mut self, id: CheckpointId) -> Result<()> {
-        self.sink.commit(id).map_err(|e| match e {
+        let started = Instant::now();
+        let committed = self.sink.commit(id);
+        self.commit_time.record(started.elapsed().as_secs_f64());
+        committed.map_err(|e| match e {
             WeirError::Connector { .. } => e,
             other => WeirError::Connector {
                 connector: format!("{}[{}]", self.name, self.subtask),
@@ -332,5 +390,11 @@ impl<T: Send, S: Sink<T>> Downstream<T> for SinkTail<T, S> {
     }
     fn end(&mut self) -> Result<()> {
         self.sink.finish()
+    }
+    fn latency_marker(&mut self, emitted: Instant) -> Result<()> {
+        let age = emitted.elapsed();
+        self.latency.record(age.as_secs_f64());
+        self.stats.record_latency(age);
+        Ok(())
     }
 }

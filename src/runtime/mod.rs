@@ -19,7 +19,10 @@
 pub(crate) mod aligner;
 pub(crate) mod chain;
 pub(crate) mod fxhash;
+pub(crate) mod status;
 pub(crate) mod task;
+
+pub use status::{Backlog, CheckpointStatus, JobStatus, LastCheckpoint, LatencySummary, PartitionLag, TaskStatus};
 
 use crate::checkpoint::coordinator::{Action, Coordinator, CoordinatorConfig};
 use crate::checkpoint::manifest::{from_hex, Manifest, OperatorSnapshot, SubtaskState, MANIFEST_FORMAT};
@@ -29,6 +32,7 @@ use crate::error::{Result, WeirError};
 use crate::graph::{Job, OperatorInfo};
 use crate::state::StateEnv;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use status::{StatusBoard, TaskStats};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,9 +55,16 @@ pub(crate) struct TaskEnv {
     operators: Vec<OperatorInfo>,
     restore: Option<Manifest>,
     state: Arc<StateEnv>,
+    /// The counters of the task being made (set before each task maker runs).
+    current_stats: std::cell::RefCell<Arc<TaskStats>>,
 }
 
 impl TaskEnv {
+    /// The live counters of the task being made.
+    pub(crate) fn task_stats(&self) -> Arc<TaskStats> {
+        self.current_stats.borrow().clone()
+    }
+
     pub(crate) fn uid(&self, op: usize) -> Result<String> {
         let info = &self.operators[op];
         info.uid
@@ -133,6 +144,7 @@ pub struct JobSummary {
 /// A running job: wait for it, trigger checkpoints, stop or cancel it.
 pub struct JobHandle {
     events: Sender<RuntimeEvent>,
+    board: Arc<StatusBoard>,
     driver: std::thread::JoinHandle<Result<JobSummary>>,
 }
 
@@ -141,9 +153,17 @@ pub struct JobHandle {
 #[derive(Clone)]
 pub struct JobController {
     events: Sender<RuntimeEvent>,
+    board: Arc<StatusBoard>,
 }
 
 impl JobController {
+    /// What the job is doing now: per task records in/out and their rates,
+    /// backpressure, watermark, Kafka lag, latency; the last checkpoint.
+    /// Rates and backpressure are over the last second.
+    pub fn status(&self) -> JobStatus {
+        self.board.status()
+    }
+
     /// Asks for a checkpoint now (it waits for one in flight).
     pub fn trigger_checkpoint(&self) {
         let _ = self.events.send(RuntimeEvent::Request { then_stop: false });
@@ -165,7 +185,15 @@ impl JobHandle {
     pub fn controller(&self) -> JobController {
         JobController {
             events: self.events.clone(),
+            board: self.board.clone(),
         }
+    }
+
+    /// What the job is doing now: per task records in/out and their rates,
+    /// backpressure, watermark, Kafka lag, latency; the last checkpoint.
+    /// Rates and backpressure are over the last second.
+    pub fn status(&self) -> JobStatus {
+        self.board.status()
     }
 
     /// Asks for a checkpoint now (it waits for one in flight).
@@ -258,18 +286,29 @@ impl Job {
             operators: self.operators.clone(),
             restore,
             state,
+            current_stats: Default::default(),
         };
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let mut bodies = Vec::new();
         for v in &self.vertices {
             let Some(make) = &v.make else { continue };
             for s in 0..v.parallelism {
-                bodies.push((format!("{}[{}]", v.name, s), v.is_source, make(&env, s)?));
+                let stats = Arc::new(TaskStats::default());
+                *env.current_stats.borrow_mut() = stats.clone();
+                bodies.push((format!("{}[{}]", v.name, s), v.is_source, make(&env, s)?, stats));
             }
         }
         drop(env);
+        let board = Arc::new(StatusBoard::new(
+            self.name.clone(),
+            started,
+            bodies
+                .iter()
+                .map(|(name, _, _, stats)| (name.clone(), stats.clone()))
+                .collect(),
+        ));
         let mut tasks = Vec::new();
-        for (index, (name, is_source, body)) in bodies.into_iter().enumerate() {
+        for (index, (name, is_source, body, stats)) in bodies.into_iter().enumerate() {
             let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
             let (snapshots, snapshotter) = task::spawn_snapshotter(index, name.clone(), events_tx.clone())?;
             let rt = TaskRuntime {
@@ -278,6 +317,7 @@ impl Job {
                 events: events_tx.clone(),
                 cancel: cancel.clone(),
                 snapshots,
+                stats: stats.clone(),
             };
             let events = events_tx.clone();
             let task_name = name.clone();
@@ -285,6 +325,7 @@ impl Job {
                 .name(name.chars().take(15).collect())
                 .spawn(move || {
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(rt)));
+                    stats.finished.store(true, Ordering::Relaxed);
                     let event = match result {
                         Ok(Ok(())) => RuntimeEvent::Finished { task: index },
                         Ok(Err(error)) => RuntimeEvent::Failed { task: index, error },
@@ -332,6 +373,12 @@ impl Job {
             triggered_at: None,
             durations: Vec::new(),
             skipped,
+            board: board.clone(),
+            // Sample at once, so that rates are known after the first second.
+            sampled: Instant::now()
+                .checked_sub(Duration::from_secs(1))
+                .unwrap_or_else(Instant::now),
+            last_bytes: 0,
         };
         let thread = std::thread::Builder::new()
             .name("weir-coordinator".into())
@@ -339,6 +386,7 @@ impl Job {
             .map_err(|e| WeirError::io("cannot spawn coordinator thread", "weir-coordinator", e))?;
         Ok(JobHandle {
             events: events_tx,
+            board,
             driver: thread,
         })
     }
@@ -402,9 +450,20 @@ struct Driver {
     triggered_at: Option<Instant>,
     durations: Vec<Duration>,
     skipped: Vec<String>,
+    board: Arc<StatusBoard>,
+    /// When the status board was last sampled.
+    sampled: Instant,
+    /// State bytes of the checkpoint being persisted.
+    last_bytes: u64,
 }
 
 impl Driver {
+    fn update_checkpoints(&self, update: impl FnOnce(&mut status::CheckpointStatus)) {
+        if let Ok(mut c) = self.board.checkpoints.lock() {
+            update(&mut c);
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
@@ -485,6 +544,10 @@ impl Driver {
                 Err(RecvTimeoutError::Timeout) => Vec::new(),
                 Err(RecvTimeoutError::Disconnected) => return Err(WeirError::Cancelled),
             };
+            if self.sampled.elapsed() >= Duration::from_secs(1) {
+                self.sampled = Instant::now();
+                self.board.sample();
+            }
             let mut queue: std::collections::VecDeque<_> = actions.into();
             queue.extend(self.coordinator.tick(self.now_ms()));
             while let Some(action) = queue.pop_front() {
@@ -509,6 +572,7 @@ impl Driver {
                     .map_err(|e| WeirError::io("cannot create checkpoint directory", &dir, e))?;
                 tracing::info!("checkpoint {id} triggered{}", if then_stop { " (final)" } else { "" });
                 self.triggered_at = Some(Instant::now());
+                self.update_checkpoints(|c| c.in_flight = Some(id.0));
                 self.broadcast(TaskCommand::Trigger(Barrier { id, then_stop }), true);
                 Ok(Vec::new())
             }
@@ -518,6 +582,7 @@ impl Driver {
                 then_stop,
             } => {
                 let manifest = self.manifest(id, snapshots, then_stop);
+                self.last_bytes = manifest.state_bytes();
                 match self.store.write_manifest(&manifest) {
                     Ok(()) => Ok(self.coordinator.on_persisted(id)),
                     Err(e) => {
@@ -529,11 +594,25 @@ impl Driver {
             Action::NotifyComplete { id, then_stop } => {
                 crate::failpoint::hit("before-notify");
                 self.completed += 1;
-                if let Some(t) = self.triggered_at.take() {
-                    self.durations.push(t.elapsed());
+                let duration = self.triggered_at.take().map(|t| t.elapsed());
+                if let Some(d) = duration {
+                    self.durations.push(d);
                     metrics::histogram!("weir_checkpoint_duration_seconds", "job" => self.job.clone())
-                        .record(t.elapsed().as_secs_f64());
+                        .record(d.as_secs_f64());
                 }
+                let duration = duration.unwrap_or_default();
+                metrics::gauge!("weir_last_checkpoint_bytes", "job" => self.job.clone()).set(self.last_bytes as f64);
+                let (completed, bytes) = (self.completed, self.last_bytes);
+                self.update_checkpoints(|c| {
+                    c.completed = completed;
+                    c.in_flight = None;
+                    c.last = Some(status::LastCheckpoint {
+                        id: id.0,
+                        duration,
+                        bytes,
+                        final_checkpoint: then_stop,
+                    });
+                });
                 metrics::counter!("weir_checkpoints_completed_total", "job" => self.job.clone()).increment(1);
                 metrics::gauge!("weir_last_checkpoint_id", "job" => self.job.clone()).set(id.0 as f64);
                 self.last = Some(id.0);
@@ -544,6 +623,11 @@ impl Driver {
             Action::Abort { id, reason, then_stop } => {
                 tracing::warn!("checkpoint {id} aborted: {reason}");
                 metrics::counter!("weir_checkpoints_aborted_total", "job" => self.job.clone()).increment(1);
+                self.triggered_at = None;
+                self.update_checkpoints(|c| {
+                    c.aborted += 1;
+                    c.in_flight = None;
+                });
                 self.broadcast(TaskCommand::Abort(id), false);
                 if then_stop {
                     tracing::warn!("the final checkpoint was aborted; retrying");

@@ -4,6 +4,7 @@
 
 use super::aligner::{Aligned, BarrierAligner};
 use super::chain::{Downstream, SnapshotBuilder};
+use super::status::{bump, TaskStats};
 use crate::checkpoint::manifest::{to_hex, SubtaskState};
 use crate::clock::wall_clock_ms;
 use crate::connectors::{Source, SourcePoll};
@@ -12,7 +13,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use weir_operators::{Barrier, CheckpointId, Message, Timestamp};
 
 /// From the coordinator to a task.
@@ -63,9 +64,14 @@ pub(crate) struct TaskRuntime {
     pub(crate) events: Sender<RuntimeEvent>,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) snapshots: Sender<SnapshotBuilder>,
+    /// Live counters for the job's status and metrics.
+    pub(crate) stats: Arc<TaskStats>,
 }
 
 const POLL: Duration = Duration::from_millis(100);
+
+/// How often a source task sends a latency marker.
+const LATENCY_MARKER_INTERVAL: Duration = Duration::from_millis(200);
 
 impl TaskRuntime {
     fn try_command(&self) -> Option<TaskCommand> {
@@ -158,8 +164,7 @@ pub(crate) fn run_source<T: Send, S: Source<T>>(
     rt: TaskRuntime,
 ) -> Result<()> {
     let mut buf = Vec::with_capacity(batch_size);
-    // Handles registered once: counting a batch is one atomic add.
-    let records_out = metrics::counter!("weir_source_records_total", "task" => rt.name.clone());
+    let mut next_marker = Instant::now() + LATENCY_MARKER_INTERVAL;
     let mut final_barrier: Option<CheckpointId> = None;
     let mut at_end = false;
     let mut watermark = Timestamp::MIN;
@@ -172,14 +177,20 @@ pub(crate) fn run_source<T: Send, S: Source<T>>(
             match source.poll(&mut buf, batch_size)? {
                 SourcePoll::Ready => {
                     if !buf.is_empty() {
-                        records_out.increment(buf.len() as u64);
+                        bump(&rt.stats.records_in, buf.len() as u64);
                         chain.records(&mut buf)?;
                     }
                     if let Some(w) = source.watermark() {
                         if w > watermark {
                             watermark = w;
+                            rt.stats.watermark.store(w.0, Ordering::Relaxed);
                             chain.watermark(w)?;
                         }
+                    }
+                    let now = Instant::now();
+                    if now >= next_marker {
+                        next_marker = now + LATENCY_MARKER_INTERVAL;
+                        chain.latency_marker(now)?;
                     }
                     None
                 }
@@ -250,8 +261,9 @@ pub(crate) fn run_input<T: Send>(
     let mut current_watermark = Timestamp::MIN;
     let mut final_barrier: Option<CheckpointId> = None;
     let mut final_complete = false;
-    let records_in = metrics::counter!("weir_task_records_in_total", "task" => rt.name.clone());
-    let watermark_gauge = metrics::gauge!("weir_watermark_ms", "task" => rt.name.clone());
+    let alignment = metrics::histogram!("weir_checkpoint_alignment_seconds", "task" => rt.name.clone());
+    // When the first barrier of the checkpoint being aligned arrived.
+    let mut aligning_since: Option<Instant> = None;
     // The earliest processing-time timer of the chain, checked after every message.
     let mut next_timer = chain.next_processing_timer();
 
@@ -309,7 +321,7 @@ pub(crate) fn run_input<T: Send>(
             let message = op.recv(&inputs[i]).map_err(|_| WeirError::Cancelled)?;
             let aligned = match message {
                 Message::Records(mut batch) => {
-                    records_in.increment(batch.len() as u64);
+                    bump(&rt.stats.records_in, batch.len() as u64);
                     chain.records(&mut batch)?;
                     next_timer = chain.next_processing_timer();
                     continue;
@@ -317,13 +329,20 @@ pub(crate) fn run_input<T: Send>(
                 Message::Watermark(w) => {
                     if w > watermarks[i] {
                         watermarks[i] = w;
-                        watermark_gauge.set(w.0 as f64);
                         advance_watermark(&watermarks, &open, &mut current_watermark, &mut *chain)?;
+                        rt.stats.watermark.store(current_watermark.0, Ordering::Relaxed);
                         next_timer = chain.next_processing_timer();
                     }
                     continue;
                 }
-                Message::Barrier(barrier) => aligner.on_barrier(i, barrier),
+                Message::LatencyMarker(emitted) => {
+                    chain.latency_marker(emitted)?;
+                    continue;
+                }
+                Message::Barrier(barrier) => {
+                    aligning_since.get_or_insert_with(Instant::now);
+                    aligner.on_barrier(i, barrier)
+                }
                 Message::End => {
                     open[i] = false;
                     let aligned = aligner.on_end(i);
@@ -332,6 +351,13 @@ pub(crate) fn run_input<T: Send>(
                 }
             };
             if let Aligned::Complete(barrier) = aligned {
+                if let Some(since) = aligning_since.take() {
+                    let took = since.elapsed();
+                    alignment.record(took.as_secs_f64());
+                    rt.stats
+                        .last_alignment_ns
+                        .store(took.as_nanos() as u64, Ordering::Relaxed);
+                }
                 chain.flush()?;
                 let mut snap = SnapshotBuilder {
                     id: barrier.id,

@@ -470,6 +470,10 @@ where
         self.next.flush()
     }
 
+    fn latency_marker(&mut self, emitted: std::time::Instant) -> Result<()> {
+        self.next.latency_marker(emitted)
+    }
+
     fn barrier(&mut self, barrier: Barrier, snap: &mut SnapshotBuilder) -> Result<()> {
         let dirty: Vec<(K, Option<P::State>)> = self
             .cache

@@ -83,6 +83,9 @@ enum RunCommand {
         /// Directory of the committed output files.
         #[arg(long, default_value = "weir-output")]
         output: PathBuf,
+        /// Print the run's summary and per-task counters as one JSON line.
+        #[arg(long)]
+        json: bool,
     },
     /// Kafka -> key_by(key) -> running count and sum (RocksDB) -> Kafka.
     ///
@@ -118,6 +121,9 @@ enum RunCommand {
         job: String,
         #[command(flatten)]
         common: CommonArgs,
+        /// Print the run's summary and per-task counters as one JSON line.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -150,6 +156,11 @@ struct CommonArgs {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Print the job's live status (per task: records in/out and rates,
+    /// backpressure, output queue, Kafka lag; the last checkpoint) to stderr
+    /// every this many seconds.
+    #[arg(long, value_name = "SECS")]
+    status_every: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -283,9 +294,33 @@ impl Drop for ProgressGuard {
 /// Runs `job` until it ends. The first SIGINT (Ctrl-C) or SIGTERM stops it
 /// with a final checkpoint (sources stop at a barrier, sinks commit); a second
 /// one cancels it.
-fn run_until_signalled(job: weir::Job, config: JobConfig) -> weir::Result<weir::JobSummary> {
+fn run_until_signalled(
+    job: weir::Job,
+    config: JobConfig,
+    status_every: Option<u64>,
+) -> weir::Result<(weir::JobSummary, weir::JobStatus)> {
     let handle = job.start(config)?;
     let controller = handle.controller();
+    let status_printer = status_every.filter(|s| *s > 0).map(|secs| {
+        let controller = handle.controller();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut next = std::time::Instant::now() + Duration::from_secs(secs);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if std::time::Instant::now() >= next {
+                    next += Duration::from_secs(secs);
+                    eprintln!("{}", controller.status());
+                }
+            }
+        });
+        ProgressGuard {
+            stop,
+            thread: Some(thread),
+        }
+    });
+    let final_status = handle.controller();
     std::thread::Builder::new()
         .name("weir-signals".into())
         .spawn(move || {
@@ -316,20 +351,26 @@ fn run_until_signalled(job: weir::Job, config: JobConfig) -> weir::Result<weir::
             });
         })
         .map_err(|e| weir::WeirError::io("cannot spawn signal thread", "weir-signals", e))?;
-    handle.join()
+    let summary = handle.join();
+    drop(status_printer);
+    Ok((summary?, final_status.status()))
 }
 
-/// Bytes of the state files a checkpoint references.
-fn checkpoint_bytes(m: &weir::checkpoint::Manifest) -> u64 {
-    m.operators
-        .values()
-        .flat_map(|o| o.subtasks.iter())
-        .map(|s| match s {
-            SubtaskState::Rocks(h) => h.shared.iter().chain(&h.private).map(|f| f.size).sum(),
-            SubtaskState::File { size, .. } => *size,
-            SubtaskState::Bytes { hex, .. } => hex.len() as u64 / 2,
-        })
-        .sum()
+/// One JSON line about a finished run: the summary and every task's counters.
+fn summary_json(summary: &weir::JobSummary, status: &weir::JobStatus, extra: serde_json::Value) -> String {
+    let mut line = serde_json::json!({
+        "job": summary.job,
+        "elapsed_s": summary.elapsed.as_secs_f64(),
+        "restored_from": summary.restored_from,
+        "checkpoints_completed": summary.checkpoints_completed,
+        "last_checkpoint": summary.last_checkpoint,
+        "checkpoint_ms": summary.checkpoint_durations.iter().map(|d| d.as_secs_f64() * 1000.0).collect::<Vec<_>>(),
+        "tasks": status.tasks,
+    });
+    if let (Some(line), serde_json::Value::Object(extra)) = (line.as_object_mut(), extra) {
+        line.extend(extra);
+    }
+    line.to_string()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -348,6 +389,7 @@ fn main() -> anyhow::Result<()> {
             parallelism,
             common,
             output,
+            json,
         }) => {
             common.serve_metrics()?;
             let options = DemoOptions {
@@ -356,7 +398,13 @@ fn main() -> anyhow::Result<()> {
                 parallelism,
                 output: output.clone(),
             };
-            let summary = run_until_signalled(demo_job(&options)?, common.config()?).context("job `demo` failed")?;
+            let (summary, status) = run_until_signalled(demo_job(&options)?, common.config()?, common.status_every)
+                .context("job `demo` failed")?;
+            if json {
+                let extra = serde_json::json!({"output": output.display().to_string()});
+                println!("{}", summary_json(&summary, &status, extra));
+                return Ok(());
+            }
             println!(
                 "job {} done in {:.2?}: restored from {}, {} checkpoints, last {}; output in {}",
                 summary.job,
@@ -379,6 +427,7 @@ fn main() -> anyhow::Result<()> {
             parallelism,
             job,
             common,
+            json,
         }) => {
             common.serve_metrics()?;
             let bad_records = match bad_records.as_str() {
@@ -407,10 +456,16 @@ fn main() -> anyhow::Result<()> {
             };
             let (job, progress) = kafka_count_job(&options)?;
             let reporter = progress_reporter(progress.clone());
-            let summary = run_until_signalled(job, common.config()?).context("job failed")?;
+            let (summary, status) =
+                run_until_signalled(job, common.config()?, common.status_every).context("job failed")?;
             drop(reporter);
             let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
             let skipped = progress.skipped.load(std::sync::atomic::Ordering::Relaxed);
+            if json {
+                let extra = serde_json::json!({"records": done, "skipped": skipped});
+                println!("{}", summary_json(&summary, &status, extra));
+                return Ok(());
+            }
             if done == 0 && skipped == 0 && bounded {
                 println!(
                     "job {}: 0 records, offsets unchanged (checkpoint {})",
@@ -493,7 +548,7 @@ fn main() -> anyhow::Result<()> {
                 if json {
                     let line = match store.read_manifest(id) {
                         Ok(m) => {
-                            serde_json::json!({"id": m.checkpoint_id, "created_unix_ms": m.created_unix_ms, "final": m.final_checkpoint, "operators": m.operators.len(), "bytes": checkpoint_bytes(&m)})
+                            serde_json::json!({"id": m.checkpoint_id, "created_unix_ms": m.created_unix_ms, "final": m.final_checkpoint, "operators": m.operators.len(), "bytes": m.state_bytes()})
                         }
                         Err(e) => serde_json::json!({"id": id.0, "damaged": e.to_string()}),
                     };

@@ -123,7 +123,8 @@ pub(crate) fn run(args: NexmarkArgs) -> anyhow::Result<()> {
         };
         let (job, progress) = nexmark_job(&job_name, query, &source, sink, args.parallelism)?;
         let reporter = progress.kafka.clone().and_then(progress_reporter);
-        let summary = run_until_signalled(job, config).with_context(|| format!("job `{job_name}` failed"))?;
+        let (summary, _) = run_until_signalled(job, config, args.common.status_every)
+            .with_context(|| format!("job `{job_name}` failed"))?;
         drop(reporter);
         let events = progress.events();
         print_nexmark_summary(args.json, query, &summary, events, None, None, started.elapsed());
@@ -176,7 +177,8 @@ pub(crate) fn run(args: NexmarkArgs) -> anyhow::Result<()> {
         None => RowSink::Stats(stats.clone()),
     };
     let (job, progress) = nexmark_job(&job_name, query, &source, sink, args.parallelism)?;
-    let summary = run_until_signalled(job, config).with_context(|| format!("job `{job_name}` failed"))?;
+    let (summary, _) = run_until_signalled(job, config, args.common.status_every)
+        .with_context(|| format!("job `{job_name}` failed"))?;
     let elapsed = started.elapsed();
     let rows = match &args.sink_file {
         Some(out) => concatenate_parts(&parts, out)?,

@@ -400,8 +400,14 @@ pub struct KafkaReader<T, D> {
     at_barrier: Option<TopicPartitionList>,
     progress: Arc<Progress>,
     next_partition: usize,
+    /// Where the per-partition lag goes, and when it was last reported.
+    backlog: crate::runtime::Backlog,
+    backlog_reported: Instant,
     _t: PhantomData<fn() -> T>,
 }
+
+/// How often a reader reports its lag.
+const BACKLOG_INTERVAL: Duration = Duration::from_secs(1);
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -571,8 +577,53 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
             at_barrier: None,
             progress: config.progress.clone(),
             next_partition: 0,
+            backlog: ctx.backlog.clone(),
+            backlog_reported: Instant::now()
+                .checked_sub(BACKLOG_INTERVAL)
+                .unwrap_or_else(Instant::now),
             _t: PhantomData,
         })
+    }
+
+    /// Reports each partition's lag: the end offset the consumer last saw
+    /// (librdkafka's cached high watermark, no request to the broker) minus
+    /// the next offset to read. Partitions whose end is not known yet are left out.
+    fn report_backlog(&mut self) {
+        self.backlog_reported = Instant::now();
+        let client = self.consumer.client().native_ptr();
+        let lags = self
+            .partitions
+            .iter()
+            .filter_map(|p| {
+                let topic = std::ffi::CString::new(p.topic.as_str()).ok()?;
+                let (mut low, mut high) = (-1i64, -1i64);
+                // SAFETY: `client` is the live handle of `self.consumer`, `topic` a
+                // NUL-terminated string that outlives the call, and the out
+                // pointers point to locals; the call only reads cached values.
+                let err = unsafe {
+                    rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                        client,
+                        topic.as_ptr(),
+                        p.partition,
+                        &mut low,
+                        &mut high,
+                    )
+                };
+                let end = if err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 {
+                    high
+                } else {
+                    p.end?
+                };
+                Some(crate::runtime::PartitionLag {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    position: p.next_offset,
+                    end,
+                    lag: (end - p.next_offset).max(0),
+                })
+            })
+            .collect();
+        self.backlog.report(lags);
     }
 
     /// End of partition `i` reached: everything up to the consumer's position
@@ -730,6 +781,9 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
     fn poll(&mut self, out: &mut Vec<T>, max: usize) -> Result<SourcePoll> {
         let n = self.partitions.len();
         let mut emitted = 0;
+        if self.backlog_reported.elapsed() >= BACKLOG_INTERVAL {
+            self.report_backlog();
+        }
         // First the consumer's own queue: events, and records fetched in the
         // instant between `assign` and the split into partition queues. They
         // precede everything in the partition queues, so they go first.

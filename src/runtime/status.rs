@@ -1,0 +1,385 @@
+//! Live status of a running job, read from the job's handle without scraping
+//! metrics, and the one place that exports per-task metrics.
+//!
+//! Each task owns a [`TaskStats`] of plain atomics that only it writes (one
+//! relaxed add per batch, never per record). The coordinator thread samples
+//! every task once a second: it turns the counters into rates and
+//! backpressure ratios, and sets the Prometheus metrics from them, so the hot
+//! path never touches the `metrics` registry.
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Counters of one task, written by the task's thread.
+#[derive(Debug)]
+pub(crate) struct TaskStats {
+    pub(crate) records_in: AtomicU64,
+    pub(crate) records_out: AtomicU64,
+    /// Event time of the task in ms (`i64::MIN` before the first watermark).
+    pub(crate) watermark: AtomicI64,
+    /// Nanoseconds spent waiting for room in a full output channel.
+    pub(crate) blocked_ns: AtomicU64,
+    /// Fill of the last output channel sent to, in batches.
+    pub(crate) output_queue: AtomicU64,
+    /// Capacity of each output channel, in batches (0: the task ends in a sink).
+    pub(crate) output_capacity: AtomicU64,
+    /// Time from the first to the last barrier of the newest aligned checkpoint.
+    pub(crate) last_alignment_ns: AtomicU64,
+    pub(crate) finished: AtomicBool,
+    /// Sources that know their backlog (Kafka) report it here.
+    pub(crate) backlog: Backlog,
+    /// Sinks: end-to-end latency of the latency markers that reached them.
+    pub(crate) latency: Mutex<Option<hdrhistogram::Histogram<u64>>>,
+}
+
+impl Default for TaskStats {
+    fn default() -> Self {
+        TaskStats {
+            records_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+            blocked_ns: AtomicU64::new(0),
+            output_queue: AtomicU64::new(0),
+            output_capacity: AtomicU64::new(0),
+            last_alignment_ns: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
+            backlog: Backlog::default(),
+            latency: Mutex::new(None),
+        }
+    }
+}
+
+/// Adds `n` to a counter that only one thread writes: a plain load and store,
+/// no locked read-modify-write on the hot path.
+#[inline]
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+
+impl TaskStats {
+    /// Records one latency marker's travel time at a sink.
+    pub(crate) fn record_latency(&self, latency: Duration) {
+        let Ok(mut h) = self.latency.lock() else { return };
+        let h = match &mut *h {
+            Some(h) => h,
+            None => match hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 3) {
+                Ok(n) => h.insert(n),
+                Err(_) => return,
+            },
+        };
+        h.saturating_record(latency.as_nanos().max(1) as u64);
+    }
+}
+
+/// The backlog of a source, for sources that can tell it (the Kafka source:
+/// per partition, its position and the partition's end). A cloneable handle
+/// given to sources in [`crate::connectors::ConnectorContext::backlog`].
+#[derive(Debug, Clone, Default)]
+pub struct Backlog(Arc<Mutex<Vec<PartitionLag>>>);
+
+impl Backlog {
+    /// Replaces the reported backlog (call it at most a few times a second).
+    pub fn report(&self, partitions: Vec<PartitionLag>) {
+        if let Ok(mut b) = self.0.lock() {
+            *b = partitions;
+        }
+    }
+
+    fn get(&self) -> Vec<PartitionLag> {
+        self.0.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+}
+
+/// How far a source is behind the end of one Kafka partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionLag {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The next offset the source reads.
+    pub position: i64,
+    /// The partition's end offset as last seen by the consumer.
+    pub end: i64,
+    /// `end - position` (never negative): records (and transaction markers) still to read.
+    pub lag: i64,
+}
+
+/// What a running job is doing, from [`crate::JobHandle::status`].
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    /// The job's name.
+    pub job: String,
+    /// Time since the job started.
+    #[serde(serialize_with = "as_secs")]
+    pub uptime: Duration,
+    /// Every task (one subtask of a chain of operators), in graph order.
+    pub tasks: Vec<TaskStatus>,
+    /// Checkpoints of this run.
+    pub checkpoints: CheckpointStatus,
+}
+
+/// One task of a running job.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskStatus {
+    /// `<vertex>[<subtask>]`, the vertex named after its first operator.
+    pub name: String,
+    /// Records received from channels (a source task: records read from its source).
+    pub records_in: u64,
+    /// Records sent to channels or written to a sink.
+    pub records_out: u64,
+    /// Records in per second over the last sampling second.
+    pub records_in_per_sec: f64,
+    /// Records out per second over the last sampling second.
+    pub records_out_per_sec: f64,
+    /// Milliseconds per second the task waited for room in a full output
+    /// channel (backpressure from downstream; Flink's backPressuredTimeMsPerSecond).
+    pub backpressured_ms_per_sec: f64,
+    /// Batches waiting in the last output channel the task sent to, and its
+    /// capacity (`None` for a task ending in a sink).
+    pub output_queue: Option<(u64, u64)>,
+    /// Event time in ms since the epoch, once a watermark arrived.
+    pub watermark_ms: Option<i64>,
+    /// Barrier alignment time of the newest checkpoint this task aligned.
+    #[serde(serialize_with = "as_secs")]
+    pub last_alignment: Duration,
+    /// The task has ended.
+    pub finished: bool,
+    /// Per-partition lag of a Kafka source task (empty otherwise).
+    pub kafka_lag: Vec<PartitionLag>,
+    /// End-to-end latency at a sink task (source to sink, from latency markers).
+    pub latency: Option<LatencySummary>,
+}
+
+/// Percentiles of the latency markers that reached a sink, since the start.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct LatencySummary {
+    /// Markers measured.
+    pub count: u64,
+    /// Median, in ms.
+    pub p50_ms: f64,
+    /// 99th percentile, in ms.
+    pub p99_ms: f64,
+    /// Maximum, in ms.
+    pub max_ms: f64,
+}
+
+/// Checkpoints of a running job.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckpointStatus {
+    /// Completed in this run.
+    pub completed: u64,
+    /// Aborted (declined, failed to persist, or timed out) in this run.
+    pub aborted: u64,
+    /// The newest complete checkpoint of this run.
+    pub last: Option<LastCheckpoint>,
+    /// The checkpoint in flight, if any.
+    pub in_flight: Option<u64>,
+}
+
+/// The newest complete checkpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastCheckpoint {
+    /// Its id.
+    pub id: u64,
+    /// From trigger to complete.
+    #[serde(serialize_with = "as_secs")]
+    pub duration: Duration,
+    /// Bytes of state it references (RocksDB files, also those shared with
+    /// earlier checkpoints, plus inline and file state).
+    pub bytes: u64,
+    /// A final checkpoint (end of a bounded run, or stop).
+    pub final_checkpoint: bool,
+}
+
+fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// Shared between the coordinator thread (which samples and updates it) and
+/// every handle of the job (which read it).
+pub(crate) struct StatusBoard {
+    job: String,
+    started: Instant,
+    tasks: Vec<(String, Arc<TaskStats>)>,
+    pub(crate) checkpoints: Mutex<CheckpointStatus>,
+    sample: Mutex<Sample>,
+}
+
+/// Counters at the previous sampling, and the rates derived from them.
+#[derive(Default)]
+struct Sample {
+    at: Option<Instant>,
+    counters: Vec<(u64, u64, u64)>,
+    rates: Vec<(f64, f64, f64)>,
+}
+
+impl StatusBoard {
+    pub(crate) fn new(job: String, started: Instant, tasks: Vec<(String, Arc<TaskStats>)>) -> Self {
+        StatusBoard {
+            job,
+            started,
+            tasks,
+            checkpoints: Mutex::new(CheckpointStatus::default()),
+            sample: Mutex::new(Sample::default()),
+        }
+    }
+
+    /// Updates the rates (the coordinator calls this about once a second)
+    /// and exports every task's metrics.
+    pub(crate) fn sample(&self) {
+        let now = Instant::now();
+        let Ok(mut sample) = self.sample.lock() else { return };
+        let counters: Vec<(u64, u64, u64)> = self
+            .tasks
+            .iter()
+            .map(|(_, s)| {
+                (
+                    s.records_in.load(Ordering::Relaxed),
+                    s.records_out.load(Ordering::Relaxed),
+                    s.blocked_ns.load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        if let Some(at) = sample.at {
+            let secs = now.duration_since(at).as_secs_f64().max(1e-3);
+            sample.rates = counters
+                .iter()
+                .zip(&sample.counters)
+                .map(|(c, p)| {
+                    (
+                        c.0.saturating_sub(p.0) as f64 / secs,
+                        c.1.saturating_sub(p.1) as f64 / secs,
+                        c.2.saturating_sub(p.2) as f64 / 1e6 / secs,
+                    )
+                })
+                .collect();
+        }
+        sample.at = Some(now);
+        sample.counters = counters;
+        drop(sample);
+        self.export_metrics();
+    }
+
+    fn export_metrics(&self) {
+        let wall_ms = crate::clock::wall_clock_ms();
+        for (name, s) in &self.tasks {
+            metrics::counter!("weir_task_records_in_total", "task" => name.clone())
+                .absolute(s.records_in.load(Ordering::Relaxed));
+            metrics::counter!("weir_task_records_out_total", "task" => name.clone())
+                .absolute(s.records_out.load(Ordering::Relaxed));
+            metrics::counter!("weir_task_backpressured_ms_total", "task" => name.clone())
+                .absolute(s.blocked_ns.load(Ordering::Relaxed) / 1_000_000);
+            let capacity = s.output_capacity.load(Ordering::Relaxed);
+            if capacity > 0 {
+                metrics::gauge!("weir_task_output_queue_fill_ratio", "task" => name.clone())
+                    .set(s.output_queue.load(Ordering::Relaxed) as f64 / capacity as f64);
+            }
+            let w = s.watermark.load(Ordering::Relaxed);
+            if w != i64::MIN && w != i64::MAX {
+                metrics::gauge!("weir_watermark_ms", "task" => name.clone()).set(w as f64);
+                metrics::gauge!("weir_watermark_lag_seconds", "task" => name.clone())
+                    .set((wall_ms - w) as f64 / 1000.0);
+            }
+            for p in s.backlog.get() {
+                metrics::gauge!(
+                    "weir_kafka_consumer_lag",
+                    "task" => name.clone(), "topic" => p.topic.clone(), "partition" => p.partition.to_string()
+                )
+                .set(p.lag as f64);
+            }
+        }
+    }
+
+    /// The job's status now (counters now, rates from the last sampling).
+    pub(crate) fn status(&self) -> JobStatus {
+        let rates = self.sample.lock().map(|s| s.rates.clone()).unwrap_or_default();
+        let tasks = self
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, (name, s))| {
+                let (in_rate, out_rate, blocked) = rates.get(i).copied().unwrap_or_default();
+                let capacity = s.output_capacity.load(Ordering::Relaxed);
+                let w = s.watermark.load(Ordering::Relaxed);
+                let latency = s.latency.lock().ok().and_then(|h| {
+                    h.as_ref().map(|h| LatencySummary {
+                        count: h.len(),
+                        p50_ms: h.value_at_quantile(0.5) as f64 / 1e6,
+                        p99_ms: h.value_at_quantile(0.99) as f64 / 1e6,
+                        max_ms: h.max() as f64 / 1e6,
+                    })
+                });
+                TaskStatus {
+                    name: name.clone(),
+                    records_in: s.records_in.load(Ordering::Relaxed),
+                    records_out: s.records_out.load(Ordering::Relaxed),
+                    records_in_per_sec: in_rate,
+                    records_out_per_sec: out_rate,
+                    backpressured_ms_per_sec: blocked.min(1000.0),
+                    output_queue: (capacity > 0).then(|| (s.output_queue.load(Ordering::Relaxed), capacity)),
+                    watermark_ms: (w != i64::MIN).then_some(w),
+                    last_alignment: Duration::from_nanos(s.last_alignment_ns.load(Ordering::Relaxed)),
+                    finished: s.finished.load(Ordering::Relaxed),
+                    kafka_lag: s.backlog.get(),
+                    latency,
+                }
+            })
+            .collect();
+        JobStatus {
+            job: self.job.clone(),
+            uptime: self.started.elapsed(),
+            tasks,
+            checkpoints: self.checkpoints.lock().map(|c| c.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    /// A table for people: one line per task, then the checkpoints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "job {} up {:.1} s", self.job, self.uptime.as_secs_f64())?;
+        let width = self.tasks.iter().map(|t| t.name.len()).max().unwrap_or(0).max(4);
+        writeln!(
+            f,
+            "{:<width$} {:>12} {:>12} {:>10} {:>10} {:>8} {:>9} {:>10}",
+            "task", "in", "out", "in/s", "out/s", "bp ms/s", "queue", "lag"
+        )?;
+        for t in &self.tasks {
+            let queue = t.output_queue.map_or("-".to_string(), |(q, c)| format!("{q}/{c}"));
+            let lag: i64 = t.kafka_lag.iter().map(|p| p.lag).sum();
+            let lag = if t.kafka_lag.is_empty() {
+                "-".to_string()
+            } else {
+                lag.to_string()
+            };
+            writeln!(
+                f,
+                "{:<width$} {:>12} {:>12} {:>10.0} {:>10.0} {:>8.0} {:>9} {:>10}{}",
+                t.name,
+                t.records_in,
+                t.records_out,
+                t.records_in_per_sec,
+                t.records_out_per_sec,
+                t.backpressured_ms_per_sec,
+                queue,
+                lag,
+                if t.finished { " (finished)" } else { "" }
+            )?;
+        }
+        let c = &self.checkpoints;
+        write!(f, "checkpoints: {} completed, {} aborted", c.completed, c.aborted)?;
+        if let Some(l) = &c.last {
+            write!(
+                f,
+                "; last {} took {:.0} ms, {} bytes",
+                l.id,
+                l.duration.as_secs_f64() * 1000.0,
+                l.bytes
+            )?;
+        }
+        Ok(())
+    }
+}

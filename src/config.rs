@@ -112,6 +112,14 @@ impl JobConfig {
 /// retained_checkpoints = 3
 /// state_cache_entries = 1048576
 /// drain_at_end = false
+/// metrics_addr = "127.0.0.1:9464"
+///
+/// [kafka]
+/// brokers = "127.0.0.1:9092"
+/// delivery = "exactly-once"      # or "at-least-once", "none"
+/// bad_records = "dlq:bad-input"  # or "fail", "skip"
+/// consumer = { "fetch.max.bytes" = "1048576" }
+/// producer = { "linger.ms" = "5" }
 /// ```
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,11 +146,77 @@ pub struct ConfigFile {
     pub batch_size: Option<usize>,
     /// [`JobConfig::drain_at_end`].
     pub drain_at_end: Option<bool>,
+    /// Serve Prometheus metrics on this address (the CLI; a library user
+    /// installs the `metrics` recorder of their choice).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Settings of the Kafka connectors of the built-in jobs.
+    #[serde(default)]
+    pub kafka: KafkaSettings,
+}
+
+/// The `[kafka]` table of a config file.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, `host:port,...`.
+    pub brokers: Option<String>,
+    /// Output delivery guarantee: `none`, `at-least-once` or `exactly-once`.
+    pub delivery: Option<DeliverySetting>,
+    /// Input records that do not parse: `fail`, `skip` or `dlq:TOPIC`.
+    pub bad_records: Option<BadRecordsSetting>,
+    /// librdkafka properties of every consumer (they override weir's).
+    #[serde(default)]
+    pub consumer: std::collections::BTreeMap<String, String>,
+    /// librdkafka properties of every producer (they override weir's).
+    #[serde(default)]
+    pub producer: std::collections::BTreeMap<String, String>,
+}
+
+/// `kafka.delivery` of a config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliverySetting {
+    /// No guarantee.
+    None,
+    /// At least once.
+    AtLeastOnce,
+    /// Exactly once (transactions committed with checkpoints).
+    ExactlyOnce,
+}
+
+impl From<DeliverySetting> for crate::connectors::kafka::Delivery {
+    fn from(d: DeliverySetting) -> Self {
+        match d {
+            DeliverySetting::None => crate::connectors::kafka::Delivery::None,
+            DeliverySetting::AtLeastOnce => crate::connectors::kafka::Delivery::AtLeastOnce,
+            DeliverySetting::ExactlyOnce => crate::connectors::kafka::Delivery::ExactlyOnce,
+        }
+    }
+}
+
+/// `kafka.bad_records` of a config file (and the `--bad-records` flag).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct BadRecordsSetting(pub crate::connectors::kafka::BadRecordPolicy);
+
+impl TryFrom<String> for BadRecordsSetting {
+    type Error = String;
+    fn try_from(text: String) -> std::result::Result<Self, String> {
+        use crate::connectors::kafka::BadRecordPolicy;
+        match text.as_str() {
+            "fail" => Ok(BadRecordsSetting(BadRecordPolicy::Fail)),
+            "skip" => Ok(BadRecordsSetting(BadRecordPolicy::Skip)),
+            other => match other.strip_prefix("dlq:") {
+                Some(topic) if !topic.is_empty() => Ok(BadRecordsSetting(BadRecordPolicy::DeadLetter(topic.into()))),
+                _ => Err(format!("must be `fail`, `skip` or `dlq:TOPIC`, not `{other}`")),
+            },
+        }
+    }
 }
 
 /// The keys of [`ConfigFile`], which are also read from the environment as
 /// `WEIR_<KEY>` (upper case), e.g. `WEIR_CHECKPOINT_INTERVAL_MS=500`.
-pub const CONFIG_KEYS: [&str; 11] = [
+pub const CONFIG_KEYS: [&str; 12] = [
     "checkpoint_dir",
     "checkpoint_interval_ms",
     "checkpoint_timeout_ms",
@@ -154,6 +228,7 @@ pub const CONFIG_KEYS: [&str; 11] = [
     "channel_capacity",
     "batch_size",
     "drain_at_end",
+    "metrics_addr",
 ];
 
 impl ConfigFile {
@@ -186,7 +261,7 @@ impl ConfigFile {
         for key in CONFIG_KEYS {
             let var = format!("WEIR_{}", key.to_uppercase());
             if let Ok(value) = std::env::var(&var) {
-                let quoted = key.ends_with("_dir");
+                let quoted = key.ends_with("_dir") || key == "metrics_addr";
                 let value = if quoted { format!("{value:?}") } else { value };
                 text.push_str(&format!("{key} = {value}\n"));
             }
@@ -237,8 +312,11 @@ fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     let Some(span) = span else { return String::new() };
     let before = &text[..span.start.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    format!(" (line {line}, column {column})")
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.len() - line_start + 1;
+    // The line itself names the key, also when the message only names the value.
+    let source = text[line_start..].lines().next().unwrap_or("").trim();
+    format!(" (line {line}, column {column}: `{source}`)")
 }
 
 #[cfg(test)]
@@ -273,5 +351,36 @@ mod tests {
             .unwrap()
             .apply(&mut config);
         assert!(config.validate().unwrap_err().to_string().contains("batch_size"));
+    }
+
+    #[test]
+    fn the_kafka_table_and_metrics_address_are_checked_by_key() {
+        let file = ConfigFile::parse(
+            "metrics_addr = \"127.0.0.1:9464\"\n[kafka]\nbrokers = \"b:9092\"\ndelivery = \"at-least-once\"\nbad_records = \"dlq:bad\"\nconsumer = { \"fetch.max.bytes\" = \"1024\" }\n",
+            "job.toml",
+        )
+        .unwrap();
+        assert_eq!(file.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(file.kafka.brokers.as_deref(), Some("b:9092"));
+        assert_eq!(file.kafka.delivery, Some(DeliverySetting::AtLeastOnce));
+        assert_eq!(
+            file.kafka.bad_records,
+            Some(BadRecordsSetting(
+                crate::connectors::kafka::BadRecordPolicy::DeadLetter("bad".into())
+            ))
+        );
+        assert_eq!(
+            file.kafka.consumer.get("fetch.max.bytes").map(String::as_str),
+            Some("1024")
+        );
+        for (text, key) in [
+            ("[kafka]\ndelivery = \"twice\"\n", "delivery"),
+            ("[kafka]\nbad_records = \"drop\"\n", "bad_records"),
+            ("[kafka]\nbroker = \"b:9092\"\n", "broker"),
+            ("metrics_addr = \"localhost\"\n", "metrics_addr"),
+        ] {
+            let err = ConfigFile::parse(text, "job.toml").unwrap_err().to_string();
+            assert!(err.contains("job.toml") && err.contains(key), "{text}: {err}");
+        }
     }
 }

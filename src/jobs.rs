@@ -146,6 +146,8 @@ pub struct KafkaCountOptions {
     pub bad_records: crate::connectors::kafka::BadRecordPolicy,
     /// Extra librdkafka properties of the source's consumer.
     pub source_properties: Vec<(String, String)>,
+    /// Extra librdkafka properties of the sink's producer.
+    pub sink_properties: Vec<(String, String)>,
 }
 
 /// Parses an input value `id,key,value`.
@@ -181,6 +183,11 @@ pub fn kafka_count_job(options: &KafkaCountOptions) -> Result<(Job, Arc<crate::c
             parse_input as fn(&crate::connectors::kafka::KafkaRecord<'_>) -> std::result::Result<W1Event, String>,
         );
     let progress = source.progress();
+    let mut sink =
+        KafkaSink::new(&options.brokers, &options.output, display_value::<OutputLine>()).delivery(options.delivery);
+    for (k, v) in &options.sink_properties {
+        sink = sink.property(k, v);
+    }
     let job = JobBuilder::new(&options.job).default_parallelism(options.parallelism);
     job.source("kafka-in", source.factory())
         .uid("kafka-in")
@@ -188,12 +195,7 @@ pub fn kafka_count_job(options: &KafkaCountOptions) -> Result<(Job, Arc<crate::c
         .process("running-count-sum", RunningCountSum)
         .uid("running-count-sum")
         .map(|r: DemoOutput| OutputLine(r))
-        .sink(
-            "kafka-out",
-            KafkaSink::new(&options.brokers, &options.output, display_value::<OutputLine>())
-                .delivery(options.delivery)
-                .factory(),
-        )
+        .sink("kafka-out", sink.factory())
         .uid("kafka-out");
     Ok((job.build()?, progress))
 }

@@ -156,6 +156,20 @@ fn a_config_file_with_an_unknown_key_is_refused_naming_key_and_file() {
         1,
         "retained_checkpoints = 1 from the file"
     );
+
+    // The [kafka] table is checked the same way, before anything connects.
+    std::fs::write(&file, "[kafka]\nbrokers = \"127.0.0.1:1\"\ndelivery = \"twice\"\n").unwrap();
+    let out = std::process::Command::new(common::WEIR)
+        .args(["run", "kafka-count", "--input", "in", "--output", "out", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("delivery") && err.contains("job.toml") && err.contains("line 3"),
+        "{err}"
+    );
 }
 
 #[test]

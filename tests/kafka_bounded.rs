@@ -37,6 +37,7 @@ fn options(broker: &Broker, bad_records: BadRecordPolicy) -> KafkaCountOptions {
         delivery: Delivery::ExactlyOnce,
         bad_records,
         source_properties: Vec::new(),
+        sink_properties: Vec::new(),
     }
 }
 

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 use weir::checkpoint::{CheckpointStore, SubtaskState};
-use weir::config::ConfigFile;
+use weir::config::{BadRecordsSetting, ConfigFile};
 use weir::connectors::kafka::{BadRecordPolicy, Delivery};
 use weir::jobs::{demo_job, kafka_count_job, DemoOptions, KafkaCountOptions};
 use weir::JobConfig;
@@ -95,9 +95,9 @@ enum RunCommand {
     ///
     /// Example: weir run kafka-count --brokers 127.0.0.1:9092 --input in --output out --bounded
     KafkaCount {
-        /// Kafka bootstrap servers.
+        /// Kafka bootstrap servers [default: `kafka.brokers` of --config].
         #[arg(long)]
-        brokers: String,
+        brokers: Option<String>,
         /// Input topic.
         #[arg(long)]
         input: String,
@@ -107,12 +107,13 @@ enum RunCommand {
         /// Stop at the end offsets seen at start, take a final checkpoint, exit.
         #[arg(long)]
         bounded: bool,
-        /// Output delivery guarantee.
-        #[arg(long, value_enum, default_value = "exactly-once")]
-        delivery: DeliveryArg,
-        /// Bad input values: `fail`, `skip`, or `dlq:TOPIC`.
-        #[arg(long, default_value = "fail")]
-        bad_records: String,
+        /// Output delivery guarantee [default: `kafka.delivery` of --config, or exactly-once].
+        #[arg(long, value_enum)]
+        delivery: Option<DeliveryArg>,
+        /// Bad input values: `fail`, `skip`, or `dlq:TOPIC` [default:
+        /// `kafka.bad_records` of --config, or fail].
+        #[arg(long)]
+        bad_records: Option<String>,
         /// Parallelism of every operator.
         #[arg(long, short, default_value_t = 2)]
         parallelism: usize,
@@ -211,9 +212,22 @@ enum CheckpointsCommand {
 }
 
 impl CommonArgs {
-    /// Starts the Prometheus endpoint when asked for.
+    /// The config file (empty without --config).
+    fn file(&self) -> anyhow::Result<ConfigFile> {
+        Ok(match &self.config {
+            Some(path) => ConfigFile::read(path)?,
+            None => ConfigFile::default(),
+        })
+    }
+
+    /// Starts the Prometheus endpoint when asked for (flag, then
+    /// `WEIR_METRICS_ADDR`, then `metrics_addr` of the config file).
     fn serve_metrics(&self) -> anyhow::Result<()> {
-        if let Some(addr) = self.metrics_addr {
+        let addr = match self.metrics_addr {
+            Some(a) => Some(a),
+            None => ConfigFile::from_env()?.metrics_addr.or(self.file()?.metrics_addr),
+        };
+        if let Some(addr) = addr {
             metrics_exporter_prometheus::PrometheusBuilder::new()
                 .with_http_listener(addr)
                 .install()
@@ -226,9 +240,7 @@ impl CommonArgs {
     /// Defaults, then the config file, then `WEIR_*` variables, then flags.
     fn config(&self) -> anyhow::Result<JobConfig> {
         let mut config = JobConfig::default();
-        if let Some(path) = &self.config {
-            ConfigFile::read(path)?.apply(&mut config);
-        }
+        self.file()?.apply(&mut config);
         ConfigFile::from_env()?.apply(&mut config);
         ConfigFile {
             checkpoint_dir: self.checkpoint_dir.clone(),
@@ -430,18 +442,24 @@ fn main() -> anyhow::Result<()> {
             json,
         }) => {
             common.serve_metrics()?;
-            let bad_records = match bad_records.as_str() {
-                "fail" => BadRecordPolicy::Fail,
-                "skip" => BadRecordPolicy::Skip,
-                other => match other.strip_prefix("dlq:") {
-                    Some(topic) if !topic.is_empty() => BadRecordPolicy::DeadLetter(topic.to_string()),
-                    _ => anyhow::bail!("--bad-records must be `fail`, `skip` or `dlq:TOPIC`, not `{other}`"),
-                },
+            // Flags, then the `[kafka]` table of the config file, then defaults.
+            let kafka = common.file()?.kafka;
+            let Some(brokers) = brokers.or(kafka.brokers) else {
+                anyhow::bail!("kafka-count needs --brokers (or `brokers` in the [kafka] table of --config)");
+            };
+            let bad_records = match bad_records {
+                Some(text) => {
+                    BadRecordsSetting::try_from(text)
+                        .map_err(|e| anyhow::anyhow!("--bad-records {e}"))?
+                        .0
+                }
+                None => kafka.bad_records.map_or(BadRecordPolicy::Fail, |b| b.0),
             };
             let delivery = match delivery {
-                DeliveryArg::None => Delivery::None,
-                DeliveryArg::AtLeastOnce => Delivery::AtLeastOnce,
-                DeliveryArg::ExactlyOnce => Delivery::ExactlyOnce,
+                Some(DeliveryArg::None) => Delivery::None,
+                Some(DeliveryArg::AtLeastOnce) => Delivery::AtLeastOnce,
+                Some(DeliveryArg::ExactlyOnce) => Delivery::ExactlyOnce,
+                None => kafka.delivery.map_or(Delivery::ExactlyOnce, Delivery::from),
             };
             let options = KafkaCountOptions {
                 job,
@@ -452,7 +470,8 @@ fn main() -> anyhow::Result<()> {
                 bounded,
                 delivery,
                 bad_records,
-                source_properties: Vec::new(),
+                source_properties: kafka.consumer.into_iter().collect(),
+                sink_properties: kafka.producer.into_iter().collect(),
             };
             let (job, progress) = kafka_count_job(&options)?;
             let reporter = progress_reporter(progress.clone());

@@ -108,9 +108,12 @@ pub(crate) fn run(args: NexmarkArgs) -> anyhow::Result<()> {
     let mut config = args.common.config()?;
     let started = std::time::Instant::now();
     if kafka {
-        let (Some(brokers), Some(source_topic), Some(sink_topic)) = (args.brokers, args.source_topic, args.sink_topic)
+        let brokers = args.brokers.or(args.common.file()?.kafka.brokers);
+        let (Some(brokers), Some(source_topic), Some(sink_topic)) = (brokers, args.source_topic, args.sink_topic)
         else {
-            anyhow::bail!("a Kafka run needs --brokers, --source-topic and --sink-topic");
+            anyhow::bail!(
+                "a Kafka run needs --brokers (or `brokers` in the [kafka] table of --config), --source-topic and --sink-topic"
+            );
         };
         let source = EventSource::Kafka {
             brokers: brokers.clone(),

@@ -55,7 +55,7 @@ pub enum StartPosition {
 }
 
 /// What to do with a record the deserializer rejects.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BadRecordPolicy {
     /// Fail the job, naming topic, partition and offset (the default).
     Fail,

@@ -188,6 +188,7 @@ fn main() -> Result<(), Error> {
             delivery: Delivery::ExactlyOnce,
             bad_records: BadRecordPolicy::Fail,
             source_properties: Vec::new(),
+            sink_properties: Vec::new(),
         };
         let (job, progress) = kafka_count_job(&options)?;
         let config = JobConfig {

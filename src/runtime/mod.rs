@@ -141,7 +141,34 @@ pub struct JobSummary {
     pub checkpoint_durations: Vec<Duration>,
 }
 
-/// A running job: wait for it, trigger checkpoints, stop or cancel it.
+/// A running job: wait for it, read its status, trigger checkpoints, stop or
+/// cancel it.
+///
+/// ```no_run
+/// use weir::connectors::{collect::CountingSink, generator::{Generator, W1Event}};
+/// use weir::{JobBuilder, JobConfig};
+///
+/// let job = JobBuilder::new("embedded");
+/// job.source("generator", Generator::w1_factory(None, Some(100_000)))
+///     .uid("generator")
+///     .map(|e: W1Event| (e.key, e.value))
+///     .key_by(|r: &(u64, u64)| r.0)
+///     .reduce("sum", |a, b| (a.0, a.1 + b.1))
+///     .uid("sum")
+///     .sink("count", CountingSink::factory());
+/// let handle = job.build()?.start(JobConfig::with_checkpoint_dir("checkpoints"))?;
+/// // A cloneable controller for an HTTP handler or a signal thread.
+/// let controller = handle.controller();
+/// std::thread::sleep(std::time::Duration::from_secs(2));
+/// let status = controller.status();
+/// println!("{status}"); // one line per task: records, rates, backpressure, lag
+/// let sink_rate: f64 = status.tasks.iter().filter(|t| t.name.contains("count")).map(|t| t.records_out_per_sec).sum();
+/// println!("{sink_rate:.0} records/s into the sink");
+/// controller.stop(); // a final checkpoint, then every task ends
+/// let summary = handle.join()?;
+/// println!("stopped at checkpoint {:?}", summary.last_checkpoint);
+/// # Ok::<(), weir::WeirError>(())
+/// ```
 pub struct JobHandle {
     events: Sender<RuntimeEvent>,
     board: Arc<StatusBoard>,

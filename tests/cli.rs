@@ -173,30 +173,34 @@ fn a_config_file_with_an_unknown_key_is_refused_naming_key_and_file() {
 }
 
 #[test]
-fn sigterm_stops_with_a_final_checkpoint_and_commits_everything_before_it() {
+fn sigterm_stops_with_a_final_checkpoint_and_a_restart_continues_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(common::WEIR)
-        .args(["run", "demo", "--records", "0", "--rate", "20000"])
-        .arg("--checkpoint-dir")
-        .arg(dir.path().join("ck"))
-        .arg("--output")
-        .arg(dir.path().join("out"))
-        .stderr(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the job did not stop after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "{status}");
+    // Two endless runs, each stopped by SIGTERM: the second resumes from the
+    // first one's final checkpoint.
+    for run in 0..2 {
+        let mut child = std::process::Command::new(common::WEIR)
+            .args(["run", "demo", "--records", "0", "--rate", "20000"])
+            .arg("--checkpoint-dir")
+            .arg(dir.path().join("ck"))
+            .arg("--output")
+            .arg(dir.path().join("out"))
+            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "run {run} did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "run {run}: {status}");
+    }
     let store = weir::checkpoint::CheckpointStore::open(&dir.path().join("ck"), "demo").unwrap();
     let manifest = store.restore_point().unwrap().unwrap();
     assert!(manifest.final_checkpoint, "the newest checkpoint is the final one");
@@ -210,11 +214,117 @@ fn sigterm_stops_with_a_final_checkpoint_and_commits_everything_before_it() {
         .sum();
     let lines = common::committed_lines(&dir.path().join("out"));
     assert!(generated > 0);
+    // Every record generated before the last final barrier is committed once...
     assert_eq!(
         lines.len() as u64,
         generated,
         "every record before the final barrier is committed, once"
     );
+    let indices: std::collections::HashSet<u64> = lines.iter().map(|l| l.index).collect();
+    assert_eq!(indices.len(), lines.len(), "no record committed twice");
+    // ...and the state went on across the restart: each key's counts are 1..=n.
+    let mut counts: std::collections::HashMap<u64, Vec<u64>> = std::collections::HashMap::new();
+    for l in &lines {
+        counts.entry(l.key).or_default().push(l.count);
+    }
+    for (key, mut c) in counts {
+        c.sort_unstable();
+        assert!(
+            c.iter().enumerate().all(|(i, n)| *n == i as u64 + 1),
+            "key {key}: counts {c:?} are not 1..=n (state lost or doubled at the restart)"
+        );
+    }
+}
+
+#[test]
+fn checkpoint_commands_print_what_the_snapshot_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    let out = std::process::Command::new(common::WEIR)
+        .args([
+            "run",
+            "demo",
+            "--records",
+            "1000",
+            "--parallelism",
+            "2",
+            "--checkpoint-interval-ms",
+            "0",
+        ])
+        .arg("--checkpoint-dir")
+        .arg(&ck)
+        .arg("--output")
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let weir = |args: &[&str]| {
+        let out = std::process::Command::new(common::WEIR).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let ck = ck.to_str().unwrap();
+    let mut got = String::new();
+    for args in [
+        vec!["checkpoints", "show", ck, "--job", "demo"],
+        vec!["checkpoints", "list", ck, "--job", "demo"],
+        vec!["offsets", ck, "--job", "demo"],
+    ] {
+        got.push_str(&format!("$ weir {}\n", args.join(" ").replace(ck, "CK")));
+        got.push_str(&weir(&args));
+    }
+    // What varies from run to run: SST sizes and creation times.
+    let got = normalize(&got);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/checkpoint_commands.txt");
+    if std::env::var("UPDATE_SNAPSHOTS").is_ok() {
+        std::fs::write(&path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        got, want,
+        "the output changed; if on purpose, run again with UPDATE_SNAPSHOTS=1"
+    );
+}
+
+/// Replaces what differs between runs by `N`: sizes of RocksDB files
+/// (`(8055 bytes)`) and of whole checkpoints, and creation times.
+fn normalize(text: &str) -> String {
+    let text: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("chk-") {
+            // chk-<id> \t <date> <time> UTC \t <n> operators \t <bytes> bytes [\t final]
+            Some(rest) => {
+                let f: Vec<&str> = rest.split('\t').collect();
+                let date_ok = f[1].len() == 23 && f[1].ends_with(" UTC") && f[1].starts_with("20");
+                assert!(date_ok, "not a UTC time: {}", f[1]);
+                format!("chk-{}\tDATE\t{}\tN bytes\t{}\n", f[0], f[2], f[4..].join("\t"))
+            }
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let mut out = String::new();
+    for line in text.lines() {
+        let words: Vec<String> = line
+            .split_inclusive(|c: char| c.is_whitespace() || c == '(')
+            .map(|w| {
+                let digits = w.trim_end().chars().take_while(char::is_ascii_digit).count();
+                let rest = &w.trim_end()[digits..];
+                let volatile = digits > 0 && rest.is_empty() && line.contains("SST (");
+                if volatile {
+                    format!("N{}", &w[w.trim_end().len()..])
+                } else {
+                    w.to_string()
+                }
+            })
+            .collect();
+        out.push_str(&words.concat());
+        out.push('\n');
+    }
+    out
 }
 
 #[test]

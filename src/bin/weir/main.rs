@@ -368,6 +368,27 @@ fn run_until_signalled(
     Ok((summary?, final_status.status()))
 }
 
+/// `YYYY-MM-DD HH:MM:SS UTC` of a Unix time in ms (civil-from-days, proleptic Gregorian).
+fn utc(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// One JSON line about a finished run: the summary and every task's counters.
 fn summary_json(summary: &weir::JobSummary, status: &weir::JobStatus, extra: serde_json::Value) -> String {
     let mut line = serde_json::json!({
@@ -532,6 +553,11 @@ fn main() -> anyhow::Result<()> {
                     "{}",
                     serde_json::json!({"job": job, "checkpoint": manifest.checkpoint_id, "offsets": rows})
                 );
+            } else if rows.is_empty() {
+                println!(
+                    "checkpoint {} of job {job} holds no Kafka offsets (the job has no Kafka source)",
+                    manifest.checkpoint_id
+                );
             } else {
                 println!("checkpoint {} of job {job}", manifest.checkpoint_id);
                 println!(
@@ -576,10 +602,11 @@ fn main() -> anyhow::Result<()> {
                 }
                 match store.read_manifest(id) {
                     Ok(m) => println!(
-                        "chk-{}\t{}\t{} operators{}",
+                        "chk-{}\t{}\t{} operators\t{} bytes{}",
                         m.checkpoint_id,
-                        m.created_unix_ms,
+                        utc(m.created_unix_ms),
                         m.operators.len(),
+                        m.state_bytes(),
                         if m.final_checkpoint { "\tfinal" } else { "" }
                     ),
                     Err(e) => println!("chk-{}\tDAMAGED: {e}", id.0),

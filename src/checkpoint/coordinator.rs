@@ -127,7 +127,8 @@ impl<S> Coordinator<S> {
             Some(_) => None,
             None => match (self.requested, self.config.interval_ms) {
                 (Some(_), _) => Some(0),
-                (None, Some(iv)) => Some(self.last_trigger_ms.map_or(0, |t| t + iv)),
+                // The first periodic checkpoint comes one interval after the start (as in Flink).
+                (None, Some(iv)) => Some(self.last_trigger_ms.unwrap_or(0) + iv),
                 (None, None) => None,
             },
         }
@@ -172,7 +173,7 @@ impl<S> Coordinator<S> {
             if let Some(then_stop) = self.requested.take() {
                 actions.push(self.start(now_ms, then_stop));
             } else if let (Some(iv), false) = (self.config.interval_ms, self.stopped) {
-                if self.last_trigger_ms.is_none_or(|t| now_ms >= t + iv) {
+                if now_ms >= self.last_trigger_ms.unwrap_or(0) + iv {
                     actions.push(self.start(now_ms, false));
                 }
             }
@@ -287,8 +288,13 @@ mod tests {
     #[test]
     fn triggers_on_interval_and_completes_after_every_ack() {
         let mut co = coordinator(2);
+        assert!(
+            co.tick(0).is_empty(),
+            "the first checkpoint comes one interval after the start"
+        );
+        assert_eq!(co.next_deadline(), Some(100));
         assert_eq!(
-            co.tick(0),
+            co.tick(100),
             vec![Action::Trigger {
                 id: c(1),
                 then_stop: false
@@ -314,9 +320,9 @@ mod tests {
                 then_stop: false
             }]
         );
-        assert!(co.tick(50).is_empty(), "interval not yet elapsed");
+        assert!(co.tick(150).is_empty(), "interval not yet elapsed");
         assert_eq!(
-            co.tick(100),
+            co.tick(200),
             vec![Action::Trigger {
                 id: c(2),
                 then_stop: false
@@ -327,13 +333,13 @@ mod tests {
     #[test]
     fn at_most_one_in_flight() {
         let mut co = coordinator(1);
-        co.tick(0);
-        assert!(co.tick(500).is_empty(), "no second trigger while 1 is in flight");
-        assert!(co.request(500, false).is_empty(), "on-demand waits too");
+        co.tick(100);
+        assert!(co.tick(600).is_empty(), "no second trigger while 1 is in flight");
+        assert!(co.request(600, false).is_empty(), "on-demand waits too");
         co.on_ack(0, c(1), "x");
         co.on_persisted(c(1));
         assert_eq!(
-            co.tick(501),
+            co.tick(601),
             vec![Action::Trigger {
                 id: c(2),
                 then_stop: false
@@ -345,9 +351,9 @@ mod tests {
     #[test]
     fn timeout_aborts_and_the_next_checkpoint_proceeds() {
         let mut co = coordinator(2);
-        co.tick(0);
+        co.tick(100);
         co.on_ack(0, c(1), "a");
-        let acts = co.tick(1000);
+        let acts = co.tick(1100);
         assert_eq!(
             acts[0],
             Action::Abort {
@@ -374,7 +380,7 @@ mod tests {
     #[test]
     fn decline_aborts() {
         let mut co = coordinator(2);
-        co.tick(0);
+        co.tick(100);
         assert_eq!(
             co.on_decline(c(1), "disk full".into()),
             vec![Action::Abort {

@@ -494,39 +494,11 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
 /// Creates `topic` with `partitions` partitions unless it exists; an existing
 /// one must have at least that many.
 fn ensure_topic(brokers: &str, topic: &str, partitions: usize) -> std::result::Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(1));
-    let results = rt
-        .block_on(admin.create_topics(
-            [&new],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        ))
-        .map_err(|e| e.to_string())?;
-    for r in results {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => return Err(format!("cannot create topic `{t}`: {code}")),
-        }
+    // An existing topic needs no admin request (and no runtime).
+    if partitions_of(brokers, topic)? == 0 {
+        create_topic(brokers, topic, partitions)?;
     }
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .map_err(|e| e.to_string())?;
-    let md = probe
-        .fetch_metadata(Some(topic), CLIENT_TIMEOUT)
-        .map_err(|e| e.to_string())?;
-    let have = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map_or(0, |t| t.partitions().len());
+    let have = partitions_of(brokers, topic)?;
     if have < partitions {
         return Err(format!(
             "it has {have} partitions and the sink has {partitions} subtasks: it needs one partition per subtask \
@@ -534,6 +506,59 @@ fn ensure_topic(brokers: &str, topic: &str, partitions: usize) -> std::result::R
         ));
     }
     Ok(())
+}
+
+/// Partitions of `topic` in the cluster's metadata (0: no such topic).
+fn partitions_of(brokers: &str, topic: &str) -> std::result::Result<usize, String> {
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|e| e.to_string())?;
+    let md = probe
+        .fetch_metadata(Some(topic), CLIENT_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map_or(0, |t| t.partitions().len()))
+}
+
+/// Creates `topic` through the admin API. The admin client is async: it runs
+/// on a runtime of its own, on a thread of its own, so that a job started
+/// from inside a tokio runtime does not nest one runtime in another.
+fn create_topic(brokers: &str, topic: &str, partitions: usize) -> std::result::Result<(), String> {
+    let (brokers, topic) = (brokers.to_string(), topic.to_string());
+    let create = move || -> std::result::Result<(), String> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .map_err(|e| e.to_string())?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let new = NewTopic::new(&topic, partitions as i32, TopicReplication::Fixed(1));
+        let results = rt
+            .block_on(admin.create_topics(
+                [&new],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            ))
+            .map_err(|e| e.to_string())?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => return Err(format!("cannot create topic `{t}`: {code}")),
+            }
+        }
+        Ok(())
+    };
+    std::thread::Builder::new()
+        .name("weir-create-topic".into())
+        .spawn(create)
+        .map_err(|e| e.to_string())?
+        .join()
+        .unwrap_or_else(|_| Err("the thread creating the topic panicked".into()))
 }
 
 /// The newest epoch with a committed marker for `key`, reading the marker

@@ -94,12 +94,12 @@ async fn main() -> anyhow::Result<()> {
         ..JobConfig::with_checkpoint_dir(&checkpoint_dir)
     };
 
-    // `Job::start` (opens RocksDB, restores, spawns threads) and `JobHandle::join`
-    // block: keep them off the async worker threads.
+    // `Job::start` opens RocksDB, restores and spawns the task threads: keep
+    // it off the async worker threads. `JobHandle::wait` is the async join.
     let name = job.name().to_string();
     let handle = tokio::task::spawn_blocking(move || job.start(config)).await??;
     let controller = handle.controller();
-    let finished = tokio::task::spawn_blocking(move || handle.join());
+    let finished = tokio::spawn(handle.wait());
 
     // Ctrl-C stops gracefully; a second Ctrl-C cancels without a final checkpoint.
     let on_signal = controller.clone();

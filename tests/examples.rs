@@ -255,3 +255,34 @@ fn axum_service_checkpoints_on_request_and_stops_gracefully() {
     // No periodic checkpoints: the requested one and the final one.
     assert!(rest.contains("2 checkpoints completed"), "{rest}");
 }
+
+#[test]
+fn first_job_counts_words_and_a_second_run_has_nothing_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        let out = Command::new(example("first_job"))
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = run();
+    for line in [
+        r#"print[0]> ("to", 1)"#,
+        r#"print[0]> ("to", 2)"#,
+        r#"print[0]> ("be", 2)"#,
+        r#"print[0]> ("question", 1)"#,
+    ] {
+        assert!(first.contains(line), "missing {line}:\n{first}");
+    }
+    assert_eq!(
+        first.lines().filter(|l| l.starts_with("print[0]> ")).count(),
+        10,
+        "{first}"
+    );
+    assert!(first.contains("done: last checkpoint Some("), "{first}");
+    // The second run restores the final checkpoint: nothing left to read.
+    let second = run();
+    assert!(!second.contains("print[0]>"), "{second}");
+}

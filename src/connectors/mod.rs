@@ -10,6 +10,7 @@ pub mod file_sink;
 pub mod generator;
 pub mod kafka;
 pub mod line_source;
+pub mod memory;
 pub(crate) mod pace;
 
 use crate::error::Result;

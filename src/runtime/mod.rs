@@ -239,6 +239,22 @@ impl JobHandle {
         let _ = self.events.send(RuntimeEvent::Cancel);
     }
 
+    /// Waits for the job to end without blocking an async task: for a tokio
+    /// (or any) service. The waiting happens on a thread of its own.
+    ///
+    /// # Errors
+    /// As [`JobHandle::join`].
+    pub async fn wait(self) -> Result<JobSummary> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("weir-wait".into())
+            .spawn(move || {
+                let _ = tx.send(self.join());
+            })
+            .map_err(|e| WeirError::io("cannot spawn thread", "weir-wait", e))?;
+        rx.await.unwrap_or(Err(WeirError::Cancelled))
+    }
+
     /// Waits for the job to end.
     ///
     /// # Errors
@@ -331,7 +347,7 @@ impl Job {
             started,
             bodies
                 .iter()
-                .map(|(name, _, _, stats)| (name.clone(), stats.clone()))
+                .map(|(name, is_source, _, stats)| (name.clone(), *is_source, stats.clone()))
                 .collect(),
         ));
         let mut tasks = Vec::new();

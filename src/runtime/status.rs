@@ -126,6 +126,8 @@ pub struct JobStatus {
 pub struct TaskStatus {
     /// `<vertex>[<subtask>]`, the vertex named after its first operator.
     pub name: String,
+    /// A source task (its `records_in` are the records it read).
+    pub is_source: bool,
     /// Records received from channels (a source task: records read from its source).
     pub records_in: u64,
     /// Records sent to channels or written to a sink.
@@ -203,7 +205,7 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::O
 pub(crate) struct StatusBoard {
     job: String,
     started: Instant,
-    tasks: Vec<(String, Arc<TaskStats>)>,
+    tasks: Vec<(String, bool, Arc<TaskStats>)>,
     pub(crate) checkpoints: Mutex<CheckpointStatus>,
     sample: Mutex<Sample>,
 }
@@ -217,7 +219,7 @@ struct Sample {
 }
 
 impl StatusBoard {
-    pub(crate) fn new(job: String, started: Instant, tasks: Vec<(String, Arc<TaskStats>)>) -> Self {
+    pub(crate) fn new(job: String, started: Instant, tasks: Vec<(String, bool, Arc<TaskStats>)>) -> Self {
         StatusBoard {
             job,
             started,
@@ -235,7 +237,7 @@ impl StatusBoard {
         let counters: Vec<(u64, u64, u64)> = self
             .tasks
             .iter()
-            .map(|(_, s)| {
+            .map(|(_, _, s)| {
                 (
                     s.records_in.load(Ordering::Relaxed),
                     s.records_out.load(Ordering::Relaxed),
@@ -265,7 +267,7 @@ impl StatusBoard {
 
     fn export_metrics(&self) {
         let wall_ms = crate::clock::wall_clock_ms();
-        for (name, s) in &self.tasks {
+        for (name, _, s) in &self.tasks {
             metrics::counter!("weir_task_records_in_total", "task" => name.clone())
                 .absolute(s.records_in.load(Ordering::Relaxed));
             metrics::counter!("weir_task_records_out_total", "task" => name.clone())
@@ -300,7 +302,7 @@ impl StatusBoard {
             .tasks
             .iter()
             .enumerate()
-            .map(|(i, (name, s))| {
+            .map(|(i, (name, is_source, s))| {
                 let (in_rate, out_rate, blocked) = rates.get(i).copied().unwrap_or_default();
                 let capacity = s.output_capacity.load(Ordering::Relaxed);
                 let w = s.watermark.load(Ordering::Relaxed);
@@ -314,6 +316,7 @@ impl StatusBoard {
                 });
                 TaskStatus {
                     name: name.clone(),
+                    is_source: *is_source,
                     records_in: s.records_in.load(Ordering::Relaxed),
                     records_out: s.records_out.load(Ordering::Relaxed),
                     records_in_per_sec: in_rate,

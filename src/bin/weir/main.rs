@@ -61,6 +61,10 @@ enum Command {
 
 #[derive(Subcommand)]
 enum RunCommand {
+    /// A Nexmark query: the same as `weir nexmark` (see `weir nexmark --help`).
+    ///
+    /// Example: weir run nexmark --query q5 --generator --events 1000000
+    Nexmark(Box<nexmark::NexmarkArgs>),
     /// generator -> key_by(key) -> running count and sum (RocksDB) -> exactly-once files.
     ///
     /// Bounded by default: generates --records records, takes a final checkpoint
@@ -255,21 +259,40 @@ impl CommonArgs {
     }
 }
 
-/// Prints `done/total records` to a terminal every second while it lives;
-/// silent when stderr is not a terminal.
-fn progress_reporter(progress: std::sync::Arc<weir::connectors::kafka::source::Progress>) -> Option<ProgressGuard> {
+/// What the progress line of a bounded run counts.
+enum ProgressOf {
+    /// No progress line (endless runs).
+    Nothing,
+    /// A Kafka source's counters: records consumed of the offsets to consume.
+    Kafka(std::sync::Arc<weir::connectors::kafka::source::Progress>),
+    /// Records read by the source tasks, of this many.
+    Records(u64),
+}
+
+/// Prints `done/total records, rate, ETA` to stderr every 500 ms while it
+/// lives; nothing when stderr is not a terminal.
+fn progress_reporter(of: ProgressOf, controller: weir::JobController) -> Option<ProgressGuard> {
     use std::io::IsTerminal;
+    use std::sync::atomic::Ordering::Relaxed;
     if !std::io::stderr().is_terminal() {
         return None;
     }
+    let counts: Box<dyn Fn() -> (u64, u64) + Send> = match of {
+        ProgressOf::Nothing => return None,
+        ProgressOf::Kafka(p) => Box::new(move || (p.done.load(Relaxed), p.total.load(Relaxed))),
+        ProgressOf::Records(total) => Box::new(move || {
+            let status = controller.status();
+            let done = status.tasks.iter().filter(|t| t.is_source).map(|t| t.records_in).sum();
+            (done, total)
+        }),
+    };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
     let started = std::time::Instant::now();
     let thread = std::thread::spawn(move || {
-        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+        while !flag.load(Relaxed) {
             std::thread::sleep(Duration::from_millis(500));
-            let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
-            let total = progress.total.load(std::sync::atomic::Ordering::Relaxed);
+            let (done, total) = counts();
             let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
             if total > 0 {
                 let eta = (total.saturating_sub(done)) as f64 / rate.max(1.0);
@@ -310,9 +333,19 @@ fn run_until_signalled(
     job: weir::Job,
     config: JobConfig,
     status_every: Option<u64>,
+    progress: ProgressOf,
 ) -> weir::Result<(weir::JobSummary, weir::JobStatus)> {
     let handle = job.start(config)?;
     let controller = handle.controller();
+    // The progress line and the status table would garble each other.
+    let progress = progress_reporter(
+        if status_every.is_some() {
+            ProgressOf::Nothing
+        } else {
+            progress
+        },
+        handle.controller(),
+    );
     let status_printer = status_every.filter(|s| *s > 0).map(|secs| {
         let controller = handle.controller();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -365,6 +398,7 @@ fn run_until_signalled(
         .map_err(|e| weir::WeirError::io("cannot spawn signal thread", "weir-signals", e))?;
     let summary = handle.join();
     drop(status_printer);
+    drop(progress);
     Ok((summary?, final_status.status()))
 }
 
@@ -431,8 +465,14 @@ fn main() -> anyhow::Result<()> {
                 parallelism,
                 output: output.clone(),
             };
-            let (summary, status) = run_until_signalled(demo_job(&options)?, common.config()?, common.status_every)
-                .context("job `demo` failed")?;
+            let progress = if records > 0 {
+                ProgressOf::Records(records)
+            } else {
+                ProgressOf::Nothing
+            };
+            let (summary, status) =
+                run_until_signalled(demo_job(&options)?, common.config()?, common.status_every, progress)
+                    .context("job `demo` failed")?;
             if json {
                 let extra = serde_json::json!({"output": output.display().to_string()});
                 println!("{}", summary_json(&summary, &status, extra));
@@ -495,10 +535,13 @@ fn main() -> anyhow::Result<()> {
                 sink_properties: kafka.producer.into_iter().collect(),
             };
             let (job, progress) = kafka_count_job(&options)?;
-            let reporter = progress_reporter(progress.clone());
+            let of = if bounded {
+                ProgressOf::Kafka(progress.clone())
+            } else {
+                ProgressOf::Nothing
+            };
             let (summary, status) =
-                run_until_signalled(job, common.config()?, common.status_every).context("job failed")?;
-            drop(reporter);
+                run_until_signalled(job, common.config()?, common.status_every, of).context("job failed")?;
             let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
             let skipped = progress.skipped.load(std::sync::atomic::Ordering::Relaxed);
             if json {
@@ -524,7 +567,7 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Nexmark(args) => nexmark::run(*args)?,
+        Command::Nexmark(args) | Command::Run(RunCommand::Nexmark(args)) => nexmark::run(*args)?,
         Command::Offsets {
             dir,
             job,

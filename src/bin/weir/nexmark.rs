@@ -1,7 +1,7 @@
 //! `weir nexmark`: the Nexmark queries over Kafka, the built-in generator or
 //! a JSON-lines file (see the `nexmark` module of the library).
 
-use super::{progress_reporter, run_until_signalled, CommonArgs};
+use super::{run_until_signalled, CommonArgs, ProgressOf};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -125,10 +125,12 @@ pub(crate) fn run(args: NexmarkArgs) -> anyhow::Result<()> {
             topic: sink_topic,
         };
         let (job, progress) = nexmark_job(&job_name, query, &source, sink, args.parallelism)?;
-        let reporter = progress.kafka.clone().and_then(progress_reporter);
-        let (summary, _) = run_until_signalled(job, config, args.common.status_every)
+        let of = match (&progress.kafka, args.bounded) {
+            (Some(p), true) => ProgressOf::Kafka(p.clone()),
+            _ => ProgressOf::Nothing,
+        };
+        let (summary, _) = run_until_signalled(job, config, args.common.status_every, of)
             .with_context(|| format!("job `{job_name}` failed"))?;
-        drop(reporter);
         let events = progress.events();
         print_nexmark_summary(args.json, query, &summary, events, None, None, started.elapsed());
         return Ok(());
@@ -180,7 +182,11 @@ pub(crate) fn run(args: NexmarkArgs) -> anyhow::Result<()> {
         None => RowSink::Stats(stats.clone()),
     };
     let (job, progress) = nexmark_job(&job_name, query, &source, sink, args.parallelism)?;
-    let (summary, _) = run_until_signalled(job, config, args.common.status_every)
+    let of = match &source {
+        EventSource::Generator(GeneratorConfig { events: Some(n), .. }) => ProgressOf::Records(*n),
+        _ => ProgressOf::Nothing,
+    };
+    let (summary, _) = run_until_signalled(job, config, args.common.status_every, of)
         .with_context(|| format!("job `{job_name}` failed"))?;
     let elapsed = started.elapsed();
     let rows = match &args.sink_file {

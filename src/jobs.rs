@@ -115,13 +115,33 @@ impl KeyedProcess<u64, W1Event, (u64, u64, u64)> for RunningSum {
 /// # Errors
 /// An invalid parallelism.
 pub fn w1_job(records: Option<u64>, rate: Option<u64>, parallelism: usize, stats: Arc<SinkStats>) -> Result<Job> {
+    w1_job_with(
+        records,
+        rate,
+        crate::connectors::generator::W1_KEYS,
+        parallelism,
+        CountingSink::factory_with(stats),
+    )
+}
+
+/// W1 (W2 when paced) with `keys` distinct keys and any sink of
+/// `(key, running_sum, emit_ns)`; `emit_ns` is the scheduled emit time of a
+/// paced run, so `now - emit_ns` at the sink is latency without coordinated omission.
+///
+/// # Errors
+/// An invalid parallelism.
+pub fn w1_job_with<S, F>(records: Option<u64>, rate: Option<u64>, keys: u64, parallelism: usize, sink: F) -> Result<Job>
+where
+    S: crate::connectors::Sink<(u64, u64, u64)>,
+    F: Fn(crate::connectors::ConnectorContext) -> Result<S> + Send + 'static,
+{
     let job = JobBuilder::new("w1").default_parallelism(parallelism);
-    job.source("generator", Generator::w1_factory(records, rate))
+    job.source("generator", Generator::w1_factory_keys(records, rate, keys))
         .uid("generator")
         .key_by(|e: &W1Event| e.key)
         .process("running-sum", RunningSum)
         .uid("running-sum")
-        .sink("count", CountingSink::factory_with(stats));
+        .sink("sink", sink);
     job.build()
 }
 

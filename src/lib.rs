@@ -34,6 +34,7 @@
 //! - [`nexmark`]: the Nexmark events, generator and queries (`weir nexmark`).
 //! - The operator contract and built-in operators live in crate [`weir_operators`].
 
+pub mod bench;
 pub mod checkpoint;
 pub mod clock;
 pub mod config;

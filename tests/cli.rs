@@ -373,3 +373,50 @@ fn checkpoints_list_json_and_gc() {
     assert_eq!(after[0]["id"], before[2]["id"]);
     run("3000"); // the kept checkpoint restores
 }
+
+#[test]
+fn bench_prints_one_json_line_per_run_and_plots_w2_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::WEIR)
+        .args(["bench", "w1", "w2", "w3", "q2", "--records", "20000", "--rate", "5000"])
+        .args([
+            "--duration-s",
+            "2",
+            "--warmup-s",
+            "1",
+            "--checkpoint-interval-ms",
+            "300",
+            "--json",
+        ])
+        .arg("--plot")
+        .arg(dir.path().join("plots"))
+        .env("WEIR_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let benches: Vec<&str> = lines.iter().map(|l| l["bench"].as_str().unwrap()).collect();
+    assert_eq!(benches, ["W1", "W2", "W3", "nexmark"]);
+    assert!(lines[0]["records_per_s"].as_f64().unwrap() > 0.0);
+    let w2 = &lines[1];
+    assert_eq!(w2["records"], 10_000, "rate x duration");
+    let whole = &w2["latency_ms"]["whole"];
+    assert_eq!(whole["count"], 10_000, "every W2 record has a latency");
+    let (p50, p99, max) = (
+        whole["p50_ms"].as_f64().unwrap(),
+        whole["p99_ms"].as_f64().unwrap(),
+        whole["max_ms"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{whole}");
+    assert!(w2["latency_ms"]["after_warmup"]["count"].as_u64().unwrap() < 10_000);
+    assert!(w2["checkpoints"].as_u64().unwrap() >= 2);
+    assert_eq!(lines[3]["query"], "q2");
+    let svg = std::fs::read_to_string(dir.path().join("plots/w2-p1-5000.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.matches("<polyline").count() == 3,
+        "{svg}"
+    );
+}

@@ -34,13 +34,23 @@ pub fn splitmix64(i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Keys of the W1 generator unless told otherwise (WORKLOADS.md).
+pub const W1_KEYS: u64 = 100_000;
+
 /// The W1 event of index `i`.
 #[inline]
 pub fn w1_event(i: u64, emit_ns: u64) -> W1Event {
+    w1_event_keys(i, emit_ns, W1_KEYS)
+}
+
+/// The W1 event of index `i` with `keys` distinct keys (more keys: more state).
+#[inline]
+pub fn w1_event_keys(i: u64, emit_ns: u64, keys: u64) -> W1Event {
     let r = splitmix64(i);
     W1Event {
         index: i,
-        key: r % 100_000,
+        // The constant divisor compiles to a multiply; keep it the common path.
+        key: if keys == W1_KEYS { r % W1_KEYS } else { r % keys.max(1) },
         value: r >> 44,
         emit_ns,
     }
@@ -55,6 +65,8 @@ pub struct Generator {
     end_k: Option<u64>,
     /// The schedule of a rate-limited run.
     pace: Option<super::pace::Pace>,
+    /// Distinct keys.
+    keys: u64,
 }
 
 impl Generator {
@@ -66,6 +78,20 @@ impl Generator {
         rate: Option<u64>,
     ) -> impl Fn(ConnectorContext) -> Result<Generator> + Clone + Send + 'static {
         move |ctx| Generator::new(&ctx, records, rate)
+    }
+
+    /// As [`Generator::w1_factory`], with `keys` distinct keys instead of
+    /// [`W1_KEYS`] (the state grows with the keys).
+    pub fn w1_factory_keys(
+        records: Option<u64>,
+        rate: Option<u64>,
+        keys: u64,
+    ) -> impl Fn(ConnectorContext) -> Result<Generator> + Clone + Send + 'static {
+        move |ctx| {
+            let mut g = Generator::new(&ctx, records, rate)?;
+            g.keys = keys.max(1);
+            Ok(g)
+        }
     }
 
     /// Subtask `ctx.subtask` of the generator, resumed from `ctx.restored`.
@@ -108,6 +134,7 @@ impl Generator {
             next_k,
             end_k,
             pace,
+            keys: W1_KEYS,
         })
     }
 
@@ -131,7 +158,7 @@ impl Source<W1Event> for Generator {
             None => {
                 let now = clock::now_ns();
                 for k in self.next_k..self.next_k + n {
-                    out.push(w1_event(k * self.parallelism + self.subtask, now));
+                    out.push(w1_event_keys(k * self.parallelism + self.subtask, now, self.keys));
                 }
             }
             Some(pace) => {
@@ -140,7 +167,11 @@ impl Source<W1Event> for Generator {
                     Err(wait) => return Ok(SourcePoll::Idle(wait)),
                 };
                 for k in self.next_k..self.next_k + n {
-                    out.push(w1_event(k * self.parallelism + self.subtask, pace.scheduled_ns(k)));
+                    out.push(w1_event_keys(
+                        k * self.parallelism + self.subtask,
+                        pace.scheduled_ns(k),
+                        self.keys,
+                    ));
                 }
             }
         }

@@ -139,6 +139,9 @@ pub struct JobSummary {
     pub skipped_checkpoints: Vec<String>,
     /// For each checkpoint completed in this run: time from trigger to complete.
     pub checkpoint_durations: Vec<Duration>,
+    /// For each checkpoint completed in this run: when it was triggered,
+    /// since the job started (same order as `checkpoint_durations`).
+    pub checkpoint_started: Vec<Duration>,
 }
 
 /// A running job: wait for it, read its status, trigger checkpoints, stop or
@@ -415,6 +418,7 @@ impl Job {
             parallelism_by_uid: parallelism_by_uid(&self.operators, &parallelism),
             triggered_at: None,
             durations: Vec::new(),
+            started_at: Vec::new(),
             skipped,
             board: board.clone(),
             // Sample at once, so that rates are known after the first second.
@@ -492,6 +496,8 @@ struct Driver {
     parallelism_by_uid: BTreeMap<String, usize>,
     triggered_at: Option<Instant>,
     durations: Vec<Duration>,
+    /// Trigger times of the completed checkpoints, since the start.
+    started_at: Vec<Duration>,
     skipped: Vec<String>,
     board: Arc<StatusBoard>,
     /// When the status board was last sampled.
@@ -538,6 +544,7 @@ impl Driver {
             elapsed: self.started.elapsed(),
             skipped_checkpoints: std::mem::take(&mut self.skipped),
             checkpoint_durations: std::mem::take(&mut self.durations),
+            checkpoint_started: std::mem::take(&mut self.started_at),
         })
     }
 
@@ -637,9 +644,11 @@ impl Driver {
             Action::NotifyComplete { id, then_stop } => {
                 crate::failpoint::hit("before-notify");
                 self.completed += 1;
-                let duration = self.triggered_at.take().map(|t| t.elapsed());
-                if let Some(d) = duration {
+                let triggered = self.triggered_at.take();
+                let duration = triggered.map(|t| t.elapsed());
+                if let (Some(d), Some(t)) = (duration, triggered) {
                     self.durations.push(d);
+                    self.started_at.push(t.saturating_duration_since(self.started));
                     metrics::histogram!("weir_checkpoint_duration_seconds", "job" => self.job.clone())
                         .record(d.as_secs_f64());
                 }

@@ -1,5 +1,6 @@
 //! The `weir` command line: run built-in jobs, look at checkpoints.
 
+mod bench;
 mod nexmark;
 
 use anyhow::Context;
@@ -41,6 +42,8 @@ enum Command {
     ///   weir nexmark --query q5 --source-file EVENTS.jsonl --sink-file OUT.jsonl
     #[command(verbatim_doc_comment)]
     Nexmark(Box<nexmark::NexmarkArgs>),
+    /// Benchmarks: W1, W2 (latency at a fixed rate, with a plot), W3 and the Nexmark queries.
+    Bench(bench::BenchArgs),
     /// The Kafka offsets stored in the newest checkpoint, and the lag to the topics' ends.
     ///
     /// Example: weir offsets weir-checkpoints --job kafka-count --brokers 127.0.0.1:9092
@@ -61,6 +64,10 @@ enum Command {
 
 #[derive(Subcommand)]
 enum RunCommand {
+    /// Benchmarks: the same as `weir bench` (see `weir bench --help`).
+    ///
+    /// Example: weir run bench w2 --rate 200000 --duration-s 60 --plot w2.svg
+    Bench(bench::BenchArgs),
     /// A Nexmark query: the same as `weir nexmark` (see `weir nexmark --help`).
     ///
     /// Example: weir run nexmark --query q5 --generator --events 1000000
@@ -568,6 +575,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Nexmark(args) | Command::Run(RunCommand::Nexmark(args)) => nexmark::run(*args)?,
+        Command::Bench(args) | Command::Run(RunCommand::Bench(args)) => bench::run(args)?,
         Command::Offsets {
             dir,
             job,

@@ -21,6 +21,26 @@ pub use source::{BadRecordPolicy, KafkaPosition, KafkaSource, PartitionPosition,
 
 use crate::error::WeirError;
 
+/// The context of weir's consumers. weir asks for end-of-partition events
+/// (`enable.partition.eof`) to see where a bounded read ends; librdkafka also
+/// reports them as "global errors", which rdkafka would log at ERROR level.
+/// They are not errors: this context drops them and logs the rest as before.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct QuietEof;
+
+impl rdkafka::ClientContext for QuietEof {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaErrorCode;
+        match error {
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {}
+            other => tracing::error!("librdkafka: {other}: {reason}"),
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietEof {}
+
 /// Turns an rdkafka error into a connector error naming the connector and what was done.
 pub(crate) fn kafka_error(connector: &str, action: &str, e: impl std::fmt::Display) -> WeirError {
     WeirError::Connector {

@@ -569,14 +569,14 @@ fn last_committed_epoch(
     partition: i32,
     key: &str,
 ) -> std::result::Result<Option<u64>, String> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer<super::QuietEof> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "weir-marker-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")
         .set("fetch.wait.max.ms", "20")
-        .create()
+        .create_with_context(super::QuietEof)
         .map_err(|e| e.to_string())?;
     let (_, end) = consumer
         .fetch_watermarks(topic, partition, CLIENT_TIMEOUT)

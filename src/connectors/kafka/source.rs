@@ -23,10 +23,11 @@
 use super::format::{Deserializer, KafkaRecord};
 use super::kafka_error;
 use super::sink::DeliveryReport;
+use super::QuietEof;
 use crate::connectors::{ConnectorContext, Source, SourcePoll};
 use crate::error::{Result, WeirError};
 use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, DefaultConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -386,10 +387,10 @@ struct PartitionState {
 /// A running Kafka source subtask.
 pub struct KafkaReader<T, D> {
     name: String,
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<BaseConsumer<QuietEof>>,
     partitions: Vec<PartitionState>,
     /// One queue per partition (same index as `partitions`).
-    queues: Vec<PartitionQueue<DefaultConsumerContext>>,
+    queues: Vec<PartitionQueue<QuietEof>>,
     deserializer: D,
     bad_records: BadRecordPolicy,
     dead_letters: Option<BaseProducer<DeliveryReport>>,
@@ -415,10 +416,10 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
     fn open(config: &KafkaSource<T, D>, ctx: &ConnectorContext) -> Result<Self> {
         let name = format!("{}[{}]", ctx.uid, ctx.subtask);
         let err = |action: &str, e: &dyn std::fmt::Display| kafka_error(&name, action, e);
-        let consumer: Arc<BaseConsumer> = Arc::new(
+        let consumer: Arc<BaseConsumer<QuietEof>> = Arc::new(
             config
                 .client_config(ctx)
-                .create()
+                .create_with_context(QuietEof)
                 .map_err(|e| err("cannot create consumer", &e))?,
         );
         // Offsets of every subtask: a partition may have been another subtask's

@@ -114,6 +114,7 @@ pub(crate) fn spawn_snapshotter(
     let handle = std::thread::Builder::new()
         .name(format!("{name}-snapshot"))
         .spawn(move || {
+            lower_own_priority();
             for snap in rx {
                 let id = snap.id;
                 let mut states = snap.ready;
@@ -142,6 +143,18 @@ pub(crate) fn spawn_snapshotter(
         })
         .map_err(|e| WeirError::io("cannot spawn snapshot thread for", name, e))?;
     Ok((tx, handle))
+}
+
+/// Makes the calling thread yield the CPU to the task threads: snapshot
+/// work is in the background, and on a busy machine it must not delay records
+/// (nice 10; best effort, ignored where not permitted).
+fn lower_own_priority() {
+    // SAFETY: gettid and setpriority have no memory-safety preconditions; on
+    // Linux PRIO_PROCESS with a thread id changes that thread only.
+    unsafe {
+        let tid = libc::gettid();
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
 }
 
 /// The text of a panic payload.

@@ -31,6 +31,9 @@ use weir_operators::CheckpointId;
 
 /// Resources shared by every RocksDB instance of a running job.
 pub(crate) struct StateEnv {
+    /// RocksDB's environment with its flush and compaction threads at a lower
+    /// CPU priority than the record path.
+    env: Option<rocksdb::Env>,
     cache: Cache,
     write_buffers: WriteBufferManager,
     local_root: PathBuf,
@@ -54,7 +57,14 @@ impl StateEnv {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let run_id = format!("{:x}{:05x}", nanos as u64, std::process::id() & 0xfffff);
+        // Checkpoint flushes must not take the CPU from the tasks (tail latency).
+        let env = rocksdb::Env::new().ok().map(|mut env| {
+            env.lower_thread_pool_cpu_priority();
+            env.lower_high_priority_thread_pool_cpu_priority();
+            env
+        });
         Ok(StateEnv {
+            env,
             cache,
             write_buffers,
             local_root,
@@ -82,6 +92,9 @@ impl StateEnv {
         opts.set_write_buffer_manager(&self.write_buffers);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.set_max_background_jobs(2);
+        if let Some(env) = &self.env {
+            opts.set_env(env);
+        }
         opts.set_keep_log_file_num(2);
         opts
     }

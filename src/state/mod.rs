@@ -367,14 +367,24 @@ impl RocksInstance {
     /// The asynchronous part of a snapshot: apply the barrier's dirty
     /// entries, take a native checkpoint, put its files into the store.
     pub(crate) fn snapshot(&self, id: CheckpointId, batch: WriteBatch) -> Result<RocksHandle> {
+        let started = std::time::Instant::now();
         self.write(batch)?;
+        let written = started.elapsed();
         crate::failpoint::hit("snapshot-async");
         let local = self.dir.join(format!("chk-{}", id.0));
         let _ = fs::remove_dir_all(&local);
         let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| self.state_error(e))?;
         checkpoint.create_checkpoint(&local).map_err(|e| self.state_error(e))?;
+        let native = started.elapsed();
         let result = self.upload(id, &local);
         let _ = fs::remove_dir_all(&local);
+        tracing::debug!(
+            "{}: snapshot {id}: write {:?}, native checkpoint {:?}, store {:?}",
+            self.task,
+            written,
+            native - written,
+            started.elapsed() - native
+        );
         result
     }
 

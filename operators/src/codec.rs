@@ -27,8 +27,8 @@ impl std::error::Error for CodecError {}
 
 /// Appends the postcard encoding of `value` to `out`.
 pub fn encode_value<V: Serialize>(value: &V, out: &mut Vec<u8>) -> Result<(), CodecError> {
-    let bytes = postcard::to_stdvec(value).map_err(|e| CodecError(format!("encode: {e}")))?;
-    out.extend_from_slice(&bytes);
+    // Straight into `out`: no vector per value.
+    *out = postcard::to_extend(value, std::mem::take(out)).map_err(|e| CodecError(format!("encode: {e}")))?;
     Ok(())
 }
 

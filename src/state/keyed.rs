@@ -11,7 +11,7 @@
 //! moved (not copied) to the snapshot and stays readable as a *flushing*
 //! layer until the snapshot has written it to RocksDB.
 
-use super::{RocksInstance, TimeDomain, TimerKey};
+use super::{RocksInstance, SortedValues, TimeDomain, TimerKey};
 use crate::checkpoint::manifest::SubtaskState;
 use crate::clock::wall_clock_ms;
 use crate::error::{Result, WeirError};
@@ -525,6 +525,10 @@ where
     }
 }
 
+/// From this many changed keys on, a snapshot writes them into an SST for
+/// ingestion instead of through the memtable.
+const INGEST_AT_LEAST: usize = 4096;
+
 fn write_snapshot<K: StateKey, V: serde::Serialize>(
     db: &RocksInstance,
     id: CheckpointId,
@@ -544,18 +548,27 @@ fn write_snapshot<K: StateKey, V: serde::Serialize>(
         db.batch_watermark(&mut batch, watermark)?;
     }
     let (mut key_buf, mut value_buf) = (Vec::new(), Vec::new());
+    // Many changes go straight into an SST (see `RocksInstance::ingest`); a
+    // few are cheaper through the memtable.
+    let mut sorted = SortedValues::default();
+    let ingest = dirty.len() >= INGEST_AT_LEAST;
     for (key, value) in dirty {
         encode_state_key(&key, b"", max_parallelism, &mut key_buf);
-        match value {
-            Some(v) => {
+        match (value, ingest) {
+            (Some(v), true) => {
+                let mut write = |out: &mut Vec<u8>| encode_value(&v, out).map_err(|e| db.state_error(e));
+                sorted.push(&key_buf, Some(&mut write))?;
+            }
+            (None, true) => sorted.push(&key_buf, None)?,
+            (Some(v), false) => {
                 value_buf.clear();
                 encode_value(&v, &mut value_buf).map_err(|e| db.state_error(e))?;
                 batch.put(&key_buf, &value_buf);
             }
-            None => batch.delete(&key_buf),
+            (None, false) => batch.delete(&key_buf),
         }
     }
-    db.snapshot(id, batch).map(SubtaskState::Rocks)
+    db.snapshot(id, batch, sorted).map(SubtaskState::Rocks)
 }
 
 #[cfg(test)]

@@ -29,6 +29,44 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use weir_operators::CheckpointId;
 
+/// Value-state changes of one snapshot, encoded into one arena (no
+/// allocation per entry), to be sorted and written into an SST.
+#[derive(Default)]
+pub(crate) struct SortedValues {
+    arena: Vec<u8>,
+    entries: Vec<ValueEntry>,
+}
+
+struct ValueEntry {
+    key: std::ops::Range<usize>,
+    /// `None`: a deletion.
+    value: Option<std::ops::Range<usize>>,
+}
+
+impl SortedValues {
+    /// Appends an entry whose key is `key` and whose value `write_value`
+    /// appends to the arena (`None`: delete the key).
+    pub(crate) fn push(
+        &mut self,
+        key: &[u8],
+        write_value: Option<&mut dyn FnMut(&mut Vec<u8>) -> Result<()>>,
+    ) -> Result<()> {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(key);
+        let key = start..self.arena.len();
+        let value = match write_value {
+            Some(write) => {
+                let at = self.arena.len();
+                write(&mut self.arena)?;
+                Some(at..self.arena.len())
+            }
+            None => None,
+        };
+        self.entries.push(ValueEntry { key, value });
+        Ok(())
+    }
+}
+
 /// Resources shared by every RocksDB instance of a running job.
 pub(crate) struct StateEnv {
     /// RocksDB's environment with its flush and compaction threads at a lower
@@ -173,6 +211,9 @@ pub(crate) struct RocksInstance {
     instance: String,
     dir: PathBuf,
     db: std::mem::ManuallyDrop<DB>,
+    /// The options the instance was opened with (SST files written for
+    /// ingestion must match them).
+    options: Options,
     key_groups: (u16, u16),
     store: CheckpointStore,
     /// Local SST name -> where it already is in the store.
@@ -214,7 +255,8 @@ impl RocksInstance {
                 in_store.insert(f.name.clone(), f.clone());
             }
         }
-        let db = DB::open_cf(&env.options(), &db_dir, COLUMN_FAMILIES).map_err(|e| WeirError::State {
+        let options = env.options();
+        let db = DB::open_cf(&options, &db_dir, COLUMN_FAMILIES).map_err(|e| WeirError::State {
             operator: task.to_string(),
             path: db_dir.clone(),
             message: e.to_string(),
@@ -224,6 +266,7 @@ impl RocksInstance {
             instance,
             dir,
             db: std::mem::ManuallyDrop::new(db),
+            options,
             key_groups,
             store: env.store.clone(),
             in_store: Mutex::new(in_store),
@@ -366,9 +409,10 @@ impl RocksInstance {
 
     /// The asynchronous part of a snapshot: apply the barrier's dirty
     /// entries, take a native checkpoint, put its files into the store.
-    pub(crate) fn snapshot(&self, id: CheckpointId, batch: WriteBatch) -> Result<RocksHandle> {
+    pub(crate) fn snapshot(&self, id: CheckpointId, batch: WriteBatch, values: SortedValues) -> Result<RocksHandle> {
         let started = std::time::Instant::now();
         self.write(batch)?;
+        self.ingest(id, values)?;
         let written = started.elapsed();
         crate::failpoint::hit("snapshot-async");
         let local = self.dir.join(format!("chk-{}", id.0));
@@ -386,6 +430,36 @@ impl RocksInstance {
             started.elapsed() - native
         );
         result
+    }
+
+    /// Writes many value-state changes straight into an SST and ingests it:
+    /// no memtable insert and nothing for the native checkpoint to flush,
+    /// about a third of the work of a batch write plus flush.
+    fn ingest(&self, id: CheckpointId, mut values: SortedValues) -> Result<()> {
+        if values.entries.is_empty() {
+            return Ok(());
+        }
+        let arena = &values.arena;
+        values
+            .entries
+            .sort_unstable_by(|a, b| arena[a.key.clone()].cmp(&arena[b.key.clone()]));
+        let path = self.dir.join(format!("ingest-{}.sst", id.0));
+        let mut writer = rocksdb::SstFileWriter::create(&self.options);
+        writer.open(&path).map_err(|e| self.state_error(e))?;
+        for e in &values.entries {
+            let key = &arena[e.key.clone()];
+            match &e.value {
+                Some(v) => writer.put(key, &arena[v.clone()]),
+                None => writer.delete(key),
+            }
+            .map_err(|err| self.state_error(err))?;
+        }
+        writer.finish().map_err(|e| self.state_error(e))?;
+        let mut opts = rocksdb::IngestExternalFileOptions::default();
+        opts.set_move_files(true);
+        let ingested = self.db.ingest_external_file_opts(&opts, vec![&path]);
+        let _ = fs::remove_file(&path);
+        ingested.map_err(|e| self.state_error(e))
     }
 
     fn upload(&self, id: CheckpointId, local: &Path) -> Result<RocksHandle> {

@@ -555,11 +555,8 @@ fn write_snapshot<K: StateKey, V: serde::Serialize>(
     for (key, value) in dirty {
         encode_state_key(&key, b"", max_parallelism, &mut key_buf);
         match (value, ingest) {
-            (Some(v), true) => {
-                let mut write = |out: &mut Vec<u8>| encode_value(&v, out).map_err(|e| db.state_error(e));
-                sorted.push(&key_buf, Some(&mut write))?;
-            }
-            (None, true) => sorted.push(&key_buf, None)?,
+            (Some(v), true) => sorted.put(&key_buf, |out| encode_value(&v, out).map_err(|e| db.state_error(e)))?,
+            (None, true) => sorted.delete(&key_buf),
             (Some(v), false) => {
                 value_buf.clear();
                 encode_value(&v, &mut value_buf).map_err(|e| db.state_error(e))?;

@@ -44,26 +44,28 @@ struct ValueEntry {
 }
 
 impl SortedValues {
-    /// Appends an entry whose key is `key` and whose value `write_value`
-    /// appends to the arena (`None`: delete the key).
-    pub(crate) fn push(
-        &mut self,
-        key: &[u8],
-        write_value: Option<&mut dyn FnMut(&mut Vec<u8>) -> Result<()>>,
-    ) -> Result<()> {
+    fn push_key(&mut self, key: &[u8]) -> std::ops::Range<usize> {
         let start = self.arena.len();
         self.arena.extend_from_slice(key);
-        let key = start..self.arena.len();
-        let value = match write_value {
-            Some(write) => {
-                let at = self.arena.len();
-                write(&mut self.arena)?;
-                Some(at..self.arena.len())
-            }
-            None => None,
-        };
-        self.entries.push(ValueEntry { key, value });
+        start..self.arena.len()
+    }
+
+    /// Puts `key` with the value `write_value` appends to the arena.
+    pub(crate) fn put(&mut self, key: &[u8], write_value: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<()> {
+        let key = self.push_key(key);
+        let at = self.arena.len();
+        write_value(&mut self.arena)?;
+        self.entries.push(ValueEntry {
+            key,
+            value: Some(at..self.arena.len()),
+        });
         Ok(())
+    }
+
+    /// Deletes `key`.
+    pub(crate) fn delete(&mut self, key: &[u8]) {
+        let key = self.push_key(key);
+        self.entries.push(ValueEntry { key, value: None });
     }
 }
 

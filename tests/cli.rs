@@ -106,7 +106,13 @@ fn every_command_has_help_with_an_example() {
     for args in [
         vec!["run", "demo"],
         vec!["run", "kafka-count"],
+        vec!["run", "nexmark"],
+        vec!["run", "bench"],
+        vec!["nexmark"],
+        vec!["bench"],
         vec!["checkpoints", "list"],
+        vec!["checkpoints", "show"],
+        vec!["checkpoints", "gc"],
         vec!["offsets"],
     ] {
         let out = std::process::Command::new(common::WEIR)

@@ -15,20 +15,8 @@ use weir::nexmark::queries::Query;
 use weir::nexmark::{nexmark_job, EventSource, RowSink, RunStats, Schedule};
 use weir::JobConfig;
 
-/// Runs W1 / W2 / W3 / Nexmark queries and reports throughput, latency and checkpoints.
-///
-/// W1: generator -> key_by -> running sum (RocksDB) -> sink, as fast as possible.
-/// W2: W1 paced at --rate for --duration-s; latency = sink time - scheduled
-///     emit time (no coordinated omission), p50..max whole run, after the
-///     warm-up and around checkpoints; --plot writes latency over time (SVG).
-/// W3: tumbling 1 s event-time window count per key.
-/// q0..q11: a Nexmark query over the built-in generator (latency with --rate).
-///
-/// Example: weir bench w1 w2 w3 --parallelism 1,2 --plot plots/
-/// Example: weir bench w2 --rate 200000 --duration-s 60 --plot w2.svg --json
-/// Example: weir bench q5 q7 --records 10000000
+/// The flags of `weir bench` (its help text is on the command).
 #[derive(clap::Args)]
-#[command(verbatim_doc_comment)]
 pub struct BenchArgs {
     /// Workloads: w1 w2 w3 q0 q1 q2 q3 q5 q7 q8 q11 [default: w1 w2 w3].
     workloads: Vec<String>,

@@ -40,9 +40,23 @@ enum Command {
     ///
     /// Over a file of JSON events, one per line (bounded + drain, rows as JSON lines):
     ///   weir nexmark --query q5 --source-file EVENTS.jsonl --sink-file OUT.jsonl
+    ///
+    /// Example: weir nexmark --query q5 --generator --events 1000000
     #[command(verbatim_doc_comment)]
     Nexmark(Box<nexmark::NexmarkArgs>),
     /// Benchmarks: W1, W2 (latency at a fixed rate, with a plot), W3 and the Nexmark queries.
+    ///
+    /// W1: generator -> key_by -> running sum (RocksDB) -> sink, as fast as possible.
+    /// W2: W1 paced at --rate for --duration-s; latency = sink time - scheduled
+    ///     emit time (no coordinated omission), p50..max for the whole run, after
+    ///     the warm-up and around checkpoints; --plot writes latency over time (SVG).
+    /// W3: tumbling 1 s event-time window count per key.
+    /// q0..q11: a Nexmark query over the built-in generator (latency with --rate).
+    ///
+    /// Example: weir bench w1 w2 w3 --parallelism 1,2 --plot plots/
+    /// Example: weir bench w2 --rate 200000 --duration-s 60 --plot w2.svg --json
+    /// Example: weir bench q5 q7 --records 10000000
+    #[command(verbatim_doc_comment)]
     Bench(bench::BenchArgs),
     /// The Kafka offsets stored in the newest checkpoint, and the lag to the topics' ends.
     ///

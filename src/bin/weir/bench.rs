@@ -124,8 +124,20 @@ fn checkpoint_stats(summary: &weir::JobSummary) -> (f64, f64) {
     )
 }
 
-fn json_line(fields: serde_json::Value) {
+/// Prints one JSON line, with the process's peak resident memory so far.
+fn json_line(mut fields: serde_json::Value) {
+    if let (Some(map), Some(mb)) = (fields.as_object_mut(), peak_rss_mb()) {
+        map.insert("peak_rss_mb".into(), mb.into());
+    }
     println!("{fields}");
+}
+
+/// Peak resident set size of this process in MiB (`VmHWM`, Linux).
+fn peak_rss_mb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
 }
 
 fn w1(args: &BenchArgs, p: usize, config: JobConfig) -> anyhow::Result<Row> {

@@ -376,20 +376,29 @@ where
         if self.cache.len() <= self.capacity {
             return Ok(());
         }
+        // Many dirty entries are written sorted into an SST (no memtable
+        // skiplist inserts on the record path), a few through the memtable.
+        let dirty = self.cache.values().filter(|s| s.dirty).count();
         let mut batch = WriteBatch::default();
+        let mut sorted = SortedValues::default();
         let mut value_buf = Vec::new();
         for (key, slot) in self.cache.iter().filter(|(_, s)| s.dirty) {
             encode_state_key(key, b"", self.max_parallelism, &mut self.key_buf);
-            match &slot.value {
-                Some(v) => {
+            match (&slot.value, dirty >= INGEST_AT_LEAST) {
+                (Some(v), true) => sorted.put(&self.key_buf, |out| {
+                    encode_value(v, out).map_err(|e| self.db.state_error(e))
+                })?,
+                (None, true) => sorted.delete(&self.key_buf),
+                (Some(v), false) => {
                     value_buf.clear();
                     encode_value(v, &mut value_buf).map_err(|e| self.db.state_error(e))?;
                     batch.put(&self.key_buf, &value_buf);
                 }
-                None => batch.delete(&self.key_buf),
+                (None, false) => batch.delete(&self.key_buf),
             }
         }
         self.db.write(batch)?;
+        self.db.ingest(sorted)?;
         self.cache.clear();
         Ok(())
     }

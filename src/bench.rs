@@ -357,16 +357,7 @@ mod tests {
     #[test]
     fn latency_is_bucketed_by_scheduled_time_and_split_around_checkpoints() {
         let log = LatencyLog::new(0);
-        let mut sink = LatencySink::factory(log.clone())(ConnectorContext {
-            job: "t".into(),
-            subtask: 0,
-            parallelism: 1,
-            uid: "s".into(),
-            restored: None,
-            restored_all: Vec::new(),
-            backlog: Default::default(),
-        })
-        .unwrap();
+        let mut sink = LatencySink::factory(log.clone())(ConnectorContext::standalone("s", 0, 1)).unwrap();
         // Scheduled at 0.05 s and 1.55 s of the process clock; both arrive now,
         // so the earlier one waited at least as long.
         let mut batch = vec![(1, 1, 50_000_000), (2, 2, 1_550_000_000)];

@@ -195,13 +195,8 @@ mod tests {
 
     fn ctx(subtask: usize, parallelism: usize, restored: Option<u64>) -> ConnectorContext {
         ConnectorContext {
-            job: "test".into(),
-            restored_all: Vec::new(),
-            backlog: Default::default(),
-            subtask,
-            parallelism,
-            uid: "gen".into(),
             restored: restored.map(|k| k.to_be_bytes().to_vec()),
+            ..ConnectorContext::standalone("gen", subtask, parallelism)
         }
     }
 

@@ -195,13 +195,8 @@ mod tests {
 
     fn ctx(subtask: usize, parallelism: usize, restored: Option<Vec<u8>>) -> ConnectorContext {
         ConnectorContext {
-            job: "t".into(),
-            subtask,
-            parallelism,
-            uid: "lines".into(),
             restored,
-            restored_all: Vec::new(),
-            backlog: Default::default(),
+            ..ConnectorContext::standalone("lines", subtask, parallelism)
         }
     }
 

@@ -129,13 +129,8 @@ mod tests {
 
     fn ctx(subtask: usize, parallelism: usize, restored: Option<Vec<u8>>) -> ConnectorContext {
         ConnectorContext {
-            job: "t".into(),
-            subtask,
-            parallelism,
-            uid: "elements".into(),
             restored,
-            restored_all: Vec::new(),
-            backlog: Default::default(),
+            ..ConnectorContext::standalone("elements", subtask, parallelism)
         }
     }
 

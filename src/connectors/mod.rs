@@ -39,6 +39,22 @@ pub struct ConnectorContext {
     pub backlog: crate::runtime::Backlog,
 }
 
+impl ConnectorContext {
+    /// A context outside a running job, for unit tests of a source or sink:
+    /// job `test`, nothing restored.
+    pub fn standalone(uid: &str, subtask: usize, parallelism: usize) -> Self {
+        ConnectorContext {
+            job: "test".into(),
+            subtask,
+            parallelism,
+            uid: uid.into(),
+            restored: None,
+            restored_all: Vec::new(),
+            backlog: Default::default(),
+        }
+    }
+}
+
 /// The outcome of [`Source::poll`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourcePoll {

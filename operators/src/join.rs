@@ -15,7 +15,7 @@ use crate::keyed::{KeyedContext, KeyedProcess, StateValue};
 use crate::message::Timestamp;
 use crate::operator::OperatorError;
 use crate::window::{Assigner, Window};
-use crate::window_ops::{open_window, OpenWindow, Windowed};
+use crate::window_ops::{open_window, OpenWindows, Windowed};
 use serde::{Deserialize, Serialize};
 
 /// A record of one of two inputs.
@@ -141,7 +141,7 @@ where
     F: FnMut(&K, Window, Vec<L>, Vec<R>, &mut Vec<O>) + Clone + Send + 'static,
 {
     /// Open windows with (left, right) record counts.
-    type State = Vec<OpenWindow<(u64, u64)>>;
+    type State = OpenWindows<(u64, u64)>;
 
     fn process(
         &mut self,
@@ -157,7 +157,7 @@ where
         let watermark = ctx.watermark().0;
         let mut windows = Vec::new();
         self.assigner.assign_to(ts, &mut windows);
-        let open = state.get_or_insert_with(Vec::new);
+        let open = state.get_or_insert_with(OpenWindows::new);
         let mut taken = false;
         for w in windows {
             if w.max_timestamp().0 <= watermark {

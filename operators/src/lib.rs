@@ -40,4 +40,4 @@ pub use keyed::{
 pub use message::{Barrier, CheckpointId, Message, Timestamp};
 pub use operator::{Filter, FlatMap, Inspect, Map, Operator, OperatorError, TryMap};
 pub use window::{Assigner, Sessions, Sliding, Tumbling, Window};
-pub use window_ops::{OpenWindow, SessionAggregate, WindowAggregate, WindowProcess, Windowed};
+pub use window_ops::{OpenWindow, OpenWindows, SessionAggregate, WindowAggregate, WindowProcess, Windowed};

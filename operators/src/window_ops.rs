@@ -23,6 +23,7 @@ use crate::message::Timestamp;
 use crate::operator::OperatorError;
 use crate::window::{Assigner, Window};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 /// What a window operator emits for a key.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +60,12 @@ impl<A> OpenWindow<A> {
     }
 }
 
+/// The open windows of a key, sorted by (start, end): inline while there
+/// is one (a tumbling window), so the record path reads it from the cache
+/// entry itself instead of following a pointer to the heap. Encoded like a
+/// `Vec`.
+pub type OpenWindows<A> = SmallVec<[OpenWindow<A>; 1]>;
+
 /// When a window fires: its last millisecond plus the allowed lateness.
 fn fire_time(window: &Window, allowed_lateness_ms: i64) -> i64 {
     window.max_timestamp().0.saturating_add(allowed_lateness_ms)
@@ -73,7 +80,7 @@ fn find<A>(open: &[OpenWindow<A>], window: &Window) -> Result<usize, usize> {
 /// and registering its timer at `fires_at` if it was not open yet: the one
 /// place a window opens.
 pub(crate) fn open_window<A, O>(
-    open: &mut Vec<OpenWindow<A>>,
+    open: &mut OpenWindows<A>,
     window: &Window,
     fires_at: i64,
     empty: impl FnOnce() -> A,
@@ -105,7 +112,7 @@ fn malformed() -> OperatorError {
 fn fire_aggregate<K: Clone, I, O, A: Aggregator<I, O>>(
     aggregator: &A,
     key: &K,
-    state: &mut Option<Vec<OpenWindow<A::Acc>>>,
+    state: &mut Option<OpenWindows<A::Acc>>,
     namespace: &[u8],
     ctx: &mut KeyedContext<'_, (K, Windowed<O, I>)>,
 ) -> Result<(), OperatorError> {
@@ -157,7 +164,7 @@ where
     A: Aggregator<I, O> + Clone,
     T: Fn(&I) -> i64 + Clone + Send + 'static,
 {
-    type State = Vec<OpenWindow<A::Acc>>;
+    type State = OpenWindows<A::Acc>;
 
     fn process(
         &mut self,
@@ -168,7 +175,7 @@ where
     ) -> Result<(), OperatorError> {
         let ts = (self.timestamp_of)(&record);
         let watermark = ctx.watermark().0;
-        let open = state.get_or_insert_with(Vec::new);
+        let open = state.get_or_insert_with(OpenWindows::new);
         let mut taken = false;
         let (aggregator, lateness) = (&self.aggregator, self.allowed_lateness_ms);
         self.assigner.for_each_window(ts, |w| {
@@ -237,7 +244,7 @@ where
     A: MergeAggregator<I, O> + Clone,
     T: Fn(&I) -> i64 + Clone + Send + 'static,
 {
-    type State = Vec<OpenWindow<A::Acc>>;
+    type State = OpenWindows<A::Acc>;
 
     fn process(
         &mut self,
@@ -247,7 +254,7 @@ where
         ctx: &mut KeyedContext<'_, (K, Windowed<O, I>)>,
     ) -> Result<(), OperatorError> {
         let ts = (self.timestamp_of)(&record);
-        let open = state.get_or_insert_with(Vec::new);
+        let open = state.get_or_insert_with(OpenWindows::new);
         // The sessions the new record bridges are contiguous in the sorted list.
         let mut merged = Window {
             start: ts,
@@ -340,7 +347,7 @@ where
     T: Fn(&I) -> i64 + Clone + Send + 'static,
 {
     /// Open windows with their record counts.
-    type State = Vec<OpenWindow<u64>>;
+    type State = OpenWindows<u64>;
 
     fn process(
         &mut self,
@@ -353,7 +360,7 @@ where
         let watermark = ctx.watermark().0;
         let mut windows = Vec::new();
         self.assigner.assign_to(ts, &mut windows);
-        let open = state.get_or_insert_with(Vec::new);
+        let open = state.get_or_insert_with(OpenWindows::new);
         let mut taken = false;
         for w in windows {
             let fires_at = fire_time(&w, self.allowed_lateness_ms);

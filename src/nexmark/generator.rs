@@ -14,7 +14,8 @@
 
 use crate::connectors::{ConnectorContext, Source, SourcePoll};
 use crate::error::{Result, WeirError};
-use crate::nexmark::model::{Auction, Bid, Event, Person};
+use crate::nexmark::model::{Auction, Bid, Event, Person, Text};
+use std::borrow::Cow;
 use weir_operators::Timestamp;
 
 /// The generator's settings.
@@ -257,11 +258,11 @@ fn channel_urls() -> &'static [(String, String)] {
 /// an offset drawn from the event's random (as nexmark/nexmark's generator
 /// does): one draw instead of one per six characters, which made `extra`
 /// 40 % of the generator's time. Deterministic: the string has a fixed seed.
-fn next_extra(r: &mut JavaRandom, current: i32, desired_average: i32) -> String {
+fn next_extra(r: &mut JavaRandom, current: i32, desired_average: i32) -> Text {
     const EXTRA_POOL: usize = 1 << 20;
     static POOL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     if current > desired_average {
-        return String::new();
+        return Cow::Borrowed("");
     }
     let desired = desired_average - current;
     let delta = (f64::from(desired) * 0.2).round() as i32;
@@ -270,7 +271,7 @@ fn next_extra(r: &mut JavaRandom, current: i32, desired_average: i32) -> String 
     let pool = POOL.get_or_init(|| next_exact_string(&mut JavaRandom::new(0x6E78_6D6B), EXTRA_POOL as i32));
     let size = size.min(EXTRA_POOL);
     let offset = r.next_int_below((EXTRA_POOL - size).max(1) as i32) as usize;
-    pool.get(offset..offset + size).unwrap_or_default().to_string()
+    Cow::Borrowed(pool.get(offset..offset + size).unwrap_or_default())
 }
 
 /// Event number `id` of the generator configured by `config`.
@@ -298,17 +299,17 @@ fn person(id: u64, ts: i64, r: &mut JavaRandom) -> Person {
         .map(|_| format!("{:04}", r.next_int_below(10_000)))
         .collect::<Vec<_>>()
         .join(" ");
-    let city = US_CITIES[r.next_int_below(10) as usize].to_string();
-    let state = US_STATES[r.next_int_below(6) as usize].to_string();
+    let city = US_CITIES[r.next_int_below(10) as usize];
+    let state = US_STATES[r.next_int_below(6) as usize];
     let size = 8 + name.len() + email_address.len() + credit_card.len() + city.len() + state.len();
     let extra = next_extra(r, size as i32, AVG_PERSON_BYTES);
     Person {
         id: last_base0_person_id(id) + FIRST_PERSON_ID,
-        name,
-        email_address,
-        credit_card,
-        city,
-        state,
+        name: name.into(),
+        email_address: email_address.into(),
+        credit_card: credit_card.into(),
+        city: city.into(),
+        state: state.into(),
         date_time: ts,
         extra,
     }
@@ -332,8 +333,8 @@ fn auction(id: u64, ts: i64, r: &mut JavaRandom, config: &GeneratorConfig) -> Au
     let extra = next_extra(r, size as i32, AVG_AUCTION_BYTES);
     Auction {
         id: last_base0_auction_id(id) + FIRST_AUCTION_ID,
-        item_name,
-        description,
+        item_name: item_name.into(),
+        description: description.into(),
         initial_bid,
         reserve,
         date_time: ts,
@@ -358,10 +359,10 @@ fn bid(id: u64, ts: i64, r: &mut JavaRandom) -> Bid {
     let price = next_price(r);
     let (channel, url) = if r.next_int_below(2) > 0 {
         let i = r.next_int_below(4) as usize;
-        (HOT_CHANNELS[i].to_string(), HOT_URLS[i].to_string())
+        (Cow::Borrowed(HOT_CHANNELS[i]), Cow::Borrowed(HOT_URLS[i]))
     } else {
         let (channel, url) = &channel_urls()[r.next_int_below(10_000) as usize];
-        (channel.clone(), url.clone())
+        (Cow::Borrowed(channel.as_str()), Cow::Borrowed(url.as_str()))
     };
     let extra = next_extra(r, 32, AVG_BID_BYTES);
     Bid {

@@ -17,7 +17,7 @@
 //! retractions (a later, higher bid changes an emitted result); weir emits
 //! append-only rows, so they are not offered.
 
-use super::model::{Bid, Event};
+use super::model::{Bid, Event, Text};
 use crate::graph::Stream;
 use serde::{Deserialize, Serialize};
 use weir_operators::aggregators::Count;
@@ -101,7 +101,7 @@ pub struct BidRow {
     #[serde(rename = "dateTime")]
     pub date_time: i64,
     /// The bid's extra.
-    pub extra: String,
+    pub extra: Text,
 }
 
 /// q2 output.
@@ -117,11 +117,11 @@ pub struct Q2Row {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Q3Row {
     /// The seller's name.
-    pub name: String,
+    pub name: Text,
     /// The seller's city.
-    pub city: String,
+    pub city: Text,
     /// The seller's state.
-    pub state: String,
+    pub state: Text,
     /// The auction's id.
     pub id: i64,
 }
@@ -163,7 +163,7 @@ pub struct Q8Row {
     /// Person id.
     pub id: i64,
     /// Person name.
-    pub name: String,
+    pub name: Text,
     /// Window start.
     pub window_start: i64,
 }
@@ -280,9 +280,9 @@ pub fn build(query: Query, events: Stream<Event>) -> Stream<Output> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Seller {
     id: i64,
-    name: String,
-    city: String,
-    state: String,
+    name: Text,
+    city: Text,
+    state: Text,
     date_time: i64,
 }
 
@@ -297,7 +297,7 @@ struct Sold {
 fn q3(events: Stream<Event>) -> Stream<Output> {
     events
         .flat_map(|e: Event| match e {
-            Event::Person(p) if matches!(p.state.as_str(), "OR" | "ID" | "CA") => Some(Either::Left(Seller {
+            Event::Person(p) if matches!(&*p.state, "OR" | "ID" | "CA") => Some(Either::Left(Seller {
                 id: p.id,
                 name: p.name,
                 city: p.city,
@@ -532,13 +532,13 @@ impl KeyedProcess<i64, PricedBid, Output> for HighestBid {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct NewPerson {
     id: i64,
-    name: String,
+    name: Text,
     date_time: i64,
 }
 
 /// q8's window function: each distinct (id, name) of the persons, once.
 fn new_users(id: &i64, window: Window, persons: Vec<NewPerson>, _auctions: Vec<Sold>, out: &mut Vec<Q8Row>) {
-    let mut names: Vec<String> = persons.into_iter().map(|p| p.name).collect();
+    let mut names: Vec<Text> = persons.into_iter().map(|p| p.name).collect();
     names.sort_unstable();
     names.dedup();
     out.extend(names.into_iter().map(|name| Q8Row {

@@ -11,14 +11,15 @@
 //! moved (not copied) to the snapshot and stays readable as a *flushing*
 //! layer until the snapshot has written it to RocksDB.
 
-use super::{RocksInstance, SortedValues, TimeDomain, TimerKey};
+use super::cache::KeyCache;
+use super::timers::{key_of, namespace_of, TimerChanges, Timers};
+use super::{RocksInstance, SortedValues, TimeDomain};
 use crate::checkpoint::manifest::SubtaskState;
 use crate::clock::wall_clock_ms;
 use crate::error::{Result, WeirError};
 use crate::runtime::chain::{Downstream, SnapshotBuilder};
-use crate::runtime::fxhash::FxBuildHasher;
 use rocksdb::WriteBatch;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -36,89 +37,6 @@ type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 struct MapLayers {
     current: Overlay,
     flushing: Vec<Arc<Overlay>>,
-}
-
-/// How a timer changed since the last snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TimerChange {
-    /// Registered since the last snapshot and not in RocksDB: removing it
-    /// again (fired or deleted) leaves nothing to write.
-    New,
-    /// In RocksDB, removed, then registered again: written as a put.
-    Again,
-    /// Removed (fired or deleted): written as a delete.
-    Gone,
-}
-
-/// Timer changes since the last snapshot, one entry per timer.
-type TimerChanges = HashMap<TimerKey, TimerChange, FxBuildHasher>;
-
-/// The timers of one time domain of a task: all in memory, ordered by time;
-/// the changes since the last barrier go into the next snapshot (column
-/// family `timers` or `proc_timers`). A timer registered and removed between
-/// two snapshots (a window opened and fired, a session timer moved on) is
-/// never written: only the net change is.
-#[derive(Default)]
-struct Timers {
-    pending: std::collections::BTreeSet<TimerKey>,
-    changes: TimerChanges,
-    /// The domain's current time: the watermark, or the wall clock of the batch.
-    now: i64,
-    /// Event time: the newest watermark below `Timestamp::MAX` (what a
-    /// snapshot keeps: a drained run's end of time is not carried over).
-    data_watermark: i64,
-}
-
-impl Timers {
-    fn load(db: &RocksInstance, domain: TimeDomain, now: i64) -> Result<Self> {
-        Ok(Timers {
-            pending: db.timers(domain)?.into_iter().collect(),
-            changes: HashMap::default(),
-            now,
-            data_watermark: now,
-        })
-    }
-
-    fn register(&mut self, key: &impl StateKey, at: Timestamp, namespace: &[u8]) {
-        let mut k = Vec::new();
-        key.encode_key(&mut k);
-        let timer = (at.0, k, namespace.to_vec());
-        if self.pending.insert(timer.clone()) {
-            let change = match self.changes.get(&timer) {
-                Some(TimerChange::Gone) => TimerChange::Again,
-                _ => TimerChange::New,
-            };
-            self.changes.insert(timer, change);
-        }
-    }
-
-    fn delete(&mut self, key: &impl StateKey, at: Timestamp, namespace: &[u8]) {
-        let mut k = Vec::new();
-        key.encode_key(&mut k);
-        let timer = (at.0, k, namespace.to_vec());
-        if self.pending.remove(&timer) {
-            self.removed(timer);
-        }
-    }
-
-    /// Removes and returns the first timer due at `now`.
-    fn pop_due(&mut self, now: i64) -> Option<TimerKey> {
-        if self.pending.first()?.0 > now {
-            return None;
-        }
-        let first = self.pending.pop_first()?;
-        self.removed(first.clone());
-        Some(first)
-    }
-
-    /// Records that a pending timer was removed (fired or deleted).
-    fn removed(&mut self, timer: TimerKey) {
-        if self.changes.get(&timer) == Some(&TimerChange::New) {
-            self.changes.remove(&timer); // never written: nothing to undo
-        } else {
-            self.changes.insert(timer, TimerChange::Gone);
-        }
-    }
 }
 
 /// The [`KeyedStore`] of the key being processed.
@@ -157,11 +75,11 @@ impl<K: StateKey> CurrentKeyStore<'_, K> {
 
 impl<K: StateKey> KeyedStore for CurrentKeyStore<'_, K> {
     fn register_event_timer(&mut self, at: Timestamp, namespace: &[u8]) {
-        self.timers.register(self.key, at, namespace);
+        self.timers.register(self.key, at.0, namespace);
     }
 
     fn delete_event_timer(&mut self, at: Timestamp, namespace: &[u8]) {
-        self.timers.delete(self.key, at, namespace);
+        self.timers.delete(self.key, at.0, namespace);
     }
 
     fn watermark(&self) -> Timestamp {
@@ -169,11 +87,11 @@ impl<K: StateKey> KeyedStore for CurrentKeyStore<'_, K> {
     }
 
     fn register_processing_timer(&mut self, at: Timestamp, namespace: &[u8]) {
-        self.processing_timers.register(self.key, at, namespace);
+        self.processing_timers.register(self.key, at.0, namespace);
     }
 
     fn delete_processing_timer(&mut self, at: Timestamp, namespace: &[u8]) {
-        self.processing_timers.delete(self.key, at, namespace);
+        self.processing_timers.delete(self.key, at.0, namespace);
     }
 
     fn processing_time(&self) -> Timestamp {
@@ -246,7 +164,9 @@ pub(crate) struct KeyedStage<K, I, O, P: KeyedProcess<K, I, O>, F> {
     uid: String,
     subtask: usize,
     max_parallelism: u16,
-    cache: HashMap<K, Slot<P::State>, FxBuildHasher>,
+    cache: KeyCache<K, Slot<P::State>>,
+    /// The keys of the batch being processed (computed first, to prefetch).
+    batch_keys: Vec<K>,
     capacity: usize,
     db: Arc<RocksInstance>,
     /// Snapshots handed to the background and not finished: while > 0 the
@@ -281,8 +201,8 @@ where
         // Event time resumes where the restored snapshot left it, so a record
         // late before a restart is late after it too.
         let restored_watermark = db.stored_watermark()?.unwrap_or(i64::MIN);
-        let timers = Timers::load(&db, TimeDomain::Event, restored_watermark)?;
-        let processing_timers = Timers::load(&db, TimeDomain::Processing, wall_clock_ms())?;
+        let timers = Timers::restored(db.timers(TimeDomain::Event)?, restored_watermark);
+        let processing_timers = Timers::restored(db.timers(TimeDomain::Processing)?, wall_clock_ms());
         Ok(KeyedStage {
             function,
             key_of,
@@ -290,7 +210,8 @@ where
             uid,
             subtask,
             max_parallelism,
-            cache: HashMap::with_hasher(FxBuildHasher::default()),
+            cache: KeyCache::default(),
+            batch_keys: Vec::new(),
             capacity,
             db,
             in_flight: Arc::new(AtomicUsize::new(0)),
@@ -325,7 +246,7 @@ where
             &mut KeyedContext<'_, O>,
         ) -> std::result::Result<(), weir_operators::OperatorError>,
     {
-        if !self.cache.contains_key(key) {
+        if self.cache.get_mut(key).is_none() {
             let value = self.load(key)?;
             self.cache.insert(key.clone(), Slot { value, dirty: false });
         }
@@ -378,7 +299,7 @@ where
         }
         // Many dirty entries are written sorted into an SST (no memtable
         // skiplist inserts on the record path), a few through the memtable.
-        let dirty = self.cache.values().filter(|s| s.dirty).count();
+        let dirty = self.cache.iter().filter(|(_, s)| s.dirty).count();
         let mut batch = WriteBatch::default();
         let mut sorted = SortedValues::default();
         let mut value_buf = Vec::new();
@@ -415,10 +336,25 @@ where
     fn records(&mut self, batch: &mut Vec<I>) -> Result<()> {
         // Processing time as of this batch: one clock read per batch.
         self.processing_timers.now = wall_clock_ms();
-        for record in batch.drain(..) {
-            let key = (self.key_of)(&record);
-            self.with_key(&key, |f, state, ctx| f.process(&key, state, record, ctx))?;
+        // Keys first, so each lookup can prefetch the cache slot of a key
+        // a few records ahead (see `KeyCache`).
+        let mut keys = std::mem::take(&mut self.batch_keys);
+        keys.extend(batch.iter().map(&self.key_of));
+        keys.iter().take(PREFETCH_AHEAD).for_each(|k| self.cache.prefetch(k));
+        let mut result = Ok(());
+        for (i, record) in batch.drain(..).enumerate() {
+            if let Some(ahead) = keys.get(i + PREFETCH_AHEAD) {
+                self.cache.prefetch(ahead);
+            }
+            let key = &keys[i];
+            result = self.with_key(key, |f, state, ctx| f.process(key, state, record, ctx));
+            if result.is_err() {
+                break;
+            }
         }
+        keys.clear();
+        self.batch_keys = keys;
+        result?;
         if !self.out.is_empty() {
             self.next.records(&mut self.out)?;
         }
@@ -433,13 +369,20 @@ where
             self.timers.data_watermark = watermark.0;
         }
         // Fire due timers in time order; a timer registered while firing fires too if due.
-        while let Some((at, encoded, namespace)) = self.timers.pop_due(watermark.0) {
-            let key = K::decode_key(&encoded).ok_or_else(|| {
+        while let Some((at, timer)) = self.timers.pop_due(watermark.0) {
+            if let Some(ahead) = self
+                .timers
+                .peek_firing(PREFETCH_AHEAD)
+                .and_then(|t| K::decode_key(key_of(t)))
+            {
+                self.cache.prefetch(&ahead);
+            }
+            let key = K::decode_key(key_of(&timer)).ok_or_else(|| {
                 self.db
                     .state_error(format!("a timer of `{}` has an undecodable key", self.name))
             })?;
             self.with_key(&key, |f, state, ctx| {
-                f.on_timer(&key, state, Timestamp(at), &namespace, ctx)
+                f.on_timer(&key, state, Timestamp(at), namespace_of(&timer), ctx)
             })?;
         }
         if !self.out.is_empty() {
@@ -450,15 +393,15 @@ where
 
     fn processing_time(&mut self, now_ms: i64) -> Result<()> {
         self.processing_timers.now = now_ms;
-        while let Some((at, encoded, namespace)) = self.processing_timers.pop_due(now_ms) {
-            let key = K::decode_key(&encoded).ok_or_else(|| {
+        while let Some((at, timer)) = self.processing_timers.pop_due(now_ms) {
+            let key = K::decode_key(key_of(&timer)).ok_or_else(|| {
                 self.db.state_error(format!(
                     "a processing-time timer of `{}` has an undecodable key",
                     self.name
                 ))
             })?;
             self.with_key(&key, |f, state, ctx| {
-                f.on_processing_timer(&key, state, Timestamp(at), &namespace, ctx)
+                f.on_processing_timer(&key, state, Timestamp(at), namespace_of(&timer), ctx)
             })?;
         }
         if !self.out.is_empty() {
@@ -468,7 +411,7 @@ where
     }
 
     fn next_processing_timer(&self) -> Option<i64> {
-        let own = self.processing_timers.pending.first().map(|t| t.0);
+        let own = self.processing_timers.next_time();
         match (own, self.next.next_processing_timer()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -500,8 +443,8 @@ where
             barrier.id,
         );
         let map_writes = Arc::new(std::mem::take(&mut self.maps.current));
-        let timer_changes = std::mem::take(&mut self.timers.changes);
-        let processing_timer_changes = std::mem::take(&mut self.processing_timers.changes);
+        let timer_changes = self.timers.take_changes();
+        let processing_timer_changes = self.processing_timers.take_changes();
         let watermark = self.timers.data_watermark;
         self.maps.flushing.push(map_writes.clone());
         in_flight.fetch_add(1, Ordering::AcqRel);
@@ -534,6 +477,10 @@ where
     }
 }
 
+/// How many records ahead the record path prefetches a key's cache slot:
+/// enough to cover a memory access with the work of the records between.
+const PREFETCH_AHEAD: usize = 8;
+
 /// From this many changed keys on, a snapshot writes them into an SST for
 /// ingestion instead of through the memtable.
 const INGEST_AT_LEAST: usize = 4096;
@@ -550,8 +497,7 @@ fn write_snapshot<K: StateKey, V: serde::Serialize>(
     let mut batch = WriteBatch::default();
     db.batch_map(&mut batch, map_writes)?;
     for (domain, changes) in timers {
-        let puts = changes.iter().map(|(t, c)| (t, *c != TimerChange::Gone));
-        db.batch_timers(&mut batch, *domain, puts)?;
+        db.batch_timers(&mut batch, *domain, changes)?;
     }
     if watermark > i64::MIN {
         db.batch_watermark(&mut batch, watermark)?;
@@ -575,29 +521,4 @@ fn write_snapshot<K: StateKey, V: serde::Serialize>(
         }
     }
     db.snapshot(id, batch, sorted).map(SubtaskState::Rocks)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{TimerChange, Timers};
-    use weir_operators::Timestamp;
-
-    #[test]
-    fn only_the_net_timer_changes_since_the_last_snapshot_are_written() {
-        let mut t = Timers::default();
-        // Opened and fired between two snapshots: nothing to write.
-        t.register(&1u64, Timestamp(10), b"w");
-        assert_eq!(t.pop_due(10).map(|x| x.0), Some(10));
-        assert!(t.changes.is_empty());
-        // Registered and kept: a put.
-        t.register(&2u64, Timestamp(20), b"w");
-        let persisted = std::mem::take(&mut t.changes); // a snapshot wrote it
-        assert_eq!(persisted.values().copied().collect::<Vec<_>>(), [TimerChange::New]);
-        // Persisted, deleted, registered again: a put; deleted once more: a delete.
-        t.delete(&2u64, Timestamp(20), b"w");
-        t.register(&2u64, Timestamp(20), b"w");
-        assert_eq!(t.changes.values().copied().collect::<Vec<_>>(), [TimerChange::Again]);
-        t.delete(&2u64, Timestamp(20), b"w");
-        assert_eq!(t.changes.values().copied().collect::<Vec<_>>(), [TimerChange::Gone]);
-    }
 }

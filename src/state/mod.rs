@@ -17,7 +17,9 @@
 //! that is done the task serves reads from its cache and does not write to
 //! RocksDB, so the snapshot sees exactly the state at the barrier.
 
+mod cache;
 pub(crate) mod keyed;
+pub(crate) mod timers;
 
 use crate::checkpoint::manifest::{RocksHandle, StoredFile};
 use crate::checkpoint::store::{store_file, sync_dir, CheckpointStore};
@@ -202,26 +204,6 @@ impl TimeDomain {
     }
 }
 
-/// A timer as stored: `time (i64, sign bit flipped, big-endian) | u32 key
-/// length | key | namespace`, so the column family is ordered by time.
-pub(crate) type TimerKey = (i64, Vec<u8>, Vec<u8>);
-
-pub(crate) fn encode_timer(t: &TimerKey) -> Vec<u8> {
-    let mut out = Vec::with_capacity(12 + t.1.len() + t.2.len());
-    out.extend_from_slice(&((t.0 as u64) ^ (1 << 63)).to_be_bytes());
-    out.extend_from_slice(&(t.1.len() as u32).to_be_bytes());
-    out.extend_from_slice(&t.1);
-    out.extend_from_slice(&t.2);
-    out
-}
-
-fn decode_timer(bytes: &[u8]) -> Option<TimerKey> {
-    let at = (u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?) ^ (1 << 63)) as i64;
-    let len = u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
-    let key = bytes.get(12..12 + len)?.to_vec();
-    Some((at, key, bytes.get(12 + len..)?.to_vec()))
-}
-
 /// One task's RocksDB instance.
 pub(crate) struct RocksInstance {
     /// `<uid>-<subtask>`: names the task in errors and in the store.
@@ -385,31 +367,42 @@ impl RocksInstance {
     }
 
     /// Every timer of `domain` stored in this instance.
-    pub(crate) fn timers(&self, domain: TimeDomain) -> Result<Vec<TimerKey>> {
+    pub(crate) fn timers(&self, domain: TimeDomain) -> Result<Vec<(i64, timers::KeyAndNamespace)>> {
         let cf = self.timer_cf(domain)?;
         let mut out = Vec::new();
         for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
             let (k, _) = item.map_err(|e| self.state_error(e))?;
-            out.push(decode_timer(&k).ok_or_else(|| self.state_error("a stored timer is malformed"))?);
+            out.push(timers::decode_timer(&k).ok_or_else(|| self.state_error("a stored timer is malformed"))?);
         }
         Ok(out)
     }
 
-    /// Adds timer changes (`true` = registered, `false` = deleted or fired) to `batch`.
-    pub(crate) fn batch_timers<'a>(
+    /// Adds a snapshot's timer changes to `batch`: the range deletion of
+    /// fired timers first, so that a timer put again after it stays.
+    pub(crate) fn batch_timers(
         &self,
         batch: &mut WriteBatch,
         domain: TimeDomain,
-        changes: impl IntoIterator<Item = (&'a TimerKey, bool)>,
+        changes: &timers::TimerChanges,
     ) -> Result<()> {
         let cf = self.timer_cf(domain)?;
-        for (timer, present) in changes {
-            let k = encode_timer(timer);
-            if present {
-                batch.put_cf(cf, k, []);
-            } else {
-                batch.delete_cf(cf, k);
+        if let Some(through) = changes.delete_through {
+            let from = timers::encode_time(i64::MIN);
+            match through.checked_add(1) {
+                Some(next) => batch.delete_range_cf(cf, from, timers::encode_time(next)),
+                // The end of time: past every stored key (`u32::MAX` key lengths do not occur).
+                None => batch.delete_range_cf(cf, &from[..], &[0xff; 12][..]),
             }
+        }
+        let mut key = Vec::new();
+        for (at, timer) in &changes.deleted {
+            key.clear();
+            key.extend_from_slice(&timers::encode_time(*at));
+            key.extend_from_slice(timer);
+            batch.delete_cf(cf, &key);
+        }
+        for stored in changes.puts() {
+            batch.put_cf(cf, stored, []);
         }
         Ok(())
     }

@@ -160,7 +160,7 @@ pub fn expected(query: Query, events: &[Event]) -> Vec<Row> {
                 }
                 for p in events {
                     if let Event::Person(p) = p {
-                        if p.id == a.seller && ["OR", "ID", "CA"].contains(&p.state.as_str()) {
+                        if p.id == a.seller && ["OR", "ID", "CA"].contains(&&*p.state) {
                             out.push(Row::Q3(Q3Row {
                                 name: p.name.clone(),
                                 city: p.city.clone(),

@@ -17,6 +17,7 @@ use crate::operator::OperatorError;
 use crate::window::{Assigner, Window};
 use crate::window_ops::{open_window, OpenWindows, Windowed};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 /// A record of one of two inputs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,11 +105,18 @@ fn inner_join<K, L: StateValue, R: StateValue, O>(
 }
 
 /// Window join (Flink's `join(...).window(...)` as a co-group): the records of
-/// both sides of a key in one event-time window are buffered in map state;
-/// when the window fires and both sides have records, `function(key, window,
-/// lefts, rights, out)` runs once (records in arrival order) and each output
+/// both sides of a key in one event-time window are buffered; when the
+/// window fires and both sides have records, `function(key, window, lefts,
+/// rights, out)` runs once (records in arrival order) and each output
 /// becomes a [`Windowed::Result`]. A record whose windows have all fired goes
 /// out as [`Windowed::Late`].
+///
+/// The buffers live in the key's value state, next to the open windows:
+/// between checkpoints a record is appended in the state cache (no encoding,
+/// no RocksDB), and a firing window hands its buffers over without a read.
+/// A checkpoint encodes a key's whole buffers when it changed, so this suits
+/// windows of up to thousands of records per key (a join's usual shape);
+/// for more, buffer in map state with a [`KeyedProcess`] of your own.
 #[derive(Clone)]
 pub struct WindowJoin<W, TL, TR, F> {
     /// The window assigner (tumbling or sliding).
@@ -121,11 +129,13 @@ pub struct WindowJoin<W, TL, TR, F> {
     pub function: F,
 }
 
-/// Map key of record `seq` of one side in `window`.
-fn slot(window: &Window, seq: u64) -> Vec<u8> {
-    let mut k = window.namespace().to_vec();
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
+/// The records of one window of a [`WindowJoin`] so far, per side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinBuffers<L, R> {
+    /// Left records in arrival order.
+    pub left: Vec<L>,
+    /// Right records in arrival order.
+    pub right: Vec<R>,
 }
 
 impl<K, L, R, O, W, TL, TR, F> KeyedProcess<K, Either<L, R>, (K, Windowed<O, Either<L, R>>)>
@@ -140,8 +150,8 @@ where
     TR: Fn(&R) -> i64 + Clone + Send + 'static,
     F: FnMut(&K, Window, Vec<L>, Vec<R>, &mut Vec<O>) + Clone + Send + 'static,
 {
-    /// Open windows with (left, right) record counts.
-    type State = OpenWindows<(u64, u64)>;
+    /// Open windows with the records of each side.
+    type State = OpenWindows<JoinBuffers<L, R>>;
 
     fn process(
         &mut self,
@@ -155,33 +165,35 @@ where
             Either::Right(r) => (self.right_time)(r),
         };
         let watermark = ctx.watermark().0;
-        let mut windows = Vec::new();
-        self.assigner.assign_to(ts, &mut windows);
-        let open = state.get_or_insert_with(OpenWindows::new);
-        let mut taken = false;
-        for w in windows {
-            if w.max_timestamp().0 <= watermark {
-                continue;
+        let mut windows: SmallVec<[Window; 4]> = SmallVec::new();
+        self.assigner.for_each_window(ts, |w| {
+            if w.max_timestamp().0 > watermark {
+                windows.push(w);
             }
-            taken = true;
-            let i = open_window(open, &w, w.max_timestamp().0, || (0, 0), ctx);
-            let counts = &mut open[i].acc;
-            match &record {
-                Either::Left(l) => {
-                    ctx.map::<Vec<u8>, L>(LEFT).insert(&slot(&w, counts.0), l)?;
-                    counts.0 += 1;
-                }
-                Either::Right(r) => {
-                    ctx.map::<Vec<u8>, R>(RIGHT).insert(&slot(&w, counts.1), r)?;
-                    counts.1 += 1;
-                }
-            }
-        }
-        if open.is_empty() {
-            *state = None;
-        }
-        if !taken {
+        });
+        let Some(last) = windows.pop() else {
             ctx.emit((key.clone(), Windowed::Late(record)));
+            return Ok(());
+        };
+        let open = state.get_or_insert_with(OpenWindows::new);
+        let empty = || JoinBuffers {
+            left: Vec::new(),
+            right: Vec::new(),
+        };
+        // A copy for every window but the last, which takes the record.
+        for w in windows {
+            let i = open_window(open, &w, w.max_timestamp().0, empty, ctx);
+            let buffers = &mut open[i].acc;
+            match &record {
+                Either::Left(l) => buffers.left.push(l.clone()),
+                Either::Right(r) => buffers.right.push(r.clone()),
+            }
+        }
+        let i = open_window(open, &last, last.max_timestamp().0, empty, ctx);
+        let buffers = &mut open[i].acc;
+        match record {
+            Either::Left(l) => buffers.left.push(l),
+            Either::Right(r) => buffers.right.push(r),
         }
         Ok(())
     }
@@ -204,37 +216,16 @@ where
         if open.is_empty() {
             *state = None;
         }
-        let ns = window.namespace();
-        let lefts = take_side::<L>(ctx, LEFT, &ns, done.acc.0)?;
-        let rights = take_side::<R>(ctx, RIGHT, &ns, done.acc.1)?;
-        if !lefts.is_empty() && !rights.is_empty() {
+        let JoinBuffers { left, right } = done.acc;
+        if !left.is_empty() && !right.is_empty() {
             let mut outputs = Vec::new();
-            (self.function)(key, window, lefts, rights, &mut outputs);
+            (self.function)(key, window, left, right, &mut outputs);
             for value in outputs {
                 ctx.emit((key.clone(), Windowed::Result { window, value }));
             }
         }
         Ok(())
     }
-}
-
-/// Removes and returns the buffered records of one side of a window.
-fn take_side<V: StateValue>(
-    ctx: &mut KeyedContext<'_, impl Sized>,
-    side: &str,
-    window_ns: &[u8],
-    count: u64,
-) -> Result<Vec<V>, OperatorError> {
-    if count == 0 {
-        return Ok(Vec::new());
-    }
-    let mut map = ctx.map::<Vec<u8>, V>(side);
-    let mut out = Vec::with_capacity(count as usize);
-    for (k, v) in map.entries_with_prefix(window_ns)? {
-        map.remove(&k)?;
-        out.push(v);
-    }
-    Ok(out)
 }
 
 /// Interval join (Flink's `intervalJoin().between(lower, upper)`): emits

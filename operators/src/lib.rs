@@ -30,7 +30,7 @@ pub mod window_ops;
 
 pub use aggregators::MergeAggregator;
 pub use codec::{decode_value, encode_state_key, encode_value, CodecError};
-pub use join::{Either, InnerJoin, IntervalJoin, WindowJoin};
+pub use join::{Either, InnerJoin, IntervalJoin, JoinBuffers, WindowJoin};
 pub use key::{
     key_group_of, key_group_range, key_hash, subtask_for_key_group, KeyGroup, StateKey, DEFAULT_MAX_PARALLELISM,
 };

@@ -173,12 +173,14 @@ impl JavaRandom {
 
 // Beam's formula, general in the proportions (with one person per 50 events the `min` is constant).
 #[allow(clippy::unnecessary_min_or_max)]
+#[inline]
 fn last_base0_person_id(event_id: u64) -> i64 {
     let epoch = event_id / PROPORTION;
     let offset = (event_id % PROPORTION).min(PERSON_PROPORTION - 1);
     (epoch * PERSON_PROPORTION + offset) as i64
 }
 
+#[inline]
 fn next_base0_person_id(event_id: u64, r: &mut JavaRandom) -> i64 {
     let num_people = last_base0_person_id(event_id) + 1;
     let active = num_people.min(NUM_ACTIVE_PEOPLE);
@@ -186,6 +188,7 @@ fn next_base0_person_id(event_id: u64, r: &mut JavaRandom) -> i64 {
     num_people - active + n
 }
 
+#[inline]
 fn last_base0_auction_id(event_id: u64) -> i64 {
     let mut epoch = (event_id / PROPORTION) as i64;
     let mut offset = (event_id % PROPORTION) as i64;
@@ -201,12 +204,14 @@ fn last_base0_auction_id(event_id: u64) -> i64 {
     epoch * auction + offset
 }
 
+#[inline]
 fn next_base0_auction_id(event_id: u64, r: &mut JavaRandom) -> i64 {
     let max = last_base0_auction_id(event_id);
     let min = (max - NUM_IN_FLIGHT_AUCTIONS).max(0);
     min + r.next_long_below(max - min + 1 + AUCTION_ID_LEAD)
 }
 
+#[inline]
 fn next_price(r: &mut JavaRandom) -> i64 {
     (10f64.powf(r.next_double() * 6.0) * 100.0).round() as i64
 }
@@ -266,6 +271,7 @@ fn channel_urls() -> &'static [(&'static str, &'static str)] {
 /// an offset drawn from the event's random (as nexmark/nexmark's generator
 /// does): one draw instead of one per six characters, which made `extra`
 /// 40 % of the generator's time. Deterministic: the string has a fixed seed.
+#[inline]
 fn next_extra(r: &mut JavaRandom, current: i32, desired_average: i32) -> Text {
     const EXTRA_POOL: usize = 1 << 16;
     static POOL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -353,6 +359,7 @@ fn auction(id: u64, ts: i64, r: &mut JavaRandom, config: &GeneratorConfig) -> Au
     }
 }
 
+#[inline]
 fn bid(id: u64, ts: i64, r: &mut JavaRandom) -> Bid {
     let auction = if r.next_int_below(HOT_AUCTION_RATIO) > 0 {
         (last_base0_auction_id(id) / HOT_BUCKET) * HOT_BUCKET

@@ -146,14 +146,21 @@ pub(crate) fn spawn_snapshotter(
 }
 
 /// Makes the calling thread yield the CPU to the task threads: snapshot
-/// work is in the background, and on a busy machine it must not delay records
-/// (nice 10; best effort, ignored where not permitted).
+/// work is in the background, and on a busy machine it must not delay
+/// records. `SCHED_IDLE` runs the thread only on a CPU nothing else wants,
+/// and a waking task thread preempts it at once (nice 10, the fallback,
+/// still let it hold a CPU for a scheduler slice of several ms: W2's tail).
+/// Best effort, ignored where not permitted.
 fn lower_own_priority() {
-    // SAFETY: gettid and setpriority have no memory-safety preconditions; on
-    // Linux PRIO_PROCESS with a thread id changes that thread only.
+    // SAFETY: gettid, sched_setscheduler and setpriority have no
+    // memory-safety preconditions (the parameter is a valid local); on Linux
+    // a thread id changes that thread only.
     unsafe {
         let tid = libc::gettid();
-        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) != 0 {
+            let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+        }
     }
 }
 

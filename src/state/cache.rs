@@ -98,7 +98,7 @@ impl<K: Hash + Eq, V> KeyCache<K, V> {
     pub(crate) fn insert(&mut self, key: K, value: V) {
         match self.find(&key) {
             Ok(i) => self.slots[i] = Some((key, value)),
-            Err(_) if (self.len + 1) * 10 > self.slots.len() * 7 => {
+            Err(_) if self.grows_on_insert() => {
                 self.grow();
                 self.insert(key, value);
             }
@@ -116,14 +116,28 @@ impl<K: Hash + Eq, V> KeyCache<K, V> {
         }
     }
 
+    /// Whether inserting one more key grows (and rehashes) the table.
+    pub(crate) fn grows_on_insert(&self) -> bool {
+        (self.len + 1) * 10 > self.slots.len() * 7
+    }
+
+    /// Number of slots (filled or not): positions for [`KeyCache::for_each_in`].
+    pub(crate) fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Calls `f` on the entries in the slots `range` (slot positions stay
+    /// valid until the table grows).
+    pub(crate) fn for_each_in(&mut self, range: std::ops::Range<usize>, mut f: impl FnMut(&K, &mut V)) {
+        let slots = self.slots.get_mut(range).unwrap_or_default();
+        for (k, v) in slots.iter_mut().flatten() {
+            f(k, v);
+        }
+    }
+
     /// Every entry.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.slots.iter().filter_map(|s| s.as_ref().map(|(k, v)| (k, v)))
-    }
-
-    /// Every entry, values mutable.
-    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
-        self.slots.iter_mut().filter_map(|s| s.as_mut().map(|(k, v)| (&*k, v)))
     }
 
     /// Removes every entry, keeping the table's size (it fills up again).

@@ -190,7 +190,9 @@ pub(crate) fn run(args: NexmarkArgs) -> anyhow::Result<()> {
         .with_context(|| format!("job `{job_name}` failed"))?;
     let elapsed = started.elapsed();
     let rows = match &args.sink_file {
-        Some(out) => concatenate_parts(&parts, out)?,
+        // Rows in the scratch directory are ours to move; rows kept next to a
+        // checkpoint directory stay there (a later run resumes beside them).
+        Some(out) => concatenate_parts(&parts, out, parts.starts_with(&scratch.path))?,
         None => stats.rows(),
     };
     print_nexmark_summary(
@@ -252,8 +254,8 @@ fn tempfile_dir(job: &str) -> anyhow::Result<ScratchDir> {
 }
 
 /// Joins the committed part files of `dir` (in name order) into `out`, atomically; returns the line count.
-fn concatenate_parts(dir: &std::path::Path, out: &std::path::Path) -> anyhow::Result<u64> {
-    use std::io::Write;
+fn concatenate_parts(dir: &std::path::Path, out: &std::path::Path, may_move: bool) -> anyhow::Result<u64> {
+    use std::io::{Read, Write};
     let mut names: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .flatten()
@@ -263,6 +265,21 @@ fn concatenate_parts(dir: &std::path::Path, out: &std::path::Path) -> anyhow::Re
         Err(_) => Vec::new(),
     };
     names.sort();
+    // One part (p = 1) that may move: a rename instead of a copy of every
+    // row (2 s of an 8 s q0 run over 2 M events), when on one file system.
+    if let [only] = names.as_slice() {
+        if may_move && std::fs::rename(only, out).is_ok() {
+            let mut file = std::fs::File::open(out).with_context(|| format!("cannot read {}", out.display()))?;
+            let (mut buf, mut lines) = (vec![0u8; 1 << 20], 0u64);
+            loop {
+                let n = file.read(&mut buf).with_context(|| format!("cannot read {}", out.display()))?;
+                if n == 0 {
+                    return Ok(lines);
+                }
+                lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+            }
+        }
+    }
     let tmp = out.with_extension("weir-tmp");
     let mut w = std::io::BufWriter::new(
         std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,

@@ -272,7 +272,9 @@ fn concatenate_parts(dir: &std::path::Path, out: &std::path::Path, may_move: boo
             let mut file = std::fs::File::open(out).with_context(|| format!("cannot read {}", out.display()))?;
             let (mut buf, mut lines) = (vec![0u8; 1 << 20], 0u64);
             loop {
-                let n = file.read(&mut buf).with_context(|| format!("cannot read {}", out.display()))?;
+                let n = file
+                    .read(&mut buf)
+                    .with_context(|| format!("cannot read {}", out.display()))?;
                 if n == 0 {
                     return Ok(lines);
                 }

@@ -5,6 +5,7 @@
 //! memory, or latency statistics) by [`nexmark_job`]. `weir nexmark` runs it.
 
 pub mod generator;
+mod json;
 pub mod model;
 pub mod queries;
 

@@ -100,12 +100,17 @@ impl Event {
         }
     }
 
-    /// Parses one JSON event. Faster than the tagged-enum derive: one pass
-    /// into a flat struct, no buffering of the object.
+    /// Parses one JSON event: a line of the common shape through a parser
+    /// for exactly that shape (`nexmark::json`), anything else through
+    /// `serde_json` into a flat struct (faster than the tagged-enum derive:
+    /// one pass, no buffering of the object).
     ///
     /// # Errors
     /// Invalid JSON, an unknown `type`, or a missing or mistyped field, named.
     pub fn from_json(bytes: &[u8]) -> Result<Event, String> {
+        if let Some(raw) = super::json::parse(bytes) {
+            return raw.into_event();
+        }
         let raw: RawEvent<'_> =
             serde_json::from_slice(bytes).map_err(|e| format!("invalid Nexmark event JSON: {e}"))?;
         raw.into_event()
@@ -120,31 +125,31 @@ impl Event {
 
 /// Every field of every event type, all optional: what [`Event::from_json`]
 /// reads before checking that the fields of the named type are there.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-struct RawEvent<'a> {
+pub(super) struct RawEvent<'a> {
     #[serde(rename = "type", borrow)]
-    kind: std::borrow::Cow<'a, str>,
-    id: Option<i64>,
-    name: Option<String>,
-    email_address: Option<String>,
-    credit_card: Option<String>,
-    city: Option<String>,
-    state: Option<String>,
-    item_name: Option<String>,
-    description: Option<String>,
-    initial_bid: Option<i64>,
-    reserve: Option<i64>,
-    expires: Option<i64>,
-    seller: Option<i64>,
-    category: Option<i64>,
-    auction: Option<i64>,
-    bidder: Option<i64>,
-    price: Option<i64>,
-    channel: Option<String>,
-    url: Option<String>,
-    date_time: Option<i64>,
-    extra: Option<String>,
+    pub(super) kind: std::borrow::Cow<'a, str>,
+    pub(super) id: Option<i64>,
+    pub(super) name: Option<String>,
+    pub(super) email_address: Option<String>,
+    pub(super) credit_card: Option<String>,
+    pub(super) city: Option<String>,
+    pub(super) state: Option<String>,
+    pub(super) item_name: Option<String>,
+    pub(super) description: Option<String>,
+    pub(super) initial_bid: Option<i64>,
+    pub(super) reserve: Option<i64>,
+    pub(super) expires: Option<i64>,
+    pub(super) seller: Option<i64>,
+    pub(super) category: Option<i64>,
+    pub(super) auction: Option<i64>,
+    pub(super) bidder: Option<i64>,
+    pub(super) price: Option<i64>,
+    pub(super) channel: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) date_time: Option<i64>,
+    pub(super) extra: Option<String>,
 }
 
 fn need<T>(value: Option<T>, kind: &str, field: &str) -> Result<T, String> {
@@ -152,7 +157,7 @@ fn need<T>(value: Option<T>, kind: &str, field: &str) -> Result<T, String> {
 }
 
 impl RawEvent<'_> {
-    fn into_event(self) -> Result<Event, String> {
+    pub(super) fn into_event(self) -> Result<Event, String> {
         Ok(match &*self.kind {
             "bid" => Event::Bid(Bid {
                 auction: need(self.auction, "bid", "auction")?,

@@ -389,6 +389,9 @@ pub(crate) fn run_input<T: Send>(
                 if barrier.then_stop {
                     final_barrier = Some(barrier.id);
                 }
+                // A keyed stage now takes its changed state step by step and
+                // asks to be called right away for it, idle input or not.
+                next_timer = chain.next_processing_timer();
             }
             if aligner.all_ended() {
                 // Sinks commit the final checkpoint before the task ends.

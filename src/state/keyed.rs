@@ -22,7 +22,7 @@ use crate::runtime::chain::{Downstream, SnapshotBuilder};
 use rocksdb::WriteBatch;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use weir_operators::{
     decode_value, encode_state_key, encode_value, key_group_of, Barrier, CheckpointId, KeyedContext, KeyedProcess,
@@ -202,6 +202,10 @@ pub(crate) struct KeyedStage<K, I, O, P: KeyedProcess<K, I, O>, F> {
     /// Snapshots handed to the background and not finished: while > 0 the
     /// stage must not write to RocksDB (the snapshot would see later state).
     in_flight: Arc<AtomicUsize>,
+    /// Set by a snapshot of this stage that failed after its changes were
+    /// taken: they are in no later checkpoint either, so the task must fail
+    /// (and restart from the last complete checkpoint) rather than go on.
+    snapshot_failed: Arc<AtomicBool>,
     key_buf: Vec<u8>,
     maps: MapLayers,
     timers: Timers,
@@ -247,6 +251,7 @@ where
             capacity,
             db,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            snapshot_failed: Arc::new(AtomicBool::new(false)),
             key_buf: Vec::new(),
             maps: MapLayers::default(),
             timers,
@@ -330,6 +335,17 @@ where
         })
     }
 
+    /// An error if a snapshot of this stage failed (see `snapshot_failed`).
+    fn check_snapshots(&self) -> Result<()> {
+        if self.snapshot_failed.load(Ordering::Acquire) {
+            return Err(self.db.state_error(format!(
+                "a snapshot of `{}` failed after taking its changes; the task restarts from the last complete checkpoint",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
     /// Takes the next `slots` cache slots of the capture in progress; hands
     /// the entries to the snapshot when the whole cache has been looked at.
     fn advance_capture(&mut self, slots: usize) {
@@ -409,6 +425,7 @@ where
     F: Fn(&I) -> K + Send,
 {
     fn records(&mut self, batch: &mut Vec<I>) -> Result<()> {
+        self.check_snapshots()?;
         // Processing time as of this batch: one clock read per batch.
         self.processing_timers.now = wall_clock_ms();
         // Keys first, so each lookup can prefetch the cache slot of a key
@@ -511,6 +528,7 @@ where
     }
 
     fn barrier(&mut self, barrier: Barrier, snap: &mut SnapshotBuilder) -> Result<()> {
+        self.check_snapshots()?;
         // The previous capture ends before this barrier's begins (rare: a
         // whole interval is normally enough for it).
         self.finish_capture();
@@ -525,9 +543,10 @@ where
         if barrier.then_stop {
             self.finish_capture(); // no record follows to take it step by step
         }
-        let (db, in_flight, max_parallelism, id) = (
+        let (db, in_flight, failed, max_parallelism, id) = (
             self.db.clone(),
             self.in_flight.clone(),
+            self.snapshot_failed.clone(),
             self.max_parallelism,
             barrier.id,
         );
@@ -549,6 +568,9 @@ where
                     .recv()
                     .map_err(|_| db.state_error("the task ended before its changed state was taken"))
                     .and_then(|dirty| write_snapshot(&db, id, max_parallelism, dirty, &map_writes, &timers, watermark));
+                if result.is_err() {
+                    failed.store(true, Ordering::Release);
+                }
                 in_flight.fetch_sub(1, Ordering::AcqRel);
                 result
             }),

@@ -23,6 +23,9 @@ use crate::runtime::fxhash::FxBuildHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use weir_operators::StateKey;
 
+/// The most entries a new bucket is sized for in advance.
+const BUCKET_HINT_MAX: usize = 4096;
+
 /// A timer without its time: `u32 key length (big-endian) | key | namespace`.
 pub(crate) type KeyAndNamespace = Box<[u8]>;
 
@@ -96,8 +99,7 @@ pub(crate) struct Timers {
     fired_through: i64,
     /// What the last snapshot's range deletion covered.
     deleted_through: i64,
-    /// Size of the last bucket fired: a new bucket starts that large (a
-    /// window's end is shared by as many keys as the last window's was).
+    /// Size of the last bucket fired: the size hint of a new bucket.
     last_bucket_len: usize,
     /// Reused to encode a timer before looking it up.
     scratch: Vec<u8>,
@@ -149,10 +151,14 @@ impl Timers {
     /// Registers a timer of `key` (no-op if it is pending).
     pub(crate) fn register(&mut self, key: &impl StateKey, at: i64, namespace: &[u8]) {
         self.encode(key, namespace);
-        if self.find_firing(at).is_some() {
+        if let Some(i) = self.find_firing(at) {
+            self.firing[i].1 = false; // still to fire; cancelled before: fires again
             return;
         }
-        let expected = self.last_bucket_len;
+        // Sized for the last bucket fired (a window's end is shared by as
+        // many keys as the last window's was), at most `BUCKET_HINT_MAX`: a
+        // big bucket must not make every later one big (sessions, timeouts).
+        let expected = self.last_bucket_len.min(BUCKET_HINT_MAX);
         let bucket = self
             .buckets
             .entry(at)
@@ -317,16 +323,18 @@ mod tests {
     #[test]
     fn a_timer_deleted_or_registered_while_its_time_fires_is_honoured() {
         let mut t = Timers::restored(Vec::new(), i64::MIN);
-        for k in [b"a", b"b", b"c"] {
+        for k in [b"a", b"b", b"c", b"e"] {
             t.register(&k.to_vec(), 10, b"");
         }
         assert_eq!(t.pop_due(10).map(|(at, _)| at), Some(10)); // fires a
-        t.delete(&b"c".to_vec(), 10, b""); // c has not fired yet: it must not
+        t.delete(&b"e".to_vec(), 10, b""); // e has not fired yet: it must not
         t.register(&b"b".to_vec(), 10, b""); // b is about to fire: not twice
+        t.delete(&b"c".to_vec(), 10, b""); // deleted, then registered again: fires
+        t.register(&b"c".to_vec(), 10, b"");
         t.register(&b"d".to_vec(), 5, b""); // a new due timer fires in this round
         let rest = fire_all(&mut t, 10);
         let keys: Vec<_> = rest.iter().map(|(_, k, _)| k.clone()).collect();
-        assert_eq!(keys, [b"b".to_vec(), b"d".to_vec()]);
+        assert_eq!(keys, [b"b".to_vec(), b"c".to_vec(), b"d".to_vec()]);
     }
 
     #[test]

@@ -339,7 +339,7 @@ where
     fn check_snapshots(&self) -> Result<()> {
         if self.snapshot_failed.load(Ordering::Acquire) {
             return Err(self.db.state_error(format!(
-                "a snapshot of `{}` failed after taking its changes; the task restarts from the last complete checkpoint",
+                "a snapshot of `{}` failed after taking its changes; the job must restart from the last complete checkpoint",
                 self.name
             )));
         }

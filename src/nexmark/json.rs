@@ -18,7 +18,7 @@ pub(super) fn parse(bytes: &[u8]) -> Option<RawEvent<'_>> {
     let mut raw = RawEvent::default();
     let mut seen = 0u32;
     p.skip_ws();
-    p.expect(b'{')?;
+    p.eat(b'{')?;
     p.skip_ws();
     if p.peek()? == b'}' {
         p.at += 1;
@@ -27,7 +27,7 @@ pub(super) fn parse(bytes: &[u8]) -> Option<RawEvent<'_>> {
             p.skip_ws();
             let key = p.plain_key()?;
             p.skip_ws();
-            p.expect(b':')?;
+            p.eat(b':')?;
             p.skip_ws();
             let bit = p.field(key, &mut raw)?;
             if seen & bit != 0 {
@@ -63,7 +63,7 @@ impl<'a> Parser<'a> {
         Some(b)
     }
 
-    fn expect(&mut self, b: u8) -> Option<()> {
+    fn eat(&mut self, b: u8) -> Option<()> {
         (self.next()? == b).then_some(())
     }
 
@@ -75,7 +75,7 @@ impl<'a> Parser<'a> {
 
     /// A key without escapes, as bytes.
     fn plain_key(&mut self) -> Option<&'a [u8]> {
-        self.expect(b'"')?;
+        self.eat(b'"')?;
         let rest = &self.bytes[self.at..];
         let end = memchr::memchr2(b'"', b'\\', rest)?;
         if rest[end] != b'"' {
@@ -87,7 +87,7 @@ impl<'a> Parser<'a> {
 
     /// A string value, unescaped; `\u` escapes are left to `serde_json`.
     fn string(&mut self) -> Option<Cow<'a, str>> {
-        self.expect(b'"')?;
+        self.eat(b'"')?;
         let rest = &self.bytes[self.at..];
         let end = memchr::memchr2(b'"', b'\\', rest)?;
         if rest[end] == b'"' {

@@ -26,6 +26,12 @@ pub struct JobConfig {
     pub state_write_buffer_bytes: usize,
     /// Entries per task in the write-back cache in front of RocksDB.
     pub state_cache_entries: usize,
+    /// Write-behind: a keyed task with at least this many changed cache
+    /// entries part-way through a checkpoint interval writes them to RocksDB
+    /// in the background, so the next checkpoint has only the rest to write
+    /// (a shorter checkpoint). Skipped when the same keys change over and
+    /// over (writing them early would only repeat the work). 0 disables it.
+    pub state_write_behind_entries: usize,
     /// Capacity of each channel between tasks, in batches.
     pub channel_capacity: usize,
     /// Records per batch on a channel before it is flushed.
@@ -52,6 +58,7 @@ impl Default for JobConfig {
             state_block_cache_bytes: 256 << 20,
             state_write_buffer_bytes: 128 << 20,
             state_cache_entries: 1 << 20,
+            state_write_behind_entries: 4096,
             channel_capacity: 16,
             batch_size: 1024,
             restore: true,
@@ -111,6 +118,7 @@ impl JobConfig {
 /// checkpoint_timeout_ms = 600000
 /// retained_checkpoints = 3
 /// state_cache_entries = 1048576
+/// state_write_behind_entries = 4096   # 0: off
 /// drain_at_end = false
 /// metrics_addr = "127.0.0.1:9464"
 ///
@@ -140,6 +148,8 @@ pub struct ConfigFile {
     pub state_write_buffer_bytes: Option<usize>,
     /// [`JobConfig::state_cache_entries`].
     pub state_cache_entries: Option<usize>,
+    /// [`JobConfig::state_write_behind_entries`].
+    pub state_write_behind_entries: Option<usize>,
     /// [`JobConfig::channel_capacity`].
     pub channel_capacity: Option<usize>,
     /// [`JobConfig::batch_size`].
@@ -216,7 +226,7 @@ impl TryFrom<String> for BadRecordsSetting {
 
 /// The keys of [`ConfigFile`], which are also read from the environment as
 /// `WEIR_<KEY>` (upper case), e.g. `WEIR_CHECKPOINT_INTERVAL_MS=500`.
-pub const CONFIG_KEYS: [&str; 12] = [
+pub const CONFIG_KEYS: [&str; 13] = [
     "checkpoint_dir",
     "checkpoint_interval_ms",
     "checkpoint_timeout_ms",
@@ -225,6 +235,7 @@ pub const CONFIG_KEYS: [&str; 12] = [
     "state_block_cache_bytes",
     "state_write_buffer_bytes",
     "state_cache_entries",
+    "state_write_behind_entries",
     "channel_capacity",
     "batch_size",
     "drain_at_end",
@@ -294,6 +305,9 @@ impl ConfigFile {
         }
         if let Some(v) = self.state_cache_entries {
             config.state_cache_entries = v;
+        }
+        if let Some(v) = self.state_write_behind_entries {
+            config.state_write_behind_entries = v;
         }
         if let Some(v) = self.channel_capacity {
             config.channel_capacity = v;

@@ -36,6 +36,8 @@ fn start(dir: &Path, rate: Option<u64>, failpoints: &str) -> Child {
     .arg("--output")
     .arg(dir.join("out"))
     .env("WEIR_FAILPOINTS", failpoints)
+    // Write-behind slices between checkpoints, so kills land in them too.
+    .env("WEIR_STATE_WRITE_BEHIND_ENTRIES", "256")
     .env("WEIR_LOG", "info")
     .stdout(Stdio::null())
     .stderr(Stdio::piped());

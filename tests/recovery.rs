@@ -288,3 +288,32 @@ fn map_state_survives_restarts_and_eviction() {
     actual.sort_unstable();
     assert_eq!(actual, expected, "two bounded runs with a tiny cache equal one run");
 }
+
+#[test]
+fn state_written_behind_between_checkpoints_restores_exactly() {
+    let expected = reference(60_000);
+    let dir = tempfile::tempdir().unwrap();
+    // Paced, so each interval gets its slice points, and long enough for a
+    // debug build's snapshot to end before them; a low threshold, so every
+    // interval writes its changes behind (see `state::keyed`).
+    let cfg = JobConfig {
+        state_write_behind_entries: 16,
+        checkpoint_interval: Some(Duration::from_millis(200)),
+        ..config(dir.path())
+    };
+    let paced = |records| DemoOptions {
+        rate: Some(20_000),
+        ..options(dir.path(), records, 2)
+    };
+    let first = demo_job(&paced(25_000)).unwrap().run(cfg.clone()).unwrap();
+    let second = demo_job(&paced(60_000)).unwrap().run(cfg).unwrap();
+    assert_eq!(second.restored_from, first.last_checkpoint);
+    assert!(
+        first.state_entries_written_behind > 0 && second.state_entries_written_behind > 0,
+        "write-behind ran: {} and {} entries",
+        first.state_entries_written_behind,
+        second.state_entries_written_behind
+    );
+    let actual = committed_lines(&dir.path().join("out"));
+    assert_eq!(compare(&expected, &actual), (0, 0));
+}

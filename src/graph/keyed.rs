@@ -68,6 +68,8 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
                 subtask,
                 max_parallelism,
                 env.state_cache_entries,
+                (env.state_write_behind_entries, env.checkpoint_interval_ms),
+                env.snapshot_jobs()?,
                 db,
                 next,
             )?) as Box<dyn Downstream<T>>)

@@ -12,9 +12,41 @@
 use super::model::RawEvent;
 use std::borrow::Cow;
 
-/// The fields of `bytes`, if it is a flat object this parser handles.
-pub(super) fn parse(bytes: &[u8]) -> Option<RawEvent<'_>> {
-    let mut p = Parser { bytes, at: 0 };
+/// The text fields of an event, as a set: which ones a query reads.
+/// Text the query does not read is checked (valid JSON string, valid UTF-8)
+/// but not copied, so a parsed event owns only the strings it needs; the
+/// others are empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextFields(pub(super) u32);
+
+impl TextFields {
+    /// Every text field.
+    pub const ALL: TextFields = TextFields(u32::MAX);
+    /// No text field.
+    pub const NONE: TextFields = TextFields(0);
+    /// `name` (persons).
+    pub const NAME: TextFields = TextFields(1 << 2);
+    /// `city` (persons).
+    pub const CITY: TextFields = TextFields(1 << 5);
+    /// `state` (persons).
+    pub const STATE: TextFields = TextFields(1 << 6);
+    /// `extra` (every type).
+    pub const EXTRA: TextFields = TextFields(1 << 20);
+
+    /// Both sets.
+    pub const fn and(self, other: TextFields) -> TextFields {
+        TextFields(self.0 | other.0)
+    }
+}
+
+/// The fields of `bytes`, if it is a flat object this parser handles, with
+/// the text fields outside `keep` left empty.
+pub(super) fn parse(bytes: &[u8], keep: TextFields) -> Option<RawEvent<'_>> {
+    let mut p = Parser {
+        bytes,
+        at: 0,
+        keep: keep.0,
+    };
     let mut raw = RawEvent::default();
     let mut seen = 0u32;
     p.skip_ws();
@@ -50,6 +82,8 @@ pub(super) fn parse(bytes: &[u8]) -> Option<RawEvent<'_>> {
 struct Parser<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// The text fields to copy (`TextFields`).
+    keep: u32,
 }
 
 impl<'a> Parser<'a> {
@@ -148,8 +182,15 @@ impl<'a> Parser<'a> {
         Some(value)
     }
 
-    fn owned_string(&mut self) -> Option<Option<String>> {
-        Some(Some(self.string()?.into_owned()))
+    /// The text field `bit`: owned if kept, else checked and left empty
+    /// (an empty `String` allocates nothing).
+    fn text(&mut self, bit: u32) -> Option<Option<String>> {
+        let value = self.string()?;
+        Some(Some(if self.keep & bit != 0 {
+            value.into_owned()
+        } else {
+            String::new()
+        }))
     }
 
     /// Reads the value of `key` into `raw`; returns the key's bit, `None`
@@ -165,31 +206,31 @@ impl<'a> Parser<'a> {
                 1 << 1
             }
             b"name" => {
-                raw.name = self.owned_string()?;
+                raw.name = self.text(1 << 2)?;
                 1 << 2
             }
             b"emailAddress" => {
-                raw.email_address = self.owned_string()?;
+                raw.email_address = self.text(1 << 3)?;
                 1 << 3
             }
             b"creditCard" => {
-                raw.credit_card = self.owned_string()?;
+                raw.credit_card = self.text(1 << 4)?;
                 1 << 4
             }
             b"city" => {
-                raw.city = self.owned_string()?;
+                raw.city = self.text(1 << 5)?;
                 1 << 5
             }
             b"state" => {
-                raw.state = self.owned_string()?;
+                raw.state = self.text(1 << 6)?;
                 1 << 6
             }
             b"itemName" => {
-                raw.item_name = self.owned_string()?;
+                raw.item_name = self.text(1 << 7)?;
                 1 << 7
             }
             b"description" => {
-                raw.description = self.owned_string()?;
+                raw.description = self.text(1 << 8)?;
                 1 << 8
             }
             b"initialBid" => {
@@ -225,11 +266,11 @@ impl<'a> Parser<'a> {
                 1 << 16
             }
             b"channel" => {
-                raw.channel = self.owned_string()?;
+                raw.channel = self.text(1 << 17)?;
                 1 << 17
             }
             b"url" => {
-                raw.url = self.owned_string()?;
+                raw.url = self.text(1 << 18)?;
                 1 << 18
             }
             b"dateTime" => {
@@ -237,7 +278,7 @@ impl<'a> Parser<'a> {
                 1 << 19
             }
             b"extra" => {
-                raw.extra = self.owned_string()?;
+                raw.extra = self.text(1 << 20)?;
                 1 << 20
             }
             _ => return None,
@@ -253,7 +294,7 @@ fn utf8(bytes: &[u8]) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{parse, TextFields};
     use crate::nexmark::model::Event;
 
     /// What `serde_json` makes of the line (the reference).
@@ -271,7 +312,7 @@ mod tests {
             r#"{"type":"bid","auction":0,"bidder":9223372036854775807,"price":-9223372036854775808,"dateTime":3}"#,
         ];
         for line in lines {
-            let raw = parse(line.as_bytes()).unwrap_or_else(|| panic!("fast path refused {line}"));
+            let raw = parse(line.as_bytes(), TextFields::ALL).unwrap_or_else(|| panic!("fast path refused {line}"));
             assert_eq!(raw.into_event(), slow(line), "{line}");
         }
     }
@@ -294,11 +335,39 @@ mod tests {
             "",
         ];
         for line in lines {
-            assert!(parse(line.as_bytes()).is_none(), "fast path took {line}");
+            assert!(
+                parse(line.as_bytes(), TextFields::ALL).is_none(),
+                "fast path took {line}"
+            );
         }
         // And through the public entry point, each still gets serde_json's answer.
         for line in lines {
             assert_eq!(Event::from_json(line.as_bytes()).is_ok(), slow(line).is_ok(), "{line}");
         }
+    }
+
+    #[test]
+    fn text_a_query_does_not_read_is_checked_but_left_empty() {
+        let person = r#"{"type":"person","id":7,"name":"Ann Lee","emailAddress":"a@b.com","creditCard":"1 2","city":"Bend","state":"OR","dateTime":5,"extra":"xyz"}"#;
+        let keep = TextFields::NAME.and(TextFields::STATE);
+        match parse(person.as_bytes(), keep).map(|r| r.into_event()) {
+            Some(Ok(Event::Person(p))) => {
+                assert_eq!((p.id, &*p.name, &*p.state, p.date_time), (7, "Ann Lee", "OR", 5));
+                assert_eq!(
+                    (&*p.email_address, &*p.credit_card, &*p.city, &*p.extra),
+                    ("", "", "", "")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let bid = r#"{"type":"bid","auction":1,"bidder":2,"price":3,"channel":"c","url":"u","dateTime":4,"extra":"e"}"#;
+        match parse(bid.as_bytes(), TextFields::EXTRA).map(|r| r.into_event()) {
+            Some(Ok(Event::Bid(b))) => assert_eq!((&*b.channel, &*b.url, &*b.extra), ("", "", "e")),
+            other => panic!("{other:?}"),
+        }
+        // A skipped field is still read as JSON: a broken one is not skipped over.
+        let broken = r#"{"type":"bid","auction":1,"bidder":2,"price":3,"url":"u\q","dateTime":4}"#;
+        assert!(parse(broken.as_bytes(), TextFields::NONE).is_none());
+        assert!(Event::from_json_keeping(broken.as_bytes(), TextFields::NONE).is_err());
     }
 }

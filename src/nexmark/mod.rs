@@ -60,11 +60,6 @@ pub enum RowSink {
     Stats(Arc<RunStats>),
 }
 
-/// Parses a Kafka record's value as a Nexmark event.
-fn from_kafka(r: &KafkaRecord<'_>) -> std::result::Result<Event, String> {
-    Event::from_json(r.payload.unwrap_or_default())
-}
-
 /// How far a Nexmark job's source got, for summaries.
 #[derive(Debug, Clone, Default)]
 pub struct SourceProgress {
@@ -97,6 +92,8 @@ pub fn nexmark_job(
 ) -> Result<(Job, SourceProgress)> {
     let job = JobBuilder::new(name).default_parallelism(parallelism);
     let mut progress = SourceProgress::default();
+    // Events keep only the text the query reads.
+    let parse = query.event_parser();
     let events: Stream<Event> = match source {
         EventSource::Generator(config) => {
             let (config, counter) = (*config, Arc::new(std::sync::atomic::AtomicU64::new(0)));
@@ -112,14 +109,14 @@ pub fn nexmark_job(
         } => {
             let source = KafkaSource::new(brokers, &[topic.as_str()])
                 .bounded(*bounded)
-                .deserializer(from_kafka as fn(&KafkaRecord<'_>) -> std::result::Result<Event, String>)
+                .deserializer(move |r: &KafkaRecord<'_>| parse(r.payload.unwrap_or_default()))
                 .event_time(Event::date_time)
                 .watermarks(WatermarkStrategy::bounded_out_of_orderness(OUT_OF_ORDERNESS_MS));
             progress.kafka = Some(source.progress());
             job.source("nexmark-kafka", source.factory())
         }
         EventSource::File(path) => {
-            let source = LineSource::new(path, Event::from_json).event_time(Event::date_time, OUT_OF_ORDERNESS_MS);
+            let source = LineSource::new(path, parse).event_time(Event::date_time, OUT_OF_ORDERNESS_MS);
             progress.events_read = Some(source.records_read());
             job.source("nexmark-file", source.factory())
         }
@@ -142,7 +139,7 @@ pub fn nexmark_job(
         RowSink::Files(dir) => {
             rows.sink(
                 "nexmark-files",
-                FileSink::factory(dir, |o: &Output, line: &mut String| line.push_str(&o.row.to_json())),
+                FileSink::factory(dir, |o: &Output, line: &mut String| o.row.write_json(line)),
             )
             .uid("nexmark-sink");
         }

@@ -3,6 +3,7 @@
 //! names as in the Nexmark schema (camelCase), timestamps in epoch
 //! milliseconds, prices in cents, every number an integer.
 
+pub use super::json::TextFields;
 use serde::{Deserialize, Serialize};
 
 /// A string field of an event or a result row. The generator borrows most
@@ -108,7 +109,17 @@ impl Event {
     /// # Errors
     /// Invalid JSON, an unknown `type`, or a missing or mistyped field, named.
     pub fn from_json(bytes: &[u8]) -> Result<Event, String> {
-        if let Some(raw) = super::json::parse(bytes) {
+        Event::from_json_keeping(bytes, TextFields::ALL)
+    }
+
+    /// [`Event::from_json`] for a query that reads only the text fields in
+    /// `keep`: the others are checked but left empty (no copy of the
+    /// `extra` padding, URLs and descriptions a query never looks at).
+    ///
+    /// # Errors
+    /// As [`Event::from_json`]: the same lines are refused with the same message.
+    pub fn from_json_keeping(bytes: &[u8], keep: TextFields) -> Result<Event, String> {
+        if let Some(raw) = super::json::parse(bytes, keep) {
             return raw.into_event();
         }
         let raw: RawEvent<'_> =

@@ -17,7 +17,7 @@
 //! retractions (a later, higher bid changes an emitted result); weir emits
 //! append-only rows, so they are not offered.
 
-use super::model::{Bid, Event, Text};
+use super::model::{Bid, Event, Text, TextFields};
 use crate::graph::Stream;
 use serde::{Deserialize, Serialize};
 use weir_operators::aggregators::Count;
@@ -71,6 +71,35 @@ impl Query {
             Query::Q7 => "q7",
             Query::Q8 => "q8",
             Query::Q11 => "q11",
+        }
+    }
+
+    /// The text fields of events this query reads; a source parsing JSON
+    /// copies only these (see [`Event::from_json_keeping`]).
+    pub const fn text_fields(self) -> TextFields {
+        match self {
+            Query::Q0 | Query::Q1 => TextFields::EXTRA,
+            Query::Q3 => TextFields::NAME.and(TextFields::CITY).and(TextFields::STATE),
+            Query::Q8 => TextFields::NAME,
+            Query::Q2 | Query::Q5 | Query::Q7 | Query::Q11 => TextFields::NONE,
+        }
+    }
+
+    /// A JSON-line parser for this query's events: [`Event::from_json_keeping`]
+    /// with [`Query::text_fields`] (a plain function, as sources take one).
+    pub fn event_parser(self) -> fn(&[u8]) -> Result<Event, String> {
+        fn keeping<const KEEP: u32>(bytes: &[u8]) -> Result<Event, String> {
+            Event::from_json_keeping(bytes, TextFields(KEEP))
+        }
+        match self {
+            Query::Q0 => keeping::<{ Query::Q0.text_fields().0 }>,
+            Query::Q1 => keeping::<{ Query::Q1.text_fields().0 }>,
+            Query::Q2 => keeping::<{ Query::Q2.text_fields().0 }>,
+            Query::Q3 => keeping::<{ Query::Q3.text_fields().0 }>,
+            Query::Q5 => keeping::<{ Query::Q5.text_fields().0 }>,
+            Query::Q7 => keeping::<{ Query::Q7.text_fields().0 }>,
+            Query::Q8 => keeping::<{ Query::Q8.text_fields().0 }>,
+            Query::Q11 => keeping::<{ Query::Q11.text_fields().0 }>,
         }
     }
 }
@@ -204,7 +233,40 @@ pub enum Row {
 impl Row {
     /// The row as one JSON object.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        let mut out = String::new();
+        self.write_json(&mut out);
+        out
+    }
+
+    /// Appends the row as one JSON object to `out`, without a `String` of
+    /// its own (a sink writes millions of rows).
+    pub fn write_json(&self, out: &mut String) {
+        let start = out.len();
+        if serde_json::to_writer(AppendStr(out), self).is_err() {
+            // serde_json writes UTF-8 only, so this is not reached; be exact anyway.
+            out.truncate(start);
+            out.push_str(&serde_json::to_string(self).unwrap_or_default());
+        }
+    }
+}
+
+/// `io::Write` appending to a `String`: every write must be UTF-8 text,
+/// which serde_json's output is, piece by piece.
+struct AppendStr<'a>(&'a mut String);
+
+impl std::io::Write for AppendStr<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf).map(|()| buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let text = std::str::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        self.0.push_str(text);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -51,18 +51,32 @@ pub(crate) struct TaskEnv {
     pub(crate) batch_size: usize,
     pub(crate) drain_at_end: bool,
     pub(crate) state_cache_entries: usize,
+    pub(crate) state_write_behind_entries: usize,
+    /// [`JobConfig::checkpoint_interval`] in ms (write-behind places its slices by it).
+    pub(crate) checkpoint_interval_ms: Option<i64>,
     pub(crate) cancel: Arc<AtomicBool>,
     operators: Vec<OperatorInfo>,
     restore: Option<Manifest>,
     state: Arc<StateEnv>,
     /// The counters of the task being made (set before each task maker runs).
     current_stats: std::cell::RefCell<Arc<TaskStats>>,
+    /// The snapshot thread's queue of the task being made (set likewise).
+    current_snapshot_jobs: std::cell::RefCell<Option<crossbeam_channel::Sender<task::SnapshotJob>>>,
 }
 
 impl TaskEnv {
     /// The live counters of the task being made.
     pub(crate) fn task_stats(&self) -> Arc<TaskStats> {
         self.current_stats.borrow().clone()
+    }
+
+    /// The queue of the snapshot thread of the task being made: work sent
+    /// there runs in order with the task's snapshots.
+    pub(crate) fn snapshot_jobs(&self) -> Result<crossbeam_channel::Sender<task::SnapshotJob>> {
+        self.current_snapshot_jobs
+            .borrow()
+            .clone()
+            .ok_or_else(|| WeirError::InvalidGraph("a task was made outside of a job start".into()))
     }
 
     pub(crate) fn uid(&self, op: usize) -> Result<String> {
@@ -142,6 +156,9 @@ pub struct JobSummary {
     /// For each checkpoint completed in this run: when it was triggered,
     /// since the job started (same order as `checkpoint_durations`).
     pub checkpoint_started: Vec<Duration>,
+    /// Changed state entries written to RocksDB between checkpoints by
+    /// write-behind ([`crate::JobConfig::state_write_behind_entries`]).
+    pub state_entries_written_behind: u64,
 }
 
 /// A running job: wait for it, read its status, trigger checkpoints, stop or
@@ -313,6 +330,7 @@ impl Job {
             config.state_write_buffer_bytes,
         )?);
         state.clean_stale_local_dirs();
+        let written_behind = state.written_behind.clone();
         let next_id = store.checkpoint_ids()?.last().map_or(1, |c| c.0 + 1);
         let existing = store.complete_ids()?;
 
@@ -328,11 +346,14 @@ impl Job {
             batch_size: config.batch_size,
             drain_at_end: config.drain_at_end,
             state_cache_entries: config.state_cache_entries,
+            state_write_behind_entries: config.state_write_behind_entries,
+            checkpoint_interval_ms: config.checkpoint_interval.map(|d| d.as_millis() as i64),
             cancel: cancel.clone(),
             operators: self.operators.clone(),
             restore,
             state,
             current_stats: Default::default(),
+            current_snapshot_jobs: Default::default(),
         };
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let mut bodies = Vec::new();
@@ -341,7 +362,16 @@ impl Job {
             for s in 0..v.parallelism {
                 let stats = Arc::new(TaskStats::default());
                 *env.current_stats.borrow_mut() = stats.clone();
-                bodies.push((format!("{}[{}]", v.name, s), v.is_source, make(&env, s)?, stats));
+                let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+                *env.current_snapshot_jobs.borrow_mut() = Some(jobs_tx.clone());
+                let body = make(&env, s)?;
+                bodies.push((
+                    format!("{}[{}]", v.name, s),
+                    v.is_source,
+                    body,
+                    stats,
+                    (jobs_tx, jobs_rx),
+                ));
             }
         }
         drop(env);
@@ -350,13 +380,13 @@ impl Job {
             started,
             bodies
                 .iter()
-                .map(|(name, is_source, _, stats)| (name.clone(), *is_source, stats.clone()))
+                .map(|(name, is_source, _, stats, _)| (name.clone(), *is_source, stats.clone()))
                 .collect(),
         ));
         let mut tasks = Vec::new();
-        for (index, (name, is_source, body, stats)) in bodies.into_iter().enumerate() {
+        for (index, (name, is_source, body, stats, (snapshots, jobs))) in bodies.into_iter().enumerate() {
             let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
-            let (snapshots, snapshotter) = task::spawn_snapshotter(index, name.clone(), events_tx.clone())?;
+            let snapshotter = task::spawn_snapshotter(index, name.clone(), events_tx.clone(), jobs)?;
             let rt = TaskRuntime {
                 name: name.clone(),
                 commands: cmd_rx,
@@ -426,6 +456,7 @@ impl Job {
                 .checked_sub(Duration::from_secs(1))
                 .unwrap_or_else(Instant::now),
             last_bytes: 0,
+            written_behind,
         };
         let thread = std::thread::Builder::new()
             .name("weir-coordinator".into())
@@ -504,6 +535,8 @@ struct Driver {
     sampled: Instant,
     /// State bytes of the checkpoint being persisted.
     last_bytes: u64,
+    /// [`JobSummary::state_entries_written_behind`], counted by the state.
+    written_behind: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Driver {
@@ -545,6 +578,7 @@ impl Driver {
             skipped_checkpoints: std::mem::take(&mut self.skipped),
             checkpoint_durations: std::mem::take(&mut self.durations),
             checkpoint_started: std::mem::take(&mut self.started_at),
+            state_entries_written_behind: self.written_behind.load(Ordering::Relaxed),
         })
     }
 

@@ -63,7 +63,7 @@ pub(crate) struct TaskRuntime {
     pub(crate) commands: Receiver<TaskCommand>,
     pub(crate) events: Sender<RuntimeEvent>,
     pub(crate) cancel: Arc<AtomicBool>,
-    pub(crate) snapshots: Sender<SnapshotBuilder>,
+    pub(crate) snapshots: Sender<SnapshotJob>,
     /// Live counters for the job's status and metrics.
     pub(crate) stats: Arc<TaskStats>,
 }
@@ -99,23 +99,42 @@ impl TaskRuntime {
     }
 
     fn submit(&self, snap: SnapshotBuilder) -> Result<()> {
-        self.snapshots.send(snap).map_err(|_| WeirError::Cancelled)
+        self.snapshots
+            .send(SnapshotJob::Snapshot(snap))
+            .map_err(|_| WeirError::Cancelled)
     }
 }
 
+/// Work for a task's snapshot thread, done in the order submitted.
+pub(crate) enum SnapshotJob {
+    /// The asynchronous parts of a snapshot, acknowledged when done.
+    Snapshot(SnapshotBuilder),
+    /// Other state work that must stay in order with the snapshots (a keyed
+    /// stage's write-behind); it reports its own failures.
+    Background(Box<dyn FnOnce() + Send>),
+}
+
 /// Spawns the background thread that finishes a task's snapshots (the
-/// asynchronous parts, in order) and acknowledges them.
+/// asynchronous parts, in order, from `jobs`) and acknowledges them.
 pub(crate) fn spawn_snapshotter(
     task: usize,
     name: String,
     events: Sender<RuntimeEvent>,
-) -> Result<(Sender<SnapshotBuilder>, std::thread::JoinHandle<()>)> {
-    let (tx, rx) = crossbeam_channel::unbounded::<SnapshotBuilder>();
-    let handle = std::thread::Builder::new()
+    jobs: Receiver<SnapshotJob>,
+) -> Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
         .name(format!("{name}-snapshot"))
         .spawn(move || {
             lower_own_priority();
-            for snap in rx {
+            for job in jobs {
+                let snap = match job {
+                    SnapshotJob::Snapshot(snap) => snap,
+                    SnapshotJob::Background(work) => {
+                        // A panic is the work's own failure to report; the thread goes on.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(work));
+                        continue;
+                    }
+                };
                 let id = snap.id;
                 let mut states = snap.ready;
                 let mut failure = None;
@@ -141,8 +160,7 @@ pub(crate) fn spawn_snapshotter(
                 }
             }
         })
-        .map_err(|e| WeirError::io("cannot spawn snapshot thread for", name, e))?;
-    Ok((tx, handle))
+        .map_err(|e| WeirError::io("cannot spawn snapshot thread for", name, e))
 }
 
 /// Makes the calling thread yield the CPU to the task threads: snapshot

@@ -92,6 +92,8 @@ pub(crate) struct StateEnv {
     local_root: PathBuf,
     run_id: String,
     pub(crate) store: CheckpointStore,
+    /// Entries written by write-behind, over every instance (see `keyed`).
+    pub(crate) written_behind: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StateEnv {
@@ -123,6 +125,7 @@ impl StateEnv {
             local_root,
             run_id,
             store,
+            written_behind: Default::default(),
         })
     }
 
@@ -221,6 +224,8 @@ pub(crate) struct RocksInstance {
     in_store: Mutex<HashMap<String, StoredFile>>,
     /// SST files written for ingestion so far (names them).
     ingested: std::sync::atomic::AtomicU64,
+    /// The job's count of entries written behind ([`StateEnv::written_behind`]).
+    pub(crate) written_behind: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RocksInstance {
@@ -274,6 +279,7 @@ impl RocksInstance {
             store: env.store.clone(),
             in_store: Mutex::new(in_store),
             ingested: std::sync::atomic::AtomicU64::new(0),
+            written_behind: env.written_behind.clone(),
         }))
     }
 

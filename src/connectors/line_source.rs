@@ -10,7 +10,7 @@
 use super::{ConnectorContext, Source, SourcePoll};
 use crate::error::{Result, WeirError};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -63,7 +63,12 @@ impl<T: Send + 'static> LineSource<T> {
 pub struct LineReader<T> {
     name: String,
     path: PathBuf,
-    reader: BufReader<File>,
+    file: File,
+    /// Bytes read from the file; `start..end` not yet consumed.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    at_eof: bool,
     parse: LineParser<T>,
     event_time: Option<EventTime<T>>,
     subtask: u64,
@@ -72,7 +77,6 @@ pub struct LineReader<T> {
     offset: u64,
     line: u64,
     newest: Option<i64>,
-    buf: Vec<u8>,
     records: Arc<AtomicU64>,
 }
 
@@ -90,9 +94,8 @@ impl<T> LineReader<T> {
     /// The file cannot be opened or the restored position is malformed.
     pub fn open(source: &LineSource<T>, ctx: &ConnectorContext) -> Result<Self> {
         let name = format!("{}[{}]", ctx.uid, ctx.subtask);
-        let file =
+        let mut file =
             File::open(&source.path).map_err(|e| Self::error(&name, &source.path, format!("cannot open: {e}")))?;
-        let mut reader = BufReader::with_capacity(1 << 20, file);
         // Position: byte offset, line number, and (when event time is on) the newest event time.
         let word = |b: &[u8], i: usize| b.get(i..i + 8).and_then(|w| w.try_into().ok()).map(u64::from_be_bytes);
         let (offset, line, newest) = match &ctx.restored {
@@ -110,13 +113,16 @@ impl<T> LineReader<T> {
                 ))
             }
         };
-        reader
-            .seek(SeekFrom::Start(offset))
+        file.seek(SeekFrom::Start(offset))
             .map_err(|e| Self::error(&name, &source.path, format!("cannot seek to byte {offset}: {e}")))?;
         Ok(LineReader {
             name,
             path: source.path.clone(),
-            reader,
+            file,
+            buf: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+            at_eof: false,
             parse: source.parse,
             event_time: source.event_time,
             subtask: ctx.subtask as u64,
@@ -124,36 +130,76 @@ impl<T> LineReader<T> {
             offset,
             line,
             newest,
-            buf: Vec::new(),
             records: source.records.clone(),
         })
     }
 }
 
+impl<T> LineReader<T> {
+    /// The next line (without its `\n`) as a range of `buf`, reading more of
+    /// the file as needed; `None` at the end of the file. Lines are cut in
+    /// place: no copy of each line out of the read buffer.
+    fn next_line(&mut self) -> Result<Option<std::ops::Range<usize>>> {
+        loop {
+            let (start, end) = (self.start, self.end);
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[start..end]) {
+                self.start = start + i + 1;
+                return Ok(Some(start..start + i));
+            }
+            if self.at_eof {
+                if start == end {
+                    return Ok(None);
+                }
+                self.start = end; // a last line without a newline
+                return Ok(Some(start..end));
+            }
+            // Keep the partial line, then fill the rest (grow for a long line).
+            self.buf.copy_within(start..end, 0);
+            self.end -= start;
+            self.start = 0;
+            if self.end == self.buf.len() {
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            let n = loop {
+                match self.file.read(&mut self.buf[self.end..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(Self::error(
+                            &self.name,
+                            &self.path,
+                            format!("read error at byte {}: {e}", self.offset),
+                        ))
+                    }
+                }
+            };
+            self.end += n;
+            self.at_eof = n == 0;
+        }
+    }
+}
+
+/// Bytes read from the file at a time.
+const READ_CHUNK: usize = 1 << 20;
+
 impl<T: Send + 'static> Source<T> for LineReader<T> {
     fn poll(&mut self, out: &mut Vec<T>, max: usize) -> Result<SourcePoll> {
         let start = out.len();
         while out.len() - start < max {
-            self.buf.clear();
-            let n = self.reader.read_until(b'\n', &mut self.buf).map_err(|e| {
-                Self::error(
-                    &self.name,
-                    &self.path,
-                    format!("read error at byte {}: {e}", self.offset),
-                )
-            })?;
-            if n == 0 {
+            let Some(range) = self.next_line()? else {
                 self.records.fetch_add((out.len() - start) as u64, Ordering::Relaxed);
                 return Ok(if out.len() > start {
                     SourcePoll::Ready
                 } else {
                     SourcePoll::End
                 });
-            }
+            };
             let (number, mine) = (self.line, self.line % self.parallelism == self.subtask);
-            self.offset += n as u64;
+            // The newline, unless this is a last line without one.
+            let newline = u64::from(range.end < self.end);
+            self.offset += range.len() as u64 + newline;
             self.line += 1;
-            let text = self.buf.trim_ascii();
+            let text = self.buf[range].trim_ascii();
             if !mine || text.is_empty() {
                 continue;
             }

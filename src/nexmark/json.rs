@@ -42,7 +42,11 @@ impl TextFields {
 /// The fields of `bytes`, if it is a flat object this parser handles, with
 /// the text fields outside `keep` left empty.
 pub(super) fn parse(bytes: &[u8], keep: TextFields) -> Option<RawEvent<'_>> {
+    // UTF-8 checked once for the line (an ASCII line is checked words at a
+    // time), so each string is a slice of it.
+    let text = std::str::from_utf8(bytes).ok()?;
     let mut p = Parser {
+        text,
         bytes,
         at: 0,
         keep: keep.0,
@@ -80,6 +84,8 @@ pub(super) fn parse(bytes: &[u8], keep: TextFields) -> Option<RawEvent<'_>> {
 }
 
 struct Parser<'a> {
+    /// The line, valid UTF-8, and its bytes.
+    text: &'a str,
     bytes: &'a [u8],
     at: usize,
     /// The text fields to copy (`TextFields`).
@@ -122,32 +128,34 @@ impl<'a> Parser<'a> {
     /// A string value, unescaped; `\u` escapes are left to `serde_json`.
     fn string(&mut self) -> Option<Cow<'a, str>> {
         self.eat(b'"')?;
-        let rest = &self.bytes[self.at..];
+        let from = self.at;
+        let rest = &self.bytes[from..];
         let end = memchr::memchr2(b'"', b'\\', rest)?;
         if rest[end] == b'"' {
             self.at += end + 1;
-            return utf8(&rest[..end]).map(Cow::Borrowed);
+            // Cut at ASCII quotes: always on character boundaries.
+            return self.text.get(from..from + end).map(Cow::Borrowed);
         }
         // Escapes: copy the pieces between them.
-        let mut out = Vec::with_capacity(rest.len().min(256));
+        let mut out = String::with_capacity(rest.len().min(256));
         let mut i = 0;
         loop {
             let piece = memchr::memchr2(b'"', b'\\', &rest[i..])?;
-            out.extend_from_slice(&rest[i..i + piece]);
+            out.push_str(self.text.get(from + i..from + i + piece)?);
             i += piece;
             if rest[i] == b'"' {
                 self.at += i + 1;
-                return String::from_utf8(out).ok().map(Cow::Owned);
+                return Some(Cow::Owned(out));
             }
             let unescaped = match rest.get(i + 1)? {
-                b'"' => b'"',
-                b'\\' => b'\\',
-                b'/' => b'/',
-                b'b' => 0x08,
-                b'f' => 0x0c,
-                b'n' => b'\n',
-                b'r' => b'\r',
-                b't' => b'\t',
+                b'"' => '"',
+                b'\\' => '\\',
+                b'/' => '/',
+                b'b' => '\u{8}',
+                b'f' => '\u{c}',
+                b'n' => '\n',
+                b'r' => '\r',
+                b't' => '\t',
                 _ => return None,
             };
             out.push(unescaped);
@@ -285,11 +293,6 @@ impl<'a> Parser<'a> {
         };
         Some(bit)
     }
-}
-
-/// `bytes` as text, if valid UTF-8.
-fn utf8(bytes: &[u8]) -> Option<&str> {
-    std::str::from_utf8(bytes).ok()
 }
 
 #[cfg(test)]

@@ -255,7 +255,7 @@ fn tempfile_dir(job: &str) -> anyhow::Result<ScratchDir> {
 
 /// Joins the committed part files of `dir` (in name order) into `out`, atomically; returns the line count.
 fn concatenate_parts(dir: &std::path::Path, out: &std::path::Path, may_move: bool) -> anyhow::Result<u64> {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let mut names: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .flatten()
@@ -267,37 +267,33 @@ fn concatenate_parts(dir: &std::path::Path, out: &std::path::Path, may_move: boo
     names.sort();
     // One part (p = 1) that may move: a rename instead of a copy of every
     // row (2 s of an 8 s q0 run over 2 M events), when on one file system.
-    if let [only] = names.as_slice() {
-        if may_move && std::fs::rename(only, out).is_ok() {
-            let mut file = std::fs::File::open(out).with_context(|| format!("cannot read {}", out.display()))?;
-            let (mut buf, mut lines) = (vec![0u8; 1 << 20], 0u64);
-            loop {
-                let n = file
-                    .read(&mut buf)
-                    .with_context(|| format!("cannot read {}", out.display()))?;
-                if n == 0 {
-                    return Ok(lines);
-                }
-                lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
-            }
+    let moved = match names.as_slice() {
+        [only] => may_move && std::fs::rename(only, out).is_ok(),
+        _ => false,
+    };
+    if !moved {
+        let tmp = out.with_extension("weir-tmp");
+        let mut w = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        for name in &names {
+            let mut part = std::fs::File::open(name).with_context(|| format!("cannot read {}", name.display()))?;
+            // File to file: the kernel copies (copy_file_range), not this process.
+            std::io::copy(&mut part, &mut w).with_context(|| format!("cannot write {}", tmp.display()))?;
         }
-    }
-    let tmp = out.with_extension("weir-tmp");
-    let mut w = std::io::BufWriter::new(
-        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
-    );
-    let mut lines = 0u64;
-    for name in &names {
-        let bytes = std::fs::read(name).with_context(|| format!("cannot read {}", name.display()))?;
-        lines += bytes.iter().filter(|b| **b == b'\n').count() as u64;
-        w.write_all(&bytes)
+        w.sync_all()
             .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, out).with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
     }
-    w.into_inner()
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", tmp.display(), e.error()))?
-        .sync_all()?;
-    std::fs::rename(&tmp, out).with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
-    Ok(lines)
+    let mut file = std::fs::File::open(out).with_context(|| format!("cannot read {}", out.display()))?;
+    let (mut buf, mut lines) = (vec![0u8; 1 << 20], 0u64);
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", out.display()))?;
+        if n == 0 {
+            return Ok(lines);
+        }
+        lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+    }
 }
 
 fn print_nexmark_summary(

@@ -290,14 +290,16 @@ fn map_state_survives_restarts_and_eviction() {
 }
 
 #[test]
-fn state_written_behind_between_checkpoints_restores_exactly() {
+fn state_written_behind_and_evicted_restores_exactly() {
     let expected = reference(60_000);
     let dir = tempfile::tempdir().unwrap();
     // Paced, so each interval gets its slice points, and long enough for a
     // debug build's snapshot to end before them; a low threshold, so every
-    // interval writes its changes behind (see `state::keyed`).
+    // interval writes its changes behind (see `state::keyed`); a small
+    // cache, so entries written behind are evicted and read back.
     let cfg = JobConfig {
         state_write_behind_entries: 16,
+        state_cache_entries: 2_000,
         checkpoint_interval: Some(Duration::from_millis(200)),
         ..config(dir.path())
     };

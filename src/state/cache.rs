@@ -9,8 +9,9 @@
 //! key a few records ahead and asks the CPU to load it, so the misses of a
 //! batch overlap instead of adding up.
 //!
-//! Linear probing, no deletion (the stage clears the whole cache when it
-//! writes it back), at most 70 % full so a probe rarely goes past the first slot.
+//! Linear probing, at most 70 % full so a probe rarely goes past the first
+//! slot; deletion (eviction) moves later entries of a cluster back instead
+//! of leaving tombstones.
 
 use crate::runtime::fxhash::FxHasher;
 use std::hash::{Hash, Hasher};
@@ -140,10 +141,53 @@ impl<K: Hash + Eq, V> KeyCache<K, V> {
         self.slots.iter().filter_map(|s| s.as_ref().map(|(k, v)| (k, v)))
     }
 
-    /// Removes every entry, keeping the table's size (it fills up again).
-    pub(crate) fn clear(&mut self) {
-        self.slots.iter_mut().for_each(|s| *s = None);
-        self.len = 0;
+    /// Removes up to `n` entries for which `evictable` holds, looking at the
+    /// slots from `cursor` on (wrapping, once round the table at most);
+    /// returns where to go on next time. Slot positions change (see
+    /// [`KeyCache::for_each_in`]).
+    pub(crate) fn evict(&mut self, cursor: usize, n: usize, mut evictable: impl FnMut(&V) -> bool) -> usize {
+        let count = self.slots.len();
+        let mask = count - 1;
+        let (mut i, mut removed, mut passed) = (cursor & mask, 0, 0);
+        while removed < n && passed < count {
+            if self.slots[i].as_ref().is_some_and(|(_, v)| evictable(v)) {
+                // The slot now holds an entry moved back from later in its
+                // cluster (never from before `i`), or nothing: look again.
+                self.remove_at(i);
+                removed += 1;
+            } else {
+                i = (i + 1) & mask;
+                passed += 1;
+            }
+        }
+        i
+    }
+
+    /// Empties slot `i`, moving later entries of its cluster back so that
+    /// every entry stays reachable from its home slot (no tombstones).
+    fn remove_at(&mut self, mut i: usize) {
+        let mask = self.slots.len() - 1;
+        self.slots[i] = None;
+        self.len -= 1;
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            let home = match &self.slots[j] {
+                Some((k, _)) => self.home(k),
+                None => return,
+            };
+            // The entry at `j` may fill the hole at `i` unless its home lies
+            // cyclically in (i, j].
+            let stays = if i <= j {
+                i < home && home <= j
+            } else {
+                i < home || home <= j
+            };
+            if !stays {
+                self.slots[i] = self.slots[j].take();
+                i = j;
+            }
+        }
     }
 }
 
@@ -177,7 +221,24 @@ mod tests {
     use std::collections::HashMap;
 
     #[test]
-    fn behaves_like_a_map_through_growth_and_clear() {
+    fn eviction_keeps_every_other_entry_reachable() {
+        let mut cache: KeyCache<u64, u64> = KeyCache::default();
+        for k in 0..5000u64 {
+            cache.insert(k, k * 2);
+        }
+        // Evict the odd values' keys in two rounds, from two cursors.
+        let cursor = cache.evict(12345, 1000, |v| v % 4 == 2);
+        cache.evict(cursor, usize::MAX, |v| v % 4 == 2);
+        assert_eq!(cache.len(), 2500);
+        for k in 0..5000u64 {
+            assert_eq!(cache.get_mut(&k).copied(), (k % 2 == 0).then_some(k * 2), "key {k}");
+        }
+        cache.insert(7, 1);
+        assert_eq!(cache.get_mut(&7).copied(), Some(1));
+    }
+
+    #[test]
+    fn behaves_like_a_map_through_growth_and_eviction() {
         let mut cache: KeyCache<u64, u64> = KeyCache::default();
         let mut model = HashMap::new();
         let mut x = 7u64;
@@ -197,7 +258,7 @@ mod tests {
                 assert_eq!(cache.get_mut(k), Some(&mut v.clone()));
             }
             assert_eq!(cache.iter().count(), model.len());
-            cache.clear();
+            cache.evict(0, usize::MAX, |_| true);
             model.clear();
             assert_eq!(cache.get_mut(&1), None);
         }

@@ -23,7 +23,7 @@ use crate::runtime::task::SnapshotJob;
 use rocksdb::WriteBatch;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use weir_operators::{
     decode_value, encode_state_key, encode_value, key_group_of, Barrier, CheckpointId, KeyedContext, KeyedProcess,
@@ -158,6 +158,10 @@ struct Slot<V> {
     /// The epoch (checkpoint interval) of the last change not yet handed to
     /// a snapshot; `CLEAN` if none.
     changed_in: u32,
+    /// The epoch whose capture took the last change (`CLEAN`: none since
+    /// it was loaded): once that epoch is written to RocksDB, the entry may
+    /// be evicted.
+    taken_in: u32,
 }
 
 /// `Slot::changed_in` of an entry with nothing to write.
@@ -246,6 +250,11 @@ pub(crate) struct KeyedStage<K, I, O, P: KeyedProcess<K, I, O>, F> {
     /// taken: they are in no later checkpoint either, so the task must fail
     /// (and restart from the last complete checkpoint) rather than go on.
     snapshot_failed: Arc<AtomicBool>,
+    /// The newest epoch whose captured entries are written to RocksDB (by
+    /// its snapshot or write-behind slice, which run in order).
+    durable_epoch: Arc<AtomicU32>,
+    /// Where the next eviction looks first (see `evict_if_full`).
+    evict_cursor: usize,
     key_buf: Vec<u8>,
     maps: MapLayers,
     timers: Timers,
@@ -303,6 +312,8 @@ where
             db,
             in_flight: Arc::new(AtomicUsize::new(0)),
             snapshot_failed: Arc::new(AtomicBool::new(false)),
+            durable_epoch: Arc::new(AtomicU32::new(CLEAN)),
+            evict_cursor: 0,
             key_buf: Vec::new(),
             maps: MapLayers::default(),
             timers,
@@ -345,6 +356,7 @@ where
                 Slot {
                     value,
                     changed_in: CLEAN,
+                    taken_in: CLEAN,
                 },
             );
         }
@@ -412,6 +424,7 @@ where
             if slot.changed_in == epoch {
                 c.taken.push((key.clone(), slot.value.clone()));
                 slot.changed_in = CLEAN;
+                slot.taken_in = epoch;
             }
         });
         c.next_slot = end;
@@ -454,18 +467,25 @@ where
         if wb.min_entries == 0 || self.capture.is_some() || self.processing_timers.now < due {
             return Ok(());
         }
+        // One piece of state work queued at a time: slices must not pile up
+        // (each holds its entries) behind a snapshot thread that is behind.
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Ok(());
+        }
         wb.points_passed += 1;
         if wb.changed < wb.min_entries || wb.changes >= DENSE_CHANGES_PER_ENTRY * wb.changed {
             return Ok(());
         }
+        let epoch = self.epoch;
         let taken = self.start_capture();
-        let (db, in_flight, failed, max_parallelism) = (
+        let (db, in_flight, failed, durable, max_parallelism) = (
             self.db.clone(),
             self.in_flight.clone(),
             self.snapshot_failed.clone(),
+            self.durable_epoch.clone(),
             self.max_parallelism,
         );
-        // Counted as in flight: the cache must not be evicted meanwhile.
+        // Counted as in flight: no synchronous write-back meanwhile.
         in_flight.fetch_add(1, Ordering::AcqRel);
         let slice = Box::new(move || {
             let written = taken
@@ -479,9 +499,14 @@ where
                     db.write(batch)?;
                     db.ingest(sorted)
                 });
-            if let Err(e) = written {
-                tracing::error!("{}: write-behind failed: {e}", db.task);
-                failed.store(true, Ordering::Release);
+            match written {
+                Ok(()) => {
+                    durable.fetch_max(epoch, Ordering::AcqRel);
+                }
+                Err(e) => {
+                    tracing::error!("{}: write-behind failed: {e}", db.task);
+                    failed.store(true, Ordering::Release);
+                }
             }
             in_flight.fetch_sub(1, Ordering::AcqRel);
         });
@@ -491,25 +516,65 @@ where
         Ok(())
     }
 
-    /// Bounds the cache: when it is over capacity and no snapshot is in
-    /// flight, write the dirty entries to RocksDB and start over.
+    /// Bounds the cache. Over capacity, it evicts entries whose value is in
+    /// RocksDB (unchanged since loaded, or written by a snapshot or a
+    /// write-behind slice) down to 90 % of it, a part of the table at a
+    /// time from a moving cursor. When too few are (most entries changed
+    /// since the last write), it writes the changed entries back itself
+    /// first: at once when no snapshot is in flight, else when 25 % over,
+    /// after waiting for the state work in flight.
     fn evict_if_full(&mut self) -> Result<()> {
-        if self.in_flight.load(Ordering::Acquire) > 0 || self.capture.is_some() {
-            return Ok(());
+        if self.capture.is_some() {
+            return Ok(()); // slot positions must hold still for the capture
         }
-        // Every snapshot handed off is in RocksDB now.
-        self.maps.flushing.clear();
-        if self.maps.current.len() > self.capacity {
-            let mut batch = WriteBatch::default();
-            self.db.batch_map(&mut batch, &self.maps.current)?;
-            self.db.write(batch)?;
-            self.maps.current.clear();
+        let idle = self.in_flight.load(Ordering::Acquire) == 0;
+        if idle {
+            // Every snapshot handed off is in RocksDB now.
+            self.maps.flushing.clear();
+            if self.maps.current.len() > self.capacity {
+                let mut batch = WriteBatch::default();
+                self.db.batch_map(&mut batch, &self.maps.current)?;
+                self.db.write(batch)?;
+                self.maps.current.clear();
+            }
         }
         if self.cache.len() <= self.capacity {
             return Ok(());
         }
-        // Many dirty entries are written sorted into an SST (no memtable
-        // skiplist inserts on the record path), a few through the memtable.
+        let target = self.capacity - self.capacity / 10;
+        let durable = self.durable_epoch.load(Ordering::Acquire);
+        let written = move |s: &Slot<P::State>| s.changed_in == CLEAN && s.taken_in <= durable;
+        self.evict_cursor = self.cache.evict(self.evict_cursor, self.cache.len() - target, written);
+        if self.cache.len() <= self.capacity {
+            return Ok(());
+        }
+        if !idle {
+            if self.cache.len() <= self.capacity + self.capacity / 4 {
+                return Ok(()); // the snapshot in flight will make entries evictable
+            }
+            // Far over: wait for the state work in flight (backpressure; it
+            // runs on a CPU this thread now leaves free) rather than grow.
+            let mut waited = 0u32;
+            while self.in_flight.load(Ordering::Acquire) > 0 {
+                self.check_snapshots()?;
+                // A snapshot thread gone (the job stops) never finishes the work.
+                if waited % 100 == 0
+                    && self
+                        .write_behind
+                        .jobs
+                        .send(SnapshotJob::Background(Box::new(|| {})))
+                        .is_err()
+                {
+                    return Err(WeirError::Cancelled);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                waited = waited.wrapping_add(1);
+            }
+            self.maps.flushing.clear();
+        }
+        // Too few written entries: write the changed ones back now (many
+        // sorted into an SST, no memtable skiplist inserts; a few through
+        // the memtable), then evict.
         let dirty = self.cache.iter().filter(|(_, s)| s.changed_in != CLEAN).count();
         let mut batch = WriteBatch::default();
         let mut sorted = SortedValues::default();
@@ -531,7 +596,14 @@ where
         }
         self.db.write(batch)?;
         self.db.ingest(sorted)?;
-        self.cache.clear();
+        // In RocksDB now, so in the next snapshot's native checkpoint.
+        let slots = self.cache.slot_count();
+        self.cache.for_each_in(0..slots, |_, s| {
+            s.changed_in = CLEAN;
+            s.taken_in = CLEAN;
+        });
+        self.write_behind.changed = 0;
+        self.evict_cursor = self.cache.evict(self.evict_cursor, self.cache.len() - target, |_| true);
         Ok(())
     }
 }
@@ -653,16 +725,18 @@ where
         // The previous capture ends before this barrier's begins (rare: a
         // whole interval is normally enough for it).
         self.finish_capture();
+        let epoch = self.epoch;
         let taken = self.start_capture();
         self.write_behind.last_barrier_ms = wall_clock_ms();
         self.write_behind.points_passed = 0;
         if barrier.then_stop {
             self.finish_capture(); // no record follows to take it step by step
         }
-        let (db, in_flight, failed, max_parallelism, id) = (
+        let (db, in_flight, failed, durable, max_parallelism, id) = (
             self.db.clone(),
             self.in_flight.clone(),
             self.snapshot_failed.clone(),
+            self.durable_epoch.clone(),
             self.max_parallelism,
             barrier.id,
         );
@@ -691,8 +765,11 @@ where
                             write_snapshot(&db, id, max_parallelism, dirty, &map_writes, &timers, watermark)
                         })
                 };
-                if result.is_err() {
-                    failed.store(true, Ordering::Release);
+                match &result {
+                    Ok(_) => {
+                        durable.fetch_max(epoch, Ordering::AcqRel);
+                    }
+                    Err(_) => failed.store(true, Ordering::Release),
                 }
                 in_flight.fetch_sub(1, Ordering::AcqRel);
                 result

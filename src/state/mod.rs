@@ -147,6 +147,10 @@ impl StateEnv {
         // A key not in the write-back cache is often not in RocksDB either (its
         // first record): a Bloom filter answers that without reading SSTs.
         table.set_bloom_filter(10.0, false);
+        // State is read by point lookups: a hash index in each data block
+        // finds a key without a binary search over the block's restarts.
+        table.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
+        table.set_data_block_hash_ratio(0.75);
         // Index and filter blocks count against the block cache (memory bound).
         table.set_cache_index_and_filter_blocks(true);
         table.set_pin_l0_filter_and_index_blocks_in_cache(true);

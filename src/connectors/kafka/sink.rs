@@ -190,13 +190,6 @@ pub struct KafkaWriter<T, S> {
     marker_key: String,
     epoch: Vec<OutRecord>,
     pending: BTreeMap<u64, Vec<OutRecord>>,
-    /// Exactly-once streaming: the transaction open on `producer` (records
-    /// sent as they come, committed when their checkpoint completes), the
-    /// pending epochs whose records it holds, and how many records of
-    /// `epoch` it holds so far.
-    txn_open: bool,
-    txn_epochs: Vec<u64>,
-    sent: usize,
     key_buf: Vec<u8>,
     value_buf: Vec<u8>,
     _t: PhantomData<fn(T)>,
@@ -248,9 +241,6 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
             marker_key: format!("{}/{}/{}", ctx.job, ctx.uid, ctx.subtask),
             epoch: Vec::new(),
             pending: BTreeMap::new(),
-            txn_open: false,
-            txn_epochs: Vec::new(),
-            sent: 0,
             key_buf: Vec::new(),
             value_buf: Vec::new(),
             _t: PhantomData,
@@ -394,66 +384,6 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
         }
     }
 
-    /// Exactly-once: sends the records of the current epoch not sent yet into
-    /// the open transaction (opening it), while no earlier epoch waits for
-    /// its checkpoint. Records after a barrier must not share a transaction
-    /// with that barrier's epoch (its commit would make them visible before
-    /// their own checkpoint), so until that commit they are only kept.
-    fn stream(&mut self) -> Result<()> {
-        if !self.pending.is_empty() || self.sent == self.epoch.len() {
-            return Ok(());
-        }
-        if !self.txn_open {
-            self.producer
-                .begin_transaction()
-                .map_err(|e| kafka_error(&self.name, "cannot begin transaction", e))?;
-            self.txn_open = true;
-        }
-        for r in &self.epoch[self.sent..] {
-            self.send(&self.topic, r.key.as_deref(), &r.value, r.partition)?;
-        }
-        self.sent = self.epoch.len();
-        self.producer.poll(Duration::ZERO);
-        Ok(())
-    }
-
-    /// Commits the open transaction if it holds the whole output of
-    /// checkpoints up to `id` (and nothing later), with its marker; on
-    /// failure aborts it, and the caller sends those epochs again.
-    fn commit_streamed(&mut self, id: u64) -> Result<()> {
-        let Some(&last) = self.txn_epochs.last() else {
-            return Ok(()); // nothing closed by a barrier yet: it stays open
-        };
-        if last > id {
-            return Ok(());
-        }
-        self.send(
-            &self.marker_topic,
-            Some(self.marker_key.as_bytes()),
-            last.to_string().as_bytes(),
-            Some(self.marker_partition),
-        )?;
-        crate::failpoint::hit("kafka-before-commit");
-        let committed = self.producer.commit_transaction(CLIENT_TIMEOUT);
-        self.txn_open = false;
-        let epochs = std::mem::take(&mut self.txn_epochs);
-        match committed {
-            Ok(()) => {
-                for e in epochs {
-                    self.pending.remove(&e);
-                }
-            }
-            Err(e) => {
-                let _ = self.producer.abort_transaction(CLIENT_TIMEOUT);
-                tracing::warn!(
-                    "{}: cannot commit the output of checkpoint {last} ({e}); sending it again",
-                    self.name
-                );
-            }
-        }
-        Ok(())
-    }
-
     /// Writes `records` of checkpoint `epoch` and its marker in one transaction.
     fn commit_epoch(&mut self, epoch: u64, records: &[OutRecord]) -> Result<()> {
         let fail = |name: &str, action: &str, e: KafkaError| kafka_error(name, action, e);
@@ -505,10 +435,9 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
                 self.send(&self.topic, key.as_deref(), &self.value_buf, partition)?;
             }
         }
-        if self.delivery == Delivery::ExactlyOnce {
-            return self.stream();
+        if self.delivery != Delivery::ExactlyOnce {
+            self.producer.poll(Duration::ZERO);
         }
-        self.producer.poll(Duration::ZERO);
         Ok(())
     }
 
@@ -523,15 +452,10 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
                 Ok(Vec::new())
             }
             Delivery::ExactlyOnce => {
-                self.stream()?;
                 let epoch = std::mem::take(&mut self.epoch);
                 if !epoch.is_empty() {
-                    if self.sent == epoch.len() {
-                        self.txn_epochs.push(id.0); // all of it is in the open transaction
-                    }
                     self.pending.insert(id.0, epoch);
                 }
-                self.sent = 0;
                 // Pending epochs are few (committed at each completion): encoding them is cheap
                 // compared with sending them.
                 let state = SinkState {
@@ -549,9 +473,6 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
         if self.delivery != Delivery::ExactlyOnce {
             return Ok(());
         }
-        self.commit_streamed(id.0)?;
-        // What was not streamed (restored, kept during an earlier commit, or
-        // in a transaction that failed): one transaction per epoch.
         let ready: Vec<u64> = self.pending.range(..=id.0).map(|(e, _)| *e).collect();
         for epoch in ready {
             if let Some(records) = self.pending.get(&epoch).cloned() {
@@ -559,19 +480,10 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
                 self.pending.remove(&epoch);
             }
         }
-        // Records kept since the barrier go out now, in a new transaction.
-        self.stream()
+        Ok(())
     }
 
     fn finish(&mut self) -> Result<()> {
-        if self.txn_open {
-            // Output of no checkpoint: a later run produces it again.
-            self.txn_open = false;
-            self.txn_epochs.clear();
-            self.producer
-                .abort_transaction(CLIENT_TIMEOUT)
-                .map_err(|e| kafka_error(&self.name, "cannot abort the open transaction at the end", e))?;
-        }
         self.producer
             .flush(CLIENT_TIMEOUT)
             .map_err(|e| kafka_error(&self.name, "cannot flush at the end", e))?;

@@ -163,6 +163,10 @@ fn raw_pipe(brokers: &str, n: u64) -> Result<f64, Error> {
 }
 
 fn main() -> Result<(), Error> {
+    // `WEIR_LOG=info` shows the job's phases (start, checkpoints, end) with times.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    }
     let args: Vec<String> = std::env::args().collect();
     let n: u64 = args
         .iter()

@@ -175,6 +175,12 @@ struct SinkState {
     pending: BTreeMap<u64, Vec<OutRecord>>,
 }
 
+/// [`SinkState`] borrowed, for encoding: the same bytes.
+#[derive(Serialize)]
+struct SinkStateRef<'a> {
+    pending: &'a BTreeMap<u64, Vec<OutRecord>>,
+}
+
 /// A running Kafka sink subtask.
 pub struct KafkaWriter<T, S> {
     /// The producer's configuration, to create it again after a fatal error.
@@ -456,11 +462,9 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
                 if !epoch.is_empty() {
                     self.pending.insert(id.0, epoch);
                 }
-                // Pending epochs are few (committed at each completion): encoding them is cheap
-                // compared with sending them.
-                let state = SinkState {
-                    pending: self.pending.clone(),
-                };
+                // Encoded from a borrow: a deep copy of a second's output
+                // (a vector per record) held the barrier up.
+                let state = SinkStateRef { pending: &self.pending };
                 postcard::to_stdvec(&state).map_err(|e| WeirError::Connector {
                     connector: self.name.clone(),
                     message: format!("cannot encode sink state: {e}"),
@@ -475,9 +479,12 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
         }
         let ready: Vec<u64> = self.pending.range(..=id.0).map(|(e, _)| *e).collect();
         for epoch in ready {
-            if let Some(records) = self.pending.get(&epoch).cloned() {
-                self.commit_durably(epoch, &records)?;
-                self.pending.remove(&epoch);
+            // Taken out (not copied) while committed; put back if that fails.
+            if let Some(records) = self.pending.remove(&epoch) {
+                if let Err(e) = self.commit_durably(epoch, &records) {
+                    self.pending.insert(epoch, records);
+                    return Err(e);
+                }
             }
         }
         Ok(())
@@ -613,5 +620,26 @@ fn last_committed_epoch(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_borrowed_state_encodes_as_the_state_decodes() {
+        let record = |v: &[u8], k: Option<&[u8]>, p| OutRecord {
+            key: k.map(<[u8]>::to_vec),
+            value: v.to_vec(),
+            partition: p,
+        };
+        let pending = BTreeMap::from([
+            (3, vec![record(b"a", None, None), record(b"b", Some(b"k"), Some(2))]),
+            (5, vec![record(b"", None, Some(0))]),
+        ]);
+        let bytes = postcard::to_stdvec(&SinkStateRef { pending: &pending }).unwrap();
+        let state: SinkState = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(state.pending, pending);
     }
 }

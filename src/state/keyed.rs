@@ -179,9 +179,12 @@ struct Capture<K, V> {
     epoch: u32,
     /// The next cache slot to look at.
     next_slot: usize,
-    taken: Vec<(K, Option<V>)>,
-    deliver: crossbeam_channel::Sender<Vec<(K, Option<V>)>>,
+    taken: Captured<K, V>,
+    deliver: crossbeam_channel::Sender<Captured<K, V>>,
 }
+
+/// The entries a capture took: key and value (`None`: deleted).
+type Captured<K, V> = Vec<(K, Option<V>)>;
 
 /// Cache slots looked at per step of a [`Capture`] (about 0.5 MB of the
 /// table, tens of microseconds).
@@ -215,6 +218,43 @@ struct WriteBehind {
     /// the snapshots (one started before it sees none of its changes; one
     /// started after it finds them in RocksDB).
     jobs: crossbeam_channel::Sender<SnapshotJob>,
+}
+
+/// One piece of state work handed to the snapshot thread (a snapshot or a
+/// write-behind slice), counted in `in_flight` until it ends. Dropped
+/// without `done` (it failed, panicked, or never ran because the job
+/// stopped), it marks the stage failed: the changes it carried are in no
+/// later snapshot either.
+struct StateWork {
+    in_flight: Arc<AtomicUsize>,
+    failed: Arc<AtomicBool>,
+    done: bool,
+}
+
+impl StateWork {
+    fn start(in_flight: &Arc<AtomicUsize>, failed: &Arc<AtomicBool>) -> Self {
+        in_flight.fetch_add(1, Ordering::AcqRel);
+        StateWork {
+            in_flight: in_flight.clone(),
+            failed: failed.clone(),
+            done: false,
+        }
+    }
+
+    /// The work ended well. (A method, so that a closure calling it owns
+    /// the whole guard, not just the flag.)
+    fn succeeded(&mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for StateWork {
+    fn drop(&mut self) {
+        if !self.done {
+            self.failed.store(true, Ordering::Release);
+        }
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Where in the checkpoint interval slices are taken, in thousandths of it:
@@ -442,7 +482,10 @@ where
 
     /// Starts a new epoch whose predecessor's changed entries are taken
     /// step by step (see [`Capture`]); returns where they will be delivered.
-    fn start_capture(&mut self) -> crossbeam_channel::Receiver<Vec<(K, Option<P::State>)>> {
+    fn start_capture(&mut self) -> Result<crossbeam_channel::Receiver<Captured<K, P::State>>> {
+        if self.epoch == u32::MAX {
+            self.rebase_epochs()?;
+        }
         let (deliver, taken) = crossbeam_channel::bounded(1);
         self.capture = Some(Capture {
             epoch: self.epoch,
@@ -450,10 +493,51 @@ where
             taken: Vec::new(),
             deliver,
         });
-        self.epoch = self.epoch.checked_add(1).unwrap_or(CLEAN + 1);
+        self.epoch += 1;
         self.write_behind.changed = 0;
         self.write_behind.changes = 0;
-        taken
+        Ok(taken)
+    }
+
+    /// Before the epoch counter would wrap (after 2^32 barriers and slices),
+    /// renumbers from the start so that `taken_in <= durable_epoch` keeps
+    /// meaning "written": waits until no state work is in flight (so every
+    /// taken entry is written), then the current epoch becomes `CLEAN + 1`.
+    fn rebase_epochs(&mut self) -> Result<()> {
+        self.wait_for_state_work()?;
+        let slots = self.cache.slot_count();
+        let current = self.epoch;
+        self.cache.for_each_in(0..slots, |_, s| {
+            if s.changed_in == current {
+                s.changed_in = CLEAN + 1;
+            }
+            s.taken_in = CLEAN;
+        });
+        self.epoch = CLEAN + 1;
+        self.durable_epoch.store(CLEAN, Ordering::Release);
+        Ok(())
+    }
+
+    /// Waits until the snapshot thread has finished this stage's state work
+    /// (backpressure: it runs on a CPU this thread leaves free meanwhile).
+    fn wait_for_state_work(&mut self) -> Result<()> {
+        let mut waited = 0u32;
+        while self.in_flight.load(Ordering::Acquire) > 0 {
+            self.check_snapshots()?;
+            // A snapshot thread gone (the job stops) never finishes the work.
+            if waited % 100 == 0
+                && self
+                    .write_behind
+                    .jobs
+                    .send(SnapshotJob::Background(Box::new(|| {})))
+                    .is_err()
+            {
+                return Err(WeirError::Cancelled);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            waited = waited.wrapping_add(1);
+        }
+        self.check_snapshots()
     }
 
     /// Writes the entries changed so far behind the record path when the
@@ -477,16 +561,10 @@ where
             return Ok(());
         }
         let epoch = self.epoch;
-        let taken = self.start_capture();
-        let (db, in_flight, failed, durable, max_parallelism) = (
-            self.db.clone(),
-            self.in_flight.clone(),
-            self.snapshot_failed.clone(),
-            self.durable_epoch.clone(),
-            self.max_parallelism,
-        );
+        let taken = self.start_capture()?;
+        let (db, durable, max_parallelism) = (self.db.clone(), self.durable_epoch.clone(), self.max_parallelism);
         // Counted as in flight: no synchronous write-back meanwhile.
-        in_flight.fetch_add(1, Ordering::AcqRel);
+        let mut work = StateWork::start(&self.in_flight, &self.snapshot_failed);
         let slice = Box::new(move || {
             let written = taken
                 .recv()
@@ -502,13 +580,10 @@ where
             match written {
                 Ok(()) => {
                     durable.fetch_max(epoch, Ordering::AcqRel);
+                    work.succeeded();
                 }
-                Err(e) => {
-                    tracing::error!("{}: write-behind failed: {e}", db.task);
-                    failed.store(true, Ordering::Release);
-                }
+                Err(e) => tracing::error!("{}: write-behind failed: {e}", db.task),
             }
-            in_flight.fetch_sub(1, Ordering::AcqRel);
         });
         if self.write_behind.jobs.send(SnapshotJob::Background(slice)).is_err() {
             return Err(WeirError::Cancelled);
@@ -524,6 +599,9 @@ where
     /// first: at once when no snapshot is in flight, else when 25 % over,
     /// after waiting for the state work in flight.
     fn evict_if_full(&mut self) -> Result<()> {
+        // A failed snapshot's entries are not in RocksDB: evicting them
+        // would read stale values back.
+        self.check_snapshots()?;
         if self.capture.is_some() {
             return Ok(()); // slot positions must hold still for the capture
         }
@@ -552,24 +630,8 @@ where
             if self.cache.len() <= self.capacity + self.capacity / 4 {
                 return Ok(()); // the snapshot in flight will make entries evictable
             }
-            // Far over: wait for the state work in flight (backpressure; it
-            // runs on a CPU this thread now leaves free) rather than grow.
-            let mut waited = 0u32;
-            while self.in_flight.load(Ordering::Acquire) > 0 {
-                self.check_snapshots()?;
-                // A snapshot thread gone (the job stops) never finishes the work.
-                if waited % 100 == 0
-                    && self
-                        .write_behind
-                        .jobs
-                        .send(SnapshotJob::Background(Box::new(|| {})))
-                        .is_err()
-                {
-                    return Err(WeirError::Cancelled);
-                }
-                std::thread::sleep(std::time::Duration::from_millis(1));
-                waited = waited.wrapping_add(1);
-            }
+            // Far over: wait for the state work in flight rather than grow.
+            self.wait_for_state_work()?;
             self.maps.flushing.clear();
         }
         // Too few written entries: write the changed ones back now (many
@@ -603,6 +665,7 @@ where
             s.taken_in = CLEAN;
         });
         self.write_behind.changed = 0;
+        self.write_behind.changes = 0;
         self.evict_cursor = self.cache.evict(self.evict_cursor, self.cache.len() - target, |_| true);
         Ok(())
     }
@@ -726,15 +789,14 @@ where
         // whole interval is normally enough for it).
         self.finish_capture();
         let epoch = self.epoch;
-        let taken = self.start_capture();
+        let taken = self.start_capture()?;
         self.write_behind.last_barrier_ms = wall_clock_ms();
         self.write_behind.points_passed = 0;
         if barrier.then_stop {
             self.finish_capture(); // no record follows to take it step by step
         }
-        let (db, in_flight, failed, durable, max_parallelism, id) = (
+        let (db, failed, durable, max_parallelism, id) = (
             self.db.clone(),
-            self.in_flight.clone(),
             self.snapshot_failed.clone(),
             self.durable_epoch.clone(),
             self.max_parallelism,
@@ -745,7 +807,7 @@ where
         let processing_timer_changes = self.processing_timers.take_changes();
         let watermark = self.timers.data_watermark;
         self.maps.flushing.push(map_writes.clone());
-        in_flight.fetch_add(1, Ordering::AcqRel);
+        let mut work = StateWork::start(&self.in_flight, &self.snapshot_failed);
         snap.pending.push((
             self.uid.clone(),
             self.subtask,
@@ -765,13 +827,10 @@ where
                             write_snapshot(&db, id, max_parallelism, dirty, &map_writes, &timers, watermark)
                         })
                 };
-                match &result {
-                    Ok(_) => {
-                        durable.fetch_max(epoch, Ordering::AcqRel);
-                    }
-                    Err(_) => failed.store(true, Ordering::Release),
+                if result.is_ok() {
+                    durable.fetch_max(epoch, Ordering::AcqRel);
+                    work.succeeded();
                 }
-                in_flight.fetch_sub(1, Ordering::AcqRel);
                 result
             }),
         ));

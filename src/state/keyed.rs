@@ -907,3 +907,25 @@ fn encode_values<K: StateKey, V: serde::Serialize>(
     }
     Ok(sorted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_work_that_does_not_end_well_fails_the_stage_and_is_no_longer_in_flight() {
+        let (in_flight, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+        let mut ok = StateWork::start(&in_flight, &failed);
+        let dropped = StateWork::start(&in_flight, &failed);
+        assert_eq!(in_flight.load(Ordering::Acquire), 2);
+        // As the snapshot thread runs it: a boxed `FnOnce`, its captures dropped after the call.
+        let job: Box<dyn FnOnce() + Send> = Box::new(move || ok.succeeded());
+        job();
+        assert_eq!(in_flight.load(Ordering::Acquire), 1);
+        assert!(!failed.load(Ordering::Acquire), "work that ended well fails nothing");
+        // A job dropped unrun (or panicking, or failing) marks the stage failed.
+        drop(Box::new(move || drop(dropped)) as Box<dyn FnOnce() + Send>);
+        assert_eq!(in_flight.load(Ordering::Acquire), 0);
+        assert!(failed.load(Ordering::Acquire));
+    }
+}

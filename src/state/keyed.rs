@@ -573,7 +573,8 @@ where
                     db.written_behind.fetch_add(dirty.len() as u64, Ordering::Relaxed);
                     tracing::debug!("{}: writing {} changed entries behind", db.task, dirty.len());
                     let mut batch = WriteBatch::default();
-                    let sorted = encode_values(&db, max_parallelism, dirty, &mut batch)?;
+                    let entries = dirty.iter().map(|(k, v)| (k, v.as_ref()));
+                    let sorted = encode_values(&db, max_parallelism, dirty.len(), entries, &mut batch)?;
                     db.write(batch)?;
                     db.ingest(sorted)
                 });
@@ -637,25 +638,11 @@ where
         // Too few written entries: write the changed ones back now (many
         // sorted into an SST, no memtable skiplist inserts; a few through
         // the memtable), then evict.
-        let dirty = self.cache.iter().filter(|(_, s)| s.changed_in != CLEAN).count();
+        let changed = |(_, s): &(&K, &Slot<P::State>)| s.changed_in != CLEAN;
+        let count = self.cache.iter().filter(changed).count();
+        let entries = self.cache.iter().filter(changed).map(|(k, s)| (k, s.value.as_ref()));
         let mut batch = WriteBatch::default();
-        let mut sorted = SortedValues::default();
-        let mut value_buf = Vec::new();
-        for (key, slot) in self.cache.iter().filter(|(_, s)| s.changed_in != CLEAN) {
-            encode_state_key(key, b"", self.max_parallelism, &mut self.key_buf);
-            match (&slot.value, dirty >= INGEST_AT_LEAST) {
-                (Some(v), true) => sorted.put(&self.key_buf, |out| {
-                    encode_value(v, out).map_err(|e| self.db.state_error(e))
-                })?,
-                (None, true) => sorted.delete(&self.key_buf),
-                (Some(v), false) => {
-                    value_buf.clear();
-                    encode_value(v, &mut value_buf).map_err(|e| self.db.state_error(e))?;
-                    batch.put(&self.key_buf, &value_buf);
-                }
-                (None, false) => batch.delete(&self.key_buf),
-            }
-        }
+        let sorted = encode_values(&self.db, self.max_parallelism, count, entries, &mut batch)?;
         self.db.write(batch)?;
         self.db.ingest(sorted)?;
         // In RocksDB now, so in the next snapshot's native checkpoint.
@@ -876,30 +863,32 @@ fn write_snapshot<K: StateKey, V: serde::Serialize>(
     if watermark > i64::MIN {
         db.batch_watermark(&mut batch, watermark)?;
     }
-    let sorted = encode_values(db, max_parallelism, dirty, &mut batch)?;
+    let entries = dirty.iter().map(|(k, v)| (k, v.as_ref()));
+    let sorted = encode_values(db, max_parallelism, dirty.len(), entries, &mut batch)?;
     db.snapshot(id, batch, sorted).map(SubtaskState::Rocks)
 }
 
 /// Encodes changed value-state entries for RocksDB: many go into an SST
 /// (see [`RocksInstance::ingest`], returned), a few are cheaper through the
 /// memtable (`batch`).
-fn encode_values<K: StateKey, V: serde::Serialize>(
+fn encode_values<'a, K: StateKey + 'a, V: serde::Serialize + 'a>(
     db: &RocksInstance,
     max_parallelism: u16,
-    dirty: Vec<(K, Option<V>)>,
+    count: usize,
+    dirty: impl Iterator<Item = (&'a K, Option<&'a V>)>,
     batch: &mut WriteBatch,
 ) -> Result<SortedValues> {
     let (mut key_buf, mut value_buf) = (Vec::new(), Vec::new());
     let mut sorted = SortedValues::default();
-    let ingest = dirty.len() >= INGEST_AT_LEAST;
+    let ingest = count >= INGEST_AT_LEAST;
     for (key, value) in dirty {
-        encode_state_key(&key, b"", max_parallelism, &mut key_buf);
+        encode_state_key(key, b"", max_parallelism, &mut key_buf);
         match (value, ingest) {
-            (Some(v), true) => sorted.put(&key_buf, |out| encode_value(&v, out).map_err(|e| db.state_error(e)))?,
+            (Some(v), true) => sorted.put(&key_buf, |out| encode_value(v, out).map_err(|e| db.state_error(e)))?,
             (None, true) => sorted.delete(&key_buf),
             (Some(v), false) => {
                 value_buf.clear();
-                encode_value(&v, &mut value_buf).map_err(|e| db.state_error(e))?;
+                encode_value(v, &mut value_buf).map_err(|e| db.state_error(e))?;
                 batch.put(&key_buf, &value_buf);
             }
             (None, false) => batch.delete(&key_buf),

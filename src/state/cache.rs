@@ -141,26 +141,47 @@ impl<K: Hash + Eq, V> KeyCache<K, V> {
         self.slots.iter().filter_map(|s| s.as_ref().map(|(k, v)| (k, v)))
     }
 
-    /// Removes up to `n` entries for which `evictable` holds, looking at the
-    /// slots from `cursor` on (wrapping, once round the table at most);
-    /// returns where to go on next time. Slot positions change (see
-    /// [`KeyCache::for_each_in`]).
-    pub(crate) fn evict(&mut self, cursor: usize, n: usize, mut evictable: impl FnMut(&V) -> bool) -> usize {
+    /// Removes up to `n` entries for which `evictable` holds, looking at
+    /// the slots from `cursor` on (wrapping) and passing over at most
+    /// `scan` slots (once round the table at most); returns where to go on
+    /// next time and how many slots it passed over. Slot positions change
+    /// (see [`KeyCache::for_each_in`]).
+    ///
+    /// With `spread` > 1 it removes at most one entry per `spread` slots it
+    /// passes. Linear probing needs the table evenly full: a cursor that
+    /// empties the part of the table it passes leaves the part ahead of it
+    /// nearly full (new keys land everywhere), and probe runs there grow to
+    /// thousands of slots. Taking a bounded share per pass keeps the
+    /// difference between the two small.
+    pub(crate) fn evict(
+        &mut self,
+        cursor: usize,
+        n: usize,
+        scan: usize,
+        spread: usize,
+        mut evictable: impl FnMut(&V) -> bool,
+    ) -> (usize, usize) {
         let count = self.slots.len();
         let mask = count - 1;
+        let limit = scan.min(count);
         let (mut i, mut removed, mut passed) = (cursor & mask, 0, 0);
-        while removed < n && passed < count {
+        while removed < n && passed < limit {
             if self.slots[i].as_ref().is_some_and(|(_, v)| evictable(v)) {
                 // The slot now holds an entry moved back from later in its
-                // cluster (never from before `i`), or nothing: look again.
+                // cluster (never from before `i`), or nothing.
                 self.remove_at(i);
                 removed += 1;
+                if spread > 1 {
+                    i = (i + spread) & mask;
+                    passed += spread;
+                }
+                // Else look at slot `i` again.
             } else {
                 i = (i + 1) & mask;
                 passed += 1;
             }
         }
-        i
+        (i, passed)
     }
 
     /// Empties slot `i`, moving later entries of its cluster back so that
@@ -227,14 +248,34 @@ mod tests {
             cache.insert(k, k * 2);
         }
         // Evict the odd values' keys in two rounds, from two cursors.
-        let cursor = cache.evict(12345, 1000, |v| v % 4 == 2);
-        cache.evict(cursor, usize::MAX, |v| v % 4 == 2);
+        let (cursor, _) = cache.evict(12345, 1000, usize::MAX, 1, |v| v % 4 == 2);
+        cache.evict(cursor, usize::MAX, usize::MAX, 1, |v| v % 4 == 2);
         assert_eq!(cache.len(), 2500);
         for k in 0..5000u64 {
             assert_eq!(cache.get_mut(&k).copied(), (k % 2 == 0).then_some(k * 2), "key {k}");
         }
         cache.insert(7, 1);
         assert_eq!(cache.get_mut(&7).copied(), Some(1));
+    }
+
+    #[test]
+    fn a_spread_eviction_takes_a_bounded_share_of_the_slots_it_passes() {
+        let mut cache: KeyCache<u64, u64> = KeyCache::default();
+        for k in 0..10_000u64 {
+            cache.insert(k, k);
+        }
+        let slots = cache.slot_count();
+        // Everything is evictable, but one per 8 slots passed at most.
+        let (cursor, passed) = cache.evict(0, usize::MAX, 4096, 8, |_| true);
+        assert!(passed >= 4096 && passed < 4096 + 8, "passed {passed}");
+        assert_eq!(cursor, passed % slots);
+        let removed = 10_000 - cache.len();
+        assert!(removed <= 4096 / 8 + 1 && removed > 0, "removed {removed}");
+        // The rest stays reachable.
+        let left = (0..10_000u64).filter(|k| cache.get_mut(k).is_some()).count();
+        assert_eq!(left, cache.len());
+        // A scan that finds nothing passes its whole budget, no more.
+        assert_eq!(cache.evict(cursor, 5, 1000, 8, |_| false), ((cursor + 1000) % slots, 1000));
     }
 
     #[test]
@@ -258,7 +299,7 @@ mod tests {
                 assert_eq!(cache.get_mut(k), Some(&mut v.clone()));
             }
             assert_eq!(cache.iter().count(), model.len());
-            cache.evict(0, usize::MAX, |_| true);
+            cache.evict(0, usize::MAX, usize::MAX, 1, |_| true);
             model.clear();
             assert_eq!(cache.get_mut(&1), None);
         }

@@ -164,6 +164,37 @@ struct Slot<V> {
     taken_in: u32,
 }
 
+/// The keys a batch misses in the cache, encoded for RocksDB (see
+/// [`KeyedStage::load_batch`]).
+struct BatchLoads<K> {
+    keys: Vec<K>,
+    /// The encoded keys, one after another; `spans[i]` is `keys[i]`'s.
+    arena: Vec<u8>,
+    spans: Vec<std::ops::Range<usize>>,
+    /// Indices into `keys` in the byte order of their encoding, once each.
+    order: Vec<usize>,
+}
+
+impl<K> Default for BatchLoads<K> {
+    fn default() -> Self {
+        BatchLoads {
+            keys: Vec::new(),
+            arena: Vec::new(),
+            spans: Vec::new(),
+            order: Vec::new(),
+        }
+    }
+}
+
+impl<K> BatchLoads<K> {
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.arena.clear();
+        self.spans.clear();
+        self.order.clear();
+    }
+}
+
 /// `Slot::changed_in` of an entry with nothing to write.
 const CLEAN: u32 = 0;
 
@@ -189,6 +220,15 @@ type Captured<K, V> = Vec<(K, Option<V>)>;
 /// Cache slots looked at per step of a [`Capture`] (about 0.5 MB of the
 /// table, tens of microseconds).
 const CAPTURE_SLOTS: usize = 8192;
+
+/// Cache slots an eviction passes over at most per batch (tens of
+/// microseconds): the table may hold few evictable entries, and a batch
+/// must not pay for a scan of all of it.
+const EVICT_SCAN_SLOTS: usize = 16384;
+
+/// An eviction takes at most one entry per this many slots it passes, so
+/// the cache table stays evenly full (see `KeyCache::evict`).
+const EVICT_SPREAD: usize = 8;
 
 /// Write-behind: part-way through a checkpoint interval, the entries changed
 /// so far are taken like a barrier's (a new epoch and a [`Capture`]) and
@@ -295,7 +335,14 @@ pub(crate) struct KeyedStage<K, I, O, P: KeyedProcess<K, I, O>, F> {
     durable_epoch: Arc<AtomicU32>,
     /// Where the next eviction looks first (see `evict_if_full`).
     evict_cursor: usize,
+    /// Slots passed over by evictions that found no written entry since
+    /// `durable_epoch` was last seen at `evict_durable`: once round the
+    /// whole table, nothing more can be evicted until it moves.
+    evict_passed: usize,
+    evict_durable: u32,
     key_buf: Vec<u8>,
+    /// Buffers of [`KeyedStage::load_batch`], kept between batches.
+    loads: BatchLoads<K>,
     maps: MapLayers,
     timers: Timers,
     processing_timers: Timers,
@@ -354,7 +401,10 @@ where
             snapshot_failed: Arc::new(AtomicBool::new(false)),
             durable_epoch: Arc::new(AtomicU32::new(CLEAN)),
             evict_cursor: 0,
+            evict_passed: 0,
+            evict_durable: CLEAN,
             key_buf: Vec::new(),
+            loads: BatchLoads::default(),
             maps: MapLayers::default(),
             timers,
             processing_timers,
@@ -375,9 +425,74 @@ where
         }
     }
 
+    /// Puts a value just read from RocksDB into the cache.
+    fn insert_loaded(&mut self, key: K, value: Option<P::State>) {
+        if self.cache.grows_on_insert() {
+            // Growing moves every entry: a capture cannot go on across it.
+            self.finish_capture();
+            tracing::debug!(
+                "{}: the state cache grows past {} entries (capacity {})",
+                self.name,
+                self.cache.len(),
+                self.capacity
+            );
+        }
+        let slot = Slot {
+            value,
+            changed_in: CLEAN,
+            taken_in: CLEAN,
+        };
+        self.cache.insert(key, slot);
+    }
+
+    /// Loads every key of `keys` the cache lacks with one sorted RocksDB
+    /// `multi_get`: it looks up the keys of one SST file together, where
+    /// single reads would each pay for finding the file, its filter and its
+    /// index again.
+    fn load_batch(&mut self, keys: &[K]) -> Result<()> {
+        let mut loads = std::mem::take(&mut self.loads);
+        loads.clear();
+        for key in keys {
+            if self.cache.get_mut(key).is_none() {
+                encode_state_key(key, b"", self.max_parallelism, &mut self.key_buf);
+                let start = loads.arena.len();
+                loads.arena.extend_from_slice(&self.key_buf);
+                loads.spans.push(start..loads.arena.len());
+                loads.keys.push(key.clone());
+            }
+        }
+        let BatchLoads {
+            keys: missing,
+            arena,
+            spans,
+            order,
+        } = &mut loads;
+        order.extend(0..spans.len());
+        order.sort_unstable_by(|&a, &b| arena[spans[a].clone()].cmp(&arena[spans[b].clone()]));
+        order.dedup_by(|a, b| arena[spans[*a].clone()] == arena[spans[*b].clone()]);
+        let found = self.db.multi_get(order.iter().map(|&i| &arena[spans[i].clone()]))?;
+        let mut decoded = Vec::with_capacity(found.len());
+        for bytes in found {
+            decoded.push(match bytes {
+                None => None,
+                Some(bytes) => Some(decode_value(&bytes).map_err(|e| {
+                    self.db
+                        .state_error(format!("cannot decode state of operator `{}`: {e}", self.name))
+                })?),
+            });
+        }
+        for (&i, value) in order.iter().zip(decoded) {
+            self.insert_loaded(missing[i].clone(), value);
+        }
+        self.loads = loads;
+        Ok(())
+    }
+
     /// Runs `call` with `key`'s state (loaded into the cache if needed) and
-    /// a context for its outputs, map states and timers; marks the state dirty.
-    fn with_key<C>(&mut self, key: &K, call: C) -> Result<()>
+    /// a context for its outputs, map states and timers; marks the state
+    /// dirty. `ahead` (starting with `key`, or empty) are the keys to be
+    /// processed next: on a cache miss they are loaded together.
+    fn with_key<C>(&mut self, key: &K, ahead: &[K], call: C) -> Result<()>
     where
         C: FnOnce(
             &mut P,
@@ -386,19 +501,12 @@ where
         ) -> std::result::Result<(), weir_operators::OperatorError>,
     {
         if self.cache.get_mut(key).is_none() {
-            let value = self.load(key)?;
-            if self.cache.grows_on_insert() {
-                // Growing moves every entry: a capture cannot go on across it.
-                self.finish_capture();
+            if ahead.len() > 1 {
+                self.load_batch(ahead)?;
+            } else {
+                let value = self.load(key)?;
+                self.insert_loaded(key.clone(), value);
             }
-            self.cache.insert(
-                key.clone(),
-                Slot {
-                    value,
-                    changed_in: CLEAN,
-                    taken_in: CLEAN,
-                },
-            );
         }
         let Self {
             cache,
@@ -515,6 +623,7 @@ where
         });
         self.epoch = CLEAN + 1;
         self.durable_epoch.store(CLEAN, Ordering::Release);
+        self.evict_passed = 0;
         Ok(())
     }
 
@@ -604,7 +713,15 @@ where
         // would read stale values back.
         self.check_snapshots()?;
         if self.capture.is_some() {
-            return Ok(()); // slot positions must hold still for the capture
+            // Slot positions must hold still for the capture, so nothing is
+            // evicted meanwhile: over capacity, it takes bigger steps.
+            if self.cache.len() <= self.capacity {
+                return Ok(());
+            }
+            self.advance_capture(CAPTURE_SLOTS * 8);
+            if self.capture.is_some() {
+                return Ok(());
+            }
         }
         let idle = self.in_flight.load(Ordering::Acquire) == 0;
         if idle {
@@ -622,8 +739,26 @@ where
         }
         let target = self.capacity - self.capacity / 10;
         let durable = self.durable_epoch.load(Ordering::Acquire);
-        let written = move |s: &Slot<P::State>| s.changed_in == CLEAN && s.taken_in <= durable;
-        self.evict_cursor = self.cache.evict(self.evict_cursor, self.cache.len() - target, written);
+        if durable != self.evict_durable {
+            self.evict_durable = durable;
+            self.evict_passed = 0;
+        }
+        // An entry becomes evictable only when the epoch that took it is
+        // written: after a whole round of the table without one, scan again
+        // only once `durable` moves. Each call passes over a bounded number
+        // of slots, so a batch never pays for a scan of the table.
+        if self.evict_passed < self.cache.slot_count() {
+            let written = move |s: &Slot<P::State>| s.changed_in == CLEAN && s.taken_in <= durable;
+            let (before, excess) = (self.cache.len(), self.cache.len() - target);
+            let (cursor, passed) = self
+                .cache
+                .evict(self.evict_cursor, excess, EVICT_SCAN_SLOTS, EVICT_SPREAD, written);
+            self.evict_cursor = cursor;
+            self.evict_passed = match self.cache.len() < before {
+                true => 0,
+                false => self.evict_passed.saturating_add(passed),
+            };
+        }
         if self.cache.len() <= self.capacity {
             return Ok(());
         }
@@ -653,7 +788,11 @@ where
         });
         self.write_behind.changed = 0;
         self.write_behind.changes = 0;
-        self.evict_cursor = self.cache.evict(self.evict_cursor, self.cache.len() - target, |_| true);
+        let excess = self.cache.len() - target;
+        (self.evict_cursor, _) = self
+            .cache
+            .evict(self.evict_cursor, excess, usize::MAX, EVICT_SPREAD, |_| true);
+        self.evict_passed = 0;
         Ok(())
     }
 }
@@ -681,7 +820,7 @@ where
                 self.cache.prefetch(ahead);
             }
             let key = &keys[i];
-            result = self.with_key(key, |f, state, ctx| f.process(key, state, record, ctx));
+            result = self.with_key(key, &keys[i..], |f, state, ctx| f.process(key, state, record, ctx));
             if result.is_err() {
                 break;
             }
@@ -717,7 +856,7 @@ where
                 self.db
                     .state_error(format!("a timer of `{}` has an undecodable key", self.name))
             })?;
-            self.with_key(&key, |f, state, ctx| {
+            self.with_key(&key, &[], |f, state, ctx| {
                 f.on_timer(&key, state, Timestamp(at), namespace_of(&timer), ctx)
             })?;
         }
@@ -737,7 +876,7 @@ where
                     self.name
                 ))
             })?;
-            self.with_key(&key, |f, state, ctx| {
+            self.with_key(&key, &[], |f, state, ctx| {
                 f.on_processing_timer(&key, state, Timestamp(at), namespace_of(&timer), ctx)
             })?;
         }

@@ -44,6 +44,9 @@ pub struct BenchArgs {
     /// Entries of the write-back cache per keyed task (0: the default).
     #[arg(long, default_value_t = 0)]
     cache_entries: usize,
+    /// MiB of RocksDB's block cache, memtables included (0: the default, 256).
+    #[arg(long, default_value_t = 0)]
+    block_cache_mb: usize,
     /// W2: write the latency plot here (a file.svg, or a directory for one file per run).
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -90,6 +93,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             };
             if args.cache_entries > 0 {
                 config.state_cache_entries = args.cache_entries;
+            }
+            if args.block_cache_mb > 0 {
+                config.state_block_cache_bytes = args.block_cache_mb << 20;
             }
             let row = match w.to_ascii_lowercase().as_str() {
                 "w1" => w1(&args, p, config)?,

@@ -110,11 +110,27 @@ impl<K: Hash + Eq, V> KeyCache<K, V> {
         }
     }
 
+    /// Doubles the table. The old table is given back to the kernel a few
+    /// MiB at a time as its entries move, so memory peaks at the new table
+    /// plus a little, not at both tables.
     fn grow(&mut self) {
-        let old = std::mem::replace(self, Self::with_slots(self.slots.len() * 2));
-        for (k, v) in old.slots.into_iter().flatten() {
-            self.insert(k, v);
+        let mut old = std::mem::take(&mut self.slots);
+        *self = Self::with_slots(old.len() * 2);
+        let chunk = ((4 << 20) / std::mem::size_of::<Option<(K, V)>>().max(1)).max(1);
+        let mut start = 0;
+        while start < old.len() {
+            let end = (start + chunk).min(old.len());
+            for slot in &mut old[start..end] {
+                if let Some((k, v)) = slot.take() {
+                    self.insert(k, v);
+                }
+            }
+            release_pages(&mut old[start..end]);
+            start = end;
         }
+        // SAFETY: every slot was emptied by `take` (nothing left to drop), and
+        // released pages are never read again: only the allocation is freed.
+        unsafe { old.set_len(0) };
     }
 
     /// Whether inserting one more key grows (and rehashes) the table.
@@ -212,6 +228,28 @@ impl<K: Hash + Eq, V> KeyCache<K, V> {
     }
 }
 
+/// Gives the whole pages inside `slots` back to the kernel. The caller
+/// must not read `slots` again (released pages read as zeros, which need
+/// not be a valid `T`), only free the allocation.
+fn release_pages<T>(slots: &mut [T]) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let start = slots.as_mut_ptr() as usize;
+        let end = start + std::mem::size_of_val(slots);
+        let (first, last) = ((start + PAGE - 1) & !(PAGE - 1), end & !(PAGE - 1));
+        if last > first {
+            // SAFETY: the range lies inside `slots`' allocation; MADV_DONTNEED
+            // only drops its pages (the caller never reads them again).
+            unsafe {
+                libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_DONTNEED);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = slots;
+}
+
 /// Asks Linux to back a large table with 2 MiB pages before it is first
 /// touched: a lookup in a table of many MiB otherwise misses the TLB as
 /// well as the cache (a page walk per key on top of the memory access).
@@ -267,7 +305,7 @@ mod tests {
         let slots = cache.slot_count();
         // Everything is evictable, but one per 8 slots passed at most.
         let (cursor, passed) = cache.evict(0, usize::MAX, 4096, 8, |_| true);
-        assert!(passed >= 4096 && passed < 4096 + 8, "passed {passed}");
+        assert!((4096..4096 + 8).contains(&passed), "passed {passed}");
         assert_eq!(cursor, passed % slots);
         let removed = 10_000 - cache.len();
         assert!(removed <= 4096 / 8 + 1 && removed > 0, "removed {removed}");
@@ -275,7 +313,10 @@ mod tests {
         let left = (0..10_000u64).filter(|k| cache.get_mut(k).is_some()).count();
         assert_eq!(left, cache.len());
         // A scan that finds nothing passes its whole budget, no more.
-        assert_eq!(cache.evict(cursor, 5, 1000, 8, |_| false), ((cursor + 1000) % slots, 1000));
+        assert_eq!(
+            cache.evict(cursor, 5, 1000, 8, |_| false),
+            ((cursor + 1000) % slots, 1000)
+        );
     }
 
     #[test]

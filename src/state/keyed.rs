@@ -684,6 +684,7 @@ where
                     let mut batch = WriteBatch::default();
                     let entries = dirty.iter().map(|(k, v)| (k, v.as_ref()));
                     let sorted = encode_values(&db, max_parallelism, dirty.len(), entries, &mut batch)?;
+                    drop(dirty); // encoded: memory back before the SST is written
                     db.write(batch)?;
                     db.ingest(sorted)
                 });
@@ -1004,6 +1005,7 @@ fn write_snapshot<K: StateKey, V: serde::Serialize>(
     }
     let entries = dirty.iter().map(|(k, v)| (k, v.as_ref()));
     let sorted = encode_values(db, max_parallelism, dirty.len(), entries, &mut batch)?;
+    drop(dirty); // encoded: memory back before the SST is written
     db.snapshot(id, batch, sorted).map(SubtaskState::Rocks)
 }
 
@@ -1022,15 +1024,24 @@ fn encode_values<'a, K: StateKey + 'a, V: serde::Serialize + 'a>(
     let ingest = count >= INGEST_AT_LEAST;
     for (key, value) in dirty {
         encode_state_key(key, b"", max_parallelism, &mut key_buf);
-        match (value, ingest) {
-            (Some(v), true) => sorted.put(&key_buf, |out| encode_value(v, out).map_err(|e| db.state_error(e)))?,
+        if let Some(v) = value {
+            value_buf.clear();
+            encode_value(v, &mut value_buf).map_err(|e| db.state_error(e))?;
+        }
+        let added = match (value, ingest) {
+            (Some(_), true) => sorted.put(&key_buf, &value_buf),
             (None, true) => sorted.delete(&key_buf),
-            (Some(v), false) => {
-                value_buf.clear();
-                encode_value(v, &mut value_buf).map_err(|e| db.state_error(e))?;
+            (Some(_), false) => {
                 batch.put(&key_buf, &value_buf);
+                true
             }
-            (None, false) => batch.delete(&key_buf),
+            (None, false) => {
+                batch.delete(&key_buf);
+                true
+            }
+        };
+        if !added {
+            return Err(db.state_error("a state key or value of 4 GiB or more cannot be stored"));
         }
     }
     Ok(sorted)

@@ -39,46 +39,71 @@ pub(crate) struct SortedValues {
     entries: Vec<ValueEntry>,
 }
 
+/// 24 bytes: a snapshot may hold millions of them.
 struct ValueEntry {
-    /// The key's first 16 bytes, big-endian, zero-padded: most comparisons
+    /// The key's first 8 bytes, big-endian, zero-padded: most comparisons
     /// of the sort end here, without a `memcmp` call.
-    prefix: u128,
-    key: std::ops::Range<usize>,
-    /// `None`: a deletion.
-    value: Option<std::ops::Range<usize>>,
+    prefix: u64,
+    /// Where the key starts in the arena; its value follows it.
+    at: usize,
+    key_len: u32,
+    /// `DELETED`: a deletion.
+    value_len: u32,
+}
+
+/// `ValueEntry::value_len` of a deletion.
+const DELETED: u32 = u32::MAX;
+
+impl ValueEntry {
+    fn key<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
+        &arena[self.at..self.at + self.key_len as usize]
+    }
+
+    /// `None` for a deletion.
+    fn value<'a>(&self, arena: &'a [u8]) -> Option<&'a [u8]> {
+        let start = self.at + self.key_len as usize;
+        (self.value_len != DELETED).then(|| &arena[start..start + self.value_len as usize])
+    }
 }
 
 impl SortedValues {
-    fn push_key(&mut self, key: &[u8]) -> (u128, std::ops::Range<usize>) {
-        let start = self.arena.len();
-        self.arena.extend_from_slice(key);
-        let mut head = [0u8; 16];
-        let n = key.len().min(16);
-        head[..n].copy_from_slice(&key[..n]);
-        (u128::from_be_bytes(head), start..self.arena.len())
-    }
-
-    /// Puts `key` with the value `write_value` appends to the arena.
-    pub(crate) fn put(&mut self, key: &[u8], write_value: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<()> {
-        let (prefix, key) = self.push_key(key);
+    /// Adds `key` with `value` (`None`: a deletion); `false` (nothing added)
+    /// when either is 4 GiB or longer.
+    fn push(&mut self, key: &[u8], value: Option<&[u8]>) -> bool {
+        let value_len = match value.map(|v| u32::try_from(v.len())) {
+            None => DELETED,
+            Some(Ok(n)) if n != DELETED => n,
+            Some(_) => return false,
+        };
+        let Ok(key_len) = u32::try_from(key.len()) else {
+            return false;
+        };
         let at = self.arena.len();
-        write_value(&mut self.arena)?;
+        self.arena.extend_from_slice(key);
+        self.arena.extend_from_slice(value.unwrap_or_default());
+        let mut head = [0u8; 8];
+        let n = key.len().min(8);
+        head[..n].copy_from_slice(&key[..n]);
         self.entries.push(ValueEntry {
-            prefix,
-            key,
-            value: Some(at..self.arena.len()),
+            prefix: u64::from_be_bytes(head),
+            at,
+            key_len,
+            value_len,
         });
-        Ok(())
+        true
     }
 
-    /// Deletes `key`.
-    pub(crate) fn delete(&mut self, key: &[u8]) {
-        let (prefix, key) = self.push_key(key);
-        self.entries.push(ValueEntry {
-            prefix,
-            key,
-            value: None,
-        });
+    /// Puts `key` with `value`; `false` (nothing put) when either is 4 GiB
+    /// or longer.
+    #[must_use]
+    pub(crate) fn put(&mut self, key: &[u8], value: &[u8]) -> bool {
+        self.push(key, Some(value))
+    }
+
+    /// Deletes `key`; `false` (nothing done) when it is 4 GiB or longer.
+    #[must_use]
+    pub(crate) fn delete(&mut self, key: &[u8]) -> bool {
+        self.push(key, None)
     }
 }
 
@@ -495,18 +520,16 @@ impl RocksInstance {
         let n = self.ingested.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let arena = &values.arena;
         // Byte order of the keys: by prefix, then (equal prefixes) the whole key.
-        values.entries.sort_unstable_by(|a, b| {
-            a.prefix
-                .cmp(&b.prefix)
-                .then_with(|| arena[a.key.clone()].cmp(&arena[b.key.clone()]))
-        });
+        values
+            .entries
+            .sort_unstable_by(|a, b| a.prefix.cmp(&b.prefix).then_with(|| a.key(arena).cmp(b.key(arena))));
         let path = self.dir.join(format!("ingest-{n}.sst"));
         let mut writer = rocksdb::SstFileWriter::create(&self.options);
         writer.open(&path).map_err(|e| self.state_error(e))?;
         for e in &values.entries {
-            let key = &arena[e.key.clone()];
-            match &e.value {
-                Some(v) => writer.put(key, &arena[v.clone()]),
+            let key = e.key(arena);
+            match e.value(arena) {
+                Some(v) => writer.put(key, v),
                 None => writer.delete(key),
             }
             .map_err(|err| self.state_error(err))?;
@@ -615,7 +638,10 @@ mod tests {
             .into_iter()
             .map(|v| v.map(|v| v.to_vec()))
             .collect();
-        assert_eq!(got, vec![Some(b"a".to_vec()), None, Some(b"c".to_vec()), Some(b"e".to_vec())]);
+        assert_eq!(
+            got,
+            vec![Some(b"a".to_vec()), None, Some(b"c".to_vec()), Some(b"e".to_vec())]
+        );
     }
 
     #[test]

@@ -12,6 +12,11 @@
 //!    transaction together with a *marker* record `n`, and commits. Markers go
 //!    to the marker topic of the (job, sink), `weir-markers.<job>.<sink uid>`,
 //!    partition = subtask: only this subtask's producer ever writes there.
+//!    The transaction runs on the sink's commit thread ([`Committer`], which
+//!    owns the producer), in checkpoint order, while the sink goes on
+//!    reading epoch `n+1`; epoch `n` stays pending (and in every snapshot)
+//!    until its commit is done. Two completed epochs may wait for the
+//!    thread; a third makes the sink wait.
 //! 4. On recovery from checkpoint `m`, the sink first fences its predecessor
 //!    (`init_transactions` aborts a transaction it left open), then reads the
 //!    newest committed marker of its partition (read_committed) and commits
@@ -43,7 +48,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weir_operators::CheckpointId;
 
@@ -175,30 +180,157 @@ struct SinkState {
     pending: BTreeMap<u64, Vec<OutRecord>>,
 }
 
+/// Output of epochs not known to be committed, shared by the sink and its
+/// committer thread (which removes an epoch once committed).
+type Pending = Arc<Mutex<BTreeMap<u64, Arc<Vec<OutRecord>>>>>;
+
 /// [`SinkState`] borrowed, for encoding: the same bytes.
-#[derive(Serialize)]
 struct SinkStateRef<'a> {
-    pending: &'a BTreeMap<u64, Vec<OutRecord>>,
+    pending: &'a BTreeMap<u64, Arc<Vec<OutRecord>>>,
+}
+
+impl Serialize for SinkStateRef<'_> {
+    fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> std::result::Result<Ser::Ok, Ser::Error> {
+        use serde::ser::SerializeStruct;
+        struct Epochs<'a>(&'a BTreeMap<u64, Arc<Vec<OutRecord>>>);
+        impl Serialize for Epochs<'_> {
+            fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> std::result::Result<Ser::Ok, Ser::Error> {
+                s.collect_map(self.0.iter().map(|(epoch, records)| (epoch, &**records)))
+            }
+        }
+        let mut state = s.serialize_struct("SinkState", 1)?;
+        state.serialize_field("pending", &Epochs(self.pending))?;
+        state.end()
+    }
 }
 
 /// A running Kafka sink subtask.
 pub struct KafkaWriter<T, S> {
+    name: String,
+    delivery: Delivery,
+    serializer: S,
+    /// The producer (none, at-least-once), or the thread that owns it
+    /// (exactly-once).
+    out: Writes,
+    /// Records of the current epoch (exactly-once).
+    epoch: Vec<OutRecord>,
+    pending: Pending,
+    /// The newest epoch handed to the committer.
+    handed: u64,
+    key_buf: Vec<u8>,
+    value_buf: Vec<u8>,
+    _t: PhantomData<fn(T)>,
+}
+
+/// Where a sink's records go.
+enum Writes {
+    /// Straight to the producer.
+    Direct(Output),
+    /// In transactions, one per completed checkpoint, on a thread of their own.
+    Transactions(Committer),
+}
+
+/// The producer of a sink subtask and what it needs to write and commit.
+struct Output {
     /// The producer's configuration, to create it again after a fatal error.
     client: ClientConfig,
     brokers: String,
     name: String,
     topic: String,
-    delivery: Delivery,
-    serializer: S,
     producer: BaseProducer<DeliveryReport>,
     marker_topic: String,
     marker_partition: i32,
     marker_key: String,
-    epoch: Vec<OutRecord>,
-    pending: BTreeMap<u64, Vec<OutRecord>>,
-    key_buf: Vec<u8>,
-    value_buf: Vec<u8>,
-    _t: PhantomData<fn(T)>,
+}
+
+/// Commits the output of completed checkpoints in order, on its own thread,
+/// so the sink goes on reading the next epoch's records meanwhile (a
+/// commit produces a whole interval's output and waits for the broker).
+/// At most [`COMMITS_QUEUED`] epochs wait for it: then the sink waits too.
+struct Committer {
+    epochs: Option<crossbeam_channel::Sender<(u64, Arc<Vec<OutRecord>>)>>,
+    /// Why committing failed: the sink fails with it at its next call.
+    failure: Arc<Mutex<Option<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Completed checkpoints whose output may wait for the committer thread.
+const COMMITS_QUEUED: usize = 2;
+
+impl Committer {
+    fn start(mut out: Output, pending: Pending) -> Result<Self> {
+        let (epochs, queue) = crossbeam_channel::bounded::<(u64, Arc<Vec<OutRecord>>)>(COMMITS_QUEUED);
+        let failure = Arc::new(Mutex::new(None));
+        let failed = failure.clone();
+        let name = out.name.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("{name}-commit"))
+            .spawn(move || {
+                for (epoch, records) in queue {
+                    if let Err(e) = out.commit_durably(epoch, &records) {
+                        *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                        return; // the sink fails and restarts from the checkpoint
+                    }
+                    pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&epoch);
+                }
+                // The sink finished: every record acknowledged.
+                if let Err(e) = out
+                    .producer
+                    .flush(CLIENT_TIMEOUT)
+                    .map_err(|e| kafka_error(&out.name, "cannot flush at the end", e))
+                    .and_then(|()| out.check_deliveries())
+                {
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                }
+            })
+            .map_err(|e| WeirError::Connector {
+                connector: name,
+                message: format!("cannot start the commit thread: {e}"),
+            })?;
+        Ok(Committer {
+            epochs: Some(epochs),
+            failure,
+            thread: Some(thread),
+        })
+    }
+
+    /// The commit thread's failure, if any.
+    fn check(&self, name: &str) -> Result<()> {
+        match &*self.failure.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(message) => Err(WeirError::Connector {
+                connector: name.to_string(),
+                message: message.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues `epoch` for committing (waits while [`COMMITS_QUEUED`] wait).
+    fn queue(&self, name: &str, epoch: u64, records: Arc<Vec<OutRecord>>) -> Result<()> {
+        let sent = self.epochs.as_ref().is_some_and(|q| q.send((epoch, records)).is_ok());
+        if !sent {
+            self.check(name)?;
+            return Err(WeirError::Connector {
+                connector: name.to_string(),
+                message: "the commit thread is gone".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits until everything queued is committed.
+    fn finish(&mut self, name: &str) -> Result<()> {
+        self.epochs = None; // the thread ends after the last queued epoch
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                return Err(WeirError::Connector {
+                    connector: name.to_string(),
+                    message: "the commit thread panicked".into(),
+                });
+            }
+        }
+        self.check(name)
+    }
 }
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -234,27 +366,32 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
         let producer: BaseProducer<DeliveryReport> = c
             .create_with_context(DeliveryReport::default())
             .map_err(|e| err("cannot create producer", &e))?;
-        let mut writer = KafkaWriter {
+        let mut out = Output {
             client: c,
             brokers: config.brokers.clone(),
             name: name.clone(),
             topic: config.topic.clone(),
-            delivery: config.delivery,
-            serializer: config.serializer.clone(),
             producer,
             marker_topic: marker_topic(&config.marker_prefix, &ctx.job, &ctx.uid),
             marker_partition: ctx.subtask as i32,
             marker_key: format!("{}/{}/{}", ctx.job, ctx.uid, ctx.subtask),
+        };
+        let writer = |out: Writes| KafkaWriter {
+            name: name.clone(),
+            delivery: config.delivery,
+            serializer: config.serializer.clone(),
+            out,
             epoch: Vec::new(),
-            pending: BTreeMap::new(),
+            pending: Pending::default(),
+            handed: 0,
             key_buf: Vec::new(),
             value_buf: Vec::new(),
             _t: PhantomData,
         };
         if config.delivery != Delivery::ExactlyOnce {
-            return Ok(writer);
+            return Ok(writer(Writes::Direct(out)));
         }
-        if let Err(e) = writer.producer.init_transactions(CLIENT_TIMEOUT) {
+        if let Err(e) = out.producer.init_transactions(CLIENT_TIMEOUT) {
             let invalid_timeout =
                 matches!(&e, KafkaError::Transaction(t) if t.code() == RDKafkaErrorCode::InvalidTransactionTimeout);
             return Err(if invalid_timeout {
@@ -270,14 +407,14 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
                 err("cannot initialize transactions", &e)
             });
         }
-        let topic = writer.marker_topic.clone();
+        let topic = out.marker_topic.clone();
         ensure_topic(&config.brokers, &topic, ctx.parallelism)
             .map_err(|e| err(&format!("marker topic `{topic}`"), &e))?;
         if let Some(bytes) = &ctx.restored {
             let state: SinkState =
                 postcard::from_bytes(bytes).map_err(|e| err("restored sink state is damaged", &e))?;
             if !state.pending.is_empty() {
-                let committed = writer.committed_epoch()?;
+                let committed = out.committed_epoch()?;
                 for (epoch, records) in state.pending {
                     if committed.is_some_and(|c| epoch <= c) {
                         continue; // committed before the crash
@@ -286,13 +423,18 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
                         "{name}: committing the output of checkpoint {epoch} again ({} records)",
                         records.len()
                     );
-                    writer.commit_durably(epoch, &records)?;
+                    out.commit_durably(epoch, &records)?;
                 }
             }
         }
-        Ok(writer)
+        let pending = Pending::default();
+        let mut w = writer(Writes::Transactions(Committer::start(out, pending.clone())?));
+        w.pending = pending;
+        Ok(w)
     }
+}
 
+impl Output {
     /// The newest epoch whose marker is committed.
     fn committed_epoch(&self) -> Result<Option<u64>> {
         last_committed_epoch(
@@ -431,40 +573,42 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
                     message: format!("cannot serialize a record: {e}"),
                 })?;
             let key = (!self.key_buf.is_empty()).then(|| self.key_buf.clone());
-            if self.delivery == Delivery::ExactlyOnce {
-                self.epoch.push(OutRecord {
+            match &self.out {
+                Writes::Transactions(_) => self.epoch.push(OutRecord {
                     key,
                     value: self.value_buf.clone(),
                     partition,
-                });
-            } else {
-                self.send(&self.topic, key.as_deref(), &self.value_buf, partition)?;
+                }),
+                Writes::Direct(out) => out.send(&out.topic, key.as_deref(), &self.value_buf, partition)?,
             }
         }
-        if self.delivery != Delivery::ExactlyOnce {
-            self.producer.poll(Duration::ZERO);
+        if let Writes::Direct(out) = &self.out {
+            out.producer.poll(Duration::ZERO);
         }
         Ok(())
     }
 
     fn snapshot(&mut self, id: CheckpointId) -> Result<Vec<u8>> {
-        match self.delivery {
-            Delivery::None => Ok(Vec::new()),
-            Delivery::AtLeastOnce => {
-                self.producer
+        match &self.out {
+            Writes::Direct(_) if self.delivery == Delivery::None => Ok(Vec::new()),
+            Writes::Direct(out) => {
+                out.producer
                     .flush(CLIENT_TIMEOUT)
                     .map_err(|e| kafka_error(&self.name, "cannot flush before the checkpoint", e))?;
-                self.check_deliveries()?;
+                out.check_deliveries()?;
                 Ok(Vec::new())
             }
-            Delivery::ExactlyOnce => {
+            Writes::Transactions(committer) => {
+                committer.check(&self.name)?;
                 let epoch = std::mem::take(&mut self.epoch);
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
                 if !epoch.is_empty() {
-                    self.pending.insert(id.0, epoch);
+                    pending.insert(id.0, Arc::new(epoch));
                 }
-                // Encoded from a borrow: a deep copy of a second's output
-                // (a vector per record) held the barrier up.
-                let state = SinkStateRef { pending: &self.pending };
+                // Every epoch not known to be committed, also those the
+                // committer is writing now; encoded from a borrow (a deep
+                // copy of a second's output held the barrier up).
+                let state = SinkStateRef { pending: &pending };
                 postcard::to_stdvec(&state).map_err(|e| WeirError::Connector {
                     connector: self.name.clone(),
                     message: format!("cannot encode sink state: {e}"),
@@ -474,32 +618,40 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
     }
 
     fn commit(&mut self, id: CheckpointId) -> Result<()> {
-        if self.delivery != Delivery::ExactlyOnce {
+        let Writes::Transactions(committer) = &self.out else {
             return Ok(());
+        };
+        committer.check(&self.name)?;
+        if id.0 <= self.handed {
+            return Ok(()); // handed over already
         }
-        let ready: Vec<u64> = self.pending.range(..=id.0).map(|(e, _)| *e).collect();
-        for epoch in ready {
-            // Taken out (not copied) while committed; put back if that fails.
-            if let Some(records) = self.pending.remove(&epoch) {
-                if let Err(e) = self.commit_durably(epoch, &records) {
-                    self.pending.insert(epoch, records);
-                    return Err(e);
-                }
-            }
+        let ready: Vec<(u64, Arc<Vec<OutRecord>>)> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .range(self.handed + 1..=id.0)
+            .map(|(epoch, records)| (*epoch, records.clone()))
+            .collect();
+        for (epoch, records) in ready {
+            committer.queue(&self.name, epoch, records)?;
+            self.handed = epoch;
         }
         Ok(())
     }
 
     fn finish(&mut self) -> Result<()> {
-        self.producer
-            .flush(CLIENT_TIMEOUT)
-            .map_err(|e| kafka_error(&self.name, "cannot flush at the end", e))?;
-        self.check_deliveries()
+        match &mut self.out {
+            Writes::Direct(out) => {
+                out.producer
+                    .flush(CLIENT_TIMEOUT)
+                    .map_err(|e| kafka_error(&self.name, "cannot flush at the end", e))?;
+                out.check_deliveries()
+            }
+            Writes::Transactions(committer) => committer.finish(&self.name),
+        }
     }
 }
 
-/// Creates `topic` with `partitions` partitions unless it exists; an existing
-/// one must have at least that many.
 fn ensure_topic(brokers: &str, topic: &str, partitions: usize) -> std::result::Result<(), String> {
     // An existing topic needs no admin request (and no runtime).
     if partitions_of(brokers, topic)? == 0 {
@@ -638,7 +790,9 @@ mod tests {
             (3, vec![record(b"a", None, None), record(b"b", Some(b"k"), Some(2))]),
             (5, vec![record(b"", None, Some(0))]),
         ]);
-        let bytes = postcard::to_stdvec(&SinkStateRef { pending: &pending }).unwrap();
+        let shared: BTreeMap<u64, Arc<Vec<OutRecord>>> =
+            pending.iter().map(|(e, r)| (*e, Arc::new(r.clone()))).collect();
+        let bytes = postcard::to_stdvec(&SinkStateRef { pending: &shared }).unwrap();
         let state: SinkState = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(state.pending, pending);
     }

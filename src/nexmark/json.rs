@@ -117,7 +117,8 @@ impl<'a> Parser<'a> {
     fn plain_key(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let rest = &self.bytes[self.at..];
-        let end = memchr::memchr2(b'"', b'\\', rest)?;
+        // Keys are a few bytes: a plain loop beats setting up a SIMD search.
+        let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
         if rest[end] != b'"' {
             return None;
         }
@@ -190,15 +191,33 @@ impl<'a> Parser<'a> {
         Some(value)
     }
 
+    /// Passes over a string value, checking its escapes as [`Parser::string`]
+    /// does but building nothing.
+    fn skip_string(&mut self) -> Option<()> {
+        self.eat(b'"')?;
+        let rest = &self.bytes[self.at..];
+        let mut i = 0;
+        loop {
+            i += memchr::memchr2(b'"', b'\\', &rest[i..])?;
+            if rest[i] == b'"' {
+                self.at += i + 1;
+                return Some(());
+            }
+            match rest.get(i + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                _ => return None,
+            }
+        }
+    }
+
     /// The text field `bit`: owned if kept, else checked and left empty
     /// (an empty `String` allocates nothing).
     fn text(&mut self, bit: u32) -> Option<Option<String>> {
-        let value = self.string()?;
-        Some(Some(if self.keep & bit != 0 {
-            value.into_owned()
-        } else {
-            String::new()
-        }))
+        if self.keep & bit == 0 {
+            self.skip_string()?;
+            return Some(Some(String::new()));
+        }
+        Some(Some(self.string()?.into_owned()))
     }
 
     /// Reads the value of `key` into `raw`; returns the key's bit, `None`

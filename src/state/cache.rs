@@ -114,7 +114,9 @@ impl<K: Hash + Eq, V> KeyCache<K, V> {
     /// MiB at a time as its entries move, so memory peaks at the new table
     /// plus a little, not at both tables.
     fn grow(&mut self) {
-        let mut old = std::mem::take(&mut self.slots);
+        // Never dropped as a vector: released pages read as zeros, which
+        // need not be valid entries (a panic in `hash` or `eq` leaks it).
+        let mut old = std::mem::ManuallyDrop::new(std::mem::take(&mut self.slots));
         *self = Self::with_slots(old.len() * 2);
         let chunk = ((4 << 20) / std::mem::size_of::<Option<(K, V)>>().max(1)).max(1);
         let mut start = 0;
@@ -130,7 +132,10 @@ impl<K: Hash + Eq, V> KeyCache<K, V> {
         }
         // SAFETY: every slot was emptied by `take` (nothing left to drop), and
         // released pages are never read again: only the allocation is freed.
-        unsafe { old.set_len(0) };
+        unsafe {
+            old.set_len(0);
+            std::mem::ManuallyDrop::drop(&mut old);
+        }
     }
 
     /// Whether inserting one more key grows (and rehashes) the table.

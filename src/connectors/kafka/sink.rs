@@ -48,6 +48,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weir_operators::CheckpointId;
@@ -251,7 +252,22 @@ struct Committer {
     epochs: Option<crossbeam_channel::Sender<(u64, Arc<Vec<OutRecord>>)>>,
     /// Why committing failed: the sink fails with it at its next call.
     failure: Arc<Mutex<Option<String>>>,
+    /// Set when the sink is dropped without finishing (cancelled, or another
+    /// task failed): the thread starts no further epoch and ends, so it never
+    /// races the producer of the next run (which fences it) over the same
+    /// epochs; those stay pending in the checkpoint.
+    stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.epochs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join(); // the epoch in flight ends first
+        }
+    }
 }
 
 /// Completed checkpoints whose output may wait for the committer thread.
@@ -262,16 +278,24 @@ impl Committer {
         let (epochs, queue) = crossbeam_channel::bounded::<(u64, Arc<Vec<OutRecord>>)>(COMMITS_QUEUED);
         let failure = Arc::new(Mutex::new(None));
         let failed = failure.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
         let name = out.name.clone();
         let thread = std::thread::Builder::new()
             .name(format!("{name}-commit"))
             .spawn(move || {
                 for (epoch, records) in queue {
-                    if let Err(e) = out.commit_durably(epoch, &records) {
+                    if stopped.load(Ordering::Acquire) {
+                        return;
+                    }
+                    if let Err(e) = out.commit_durably(epoch, &records, &stopped) {
                         *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                         return; // the sink fails and restarts from the checkpoint
                     }
                     pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&epoch);
+                }
+                if stopped.load(Ordering::Acquire) {
+                    return;
                 }
                 // The sink finished: every record acknowledged.
                 if let Err(e) = out
@@ -290,6 +314,7 @@ impl Committer {
         Ok(Committer {
             epochs: Some(epochs),
             failure,
+            stop,
             thread: Some(thread),
         })
     }
@@ -423,7 +448,7 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
                         "{name}: committing the output of checkpoint {epoch} again ({} records)",
                         records.len()
                     );
-                    out.commit_durably(epoch, &records)?;
+                    out.commit_durably(epoch, &records, &AtomicBool::new(false))?;
                 }
             }
         }
@@ -456,13 +481,18 @@ impl Output {
     /// the producer is created again (`init_transactions` aborts what the old
     /// one left open) and the marker decides whether the failed attempt had in
     /// fact committed, so that nothing is written twice.
-    fn commit_durably(&mut self, epoch: u64, records: &[OutRecord]) -> Result<()> {
+    /// Gives up between attempts once `stop` is set (the sink is gone; the
+    /// epoch stays pending in its checkpoint for the next run).
+    fn commit_durably(&mut self, epoch: u64, records: &[OutRecord], stop: &AtomicBool) -> Result<()> {
         const ATTEMPTS: u32 = 6;
         let mut last_error = match self.commit_epoch(epoch, records) {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
         for attempt in 1..ATTEMPTS {
+            if stop.load(Ordering::Acquire) {
+                break;
+            }
             tracing::warn!(
                 "{}: {last_error}; retrying (attempt {attempt} of {})",
                 self.name,

@@ -222,8 +222,9 @@ type Captured<K, V> = Vec<(K, Option<V>)>;
 const CAPTURE_SLOTS: usize = 8192;
 
 /// Cache slots an eviction passes over at most per batch (tens of
-/// microseconds): the table may hold few evictable entries, and a batch
-/// must not pay for a scan of all of it.
+/// microseconds; more for batches of over 1024 records, two evictions'
+/// worth per record): the table may hold few evictable entries, and a
+/// batch must not pay for a scan of all of it.
 const EVICT_SCAN_SLOTS: usize = 16384;
 
 /// An eviction takes at most one entry per this many slots it passes, so
@@ -708,8 +709,9 @@ where
     /// time from a moving cursor. When too few are (most entries changed
     /// since the last write), it writes the changed entries back itself
     /// first: at once when no snapshot is in flight, else when 25 % over,
-    /// after waiting for the state work in flight.
-    fn evict_if_full(&mut self) -> Result<()> {
+    /// after waiting for the state work in flight. `batch_len` records
+    /// came in since the last call (each may have added an entry).
+    fn evict_if_full(&mut self, batch_len: usize) -> Result<()> {
         // A failed snapshot's entries are not in RocksDB: evicting them
         // would read stale values back.
         self.check_snapshots()?;
@@ -751,9 +753,9 @@ where
         if self.evict_passed < self.cache.slot_count() {
             let written = move |s: &Slot<P::State>| s.changed_in == CLEAN && s.taken_in <= durable;
             let (before, excess) = (self.cache.len(), self.cache.len() - target);
-            let (cursor, passed) = self
-                .cache
-                .evict(self.evict_cursor, excess, EVICT_SCAN_SLOTS, EVICT_SPREAD, written);
+            // Room to evict at least two entries per record of the batch.
+            let scan = EVICT_SCAN_SLOTS.max(batch_len.saturating_mul(2 * EVICT_SPREAD));
+            let (cursor, passed) = self.cache.evict(self.evict_cursor, excess, scan, EVICT_SPREAD, written);
             self.evict_cursor = cursor;
             self.evict_passed = match self.cache.len() < before {
                 true => 0,
@@ -826,6 +828,7 @@ where
                 break;
             }
         }
+        let batch_len = keys.len();
         keys.clear();
         self.batch_keys = keys;
         result?;
@@ -834,7 +837,7 @@ where
             self.next.records(&mut self.out)?;
         }
         self.maybe_write_behind()?;
-        self.evict_if_full()
+        self.evict_if_full(batch_len)
     }
 
     fn watermark(&mut self, watermark: Timestamp) -> Result<()> {

@@ -417,13 +417,20 @@ where
 
     fn load(&mut self, key: &K) -> Result<Option<P::State>> {
         encode_state_key(key, b"", self.max_parallelism, &mut self.key_buf);
-        match self.db.get(&self.key_buf)? {
-            None => Ok(None),
-            Some(bytes) => decode_value(&bytes).map(Some).map_err(|e| {
-                self.db
-                    .state_error(format!("cannot decode state of operator `{}`: {e}", self.name))
-            }),
-        }
+        let bytes = self.db.get(&self.key_buf)?;
+        self.decode_state(bytes.as_deref())
+    }
+
+    /// The state stored as `bytes` (`None`: no state).
+    fn decode_state(&self, bytes: Option<&[u8]>) -> Result<Option<P::State>> {
+        bytes
+            .map(|bytes| {
+                decode_value(bytes).map_err(|e| {
+                    self.db
+                        .state_error(format!("cannot decode state of operator `{}`: {e}", self.name))
+                })
+            })
+            .transpose()
     }
 
     /// Puts a value just read from RocksDB into the cache.
@@ -472,16 +479,12 @@ where
         order.sort_unstable_by(|&a, &b| arena[spans[a].clone()].cmp(&arena[spans[b].clone()]));
         order.dedup_by(|a, b| arena[spans[*a].clone()] == arena[spans[*b].clone()]);
         let found = self.db.multi_get(order.iter().map(|&i| &arena[spans[i].clone()]))?;
-        let mut decoded = Vec::with_capacity(found.len());
-        for bytes in found {
-            decoded.push(match bytes {
-                None => None,
-                Some(bytes) => Some(decode_value(&bytes).map_err(|e| {
-                    self.db
-                        .state_error(format!("cannot decode state of operator `{}`: {e}", self.name))
-                })?),
-            });
-        }
+        // Decoded first: the pinned values borrow the instance the inserts change.
+        let decoded = found
+            .iter()
+            .map(|bytes| self.decode_state(bytes.as_deref()))
+            .collect::<Result<Vec<_>>>()?;
+        drop(found);
         for (&i, value) in order.iter().zip(decoded) {
             self.insert_loaded(missing[i].clone(), value);
         }

@@ -6,14 +6,23 @@
 //! seeks there. With [`LineSource::event_time`], the source emits watermarks:
 //! newest event time − out-of-orderness − 1 (the newest time is part of the
 //! position, so the watermark does not go back after a restore).
+//!
+//! The file is cut into chunks of whole lines ([`CHUNK_BYTES`]) that are
+//! parsed one at a time and handed on in file order. With
+//! [`LineSource::parse_threads`], helper threads parse the chunks ahead of the
+//! subtask (which parses too while it waits): parsing is most of a JSON job's
+//! work, and this puts a spare core on it without changing the order of the
+//! records, the positions or the errors.
 
 use super::{ConnectorContext, Source, SourcePoll};
 use crate::error::{Result, WeirError};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 use weir_operators::Timestamp;
 
 /// Parses one line (without its newline); an `Err` fails the job naming the file and line.
@@ -22,12 +31,17 @@ pub type LineParser<T> = fn(&[u8]) -> std::result::Result<T, String>;
 /// A record's event time and the bound on disorder in ms.
 type EventTime<T> = (fn(&T) -> i64, i64);
 
+/// Bytes of the file parsed as one unit (whole lines; longer when one line is).
+/// Small enough that a chunk's records usually fit one batch of the runtime.
+pub const CHUNK_BYTES: usize = 128 << 10;
+
 /// A line-file source, described; [`LineSource::factory`] makes it a source.
 #[derive(Debug, Clone)]
 pub struct LineSource<T> {
     path: PathBuf,
     parse: LineParser<T>,
     event_time: Option<EventTime<T>>,
+    parse_threads: usize,
     records: Arc<AtomicU64>,
 }
 
@@ -38,6 +52,7 @@ impl<T: Send + 'static> LineSource<T> {
             path: path.into(),
             parse,
             event_time: None,
+            parse_threads: 0,
             records: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -45,6 +60,14 @@ impl<T: Send + 'static> LineSource<T> {
     /// Event time of a record and the bound on disorder: enables watermarks.
     pub fn event_time(mut self, of: fn(&T) -> i64, out_of_orderness_ms: i64) -> Self {
         self.event_time = Some((of, out_of_orderness_ms));
+        self
+    }
+
+    /// Helper threads per subtask that parse chunks ahead of it (default 0:
+    /// the subtask parses alone). Worth it when cores are spare, e.g. one at
+    /// parallelism 1 on two cores; records come out in the same order.
+    pub fn parse_threads(mut self, threads: usize) -> Self {
+        self.parse_threads = threads;
         self
     }
 
@@ -59,35 +82,286 @@ impl<T: Send + 'static> LineSource<T> {
     }
 }
 
+fn source_error(name: &str, path: &Path, message: String) -> WeirError {
+    WeirError::Connector {
+        connector: name.to_string(),
+        message: format!("{}: {message}", path.display()),
+    }
+}
+
+/// Cuts the file into chunks of whole lines.
+struct LineCutter {
+    file: File,
+    /// The start of a line whose end was not read yet.
+    carry: Vec<u8>,
+    /// Byte offset of the next chunk (of `carry[0]`).
+    offset: u64,
+    at_eof: bool,
+}
+
+impl LineCutter {
+    /// The next chunk into `buf` (cleared first) and its byte offset; `None`
+    /// at the end of the file. A chunk ends with a newline unless it is the
+    /// last line of a file without one.
+    fn cut(&mut self, buf: &mut Vec<u8>) -> std::io::Result<Option<u64>> {
+        buf.clear();
+        buf.append(&mut self.carry);
+        while !self.at_eof {
+            let filled = buf.len();
+            let want = (filled + CHUNK_BYTES).max(CHUNK_BYTES);
+            buf.resize(want, 0);
+            let n = loop {
+                match self.file.read(&mut buf[filled..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        buf.truncate(filled);
+                        return Err(e);
+                    }
+                }
+            };
+            buf.truncate(filled + n);
+            self.at_eof = n == 0;
+            // Keep a partial last line for the next chunk; read on while not one line is whole.
+            if let Some(i) = memchr::memrchr(b'\n', &buf[filled..]) {
+                self.carry.extend_from_slice(&buf[filled + i + 1..]);
+                buf.truncate(filled + i + 1);
+                break;
+            }
+        }
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let offset = self.offset;
+        self.offset += buf.len() as u64;
+        Ok(Some(offset))
+    }
+}
+
+/// The records of one chunk, parsed.
+struct Parsed<T> {
+    records: Vec<T>,
+    /// Per record: the byte offset after its line and the lines of the chunk up to and including it.
+    ends: Vec<(u64, u64)>,
+    /// The byte offset after the chunk and its number of lines.
+    end: u64,
+    lines: u64,
+    /// A line that failed to parse (lines into the chunk, message): the
+    /// records before it are delivered, then the job fails.
+    error: Option<(u64, String)>,
+    /// The file could not be read here: the job fails after the records before.
+    read_error: Option<String>,
+}
+
+/// A chunk cut from the file, to parse.
+struct Cut {
+    seq: u64,
+    offset: u64,
+    /// Absolute number of its first line, known only when subtasks split lines (parallelism > 1).
+    first_line: Option<u64>,
+    bytes: Vec<u8>,
+}
+
+/// What the subtask and its parse helpers share.
+struct Pipeline<T> {
+    cutter: LineCutter,
+    /// Sequence number of the next chunk to cut, and of the next to hand on.
+    next_cut: u64,
+    next_deliver: u64,
+    /// Parsed chunks `next_deliver..`, `None` while one is being parsed.
+    parsed: VecDeque<Option<Parsed<T>>>,
+    /// Absolute line number at the cutter (only counted when parallelism > 1).
+    cut_line: u64,
+    /// No more chunks: the end of the file or a read error was cut.
+    cut_all: bool,
+    stop: bool,
+    spare_bytes: Vec<Vec<u8>>,
+    spare_records: Vec<Vec<T>>,
+}
+
+struct Shared<T> {
+    state: Mutex<Pipeline<T>>,
+    /// A chunk was parsed, or one was handed on (room to cut), or stop.
+    changed: Condvar,
+    parse: LineParser<T>,
+    subtask: u64,
+    parallelism: u64,
+    /// Chunks cut and not yet handed on, at most.
+    ahead: u64,
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, Pipeline<T>> {
+        // A panic while holding the lock cannot leave the pipeline half-changed
+        // in a way that matters more than the failure it reports.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Cuts the next chunk, under the lock; `None` when there is none now
+    /// (all cut, stopping, or `ahead` chunks waiting).
+    fn cut(&self, p: &mut Pipeline<T>) -> Option<Cut> {
+        if p.cut_all || p.stop || p.next_cut - p.next_deliver >= self.ahead {
+            return None;
+        }
+        let mut bytes = p.spare_bytes.pop().unwrap_or_default();
+        let seq = p.next_cut;
+        let cut = match p.cutter.cut(&mut bytes) {
+            Ok(Some(offset)) => {
+                let first_line = (self.parallelism > 1).then(|| {
+                    let first = p.cut_line;
+                    p.cut_line += memchr::memchr_iter(b'\n', &bytes).count() as u64;
+                    first
+                });
+                Cut {
+                    seq,
+                    offset,
+                    first_line,
+                    bytes,
+                }
+            }
+            Ok(None) => {
+                p.cut_all = true;
+                return None;
+            }
+            Err(e) => {
+                // Handed on in order like a chunk: the records before it come first.
+                p.cut_all = true;
+                p.next_cut += 1;
+                p.parsed.push_back(Some(Parsed {
+                    records: Vec::new(),
+                    ends: Vec::new(),
+                    end: p.cutter.offset,
+                    lines: 0,
+                    error: None,
+                    read_error: Some(format!("read error at byte {}: {e}", p.cutter.offset)),
+                }));
+                return None;
+            }
+        };
+        p.next_cut += 1;
+        p.parsed.push_back(None);
+        Some(cut)
+    }
+
+    /// Parses a cut chunk (without the lock) and files the result.
+    fn parse_and_file(&self, cut: Cut, records: Vec<T>) {
+        let parse = self.parse;
+        let (subtask, parallelism) = (self.subtask, self.parallelism);
+        let bytes = &cut.bytes;
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            parse_chunk(bytes, cut.offset, cut.first_line, subtask, parallelism, parse, records)
+        }))
+        .unwrap_or_else(|p| Parsed {
+            records: Vec::new(),
+            ends: Vec::new(),
+            end: cut.offset,
+            lines: 0,
+            error: Some((
+                0,
+                format!("the parser panicked: {}", crate::runtime::task::panic_message(&p)),
+            )),
+            read_error: None,
+        });
+        let mut p = self.lock();
+        let slot = (cut.seq - p.next_deliver) as usize;
+        if let Some(s) = p.parsed.get_mut(slot) {
+            *s = Some(parsed);
+        }
+        p.spare_bytes.push(cut.bytes);
+        drop(p);
+        self.changed.notify_all();
+    }
+
+    /// A helper thread: parse chunks until all are cut or the reader stops.
+    fn help(&self) {
+        let mut p = self.lock();
+        loop {
+            if p.stop || p.cut_all {
+                return;
+            }
+            match self.cut(&mut p) {
+                Some(cut) => {
+                    let records = p.spare_records.pop().unwrap_or_default();
+                    drop(p);
+                    self.parse_and_file(cut, records);
+                    p = self.lock();
+                }
+                None => {
+                    p = self.changed.wait(p).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        }
+    }
+}
+
+/// Parses the lines of `bytes` (starting at byte `offset` of the file) that
+/// belong to `subtask`, appending to `records`.
+fn parse_chunk<T>(
+    bytes: &[u8],
+    offset: u64,
+    first_line: Option<u64>,
+    subtask: u64,
+    parallelism: u64,
+    parse: LineParser<T>,
+    mut records: Vec<T>,
+) -> Parsed<T> {
+    records.clear();
+    let mut ends = Vec::with_capacity(records.capacity());
+    let (mut at, mut lines, mut error) = (0usize, 0u64, None);
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        let (len, step) = match memchr::memchr(b'\n', rest) {
+            Some(i) => (i, i + 1),
+            None => (rest.len(), rest.len()), // the last line of a file without a final newline
+        };
+        let text = rest[..len].trim_ascii();
+        at += step;
+        lines += 1;
+        let mine = first_line.is_none_or(|first| (first + lines - 1) % parallelism == subtask);
+        if !mine || text.is_empty() {
+            continue;
+        }
+        match parse(text) {
+            Ok(r) => {
+                records.push(r);
+                ends.push((offset + at as u64, lines));
+            }
+            Err(e) => {
+                error = Some((lines - 1, e));
+                break;
+            }
+        }
+    }
+    Parsed {
+        records,
+        ends,
+        end: offset + at as u64,
+        lines,
+        error,
+        read_error: None,
+    }
+}
+
 /// A running line-file source subtask.
 pub struct LineReader<T> {
     name: String,
     path: PathBuf,
-    file: File,
-    /// Bytes read from the file; `start..end` not yet consumed.
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    at_eof: bool,
-    parse: LineParser<T>,
+    shared: Arc<Shared<T>>,
+    helpers: Vec<std::thread::JoinHandle<()>>,
+    /// The chunk being handed on: its records from `taken` on are not yet.
+    current: Option<Parsed<T>>,
+    taken: usize,
     event_time: Option<EventTime<T>>,
-    subtask: u64,
-    parallelism: u64,
-    /// Byte offset and number of the next line.
+    /// Line number at the start of the current chunk.
+    base_line: u64,
+    /// Byte offset and number of the next line after the records handed on.
     offset: u64,
     line: u64,
     newest: Option<i64>,
     records: Arc<AtomicU64>,
 }
 
-impl<T> LineReader<T> {
-    fn error(name: &str, path: &Path, message: String) -> WeirError {
-        WeirError::Connector {
-            connector: name.to_string(),
-            message: format!("{}: {message}", path.display()),
-        }
-    }
-
+impl<T: Send + 'static> LineReader<T> {
     /// Opens subtask `ctx.subtask`, at the restored position if any.
     ///
     /// # Errors
@@ -95,7 +369,7 @@ impl<T> LineReader<T> {
     pub fn open(source: &LineSource<T>, ctx: &ConnectorContext) -> Result<Self> {
         let name = format!("{}[{}]", ctx.uid, ctx.subtask);
         let mut file =
-            File::open(&source.path).map_err(|e| Self::error(&name, &source.path, format!("cannot open: {e}")))?;
+            File::open(&source.path).map_err(|e| source_error(&name, &source.path, format!("cannot open: {e}")))?;
         // Position: byte offset, line number, and (when event time is on) the newest event time.
         let word = |b: &[u8], i: usize| b.get(i..i + 8).and_then(|w| w.try_into().ok()).map(u64::from_be_bytes);
         let (offset, line, newest) = match &ctx.restored {
@@ -106,7 +380,7 @@ impl<T> LineReader<T> {
                 word(b, 16).map(|t| t as i64),
             ),
             Some(b) => {
-                return Err(Self::error(
+                return Err(source_error(
                     &name,
                     &source.path,
                     format!("restored position has {} bytes, expected 16 or 24", b.len()),
@@ -114,105 +388,195 @@ impl<T> LineReader<T> {
             }
         };
         file.seek(SeekFrom::Start(offset))
-            .map_err(|e| Self::error(&name, &source.path, format!("cannot seek to byte {offset}: {e}")))?;
-        Ok(LineReader {
-            name,
-            path: source.path.clone(),
-            file,
-            buf: vec![0; READ_CHUNK],
-            start: 0,
-            end: 0,
-            at_eof: false,
+            .map_err(|e| source_error(&name, &source.path, format!("cannot seek to byte {offset}: {e}")))?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(Pipeline {
+                cutter: LineCutter {
+                    file,
+                    carry: Vec::new(),
+                    offset,
+                    at_eof: false,
+                },
+                next_cut: 0,
+                next_deliver: 0,
+                parsed: VecDeque::new(),
+                cut_line: line,
+                cut_all: false,
+                stop: false,
+                spare_bytes: Vec::new(),
+                spare_records: Vec::new(),
+            }),
+            changed: Condvar::new(),
             parse: source.parse,
-            event_time: source.event_time,
             subtask: ctx.subtask as u64,
             parallelism: ctx.parallelism.max(1) as u64,
+            // Enough for every thread to parse one while the next waits to be handed on.
+            ahead: 2 * (source.parse_threads as u64 + 1),
+        });
+        let mut reader = LineReader {
+            name: name.clone(),
+            path: source.path.clone(),
+            shared: shared.clone(),
+            helpers: Vec::new(),
+            current: None,
+            taken: 0,
+            event_time: source.event_time,
+            base_line: line,
             offset,
             line,
             newest,
             records: source.records.clone(),
-        })
+        };
+        for i in 0..source.parse_threads {
+            let shared = shared.clone();
+            let helper = std::thread::Builder::new()
+                .name(format!("{name}-parse-{i}"))
+                .spawn(move || shared.help())
+                .map_err(|e| source_error(&name, &source.path, format!("cannot start a parse thread: {e}")))?;
+            reader.helpers.push(helper);
+        }
+        Ok(reader)
     }
-}
 
-impl<T> LineReader<T> {
-    /// The next line (without its `\n`) as a range of `buf`, reading more of
-    /// the file as needed; `None` at the end of the file. Lines are cut in
-    /// place: no copy of each line out of the read buffer.
-    fn next_line(&mut self) -> Result<Option<std::ops::Range<usize>>> {
+    /// The next parsed chunk in file order. Parses one itself while the next
+    /// is not ready; waits a little for a helper's when no more may be cut.
+    fn next_chunk(&mut self) -> Next<T> {
+        let shared = &*self.shared;
+        let mut p = shared.lock();
         loop {
-            let (start, end) = (self.start, self.end);
-            if let Some(i) = memchr::memchr(b'\n', &self.buf[start..end]) {
-                self.start = start + i + 1;
-                return Ok(Some(start..start + i));
+            if let Some(Some(_)) = p.parsed.front() {
+                let Some(Some(chunk)) = p.parsed.pop_front() else {
+                    return Next::NotYet;
+                };
+                p.next_deliver += 1;
+                drop(p);
+                shared.changed.notify_all(); // room to cut one more
+                return Next::Chunk(chunk);
             }
-            if self.at_eof {
-                if start == end {
-                    return Ok(None);
+            if p.parsed.is_empty() && p.cut_all {
+                return Next::End;
+            }
+            match shared.cut(&mut p) {
+                Some(cut) => {
+                    let records = p.spare_records.pop().unwrap_or_default();
+                    drop(p);
+                    shared.parse_and_file(cut, records);
+                    p = shared.lock();
                 }
-                self.start = end; // a last line without a newline
-                return Ok(Some(start..end));
-            }
-            // Keep the partial line, then fill the rest (grow for a long line).
-            self.buf.copy_within(start..end, 0);
-            self.end -= start;
-            self.start = 0;
-            if self.end == self.buf.len() {
-                self.buf.resize(self.buf.len() * 2, 0);
-            }
-            let n = loop {
-                match self.file.read(&mut self.buf[self.end..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        return Err(Self::error(
-                            &self.name,
-                            &self.path,
-                            format!("read error at byte {}: {e}", self.offset),
-                        ))
+                None if p.parsed.front().is_some_and(Option::is_none) => {
+                    // A helper parses the next chunk and no more may be cut: wait for it.
+                    let (guard, timeout) = shared
+                        .changed
+                        .wait_timeout(p, HELPER_WAIT)
+                        .unwrap_or_else(|e| e.into_inner());
+                    if timeout.timed_out() {
+                        return Next::NotYet;
                     }
+                    p = guard;
                 }
-            };
-            self.end += n;
-            self.at_eof = n == 0;
+                None => {}
+            }
+        }
+    }
+
+    /// Hands back a spent record buffer for the parsers to reuse.
+    fn recycle(&self, mut records: Vec<T>) {
+        if records.capacity() > 0 {
+            records.clear();
+            let mut p = self.shared.lock();
+            if p.spare_records.len() < p.parsed.len() + 2 {
+                p.spare_records.push(records);
+            }
         }
     }
 }
 
-/// Bytes read from the file at a time.
-const READ_CHUNK: usize = 1 << 20;
+/// How long the subtask waits for a helper's chunk before it looks at its commands again.
+const HELPER_WAIT: Duration = Duration::from_millis(5);
+
+impl<T> Drop for LineReader<T> {
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.changed.notify_all();
+        for helper in self.helpers.drain(..) {
+            let _ = helper.join();
+        }
+    }
+}
+
+/// What [`LineReader::next_chunk`] found.
+enum Next<T> {
+    Chunk(Parsed<T>),
+    /// A helper is still parsing the next chunk.
+    NotYet,
+    End,
+}
 
 impl<T: Send + 'static> Source<T> for LineReader<T> {
     fn poll(&mut self, out: &mut Vec<T>, max: usize) -> Result<SourcePoll> {
         let start = out.len();
+        let mut ended = false;
         while out.len() - start < max {
-            let Some(range) = self.next_line()? else {
-                self.records.fetch_add((out.len() - start) as u64, Ordering::Relaxed);
-                return Ok(if out.len() > start {
-                    SourcePoll::Ready
-                } else {
-                    SourcePoll::End
-                });
+            let chunk = match self.current.as_mut() {
+                Some(chunk) => chunk,
+                None => match self.next_chunk() {
+                    Next::Chunk(chunk) => {
+                        self.taken = 0;
+                        self.current.insert(chunk)
+                    }
+                    Next::NotYet => break,
+                    Next::End => {
+                        ended = true;
+                        break;
+                    }
+                },
             };
-            let (number, mine) = (self.line, self.line % self.parallelism == self.subtask);
-            // The newline, unless this is a last line without one.
-            let newline = u64::from(range.end < self.end);
-            self.offset += range.len() as u64 + newline;
-            self.line += 1;
-            let text = self.buf[range].trim_ascii();
-            if !mine || text.is_empty() {
-                continue;
+            let n = chunk.records.len().min(max - (out.len() - start));
+            if n > 0 {
+                let (end, lines) = chunk.ends[self.taken + n - 1];
+                if out.is_empty() && n == chunk.records.len() {
+                    std::mem::swap(out, &mut chunk.records); // the whole chunk: no copy
+                } else {
+                    out.extend(chunk.records.drain(..n));
+                }
+                self.taken += n;
+                self.offset = end;
+                self.line = self.base_line + lines;
+                if let Some((of, _)) = self.event_time {
+                    let newest = out[out.len() - n..].iter().map(of).max();
+                    self.newest = self.newest.max(newest);
+                }
             }
-            let record = (self.parse)(text)
-                .map_err(|e| Self::error(&self.name, &self.path, format!("line {}: {e}", number + 1)))?;
-            if let Some((of, _)) = self.event_time {
-                let ts = of(&record);
-                self.newest = Some(self.newest.map_or(ts, |n| n.max(ts)));
+            if !chunk.records.is_empty() {
+                break; // the batch is full
             }
-            out.push(record);
+            // Every record of the chunk is out; then its error, if it has one.
+            let failure = match (&chunk.error, &chunk.read_error) {
+                (Some((line, e)), _) => Some(format!("line {}: {e}", self.base_line + line + 1)),
+                (None, Some(e)) => Some(e.clone()),
+                (None, None) => None,
+            };
+            if let Some(message) = failure {
+                if out.len() > start {
+                    break; // the records before the bad line first
+                }
+                return Err(source_error(&self.name, &self.path, message));
+            }
+            self.offset = chunk.end;
+            self.line = self.base_line + chunk.lines;
+            self.base_line = self.line;
+            let spent = std::mem::take(&mut chunk.records);
+            self.current = None;
+            self.recycle(spent);
         }
         self.records.fetch_add((out.len() - start) as u64, Ordering::Relaxed);
-        Ok(SourcePoll::Ready)
+        Ok(if out.len() > start {
+            SourcePoll::Ready
+        } else if ended {
+            SourcePoll::End
+        } else {
+            SourcePoll::Idle(Duration::ZERO)
+        })
     }
 
     fn watermark(&mut self) -> Option<Timestamp> {
@@ -286,10 +650,129 @@ mod tests {
         let path = dir.path().join("in.txt");
         std::fs::write(&path, "1\nx\n").unwrap();
         let mut r = LineReader::open(&LineSource::new(&path, number), &ctx(0, 1, None)).unwrap();
+        let mut before = Vec::new();
+        assert_eq!(r.poll(&mut before, 10).unwrap(), SourcePoll::Ready);
+        assert_eq!(before, [1], "the records before the bad line come first");
         let e = r.poll(&mut Vec::new(), 10).unwrap_err().to_string();
         assert!(
             e.contains("in.txt") && e.contains("line 2") && e.contains("not a number"),
             "{e}"
+        );
+    }
+
+    /// Every record of `reader`, polled `max` at a time, with the position after each poll.
+    fn drain_all(reader: &mut LineReader<i64>, max: usize) -> (Vec<i64>, Vec<Vec<u8>>) {
+        let (mut all, mut positions) = (Vec::new(), Vec::new());
+        loop {
+            let mut out = Vec::new();
+            match reader.poll(&mut out, max).unwrap() {
+                SourcePoll::End => return (all, positions),
+                _ => {
+                    all.extend(out);
+                    positions.push(reader.position().unwrap());
+                }
+            }
+        }
+    }
+
+    /// Many chunks of numbered lines, with empty lines, a line longer than a chunk and no final newline.
+    fn big_file(dir: &Path) -> (PathBuf, Vec<i64>) {
+        let mut text = String::new();
+        let mut numbers = Vec::new();
+        for i in 0..300_000i64 {
+            if i % 1000 == 7 {
+                text.push('\n');
+            }
+            if i == 150_000 {
+                // one number padded to more than a chunk
+                text.push_str(&" ".repeat(CHUNK_BYTES + 10));
+            }
+            text.push_str(&i.to_string());
+            numbers.push(i);
+            if i + 1 < 300_000 {
+                text.push('\n');
+            }
+        }
+        let path = dir.join("big.txt");
+        std::fs::write(&path, text).unwrap();
+        (path, numbers)
+    }
+
+    #[test]
+    fn parse_threads_keep_the_order_the_positions_and_the_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, numbers) = big_file(dir.path());
+        for parallelism in [1, 2] {
+            let mut alone = Vec::new();
+            for subtask in 0..parallelism {
+                let source = LineSource::new(&path, number).event_time(|t| *t, 0);
+                let mut r = LineReader::open(&source, &ctx(subtask, parallelism, None)).unwrap();
+                let (serial, serial_positions) = drain_all(&mut r, 1024);
+                for threads in [1, 3] {
+                    let source = LineSource::new(&path, number)
+                        .event_time(|t| *t, 0)
+                        .parse_threads(threads);
+                    let mut r = LineReader::open(&source, &ctx(subtask, parallelism, None)).unwrap();
+                    let (helped, helped_positions) = drain_all(&mut r, 1024);
+                    assert_eq!(helped, serial, "p={parallelism} subtask {subtask}, {threads} threads");
+                    assert_eq!(helped_positions.last(), serial_positions.last());
+                }
+                alone.extend(serial);
+            }
+            alone.sort_unstable();
+            assert_eq!(alone, numbers, "the subtasks of p={parallelism} read every line once");
+        }
+    }
+
+    #[test]
+    fn a_restore_mid_chunk_resumes_at_the_next_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, numbers) = big_file(dir.path());
+        let source = LineSource::new(&path, number).event_time(|t| *t, 0).parse_threads(1);
+        let mut r = LineReader::open(&source, &ctx(0, 1, None)).unwrap();
+        let mut first = Vec::new();
+        // Odd batch sizes cut chunks in the middle.
+        while first.len() < 123_457 {
+            let mut out = Vec::new();
+            r.poll(&mut out, 333).unwrap();
+            first.extend(out);
+        }
+        let pos = r.position().unwrap();
+        drop(r);
+        let mut again = LineReader::open(&source, &ctx(0, 1, Some(pos))).unwrap();
+        assert_eq!(again.watermark(), Some(Timestamp(*first.last().unwrap() - 1)));
+        let (rest, _) = drain_all(&mut again, 1000);
+        first.extend(rest);
+        assert_eq!(first, numbers);
+    }
+
+    #[test]
+    fn with_helpers_a_bad_line_still_fails_after_the_records_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        let mut text: String = (0..100_000).map(|i| format!("{i}\n")).collect();
+        text.push_str("oops\n");
+        text.push_str(&(0..100_000).map(|i| format!("{i}\n")).collect::<String>());
+        std::fs::write(&path, text).unwrap();
+        let source = LineSource::new(&path, number).parse_threads(2);
+        let mut r = LineReader::open(&source, &ctx(0, 1, None)).unwrap();
+        let mut got = Vec::new();
+        let error = loop {
+            let mut out = Vec::new();
+            match r.poll(&mut out, 1024) {
+                Ok(SourcePoll::End) => panic!("the bad line was not reported"),
+                Ok(_) => got.extend(out),
+                Err(e) => break e.to_string(),
+            }
+        };
+        assert_eq!(
+            got,
+            (0..100_000).collect::<Vec<i64>>(),
+            "every record before the bad line"
+        );
+        assert!(
+            error.contains("line 100001") && error.contains("not a number"),
+            "{error}"
         );
     }
 }

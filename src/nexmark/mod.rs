@@ -39,7 +39,12 @@ pub enum EventSource {
         bounded: bool,
     },
     /// A file of JSON events, one per line (bounded).
-    File(PathBuf),
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Helper threads parsing ahead of each source subtask (see [`LineSource::parse_threads`]).
+        parse_threads: usize,
+    },
 }
 
 /// Where the result rows go.
@@ -115,8 +120,10 @@ pub fn nexmark_job(
             progress.kafka = Some(source.progress());
             job.source("nexmark-kafka", source.factory())
         }
-        EventSource::File(path) => {
-            let source = LineSource::new(path, parse).event_time(Event::date_time, OUT_OF_ORDERNESS_MS);
+        EventSource::File { path, parse_threads } => {
+            let source = LineSource::new(path, parse)
+                .event_time(Event::date_time, OUT_OF_ORDERNESS_MS)
+                .parse_threads(*parse_threads);
             progress.events_read = Some(source.records_read());
             job.source("nexmark-file", source.factory())
         }

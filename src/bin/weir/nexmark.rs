@@ -44,6 +44,10 @@ pub(crate) struct NexmarkArgs {
     /// Write the result rows here, one JSON object per line.
     #[arg(long)]
     sink_file: Option<PathBuf>,
+    /// --source-file: helper threads parsing events ahead of each source
+    /// subtask, in file order [default: the cores left over by --parallelism].
+    #[arg(long)]
+    parse_threads: Option<usize>,
     /// Kafka: stop at the end offsets seen at start, take a final checkpoint (keeping open windows), exit.
     #[arg(long)]
     bounded: bool,
@@ -89,6 +93,10 @@ pub(crate) fn run(args: NexmarkArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         !kafka || !args.common.drain || args.bounded,
         "--drain needs --bounded (it fires every window when the bounded run ends)"
+    );
+    anyhow::ensure!(
+        args.source_file.is_some() || args.parse_threads.is_none(),
+        "--parse-threads is for --source-file runs"
     );
     anyhow::ensure!(
         !kafka || args.sink_file.is_none(),
@@ -167,7 +175,13 @@ pub(crate) fn run(args: NexmarkArgs) -> anyhow::Result<()> {
         );
         let path = args.source_file.clone().unwrap_or_default();
         anyhow::ensure!(path.is_file(), "--source-file {}: no such file", path.display());
-        EventSource::File(path)
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        EventSource::File {
+            path,
+            parse_threads: args
+                .parse_threads
+                .unwrap_or_else(|| cores.saturating_sub(args.parallelism) / args.parallelism.max(1)),
+        }
     };
     let stats = match (&source, args.rate) {
         (EventSource::Generator(g), Some(rate)) => RunStats::with_schedule(Some(Schedule {

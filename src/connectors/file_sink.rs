@@ -12,14 +12,20 @@
 //! and the rename); every other in-progress file of the subtask holds records
 //! after `m`, which the sources replay, so it is deleted. Each record ends up
 //! in the committed output exactly once.
+//!
+//! With [`Rolling::AtSize`] a part stays open across checkpoints until it
+//! holds that many bytes or the input ends (Flink's rolling policy for row
+//! formats): fewer, larger files, visible when they roll. The checkpoint then
+//! stores the open part's length at the barrier, and recovery truncates the
+//! part to it and goes on appending (what came after is replayed).
 
-use super::{ConnectorContext, Sink};
+use super::{ConnectorContext, DeferredSync, Sink};
 use crate::checkpoint::store::sync_dir;
 use crate::error::{Result, WeirError};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufWriter, Write};
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use weir_operators::CheckpointId;
 
@@ -31,20 +37,50 @@ struct FileSinkState {
     pending: Vec<(u64, String)>,
 }
 
+/// The part left open at a barrier ([`Rolling::AtSize`]): its name and length then.
+/// Encoded after [`FileSinkState`], so states written without it still decode.
+type OpenPart = (String, u64);
+
+/// The part file being written.
+struct Part {
+    name: String,
+    file: fs::File,
+    /// Its length with the lines not yet written.
+    len: u64,
+}
+
+/// When a part file is closed, to be committed with the next checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rolling {
+    /// At every checkpoint: rows are visible once their checkpoint completes.
+    OnCheckpoint,
+    /// At the first checkpoint at which the part holds at least this many
+    /// bytes, and at the final one: fewer, larger files, visible when they
+    /// roll (`u64::MAX`: one part per subtask and run).
+    AtSize(u64),
+}
+
 /// A sink writing one line per record into committed part files.
 pub struct FileSink<F> {
     dir: PathBuf,
     subtask: usize,
     name: String,
     format: F,
-    file: Option<(String, BufWriter<fs::File>)>,
+    rolling: Rolling,
+    /// The in-progress part.
+    file: Option<Part>,
     state: FileSinkState,
-    line: String,
+    /// Lines formatted and not yet written to the part (formatted in place:
+    /// no copy of each line into a writer's buffer).
+    lines: String,
+    /// Parts written up to a barrier, to fsync before its checkpoint completes.
+    unsynced: Vec<(fs::File, PathBuf, String)>,
 }
 
 impl<F> FileSink<F> {
     /// A factory for [`crate::graph::Stream::sink`]: writes into `dir`, one
-    /// line per record, formatted by `format` (append to the `String`; no newline).
+    /// line per record, formatted by `format` (append to the `String`; no
+    /// newline); a part per checkpoint ([`Rolling::OnCheckpoint`]).
     pub fn factory<T>(
         dir: impl Into<PathBuf>,
         format: F,
@@ -52,8 +88,20 @@ impl<F> FileSink<F> {
     where
         F: Fn(&T, &mut String) + Clone + Send + 'static,
     {
+        Self::rolling_factory(dir, format, Rolling::OnCheckpoint)
+    }
+
+    /// [`FileSink::factory`] with parts closed as `rolling` says.
+    pub fn rolling_factory<T>(
+        dir: impl Into<PathBuf>,
+        format: F,
+        rolling: Rolling,
+    ) -> impl Fn(ConnectorContext) -> Result<FileSink<F>> + Send + 'static
+    where
+        F: Fn(&T, &mut String) + Clone + Send + 'static,
+    {
         let dir = dir.into();
-        move |ctx| FileSink::open(&dir, &ctx, format.clone())
+        move |ctx| FileSink::open(&dir, &ctx, format.clone(), rolling)
     }
 
     /// The committed name of the output of `checkpoint` by `subtask`.
@@ -80,39 +128,78 @@ impl<F> FileSink<F> {
     /// run left behind (see the module docs).
     ///
     /// # Errors
-    /// When the directory is unusable or a file pending in the restored
-    /// checkpoint is gone (its records would be lost).
-    pub fn open(dir: &Path, ctx: &ConnectorContext, format: F) -> Result<Self> {
+    /// When the directory is unusable or a file pending in (or left open by)
+    /// the restored checkpoint is gone or short (its records would be lost).
+    pub fn open(dir: &Path, ctx: &ConnectorContext, format: F, rolling: Rolling) -> Result<Self> {
         let mut sink = FileSink {
             dir: dir.to_path_buf(),
             subtask: ctx.subtask,
             name: ctx.uid.clone(),
             format,
+            rolling,
             file: None,
             state: FileSinkState::default(),
-            line: String::new(),
+            lines: String::new(),
+            unsynced: Vec::new(),
         };
         fs::create_dir_all(dir).map_err(|e| sink.io("cannot create output directory", dir, e))?;
+        let mut open_part = None;
         if let Some(bytes) = &ctx.restored {
-            sink.state =
-                postcard::from_bytes(bytes).map_err(|e| sink.error(format!("restored sink state is damaged: {e}")))?;
+            let (state, rest) = postcard::take_from_bytes::<FileSinkState>(bytes)
+                .map_err(|e| sink.error(format!("restored sink state is damaged: {e}")))?;
+            sink.state = state;
+            if !rest.is_empty() {
+                let part: OpenPart = postcard::from_bytes(rest)
+                    .map_err(|e| sink.error(format!("restored sink state is damaged: {e}")))?;
+                open_part = Some(part);
+            }
             let pending = std::mem::take(&mut sink.state.pending);
             for (checkpoint, name) in &pending {
                 sink.commit_file(*checkpoint, name)?;
             }
+        }
+        if let Some((name, len)) = open_part {
+            sink.reopen(name, len)?;
         }
         // In-progress files left now hold records after the restored checkpoint: replayed, so discarded.
         let prefix = format!(".part-{:04}-", ctx.subtask);
         let entries = fs::read_dir(dir).map_err(|e| sink.io("cannot list output directory", dir, e))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&prefix) && name.ends_with(".inprogress") {
+            let continued = sink.file.as_ref().is_some_and(|part| part.name == name);
+            if name.starts_with(&prefix) && name.ends_with(".inprogress") && !continued {
                 fs::remove_file(entry.path())
                     .map_err(|e| sink.io("cannot delete uncommitted output", &entry.path(), e))?;
             }
         }
         sync_dir(dir)?;
         Ok(sink)
+    }
+
+    /// Goes on with the part left open at the restored checkpoint: cut to its
+    /// length then (what follows is replayed) and append.
+    fn reopen(&mut self, name: String, len: u64) -> Result<()> {
+        let path = self.dir.join(&name);
+        let lost = |what: String| {
+            self.error(format!(
+                "output of the restored checkpoint is lost: {} {what}",
+                path.display()
+            ))
+        };
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| lost(format!("cannot be opened: {e}")))?;
+        let found = file.metadata().map_err(|e| lost(format!("cannot be read: {e}")))?.len();
+        if found < len {
+            return Err(lost(format!("has {found} bytes, the checkpoint {len}")));
+        }
+        file.set_len(len)
+            .and_then(|()| file.seek(std::io::SeekFrom::Start(len)))
+            .and_then(|_| file.sync_all())
+            .map_err(|e| self.io("cannot cut back", &path, e))?;
+        self.file = Some(Part { name, file, len });
+        Ok(())
     }
 
     fn commit_file(&self, checkpoint: u64, name: &str) -> Result<()> {
@@ -129,44 +216,105 @@ impl<F> FileSink<F> {
     }
 }
 
+/// Bytes buffered before a write to the part file.
+const WRITE_BUFFER: usize = 1 << 18;
+
+impl<F> FileSink<F> {
+    /// At a barrier: make the open part durable; close it (pending for `id`)
+    /// when `rolling` or `last` says so.
+    fn seal(&mut self, id: CheckpointId, last: bool) -> Result<Vec<u8>> {
+        let mut open = None;
+        if let Some(part) = self.file.take() {
+            let path = self.dir.join(&part.name);
+            self.write_lines(&part)?;
+            // The fsync runs on the snapshot thread (the checkpoint completes after it);
+            // writing goes on meanwhile.
+            let handle = part.file.try_clone().map_err(|e| self.io("cannot fsync", &path, e))?;
+            let connector = format!("{}[{}]", self.name, self.subtask);
+            self.unsynced.push((handle, path, connector));
+            let roll = match self.rolling {
+                Rolling::OnCheckpoint => true,
+                Rolling::AtSize(bytes) => last || part.len >= bytes,
+            };
+            if roll {
+                self.state.pending.push((id.0, part.name));
+            } else {
+                open = Some((part.name.clone(), part.len));
+                self.file = Some(part);
+            }
+        }
+        self.state.last_barrier = id.0;
+        let mut bytes =
+            postcard::to_stdvec(&self.state).map_err(|e| self.error(format!("cannot encode sink state: {e}")))?;
+        if let Some(part) = open {
+            let part: OpenPart = part;
+            bytes.extend(postcard::to_stdvec(&part).map_err(|e| self.error(format!("cannot encode sink state: {e}")))?);
+        }
+        Ok(bytes)
+    }
+
+    /// Writes the formatted lines to `part`.
+    fn write_lines(&mut self, part: &Part) -> Result<()> {
+        // `Write` is implemented for `&File`.
+        if let Err(e) = (&part.file).write_all(self.lines.as_bytes()) {
+            return Err(self.io("cannot write", &self.dir.join(&part.name), e));
+        }
+        self.lines.clear();
+        Ok(())
+    }
+}
+
 impl<T, F: Fn(&T, &mut String) + Send + 'static> Sink<T> for FileSink<F> {
     fn write(&mut self, records: &mut Vec<T>) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
-        if self.file.is_none() {
-            let name = self.in_progress_name();
-            let path = self.dir.join(&name);
-            let f = fs::File::create(&path).map_err(|e| self.io("cannot create", &path, e))?;
-            self.file = Some((name, BufWriter::with_capacity(1 << 16, f)));
-        }
-        let Some((name, w)) = self.file.as_mut() else {
-            return Ok(());
-        };
-        for r in records.drain(..) {
-            self.line.clear();
-            (self.format)(&r, &mut self.line);
-            self.line.push('\n');
-            if let Err(e) = w.write_all(self.line.as_bytes()) {
-                let path = self.dir.join(&*name);
-                return Err(WeirError::Connector {
-                    connector: format!("{}[{}]", self.name, self.subtask),
-                    message: format!("cannot write {}: {e}", path.display()),
-                });
+        let mut part = match self.file.take() {
+            Some(part) => part,
+            None => {
+                let name = self.in_progress_name();
+                let path = self.dir.join(&name);
+                let file = fs::File::create(&path).map_err(|e| self.io("cannot create", &path, e))?;
+                Part { name, file, len: 0 }
             }
+        };
+        let before = self.lines.len();
+        for r in records.drain(..) {
+            (self.format)(&r, &mut self.lines);
+            self.lines.push('\n');
         }
-        Ok(())
+        part.len += (self.lines.len() - before) as u64;
+        let written = if self.lines.len() >= WRITE_BUFFER {
+            self.write_lines(&part)
+        } else {
+            Ok(())
+        };
+        self.file = Some(part);
+        written
     }
 
     fn snapshot(&mut self, id: CheckpointId) -> Result<Vec<u8>> {
-        if let Some((name, mut w)) = self.file.take() {
-            let path = self.dir.join(&name);
-            w.flush().map_err(|e| self.io("cannot flush", &path, e))?;
-            w.get_ref().sync_all().map_err(|e| self.io("cannot fsync", &path, e))?;
-            self.state.pending.push((id.0, name));
+        self.seal(id, false)
+    }
+
+    fn snapshot_final(&mut self, id: CheckpointId) -> Result<Vec<u8>> {
+        self.seal(id, true)
+    }
+
+    fn deferred_sync(&mut self) -> Option<DeferredSync> {
+        if self.unsynced.is_empty() {
+            return None;
         }
-        self.state.last_barrier = id.0;
-        postcard::to_stdvec(&self.state).map_err(|e| self.error(format!("cannot encode sink state: {e}")))
+        let files = std::mem::take(&mut self.unsynced);
+        Some(Box::new(move || {
+            for (file, path, connector) in files {
+                file.sync_all().map_err(|e| WeirError::Connector {
+                    connector,
+                    message: format!("cannot fsync {}: {e}", path.display()),
+                })?;
+            }
+            Ok(())
+        }))
     }
 
     fn commit(&mut self, id: CheckpointId) -> Result<()> {
@@ -184,7 +332,7 @@ impl<T, F: Fn(&T, &mut String) + Send + 'static> Sink<T> for FileSink<F> {
     }
 
     fn finish(&mut self) -> Result<()> {
-        if let Some((name, _)) = &self.file {
+        if let Some(Part { name, .. }) = &self.file {
             tracing::warn!(
                 "{}[{}]: records after the final checkpoint stay uncommitted in {name}",
                 self.name,
@@ -198,4 +346,167 @@ impl<T, F: Fn(&T, &mut String) + Send + 'static> Sink<T> for FileSink<F> {
 /// Formats `Display` records, one per line.
 pub fn display_line<T: std::fmt::Display>(record: &T, out: &mut String) {
     let _ = write!(out, "{record}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(r: &u32, out: &mut String) {
+        let _ = write!(out, "{r}");
+    }
+
+    fn open(dir: &Path, restored: Option<Vec<u8>>, rolling: Rolling) -> FileSink<fn(&u32, &mut String)> {
+        let ctx = ConnectorContext {
+            restored,
+            ..ConnectorContext::standalone("files", 0, 1)
+        };
+        FileSink::open(dir, &ctx, line as fn(&u32, &mut String), rolling).unwrap()
+    }
+
+    /// A barrier as the runtime runs it: snapshot, then the deferred fsync.
+    fn barrier(sink: &mut FileSink<fn(&u32, &mut String)>, id: u64, last: bool) -> Vec<u8> {
+        let id = CheckpointId(id);
+        let state = if last {
+            Sink::<u32>::snapshot_final(sink, id)
+        } else {
+            Sink::<u32>::snapshot(sink, id)
+        };
+        if let Some(sync) = Sink::<u32>::deferred_sync(sink) {
+            sync().unwrap();
+        }
+        state.unwrap()
+    }
+
+    fn committed(dir: &Path) -> Vec<(String, String)> {
+        let mut parts: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("part-"))
+            .map(|n| {
+                let text = fs::read_to_string(dir.join(&n)).unwrap();
+                (n, text)
+            })
+            .collect();
+        parts.sort();
+        parts
+    }
+
+    #[test]
+    fn a_part_per_checkpoint_visible_once_it_completes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open(dir.path(), None, Rolling::OnCheckpoint);
+        sink.write(&mut vec![1, 2]).unwrap();
+        barrier(&mut sink, 1, false);
+        assert!(
+            committed(dir.path()).is_empty(),
+            "nothing visible before the checkpoint completes"
+        );
+        Sink::<u32>::commit(&mut sink, CheckpointId(1)).unwrap();
+        sink.write(&mut vec![3]).unwrap();
+        barrier(&mut sink, 2, false);
+        Sink::<u32>::commit(&mut sink, CheckpointId(2)).unwrap();
+        assert_eq!(
+            committed(dir.path()),
+            [
+                ("part-0000-0000000001".to_string(), "1\n2\n".to_string()),
+                ("part-0000-0000000002".to_string(), "3\n".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn an_open_part_is_cut_back_to_the_checkpoint_and_continued() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open(dir.path(), None, Rolling::AtSize(u64::MAX));
+        sink.write(&mut vec![1, 2]).unwrap();
+        barrier(&mut sink, 1, false);
+        Sink::<u32>::commit(&mut sink, CheckpointId(1)).unwrap();
+        sink.write(&mut vec![3]).unwrap();
+        let state = barrier(&mut sink, 2, false);
+        Sink::<u32>::commit(&mut sink, CheckpointId(2)).unwrap();
+        assert!(committed(dir.path()).is_empty(), "the part rolls only at the end");
+        // Records after checkpoint 2 reach the file, then the process dies.
+        sink.write(&mut vec![4; 100_000]).unwrap();
+        let _ = Sink::<u32>::snapshot(&mut sink, CheckpointId(3)).unwrap();
+        drop(sink);
+        let mut again = open(dir.path(), Some(state), Rolling::AtSize(u64::MAX));
+        again.write(&mut vec![5]).unwrap();
+        barrier(&mut again, 3, true);
+        Sink::<u32>::commit(&mut again, CheckpointId(3)).unwrap();
+        assert_eq!(
+            committed(dir.path()),
+            [("part-0000-0000000003".to_string(), "1\n2\n3\n5\n".to_string())]
+        );
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "no in-progress file is left");
+    }
+
+    #[test]
+    fn a_part_rolls_at_the_first_checkpoint_past_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open(dir.path(), None, Rolling::AtSize(6));
+        sink.write(&mut vec![1, 2]).unwrap();
+        barrier(&mut sink, 1, false);
+        sink.write(&mut vec![3]).unwrap();
+        barrier(&mut sink, 2, false);
+        sink.write(&mut vec![4]).unwrap();
+        barrier(&mut sink, 3, false);
+        Sink::<u32>::commit(&mut sink, CheckpointId(3)).unwrap();
+        assert_eq!(
+            committed(dir.path()),
+            [("part-0000-0000000002".to_string(), "1\n2\n3\n".to_string())],
+            "6 bytes reached at checkpoint 2; the 4 waits in the next part"
+        );
+    }
+
+    #[test]
+    fn a_state_without_an_open_part_still_restores() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open(dir.path(), None, Rolling::OnCheckpoint);
+        sink.write(&mut vec![7]).unwrap();
+        let state = barrier(&mut sink, 1, false);
+        drop(sink);
+        // As written before open parts existed: the state alone.
+        let old = postcard::to_stdvec(&FileSinkState {
+            last_barrier: 1,
+            pending: vec![(1, ".part-0000-0000000000.inprogress".into())],
+        })
+        .unwrap();
+        assert_eq!(state, old);
+        let _ = open(dir.path(), Some(old), Rolling::AtSize(u64::MAX));
+        assert_eq!(
+            committed(dir.path()),
+            [("part-0000-0000000001".to_string(), "7\n".to_string())],
+            "the pending part of the restored checkpoint is committed"
+        );
+    }
+
+    #[test]
+    fn a_lost_open_part_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open(dir.path(), None, Rolling::AtSize(u64::MAX));
+        sink.write(&mut vec![1]).unwrap();
+        let state = barrier(&mut sink, 1, false);
+        drop(sink);
+        fs::write(dir.path().join(".part-0000-0000000000.inprogress"), "").unwrap();
+        let ctx = ConnectorContext {
+            restored: Some(state),
+            ..ConnectorContext::standalone("files", 0, 1)
+        };
+        let e = FileSink::open(
+            dir.path(),
+            &ctx,
+            line as fn(&u32, &mut String),
+            Rolling::AtSize(u64::MAX),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.contains(".part-0000-0000000000.inprogress") && e.contains("lost"),
+            "{e}"
+        );
+    }
 }

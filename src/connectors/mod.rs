@@ -97,6 +97,9 @@ pub trait Source<T>: Send + 'static {
     }
 }
 
+/// See [`Sink::deferred_sync`].
+pub type DeferredSync = Box<dyn FnOnce() -> Result<()> + Send>;
+
 /// A sink subtask.
 pub trait Sink<T>: Send + 'static {
     /// Whether the sink has state to checkpoint (then it needs a uid).
@@ -117,6 +120,21 @@ pub trait Sink<T>: Send + 'static {
     /// # Errors
     /// A failure declines the checkpoint.
     fn snapshot(&mut self, id: CheckpointId) -> Result<Vec<u8>>;
+    /// [`Sink::snapshot`] at a final barrier (the sources end after it: a
+    /// bounded run or a stop): the moment to close what stays open across
+    /// checkpoints. By default the same as `snapshot`.
+    ///
+    /// # Errors
+    /// A failure declines the checkpoint.
+    fn snapshot_final(&mut self, id: CheckpointId) -> Result<Vec<u8>> {
+        self.snapshot(id)
+    }
+    /// Work that must be done before the checkpoint just snapshotted may
+    /// complete, run off the record path (an fsync of what was written);
+    /// asked right after each snapshot. By default none.
+    fn deferred_sync(&mut self) -> Option<DeferredSync> {
+        None
+    }
     /// Checkpoint `id` is complete: make its output visible.
     ///
     /// # Errors

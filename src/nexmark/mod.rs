@@ -10,7 +10,7 @@ pub mod model;
 pub mod queries;
 
 use crate::connectors::collect::CollectSink;
-use crate::connectors::file_sink::FileSink;
+use crate::connectors::file_sink::{FileSink, Rolling};
 use crate::connectors::kafka::source::{Progress, WatermarkStrategy};
 use crate::connectors::kafka::{KafkaRecord, KafkaSink, KafkaSource};
 use crate::connectors::line_source::LineSource;
@@ -57,7 +57,8 @@ pub enum RowSink {
         /// The topic.
         topic: String,
     },
-    /// Committed part files (one JSON object per line) in this directory.
+    /// Committed part files (one JSON object per line) in this directory, one
+    /// per subtask and run (committed by the run's final checkpoint).
     Files(PathBuf),
     /// Memory (tests).
     Collect(Arc<Mutex<Vec<Output>>>),
@@ -146,7 +147,12 @@ pub fn nexmark_job(
         RowSink::Files(dir) => {
             rows.sink(
                 "nexmark-files",
-                FileSink::factory(dir, |o: &Output, line: &mut String| o.row.write_json(line)),
+                // One part per subtask and run: the rows of a file run are gathered into one file at its end.
+                FileSink::rolling_factory(
+                    dir,
+                    |o: &Output, line: &mut String| o.row.write_json(line),
+                    Rolling::AtSize(u64::MAX),
+                ),
             )
             .uid("nexmark-sink");
         }

@@ -119,8 +119,8 @@ impl Event {
     /// # Errors
     /// As [`Event::from_json`]: the same lines are refused with the same message.
     pub fn from_json_keeping(bytes: &[u8], keep: TextFields) -> Result<Event, String> {
-        if let Some(raw) = super::json::parse(bytes, keep) {
-            return raw.into_event();
+        if let Some(event) = super::json::parse(bytes, keep) {
+            return event;
         }
         let raw: RawEvent<'_> =
             serde_json::from_slice(bytes).map_err(|e| format!("invalid Nexmark event JSON: {e}"))?;
@@ -168,6 +168,7 @@ fn need<T>(value: Option<T>, kind: &str, field: &str) -> Result<T, String> {
 }
 
 impl RawEvent<'_> {
+    #[inline]
     pub(super) fn into_event(self) -> Result<Event, String> {
         Ok(match &*self.kind {
             "bid" => Event::Bid(Bid {

@@ -350,30 +350,46 @@ impl<T: Send, S: Sink<T>> Downstream<T> for SinkTail<T, S> {
         Ok(())
     }
     fn barrier(&mut self, barrier: Barrier, snap: &mut SnapshotBuilder) -> Result<()> {
-        let bytes = self.sink.snapshot(barrier.id)?;
-        let Some(uid) = &self.uid else { return Ok(()) };
-        if bytes.len() <= INLINE_STATE_BYTES {
+        let bytes = if barrier.then_stop {
+            self.sink.snapshot_final(barrier.id)?
+        } else {
+            self.sink.snapshot(barrier.id)?
+        };
+        let sync = self.sink.deferred_sync();
+        let Some(uid) = &self.uid else {
+            return sync.map_or(Ok(()), |sync| sync());
+        };
+        if bytes.len() <= INLINE_STATE_BYTES && sync.is_none() {
             let state = SubtaskState::Bytes {
                 hex: to_hex(&bytes),
                 describe: String::new(),
             };
             snap.ready.push((uid.clone(), self.subtask, state));
-        } else {
-            // Large state (a sink's uncommitted output) goes to a file, written off the record path.
-            let (dir, rel_dir) = self.store.private_dir(barrier.id, &format!("{uid}-{}", self.subtask));
-            snap.pending.push((
-                uid.clone(),
-                self.subtask,
-                Box::new(move || {
-                    std::fs::create_dir_all(&dir).map_err(|e| WeirError::io("cannot create", &dir, e))?;
-                    crate::checkpoint::store::write_atomic(&dir.join("sink.state"), &bytes)?;
-                    Ok(SubtaskState::File {
-                        path: format!("{rel_dir}/sink.state"),
-                        size: bytes.len() as u64,
-                    })
-                }),
-            ));
+            return Ok(());
         }
+        // An fsync of the output, or large state (uncommitted output), off the record path.
+        let (dir, rel_dir) = self.store.private_dir(barrier.id, &format!("{uid}-{}", self.subtask));
+        snap.pending.push((
+            uid.clone(),
+            self.subtask,
+            Box::new(move || {
+                if let Some(sync) = sync {
+                    sync()?;
+                }
+                if bytes.len() <= INLINE_STATE_BYTES {
+                    return Ok(SubtaskState::Bytes {
+                        hex: to_hex(&bytes),
+                        describe: String::new(),
+                    });
+                }
+                std::fs::create_dir_all(&dir).map_err(|e| WeirError::io("cannot create", &dir, e))?;
+                crate::checkpoint::store::write_atomic(&dir.join("sink.state"), &bytes)?;
+                Ok(SubtaskState::File {
+                    path: format!("{rel_dir}/sink.state"),
+                    size: bytes.len() as u64,
+                })
+            }),
+        ));
         Ok(())
     }
     fn checkpoint_complete(&mut self, id: CheckpointId) -> Result<()> {

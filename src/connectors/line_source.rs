@@ -144,13 +144,30 @@ struct Parsed<T> {
     /// Per record: the byte offset after its line and the lines of the chunk up to and including it.
     ends: Vec<(u64, u64)>,
     /// The byte offset after the chunk and its number of lines.
-    end: u64,
+    end_offset: u64,
     lines: u64,
-    /// A line that failed to parse (lines into the chunk, message): the
-    /// records before it are delivered, then the job fails.
-    error: Option<(u64, String)>,
-    /// The file could not be read here: the job fails after the records before.
-    read_error: Option<String>,
+    /// Why the job fails after the records before it.
+    error: Option<ChunkError>,
+}
+
+/// What ends a job at a chunk.
+enum ChunkError {
+    /// A line (lines into the chunk) that failed to parse.
+    Line(u64, String),
+    /// The file could not be read.
+    Read(String),
+}
+
+impl<T> Parsed<T> {
+    fn empty(records: Vec<T>, offset: u64) -> Self {
+        Parsed {
+            ends: Vec::with_capacity(records.capacity()),
+            records,
+            end_offset: offset,
+            lines: 0,
+            error: None,
+        }
+    }
 }
 
 /// A chunk cut from the file, to parse.
@@ -187,7 +204,7 @@ struct Shared<T> {
     subtask: u64,
     parallelism: u64,
     /// Chunks cut and not yet handed on, at most.
-    ahead: u64,
+    max_chunks_ahead: u64,
 }
 
 impl<T> Shared<T> {
@@ -198,9 +215,9 @@ impl<T> Shared<T> {
     }
 
     /// Cuts the next chunk, under the lock; `None` when there is none now
-    /// (all cut, stopping, or `ahead` chunks waiting).
+    /// (all cut, stopping, or `max_chunks_ahead` chunks waiting).
     fn cut(&self, p: &mut Pipeline<T>) -> Option<Cut> {
-        if p.cut_all || p.stop || p.next_cut - p.next_deliver >= self.ahead {
+        if p.cut_all || p.stop || p.next_cut - p.next_deliver >= self.max_chunks_ahead {
             return None;
         }
         let mut bytes = p.spare_bytes.pop().unwrap_or_default();
@@ -227,14 +244,9 @@ impl<T> Shared<T> {
                 // Handed on in order like a chunk: the records before it come first.
                 p.cut_all = true;
                 p.next_cut += 1;
-                p.parsed.push_back(Some(Parsed {
-                    records: Vec::new(),
-                    ends: Vec::new(),
-                    end: p.cutter.offset,
-                    lines: 0,
-                    error: None,
-                    read_error: Some(format!("read error at byte {}: {e}", p.cutter.offset)),
-                }));
+                let mut failed = Parsed::empty(Vec::new(), p.cutter.offset);
+                failed.error = Some(ChunkError::Read(format!("read error at byte {}: {e}", p.cutter.offset)));
+                p.parsed.push_back(Some(failed));
                 return None;
             }
         };
@@ -243,71 +255,57 @@ impl<T> Shared<T> {
         Some(cut)
     }
 
-    /// Parses a cut chunk (without the lock) and files the result.
-    fn parse_and_file(&self, cut: Cut, records: Vec<T>) {
-        let parse = self.parse;
-        let (subtask, parallelism) = (self.subtask, self.parallelism);
-        let bytes = &cut.bytes;
-        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            parse_chunk(bytes, cut.offset, cut.first_line, subtask, parallelism, parse, records)
-        }))
-        .unwrap_or_else(|p| Parsed {
-            records: Vec::new(),
-            ends: Vec::new(),
-            end: cut.offset,
-            lines: 0,
-            error: Some((
-                0,
-                format!("the parser panicked: {}", crate::runtime::task::panic_message(&p)),
-            )),
-            read_error: None,
-        });
+    /// Cuts the next chunk if one may be cut, parses it without the lock and
+    /// files it; says whether it did.
+    fn parse_next<'a>(&'a self, mut p: MutexGuard<'a, Pipeline<T>>) -> (MutexGuard<'a, Pipeline<T>>, bool) {
+        let Some(cut) = self.cut(&mut p) else {
+            return (p, false);
+        };
+        let records = p.spare_records.pop().unwrap_or_default();
+        drop(p);
+        let mut parsed = Parsed::empty(records, cut.offset);
+        let (parse, subtask, parallelism) = (self.parse, self.subtask, self.parallelism);
+        let mut chunk = || parse_chunk(&cut.bytes, cut.first_line, subtask, parallelism, parse, &mut parsed);
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut chunk)) {
+            // The line being parsed is the chunk's last counted one.
+            let message = format!("the parser panicked: {}", crate::runtime::task::panic_message(&panic));
+            parsed.error = Some(ChunkError::Line(parsed.lines.saturating_sub(1), message));
+        }
         let mut p = self.lock();
         let slot = (cut.seq - p.next_deliver) as usize;
         if let Some(s) = p.parsed.get_mut(slot) {
             *s = Some(parsed);
         }
         p.spare_bytes.push(cut.bytes);
-        drop(p);
         self.changed.notify_all();
+        (p, true)
     }
 
     /// A helper thread: parse chunks until all are cut or the reader stops.
     fn help(&self) {
         let mut p = self.lock();
-        loop {
-            if p.stop || p.cut_all {
-                return;
-            }
-            match self.cut(&mut p) {
-                Some(cut) => {
-                    let records = p.spare_records.pop().unwrap_or_default();
-                    drop(p);
-                    self.parse_and_file(cut, records);
-                    p = self.lock();
-                }
-                None => {
-                    p = self.changed.wait(p).unwrap_or_else(|e| e.into_inner());
-                }
+        while !(p.stop || p.cut_all) {
+            let (guard, parsed) = self.parse_next(p);
+            p = guard;
+            if !parsed {
+                p = self.changed.wait(p).unwrap_or_else(|e| e.into_inner());
             }
         }
     }
 }
 
-/// Parses the lines of `bytes` (starting at byte `offset` of the file) that
-/// belong to `subtask`, appending to `records`.
+/// Parses the lines of `bytes` that belong to `subtask` into `parsed`
+/// (which starts at the chunk's byte offset), stopping at a bad line.
 fn parse_chunk<T>(
     bytes: &[u8],
-    offset: u64,
     first_line: Option<u64>,
     subtask: u64,
     parallelism: u64,
     parse: LineParser<T>,
-    mut records: Vec<T>,
-) -> Parsed<T> {
-    records.clear();
-    let mut ends = Vec::with_capacity(records.capacity());
-    let (mut at, mut lines, mut error) = (0usize, 0u64, None);
+    parsed: &mut Parsed<T>,
+) {
+    let offset = parsed.end_offset;
+    let mut at = 0usize;
     while at < bytes.len() {
         let rest = &bytes[at..];
         let (len, step) = match memchr::memchr(b'\n', rest) {
@@ -316,29 +314,23 @@ fn parse_chunk<T>(
         };
         let text = rest[..len].trim_ascii();
         at += step;
-        lines += 1;
+        parsed.lines += 1;
+        parsed.end_offset = offset + at as u64;
+        let lines = parsed.lines;
         let mine = first_line.is_none_or(|first| (first + lines - 1) % parallelism == subtask);
         if !mine || text.is_empty() {
             continue;
         }
         match parse(text) {
             Ok(r) => {
-                records.push(r);
-                ends.push((offset + at as u64, lines));
+                parsed.records.push(r);
+                parsed.ends.push((parsed.end_offset, lines));
             }
             Err(e) => {
-                error = Some((lines - 1, e));
-                break;
+                parsed.error = Some(ChunkError::Line(lines - 1, e));
+                return;
             }
         }
-    }
-    Parsed {
-        records,
-        ends,
-        end: offset + at as u64,
-        lines,
-        error,
-        read_error: None,
     }
 }
 
@@ -411,7 +403,7 @@ impl<T: Send + 'static> LineReader<T> {
             subtask: ctx.subtask as u64,
             parallelism: ctx.parallelism.max(1) as u64,
             // Enough for every thread to parse one while the next waits to be handed on.
-            ahead: 2 * (source.parse_threads as u64 + 1),
+            max_chunks_ahead: 2 * (source.parse_threads as u64 + 1),
         });
         let mut reader = LineReader {
             name: name.clone(),
@@ -444,37 +436,29 @@ impl<T: Send + 'static> LineReader<T> {
         let shared = &*self.shared;
         let mut p = shared.lock();
         loop {
-            if let Some(Some(_)) = p.parsed.front() {
-                let Some(Some(chunk)) = p.parsed.pop_front() else {
-                    return Next::NotYet;
-                };
-                p.next_deliver += 1;
-                drop(p);
-                shared.changed.notify_all(); // room to cut one more
-                return Next::Chunk(chunk);
+            if matches!(p.parsed.front(), Some(Some(_))) {
+                if let Some(Some(chunk)) = p.parsed.pop_front() {
+                    p.next_deliver += 1;
+                    drop(p);
+                    shared.changed.notify_all(); // room to cut one more
+                    return Next::Chunk(chunk);
+                }
             }
             if p.parsed.is_empty() && p.cut_all {
                 return Next::End;
             }
-            match shared.cut(&mut p) {
-                Some(cut) => {
-                    let records = p.spare_records.pop().unwrap_or_default();
-                    drop(p);
-                    shared.parse_and_file(cut, records);
-                    p = shared.lock();
+            let (guard, parsed) = shared.parse_next(p);
+            p = guard;
+            if !parsed && p.parsed.front().is_some_and(Option::is_none) {
+                // A helper parses the next chunk and no more may be cut: wait for it.
+                let (guard, timeout) = shared
+                    .changed
+                    .wait_timeout(p, HELPER_WAIT)
+                    .unwrap_or_else(|e| e.into_inner());
+                if timeout.timed_out() {
+                    return Next::NotYet;
                 }
-                None if p.parsed.front().is_some_and(Option::is_none) => {
-                    // A helper parses the next chunk and no more may be cut: wait for it.
-                    let (guard, timeout) = shared
-                        .changed
-                        .wait_timeout(p, HELPER_WAIT)
-                        .unwrap_or_else(|e| e.into_inner());
-                    if timeout.timed_out() {
-                        return Next::NotYet;
-                    }
-                    p = guard;
-                }
-                None => {}
+                p = guard;
             }
         }
     }
@@ -551,10 +535,10 @@ impl<T: Send + 'static> Source<T> for LineReader<T> {
                 break; // the batch is full
             }
             // Every record of the chunk is out; then its error, if it has one.
-            let failure = match (&chunk.error, &chunk.read_error) {
-                (Some((line, e)), _) => Some(format!("line {}: {e}", self.base_line + line + 1)),
-                (None, Some(e)) => Some(e.clone()),
-                (None, None) => None,
+            let failure = match &chunk.error {
+                Some(ChunkError::Line(line, e)) => Some(format!("line {}: {e}", self.base_line + line + 1)),
+                Some(ChunkError::Read(e)) => Some(e.clone()),
+                None => None,
             };
             if let Some(message) = failure {
                 if out.len() > start {
@@ -562,7 +546,7 @@ impl<T: Send + 'static> Source<T> for LineReader<T> {
                 }
                 return Err(source_error(&self.name, &self.path, message));
             }
-            self.offset = chunk.end;
+            self.offset = chunk.end_offset;
             self.line = self.base_line + chunk.lines;
             self.base_line = self.line;
             let spent = std::mem::take(&mut chunk.records);
@@ -772,6 +756,36 @@ mod tests {
         );
         assert!(
             error.contains("line 100001") && error.contains("not a number"),
+            "{error}"
+        );
+    }
+
+    fn number_or_panic(line: &[u8]) -> std::result::Result<i64, String> {
+        assert!(line != b"boom", "boom at this line");
+        number(line)
+    }
+
+    #[test]
+    fn a_parser_panic_fails_naming_its_line_after_the_records_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        let mut text: String = (0..100_000).map(|i| format!("{i}\n")).collect();
+        text.push_str("boom\n1\n");
+        std::fs::write(&path, text).unwrap();
+        let source = LineSource::new(&path, number_or_panic).parse_threads(1);
+        let mut r = LineReader::open(&source, &ctx(0, 1, None)).unwrap();
+        let mut got = 0;
+        let error = loop {
+            let mut out = Vec::new();
+            match r.poll(&mut out, 1024) {
+                Ok(SourcePoll::End) => panic!("the panic was not reported"),
+                Ok(_) => got += out.len(),
+                Err(e) => break e.to_string(),
+            }
+        };
+        assert_eq!(got, 100_000);
+        assert!(
+            error.contains("line 100001") && error.contains("boom at this line"),
             "{error}"
         );
     }

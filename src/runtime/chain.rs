@@ -337,6 +337,14 @@ pub(crate) struct SinkTail<T, S> {
     pub(crate) _records: PhantomData<fn(T)>,
 }
 
+/// A sink's small state, kept in the manifest.
+fn inline_state(bytes: &[u8]) -> SubtaskState {
+    SubtaskState::Bytes {
+        hex: to_hex(bytes),
+        describe: String::new(),
+    }
+}
+
 impl<T: Send, S: Sink<T>> Downstream<T> for SinkTail<T, S> {
     #[inline]
     fn records(&mut self, batch: &mut Vec<T>) -> Result<()> {
@@ -360,11 +368,7 @@ impl<T: Send, S: Sink<T>> Downstream<T> for SinkTail<T, S> {
             return sync.map_or(Ok(()), |sync| sync());
         };
         if bytes.len() <= INLINE_STATE_BYTES && sync.is_none() {
-            let state = SubtaskState::Bytes {
-                hex: to_hex(&bytes),
-                describe: String::new(),
-            };
-            snap.ready.push((uid.clone(), self.subtask, state));
+            snap.ready.push((uid.clone(), self.subtask, inline_state(&bytes)));
             return Ok(());
         }
         // An fsync of the output, or large state (uncommitted output), off the record path.
@@ -377,10 +381,7 @@ impl<T: Send, S: Sink<T>> Downstream<T> for SinkTail<T, S> {
                     sync()?;
                 }
                 if bytes.len() <= INLINE_STATE_BYTES {
-                    return Ok(SubtaskState::Bytes {
-                        hex: to_hex(&bytes),
-                        describe: String::new(),
-                    });
+                    return Ok(inline_state(&bytes));
                 }
                 std::fs::create_dir_all(&dir).map_err(|e| WeirError::io("cannot create", &dir, e))?;
                 crate::checkpoint::store::write_atomic(&dir.join("sink.state"), &bytes)?;

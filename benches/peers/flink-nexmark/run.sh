@@ -73,6 +73,6 @@ r.update({"ckpt_completed": len(rows), "ckpt_dur_ms_median": (s.median(d) if d e
           "ckpt_failed_or_aborted": int(os.environ["FAILED"] or 0), "rep": int(os.environ["REP"])})
 print(json.dumps(r, separators=(",", ":")))')
     echo "$line"
-    [ -n "${RESULTS:-}" ] && echo "$line" >> "$RESULTS"
+    if [ -n "${RESULTS:-}" ]; then echo "$line" >> "$RESULTS"; fi
   done
 done

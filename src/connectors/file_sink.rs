@@ -27,6 +27,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use weir_operators::CheckpointId;
 
@@ -53,14 +54,26 @@ struct Part {
 }
 
 /// When a part file is closed, to be committed with the next checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Rolling {
     /// At every checkpoint: rows are visible once their checkpoint completes.
+    #[default]
     OnCheckpoint,
     /// At the first checkpoint at which the part holds at least this many
     /// bytes, and at the final one: fewer, larger files, visible when they
     /// roll (`u64::MAX`: one part per subtask and run).
     AtSize(u64),
+}
+
+/// How a [`FileSink`] closes its parts and what it reports.
+#[derive(Debug, Clone, Default)]
+pub struct FileSinkOptions {
+    /// When a part is closed (default: at every checkpoint).
+    pub rolling: Rolling,
+    /// Counts the records written by every subtask of this run (bumped once
+    /// per batch). In a run that ends with its final checkpoint, all of them
+    /// are committed.
+    pub records_written: Option<Arc<AtomicU64>>,
 }
 
 /// A sink writing one line per record into committed part files.
@@ -70,6 +83,7 @@ pub struct FileSink<F> {
     name: String,
     format: F,
     rolling: Rolling,
+    records_written: Option<Arc<AtomicU64>>,
     /// The in-progress part.
     file: Option<Part>,
     state: FileSinkState,
@@ -97,20 +111,20 @@ impl<F> FileSink<F> {
     where
         F: Fn(&T, &mut String) + Clone + Send + 'static,
     {
-        Self::rolling_factory(dir, format, Rolling::OnCheckpoint)
+        Self::factory_with(dir, format, FileSinkOptions::default())
     }
 
-    /// [`FileSink::factory`] with parts closed as `rolling` says.
-    pub fn rolling_factory<T>(
+    /// [`FileSink::factory`] with `options`.
+    pub fn factory_with<T>(
         dir: impl Into<PathBuf>,
         format: F,
-        rolling: Rolling,
+        options: FileSinkOptions,
     ) -> impl Fn(ConnectorContext) -> Result<FileSink<F>> + Send + 'static
     where
         F: Fn(&T, &mut String) + Clone + Send + 'static,
     {
         let dir = dir.into();
-        move |ctx| FileSink::open(&dir, &ctx, format.clone(), rolling)
+        move |ctx| FileSink::open(&dir, &ctx, format.clone(), options.clone())
     }
 
     /// The committed name of the output of `checkpoint` by `subtask`.
@@ -139,13 +153,14 @@ impl<F> FileSink<F> {
     /// # Errors
     /// When the directory is unusable or a file pending in (or left open by)
     /// the restored checkpoint is gone or short (its records would be lost).
-    pub fn open(dir: &Path, ctx: &ConnectorContext, format: F, rolling: Rolling) -> Result<Self> {
+    pub fn open(dir: &Path, ctx: &ConnectorContext, format: F, options: FileSinkOptions) -> Result<Self> {
         let mut sink = FileSink {
             dir: dir.to_path_buf(),
             subtask: ctx.subtask,
             name: ctx.uid.clone(),
             format,
-            rolling,
+            rolling: options.rolling,
+            records_written: options.records_written,
             file: None,
             state: FileSinkState::default(),
             buffered: String::new(),
@@ -339,6 +354,9 @@ impl<T, F: Fn(&T, &mut String) + Send + 'static> Sink<T> for FileSink<F> {
                 }
             }
         };
+        if let Some(counter) = &self.records_written {
+            counter.fetch_add(records.len() as u64, Ordering::Relaxed);
+        }
         let before = self.buffered.len();
         for r in records.drain(..) {
             (self.format)(&r, &mut self.buffered);
@@ -440,7 +458,11 @@ mod tests {
             restored,
             ..ConnectorContext::standalone("files", 0, 1)
         };
-        FileSink::open(dir, &ctx, line as fn(&u32, &mut String), rolling).unwrap()
+        let options = FileSinkOptions {
+            rolling,
+            records_written: None,
+        };
+        FileSink::open(dir, &ctx, line as fn(&u32, &mut String), options).unwrap()
     }
 
     /// A barrier as the runtime runs it: snapshot, then the deferred fsync.
@@ -578,7 +600,10 @@ mod tests {
             dir.path(),
             &ctx,
             line as fn(&u32, &mut String),
-            Rolling::AtSize(u64::MAX),
+            FileSinkOptions {
+                rolling: Rolling::AtSize(u64::MAX),
+                records_written: None,
+            },
         )
         .err()
         .unwrap()

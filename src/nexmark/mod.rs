@@ -10,7 +10,7 @@ pub mod model;
 pub mod queries;
 
 use crate::connectors::collect::CollectSink;
-use crate::connectors::file_sink::{FileSink, Rolling};
+use crate::connectors::file_sink::{FileSink, FileSinkOptions, Rolling};
 use crate::connectors::kafka::source::{Progress, WatermarkStrategy};
 use crate::connectors::kafka::{KafkaRecord, KafkaSink, KafkaSource};
 use crate::connectors::line_source::LineSource;
@@ -59,7 +59,12 @@ pub enum RowSink {
     },
     /// Committed part files (one JSON object per line) in this directory, one
     /// per subtask and run (committed by the run's final checkpoint).
-    Files(PathBuf),
+    Files {
+        /// The directory.
+        dir: PathBuf,
+        /// Counts the rows this run writes.
+        rows_written: Arc<std::sync::atomic::AtomicU64>,
+    },
     /// Memory (tests).
     Collect(Arc<Mutex<Vec<Output>>>),
     /// Count rows and record their latency (benchmarks).
@@ -144,14 +149,17 @@ pub fn nexmark_job(
             )
             .uid("nexmark-sink");
         }
-        RowSink::Files(dir) => {
+        RowSink::Files { dir, rows_written } => {
             rows.sink(
                 "nexmark-files",
                 // One part per subtask and run: the rows of a file run are gathered into one file at its end.
-                FileSink::rolling_factory(
+                FileSink::factory_with(
                     dir,
                     |o: &Output, line: &mut String| o.row.write_json(line),
-                    Rolling::AtSize(u64::MAX),
+                    FileSinkOptions {
+                        rolling: Rolling::AtSize(u64::MAX),
+                        records_written: Some(rows_written),
+                    },
                 ),
             )
             .uid("nexmark-sink");

@@ -4,6 +4,8 @@
 use super::{run_until_signalled, CommonArgs, ProgressOf};
 use anyhow::Context;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use weir::JobConfig;
 
@@ -188,8 +190,12 @@ pub(crate) fn run(args: NexmarkArgs) -> anyhow::Result<()> {
         })),
         _ => RunStats::new(),
     };
+    let rows_written = Arc::new(AtomicU64::new(0));
     let sink = match &args.sink_file {
-        Some(_) => RowSink::Files(parts.clone()),
+        Some(_) => RowSink::Files {
+            dir: parts.clone(),
+            rows_written: rows_written.clone(),
+        },
         None => RowSink::Stats(stats.clone()),
     };
     let (job, progress) = nexmark_job(&job_name, query, &source, sink, args.parallelism)?;
@@ -201,9 +207,18 @@ pub(crate) fn run(args: NexmarkArgs) -> anyhow::Result<()> {
         .with_context(|| format!("job `{job_name}` failed"))?;
     let elapsed = started.elapsed();
     let rows = match &args.sink_file {
-        // Rows in the scratch directory are ours to move; rows kept next to a
-        // checkpoint directory stay there (a later run resumes beside them).
-        Some(out) => concatenate_parts(&parts, out, parts.starts_with(&scratch.path))?,
+        // Rows in the scratch directory are this run's, all committed by its
+        // final checkpoint, and ours to move; rows kept next to a checkpoint
+        // directory stay there (a later run resumes beside them) and include
+        // earlier runs', so they are counted in the file.
+        Some(out) if parts.starts_with(&scratch.path) => {
+            concatenate_parts(&parts, out, true)?;
+            rows_written.load(Ordering::Relaxed)
+        }
+        Some(out) => {
+            concatenate_parts(&parts, out, false)?;
+            count_lines(out)?
+        }
         None => stats.rows(),
     };
     print_nexmark_summary(
@@ -264,9 +279,8 @@ fn tempfile_dir(job: &str) -> anyhow::Result<ScratchDir> {
     Ok(ScratchDir { path })
 }
 
-/// Joins the committed part files of `dir` (in name order) into `out`, atomically; returns the line count.
-fn concatenate_parts(dir: &std::path::Path, out: &std::path::Path, may_move: bool) -> anyhow::Result<u64> {
-    use std::io::Read;
+/// Joins the committed part files of `dir` (in name order) into `out`, atomically.
+fn concatenate_parts(dir: &std::path::Path, out: &std::path::Path, may_move: bool) -> anyhow::Result<()> {
     let mut names: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .flatten()
@@ -278,28 +292,32 @@ fn concatenate_parts(dir: &std::path::Path, out: &std::path::Path, may_move: boo
     names.sort();
     // One part (p = 1) that may move: a rename instead of a copy of every
     // row (2 s of an 8 s q0 run over 2 M events), when on one file system.
-    let moved = match names.as_slice() {
-        [only] => may_move && std::fs::rename(only, out).is_ok(),
-        _ => false,
-    };
-    if !moved {
-        let tmp = out.with_extension("weir-tmp");
-        let mut w = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        for name in &names {
-            let mut part = std::fs::File::open(name).with_context(|| format!("cannot read {}", name.display()))?;
-            // File to file: the kernel copies (copy_file_range), not this process.
-            std::io::copy(&mut part, &mut w).with_context(|| format!("cannot write {}", tmp.display()))?;
+    if let [only] = names.as_slice() {
+        if may_move && std::fs::rename(only, out).is_ok() {
+            return Ok(());
         }
-        w.sync_all()
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, out).with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
     }
-    let mut file = std::fs::File::open(out).with_context(|| format!("cannot read {}", out.display()))?;
+    let tmp = out.with_extension("weir-tmp");
+    let mut w = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    for name in &names {
+        let mut part = std::fs::File::open(name).with_context(|| format!("cannot read {}", name.display()))?;
+        // File to file: the kernel copies (copy_file_range), not this process.
+        std::io::copy(&mut part, &mut w).with_context(|| format!("cannot write {}", tmp.display()))?;
+    }
+    w.sync_all()
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))
+}
+
+/// The lines of `path`.
+fn count_lines(path: &std::path::Path) -> anyhow::Result<u64> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let (mut buf, mut lines) = (vec![0u8; 1 << 20], 0u64);
     loop {
         let n = file
             .read(&mut buf)
-            .with_context(|| format!("cannot read {}", out.display()))?;
+            .with_context(|| format!("cannot read {}", path.display()))?;
         if n == 0 {
             return Ok(lines);
         }

@@ -231,8 +231,11 @@ fn a_file_run_killed_and_run_again_writes_every_row_once() {
         want.len(),
         got.len()
     );
-    println!(
-        "nexmark q0 over a file: kills={kills} lost=0 duplicated=0 rows={} seed={seed}",
-        got.len()
+    common::publish_summary(
+        "nexmark_file_kill",
+        &format!(
+            "nexmark q0 over a file: kills={kills} lost=0 duplicated=0 (rows={} seed={seed})",
+            got.len()
+        ),
     );
 }

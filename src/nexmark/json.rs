@@ -457,6 +457,10 @@ mod tests {
             r#"{"type":"auction","id":1000,"itemName":"x","description":"y","initialBid":1,"reserve":2,"dateTime":3,"expires":4,"seller":1000,"category":10,"extra":""}"#,
             r#"{"type":"bid","auction":0,"bidder":9223372036854775807,"price":-9223372036854775808,"dateTime":3}"#,
             r#"{"type":"bid","auction":1,"bidder":999999999999999999,"price":-999999999999999999,"dateTime":1000000000000000000}"#,
+            // Keys out of the producers' order, from the start and midway.
+            r#"{"auction":7,"type":"bid","bidder":1,"price":2,"dateTime":3,"extra":"x"}"#,
+            r#"{"type":"bid","auction":7,"price":2,"bidder":1,"dateTime":3,"url":"u","extra":"x","channel":"c"}"#,
+            r#"{"type":"auction","id":1,"itemName":"i","description":"d","initialBid":1,"reserve":2,"dateTime":3,"expires":4,"seller":5,"category":6,"extra":"" }"#,
         ];
         for line in lines {
             let event = parse(line.as_bytes(), TextFields::ALL).unwrap_or_else(|| panic!("fast path refused {line}"));

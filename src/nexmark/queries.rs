@@ -279,7 +279,7 @@ impl Row {
 fn write_json_str(text: &str, out: &mut String) {
     let bytes = text.as_bytes();
     out.push('"');
-    if bytes.iter().any(|&b| b < 0x20) {
+    if super::json::has_control(bytes) {
         // Control characters: rare; serde_json's own escaping.
         let quoted = serde_json::to_string(text).unwrap_or_default();
         let inner = quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"'));

@@ -48,7 +48,8 @@ pub(crate) struct NexmarkArgs {
     #[arg(long)]
     sink_file: Option<PathBuf>,
     /// --source-file: helper threads parsing events ahead of each source
-    /// subtask, in file order [default: the cores left over by --parallelism].
+    /// subtask, in file order [default: the cores left over by
+    /// --parallelism, per subtask, at most 4].
     #[arg(long)]
     parse_threads: Option<usize>,
     /// Kafka: stop at the end offsets seen at start, take a final checkpoint (keeping open windows), exit.
@@ -177,9 +178,10 @@ pub(crate) fn run(args: NexmarkArgs) -> anyhow::Result<()> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         EventSource::File {
             path,
-            parse_threads: args
-                .parse_threads
-                .unwrap_or_else(|| cores.saturating_sub(args.parallelism) / args.parallelism.max(1)),
+            parse_threads: args.parse_threads.unwrap_or_else(|| {
+                let spare = cores.saturating_sub(args.parallelism) / args.parallelism.max(1);
+                spare.min(DEFAULT_MAX_PARSE_THREADS)
+            }),
         }
     };
     let stats = match (&source, args.rate) {
@@ -232,6 +234,10 @@ pub(crate) fn run(args: NexmarkArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Default helper threads per file source subtask at most: past a few, the
+/// subtask's own work downstream is the limit, not parsing.
+const DEFAULT_MAX_PARSE_THREADS: usize = 4;
 
 /// Events of a generator run without `--events`.
 const DEFAULT_NEXMARK_EVENTS: u64 = 10_000_000;

@@ -84,9 +84,25 @@ pub enum WeirError {
         /// What failed.
         message: String,
     },
+    /// The Kafka client (librdkafka) reported an error to a connector.
+    #[error("connector `{connector}`: {message}")]
+    Kafka {
+        /// The connector (uid and subtask), or the tool that asked.
+        connector: String,
+        /// What weir was doing and the client's error, with the bootstrap
+        /// servers where a broker could not be reached.
+        message: String,
+        /// The client's error, for code that matches on its kind.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
     /// The job was cancelled.
     #[error("job cancelled")]
     Cancelled,
+    /// weir broke one of its own invariants (a bug in weir, not in the job):
+    /// please report it with the message.
+    #[error("internal error (a bug in weir): {0}")]
+    Internal(String),
 }
 
 impl WeirError {
@@ -104,7 +120,7 @@ impl WeirError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            WeirError::Io { .. } | WeirError::Connector { .. } | WeirError::State { .. }
+            WeirError::Io { .. } | WeirError::Connector { .. } | WeirError::Kafka { .. } | WeirError::State { .. }
         )
     }
 }

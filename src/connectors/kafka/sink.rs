@@ -53,8 +53,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weir_operators::CheckpointId;
 
-/// Delivery guarantee of a [`KafkaSink`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Delivery guarantee of a [`KafkaSink`]; written `none`, `at-least-once` or
+/// `exactly-once` in config files and on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Delivery {
     /// Fire and forget.
     None,
@@ -63,6 +65,33 @@ pub enum Delivery {
     AtLeastOnce,
     /// read_committed consumers see every record exactly once.
     ExactlyOnce,
+}
+
+impl Delivery {
+    /// The name used in config files and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::None => "none",
+            Delivery::AtLeastOnce => "at-least-once",
+            Delivery::ExactlyOnce => "exactly-once",
+        }
+    }
+}
+
+impl std::fmt::Display for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Delivery {
+    type Err = String;
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        [Delivery::None, Delivery::AtLeastOnce, Delivery::ExactlyOnce]
+            .into_iter()
+            .find(|d| d.as_str() == text)
+            .ok_or_else(|| format!("must be `none`, `at-least-once` or `exactly-once`, not `{text}`"))
+    }
 }
 
 /// A Kafka sink, described; [`KafkaSink::factory`] makes it a sink for

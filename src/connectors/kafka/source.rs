@@ -402,7 +402,7 @@ pub struct KafkaReader<T, D> {
     progress: Arc<Progress>,
     next_partition: usize,
     /// Where the per-partition lag goes, and when it was last reported.
-    backlog: crate::runtime::Backlog,
+    backlog: crate::stats::Backlog,
     backlog_reported: Instant,
     _t: PhantomData<fn() -> T>,
 }
@@ -615,7 +615,7 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
                 } else {
                     p.end?
                 };
-                Some(crate::runtime::PartitionLag {
+                Some(crate::stats::PartitionLag {
                     topic: p.topic.clone(),
                     partition: p.partition,
                     position: p.next_offset,

@@ -195,11 +195,11 @@ pub(crate) fn run_source<T: Send, S: Source<T>>(
 ) -> Result<()> {
     let mut buf = Vec::with_capacity(batch_size);
     let mut next_marker = Instant::now() + LATENCY_MARKER_INTERVAL;
-    let mut final_barrier: Option<CheckpointId> = None;
+    let mut final_checkpoint = FinalCheckpoint::default();
     let mut at_end = false;
     let mut watermark = Timestamp::MIN;
     loop {
-        let command = if final_barrier.is_some() || at_end {
+        let command = if final_checkpoint.is_forwarded() || at_end {
             Some(rt.next_command())
         } else if let Some(c) = rt.try_command() {
             Some(c)
@@ -256,24 +256,17 @@ pub(crate) fn run_source<T: Send, S: Source<T>>(
                 snap.ready.push((uid.clone(), subtask, position));
                 chain.barrier(barrier, &mut snap)?;
                 rt.submit(snap)?;
-                if barrier.then_stop {
-                    final_barrier = Some(barrier.id);
-                }
+                final_checkpoint.forwarded(barrier);
             }
-            Some(TaskCommand::Complete(id)) => {
-                source.checkpoint_complete(id)?;
-                chain.checkpoint_complete(id)?;
-                if final_barrier == Some(id) {
+            Some(command) => {
+                if let TaskCommand::Complete(id) = command {
+                    source.checkpoint_complete(id)?;
+                }
+                final_checkpoint.on_command(command, &mut *chain)?;
+                if final_checkpoint.is_complete() {
                     return chain.end();
                 }
             }
-            Some(TaskCommand::Abort(id)) => {
-                chain.checkpoint_aborted(id)?;
-                if final_barrier == Some(id) {
-                    final_barrier = None; // the coordinator retries the final checkpoint
-                }
-            }
-            Some(TaskCommand::Cancel) => return Err(WeirError::Cancelled),
         }
     }
 }
@@ -289,8 +282,7 @@ pub(crate) fn run_input<T: Send>(
     let mut watermarks = vec![Timestamp::MIN; n];
     let mut open = vec![true; n];
     let mut current_watermark = Timestamp::MIN;
-    let mut final_barrier: Option<CheckpointId> = None;
-    let mut final_complete = false;
+    let mut final_checkpoint = FinalCheckpoint::default();
     let alignment = metrics::histogram!("weir_checkpoint_alignment_seconds", "task" => rt.name.clone());
     // When the first barrier of the checkpoint being aligned arrived.
     let mut aligning_since: Option<Instant> = None;
@@ -331,20 +323,8 @@ pub(crate) fn run_input<T: Send>(
                 }
             };
             if op.index() == command_op {
-                match op.recv(&rt.commands).unwrap_or(TaskCommand::Cancel) {
-                    TaskCommand::Complete(id) => {
-                        chain.checkpoint_complete(id)?;
-                        final_complete |= final_barrier == Some(id);
-                    }
-                    TaskCommand::Abort(id) => {
-                        chain.checkpoint_aborted(id)?;
-                        if final_barrier == Some(id) {
-                            final_barrier = None;
-                        }
-                    }
-                    TaskCommand::Trigger(_) => {}
-                    TaskCommand::Cancel => return Err(WeirError::Cancelled),
-                }
+                let command = op.recv(&rt.commands).unwrap_or(TaskCommand::Cancel);
+                final_checkpoint.on_command(command, &mut *chain)?;
                 continue;
             }
             let i = index[op.index()];
@@ -396,30 +376,75 @@ pub(crate) fn run_input<T: Send>(
                 };
                 chain.barrier(barrier, &mut snap)?;
                 rt.submit(snap)?;
-                if barrier.then_stop {
-                    final_barrier = Some(barrier.id);
-                }
+                final_checkpoint.forwarded(barrier);
                 // A keyed stage now takes its changed state step by step and
                 // asks to be called right away for it, idle input or not.
                 next_timer = chain.next_processing_timer();
             }
             if aligner.all_ended() {
                 // Sinks commit the final checkpoint before the task ends.
-                while final_barrier.is_some() && !final_complete {
-                    match rt.next_command() {
-                        TaskCommand::Complete(id) => {
-                            chain.checkpoint_complete(id)?;
-                            final_complete |= final_barrier == Some(id);
-                        }
-                        TaskCommand::Abort(id) => chain.checkpoint_aborted(id)?,
-                        TaskCommand::Trigger(_) => {}
-                        TaskCommand::Cancel => return Err(WeirError::Cancelled),
-                    }
+                while final_checkpoint.is_forwarded() && !final_checkpoint.is_complete() {
+                    final_checkpoint.on_command(rt.next_command(), &mut *chain)?;
                 }
                 return chain.end();
             }
             break; // readable inputs changed: rebuild the Select
         }
+    }
+}
+
+/// The final checkpoint of a task (the barrier flagged "then stop" it
+/// forwarded) and the one place where a task takes the coordinator's
+/// `Complete` and `Abort`.
+#[derive(Debug, Default)]
+struct FinalCheckpoint {
+    /// The final barrier forwarded, until its checkpoint is aborted.
+    id: Option<CheckpointId>,
+    /// Whether that checkpoint completed (sinks committed it).
+    complete: bool,
+}
+
+impl FinalCheckpoint {
+    /// Remembers `barrier` when it is the final one.
+    fn forwarded(&mut self, barrier: Barrier) {
+        if barrier.then_stop {
+            self.id = Some(barrier.id);
+            self.complete = false;
+        }
+    }
+
+    /// A final barrier went out and was not aborted.
+    fn is_forwarded(&self) -> bool {
+        self.id.is_some()
+    }
+
+    /// The final checkpoint completed: the task may end.
+    fn is_complete(&self) -> bool {
+        self.id.is_some() && self.complete
+    }
+
+    /// Tells the chain a checkpoint completed or was aborted. An aborted
+    /// final checkpoint is forgotten: the coordinator retries it with a new
+    /// final barrier. `Trigger` is for sources, which take it themselves.
+    ///
+    /// # Errors
+    /// The chain's error, or [`WeirError::Cancelled`] on `Cancel`.
+    fn on_command<T>(&mut self, command: TaskCommand, chain: &mut dyn Downstream<T>) -> Result<()> {
+        match command {
+            TaskCommand::Complete(id) => {
+                chain.checkpoint_complete(id)?;
+                self.complete |= self.id == Some(id);
+            }
+            TaskCommand::Abort(id) => {
+                chain.checkpoint_aborted(id)?;
+                if self.id == Some(id) {
+                    self.id = None;
+                }
+            }
+            TaskCommand::Trigger(_) => {}
+            TaskCommand::Cancel => return Err(WeirError::Cancelled),
+        }
+        Ok(())
     }
 }
 
@@ -439,5 +464,97 @@ fn advance_watermark<T>(
             chain.watermark(m)
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A chain that records which checkpoints it heard completed or aborted.
+    #[derive(Default)]
+    struct Heard(Vec<String>);
+
+    impl Downstream<u32> for Heard {
+        fn records(&mut self, _: &mut Vec<u32>) -> Result<()> {
+            Ok(())
+        }
+        fn watermark(&mut self, _: Timestamp) -> Result<()> {
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<()> {
+            Ok(())
+        }
+        fn barrier(&mut self, _: Barrier, _: &mut SnapshotBuilder) -> Result<()> {
+            Ok(())
+        }
+        fn checkpoint_complete(&mut self, id: CheckpointId) -> Result<()> {
+            self.0.push(format!("complete {}", id.0));
+            Ok(())
+        }
+        fn checkpoint_aborted(&mut self, id: CheckpointId) -> Result<()> {
+            self.0.push(format!("aborted {}", id.0));
+            Ok(())
+        }
+        fn end(&mut self) -> Result<()> {
+            Ok(())
+        }
+        fn latency_marker(&mut self, _: Instant) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn barrier(id: u64, then_stop: bool) -> Barrier {
+        Barrier {
+            id: CheckpointId(id),
+            then_stop,
+        }
+    }
+
+    #[test]
+    fn a_task_ends_only_when_its_final_checkpoint_completes() {
+        let (mut last, mut chain) = (FinalCheckpoint::default(), Heard::default());
+        last.forwarded(barrier(1, false));
+        assert!(!last.is_forwarded());
+        last.forwarded(barrier(2, true));
+        last.on_command(TaskCommand::Complete(CheckpointId(1)), &mut chain)
+            .unwrap();
+        assert!(
+            last.is_forwarded() && !last.is_complete(),
+            "an earlier checkpoint is not the final one"
+        );
+        last.on_command(TaskCommand::Complete(CheckpointId(2)), &mut chain)
+            .unwrap();
+        assert!(last.is_complete());
+        assert_eq!(
+            chain.0,
+            ["complete 1", "complete 2"],
+            "every completion reaches the chain"
+        );
+    }
+
+    #[test]
+    fn an_aborted_final_checkpoint_is_forgotten_until_the_retry_is_forwarded() {
+        let (mut last, mut chain) = (FinalCheckpoint::default(), Heard::default());
+        last.forwarded(barrier(3, true));
+        last.on_command(TaskCommand::Abort(CheckpointId(3)), &mut chain)
+            .unwrap();
+        assert!(!last.is_forwarded() && !last.is_complete());
+        last.forwarded(barrier(4, true));
+        last.on_command(TaskCommand::Complete(CheckpointId(3)), &mut chain)
+            .unwrap();
+        assert!(
+            !last.is_complete(),
+            "the aborted one completing late does not end the task"
+        );
+        last.on_command(TaskCommand::Complete(CheckpointId(4)), &mut chain)
+            .unwrap();
+        assert!(last.is_complete());
+        assert!(matches!(
+            last.on_command(TaskCommand::Cancel, &mut chain),
+            Err(WeirError::Cancelled)
+        ));
+        assert_eq!(chain.0, ["aborted 3", "complete 3", "complete 4"]);
     }
 }

@@ -114,7 +114,7 @@ impl JobEnv {
             .ok_or_else(|| WeirError::Internal(format!("no operator {op} in the plan")))?;
         info.uid
             .clone()
-            .ok_or_else(|| WeirError::InvalidGraph(format!("operator `{}` needs a uid", info.name)))
+            .ok_or_else(|| WeirError::Internal(format!("operator `{}` passed validation without a uid", info.name)))
     }
 
     /// The restored state of one subtask of `uid`, if the checkpoint has it.

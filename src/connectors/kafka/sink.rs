@@ -12,7 +12,7 @@
 //!    transaction together with a *marker* record `n`, and commits. Markers go
 //!    to the marker topic of the (job, sink), `weir-markers.<job>.<sink uid>`,
 //!    partition = subtask: only this subtask's producer ever writes there.
-//!    The transaction runs on the sink's commit thread ([`Committer`], which
+//!    The transaction runs on the sink's commit thread (`Committer`, which
 //!    owns the producer), in checkpoint order, while the sink goes on
 //!    reading epoch `n+1`; epoch `n` stays pending (and in every snapshot)
 //!    until its commit is done. Two completed epochs may wait for the

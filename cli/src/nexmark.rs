@@ -59,7 +59,7 @@ pub(crate) struct NexmarkArgs {
     /// Parallelism of every operator.
     #[arg(long, short, default_value_t = 1)]
     parallelism: usize,
-    /// Job name (its directory under --checkpoint-dir) [default: nexmark-<query>].
+    /// Job name (its directory under --checkpoint-dir) [default: nexmark-QUERY].
     #[arg(long)]
     job: Option<String>,
     /// Print the summary as one JSON line.

@@ -8,7 +8,7 @@
 //!   benchmark workloads W1-W3, over a generator or Kafka.
 //! - [`nexmark`]: Nexmark events, their deterministic generator and the
 //!   queries (`weir nexmark`).
-//! - [`bench`]: latency recording without coordinated omission, summaries
+//! - [`mod@bench`]: latency recording without coordinated omission, summaries
 //!   and SVG plots for `weir bench`.
 
 pub mod bench;

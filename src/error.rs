@@ -97,6 +97,23 @@ pub enum WeirError {
         #[source]
         source: Box<rdkafka::error::KafkaError>,
     },
+    /// Another run holds the store's lock: one writer per store.
+    #[error(
+        "{dir} is in use by {holder}; a second writer would corrupt it: stop the other run (or wait for it to end), or use another directory"
+    )]
+    StoreInUse {
+        /// The locked directory (checkpoint store of a job, or its local state).
+        dir: PathBuf,
+        /// Who holds it: job, pid, host, since when.
+        holder: String,
+    },
+    /// Another writer created checkpoint `id` of this store first: this run
+    /// is a zombie (or a second writer) and stops without writing.
+    #[error("checkpoint {path} was created by another writer: this run is fenced off and stops")]
+    Fenced {
+        /// The checkpoint directory or manifest that exists already.
+        path: PathBuf,
+    },
     /// The job was cancelled.
     #[error("job cancelled")]
     Cancelled,
@@ -130,7 +147,11 @@ impl WeirError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            WeirError::Io { .. } | WeirError::Connector { .. } | WeirError::Kafka { .. } | WeirError::State { .. }
+            WeirError::Io { .. }
+                | WeirError::Connector { .. }
+                | WeirError::Kafka { .. }
+                | WeirError::State { .. }
+                | WeirError::StoreInUse { .. }
         )
     }
 }

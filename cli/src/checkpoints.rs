@@ -22,7 +22,7 @@ pub(crate) enum CheckpointsCommand {
         json: bool,
     },
     /// Delete all but the newest complete checkpoints, incomplete ones, and
-    /// state files no kept checkpoint references. Do not run it while the job runs.
+    /// state files no kept checkpoint references. Refused while a run of the job holds its store.
     ///
     /// Example: weir checkpoints gc weir-checkpoints --job demo --keep 1
     Gc {
@@ -59,6 +59,8 @@ pub(crate) fn run(command: CheckpointsCommand) -> anyhow::Result<()> {
         CheckpointsCommand::Gc { dir, job, keep } => {
             anyhow::ensure!(keep >= 1, "--keep must be at least 1");
             let store = CheckpointStore::open_existing(&dir, &job)?;
+            // Pruning under a running job would delete files its next checkpoint references.
+            let _lock = store.lock()?;
             let complete = store.complete_ids()?;
             let split = complete.len().saturating_sub(keep);
             let (remove, kept) = complete.split_at(split);
@@ -86,7 +88,7 @@ pub(crate) fn run(command: CheckpointsCommand) -> anyhow::Result<()> {
                     Ok(m) => println!(
                         "chk-{}\t{}\t{} operators\t{} bytes{}",
                         m.checkpoint_id,
-                        utc(m.created_unix_ms),
+                        weir::clock::format_utc(m.created_unix_ms),
                         m.operators.len(),
                         m.state_bytes(),
                         if m.final_checkpoint { "\tfinal" } else { "" }
@@ -131,25 +133,4 @@ pub(crate) fn run(command: CheckpointsCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// `YYYY-MM-DD HH:MM:SS UTC` of a Unix time in ms (civil-from-days, proleptic Gregorian).
-fn utc(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }

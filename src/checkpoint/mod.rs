@@ -6,8 +6,10 @@
 //! [`CheckpointStore`], list its checkpoints, read a [`Manifest`].
 
 pub(crate) mod coordinator;
+pub mod lock;
 pub mod manifest;
 pub mod store;
 
+pub use lock::DirLock;
 pub use manifest::{Manifest, OperatorSnapshot, RocksHandle, StoredFile, SubtaskState};
 pub use store::CheckpointStore;

@@ -13,6 +13,7 @@
 //! is durable. Recovery takes the newest readable manifest whose files are all
 //! present, falling back to older ones with a warning naming the path.
 
+use super::lock::DirLock;
 use super::manifest::{Manifest, SubtaskState, MANIFEST_FORMAT};
 use crate::error::{Result, WeirError};
 use std::collections::HashSet;
@@ -257,11 +258,40 @@ impl CheckpointStore {
         }
     }
 
-    /// Writes `manifest` atomically (temporary file, fsync, rename, fsync of
-    /// the directory), then points `LATEST` at it.
+    /// Takes the store's lock for a run (or `weir checkpoints gc`): one
+    /// writer per store. Hold it until the run ends.
     ///
     /// # Errors
-    /// [`WeirError::Io`] naming the file that could not be written.
+    /// [`WeirError::StoreInUse`] naming the directory and the holder.
+    pub fn lock(&self) -> Result<DirLock> {
+        DirLock::acquire(&self.dir, &self.job)
+    }
+
+    /// Reserves checkpoint `id` for this run: its directory is created only
+    /// if absent, so ids are never reused (also after a crash, output staged
+    /// for an abandoned checkpoint is never taken for a later one's), and a
+    /// second writer that picked the same id learns it is fenced off.
+    ///
+    /// # Errors
+    /// [`WeirError::Fenced`] when the directory exists; [`WeirError::Io`].
+    pub(crate) fn reserve(&self, id: CheckpointId) -> Result<()> {
+        let dir = self.checkpoint_path(id);
+        match fs::create_dir(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(WeirError::Fenced { path: dir }),
+            Err(e) => Err(WeirError::io("cannot create checkpoint directory", &dir, e)),
+        }
+    }
+
+    /// Commits `manifest`: the checkpoint exists from the moment its MANIFEST
+    /// does. The file is written aside, synced, then linked into place only
+    /// if no MANIFEST exists (create-only, as an object store's conditional
+    /// put), and the directory is synced; `LATEST` then names it (for people
+    /// and tools; recovery lists the checkpoints instead of trusting it).
+    ///
+    /// # Errors
+    /// [`WeirError::Fenced`] when another writer committed this checkpoint
+    /// first; [`WeirError::Io`] naming the file that could not be written.
     pub(crate) fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
         let id = CheckpointId(manifest.checkpoint_id);
         let dir = self.checkpoint_path(id);
@@ -270,7 +300,7 @@ impl CheckpointStore {
             path: dir.clone(),
             message: format!("cannot encode manifest: {e}"),
         })?;
-        write_atomic(&dir.join(MANIFEST), &bytes)?;
+        create_only(&dir.join(MANIFEST), &bytes)?;
         crate::failpoint::hit("manifest-written");
         write_atomic(&self.dir.join("LATEST"), format!("chk-{}\n", id.0).as_bytes())
     }
@@ -332,6 +362,37 @@ impl CheckpointStore {
     }
 }
 
+/// Creates `path` with `bytes` only if it does not exist, atomically: a
+/// temporary file, fsync, a hard link to `path` (which fails if it exists),
+/// fsync of the directory.
+///
+/// # Errors
+/// [`WeirError::Fenced`] when `path` exists; [`WeirError::Io`] naming the path.
+pub(crate) fn create_only(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    written.map_err(|e| WeirError::io("cannot write", &tmp, e))?;
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(WeirError::Fenced {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(WeirError::io("cannot create", path, e)),
+    }
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync dir.
 ///
 /// # Errors
@@ -380,4 +441,53 @@ pub(crate) fn store_file(src: &Path, dest: &Path, durable: bool) -> Result<u64> 
     fs::metadata(dest)
         .map(|m| m.len())
         .map_err(|e| WeirError::io("cannot stat", dest, e))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn manifest(job: &str, id: u64) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            job: job.into(),
+            checkpoint_id: id,
+            created_unix_ms: 0,
+            final_checkpoint: false,
+            operators: Default::default(),
+        }
+    }
+
+    #[test]
+    fn of_two_writers_of_one_checkpoint_id_the_second_is_fenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            CheckpointStore::open(dir.path(), "job").unwrap(),
+            CheckpointStore::open(dir.path(), "job").unwrap(),
+        );
+        a.reserve(CheckpointId(1)).unwrap();
+        assert!(matches!(b.reserve(CheckpointId(1)), Err(WeirError::Fenced { .. })));
+        a.write_manifest(&manifest("job", 1)).unwrap();
+        let mut other = manifest("job", 1);
+        other.final_checkpoint = true;
+        let err = b.write_manifest(&other).unwrap_err();
+        assert!(matches!(err, WeirError::Fenced { .. }), "{err}");
+        assert_eq!(
+            a.read_manifest(CheckpointId(1)).unwrap(),
+            manifest("job", 1),
+            "the first manifest stays as it was written"
+        );
+        assert_eq!(a.complete_ids().unwrap(), [CheckpointId(1)]);
+    }
+
+    #[test]
+    fn a_store_has_one_lock_holder_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path(), "job").unwrap();
+        let held = store.lock().unwrap();
+        assert!(matches!(store.lock(), Err(WeirError::StoreInUse { .. })));
+        drop(held);
+        store.lock().unwrap();
+    }
 }

@@ -22,6 +22,7 @@ pub(crate) mod status;
 pub use status::{CheckpointStatus, JobStatus, LastCheckpoint, LatencySummary, TaskStatus};
 
 use crate::checkpoint::coordinator::{Action, Coordinator, CoordinatorConfig};
+use crate::checkpoint::lock::DirLock;
 use crate::checkpoint::manifest::{Manifest, OperatorSnapshot, SubtaskState, MANIFEST_FORMAT};
 use crate::checkpoint::store::CheckpointStore;
 use crate::config::JobConfig;
@@ -206,6 +207,10 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
     config.validate()?;
     let started = Instant::now();
     let store = CheckpointStore::open(&config.checkpoint_dir, &name)?;
+    // One writer per store, from before the restore point is read until the
+    // driver ends: a second run of the job on this directory is refused at
+    // once, naming this one.
+    let mut locks = vec![store.lock()?];
     let (restore, skipped) = if config.restore {
         store.restore_point_and_skipped()?
     } else {
@@ -216,10 +221,16 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
         check_compatible(&operators, &parallelism, m, &store)?;
         tracing::info!("job {}: restoring from checkpoint {}", name, m.checkpoint_id);
     }
-    let local_root = config
-        .local_state_dir
-        .clone()
-        .unwrap_or_else(|| store.job_dir().join("local"));
+    // Working directories of different jobs never share a folder; one job's
+    // is locked like its store (two stores, one local directory).
+    let local_root = match &config.local_state_dir {
+        Some(dir) => {
+            let root = dir.join(&name);
+            locks.push(DirLock::acquire(&root, &name)?);
+            root
+        }
+        None => store.job_dir().join("local"),
+    };
     let state = Arc::new(StateEnv::new(
         store.clone(),
         local_root,
@@ -335,6 +346,7 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
     let mut driver = Driver {
         job: name.clone(),
         store,
+        _locks: locks,
         coordinator,
         tasks,
         events: events_rx,
@@ -415,6 +427,9 @@ struct RunningTask {
 struct Driver {
     job: String,
     store: CheckpointStore,
+    /// The store's lock (and the local state directory's): released when
+    /// the driver, which outlives every task, is dropped.
+    _locks: Vec<DirLock>,
     coordinator: Coordinator<TaskSnapshot>,
     tasks: Vec<RunningTask>,
     events: Receiver<RuntimeEvent>,
@@ -548,11 +563,7 @@ impl Driver {
     fn execute(&mut self, action: Action<TaskSnapshot>) -> Result<Vec<Action<TaskSnapshot>>> {
         match action {
             Action::Trigger { id, then_stop } => {
-                // The directory reserves the id: ids are never reused, also after a crash,
-                // so output staged for an abandoned checkpoint is never taken for a later one's.
-                let dir = self.store.checkpoint_path(id);
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| WeirError::io("cannot create checkpoint directory", &dir, e))?;
+                self.store.reserve(id)?;
                 tracing::info!("checkpoint {id} triggered{}", if then_stop { " (final)" } else { "" });
                 self.triggered_at = Some(Instant::now());
                 self.update_checkpoints(|c| c.in_flight = Some(id.0));
@@ -568,6 +579,8 @@ impl Driver {
                 self.last_bytes = manifest.state_bytes();
                 match self.store.write_manifest(&manifest) {
                     Ok(()) => Ok(self.coordinator.on_persisted(id)),
+                    // Another writer owns this checkpoint: never retry over it.
+                    Err(e @ WeirError::Fenced { .. }) => Err(e),
                     Err(e) => {
                         tracing::warn!("checkpoint {id}: {e}");
                         Ok(self.coordinator.on_persist_failed(id, e.to_string()))

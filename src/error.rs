@@ -92,9 +92,11 @@ pub enum WeirError {
         /// What weir was doing and the client's error, with the bootstrap
         /// servers where a broker could not be reached.
         message: String,
-        /// The client's error, for code that matches on its kind.
+        /// The client's error, for code that matches on its kind. Boxed:
+        /// `KafkaError` is large, and inline it made every `Result` of weir
+        /// (the record path's too) over 128 bytes (`clippy::result_large_err`).
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: Box<rdkafka::error::KafkaError>,
     },
     /// The job was cancelled.
     #[error("job cancelled")]

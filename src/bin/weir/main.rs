@@ -608,9 +608,9 @@ fn main() -> anyhow::Result<()> {
         } => {
             let store = CheckpointStore::open(&dir, &job)?;
             let manifest = store.restore_point()?.context("no checkpoint")?;
-            let offsets = weir::connectors::kafka::source::stored_offsets(&manifest);
+            let offsets = weir::connectors::kafka::stored_offsets(&manifest);
             let ends = match &brokers {
-                Some(b) => Some(weir::connectors::kafka::source::end_offsets(
+                Some(b) => Some(weir::connectors::kafka::end_offsets(
                     b,
                     offsets.iter().map(|o| (o.topic.as_str(), o.partition)),
                 )?),
@@ -620,7 +620,7 @@ fn main() -> anyhow::Result<()> {
                 .iter()
                 .map(|o| {
                     let end = ends.as_ref().and_then(|e| e.get(&(o.topic.clone(), o.partition)).copied());
-                    serde_json::json!({"source": o.source, "topic": o.topic, "partition": o.partition, "next_offset": o.next_offset, "end_offset": end, "lag": end.map(|e| (e - o.next_offset).max(0))})
+                    serde_json::json!({"source": o.source, "topic": o.topic, "partition": o.partition, "next_offset": o.next_offset, "end_offset": end, "lag": end.map(|e| o.next_offset.lag(e))})
                 })
                 .collect();
             if json {

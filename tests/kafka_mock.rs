@@ -491,3 +491,24 @@ fn the_status_shows_each_partitions_lag_until_it_is_read() {
     handle.cancel();
     let _ = handle.join();
 }
+
+#[test]
+fn a_source_that_cannot_reach_its_brokers_names_them() {
+    let _serial = serial();
+    log();
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1 on the loopback: nothing listens, every connection is refused.
+    let unreachable = KafkaSource::new("127.0.0.1:1", &["in"])
+        .bounded(true)
+        .deserializer(number as Number);
+    let started = Instant::now();
+    let err = run("unreachable", 1, dir.path(), unreachable).unwrap_err();
+    eprintln!("failed after {:?}: {err:?}", started.elapsed());
+    let text = err.to_string();
+    assert!(text.contains("cannot read metadata of topic `in`"), "{text}");
+    assert!(text.contains("(bootstrap servers: 127.0.0.1:1)"), "{text}");
+    assert!(
+        matches!(err, weir::WeirError::Kafka { .. }),
+        "the client's error is kept: {err:?}"
+    );
+}

@@ -92,9 +92,8 @@ pub enum WeirError {
         /// What weir was doing and the client's error, with the bootstrap
         /// servers where a broker could not be reached.
         message: String,
-        /// The client's error, for code that matches on its kind. Boxed:
-        /// `KafkaError` is large, and inline it made every `Result` of weir
-        /// (the record path's too) over 128 bytes (`clippy::result_large_err`).
+        /// The client's error, for code that matches on its kind (boxed:
+        /// it is large, and errors travel through every `Result`).
         #[source]
         source: Box<rdkafka::error::KafkaError>,
     },
@@ -117,6 +116,15 @@ impl WeirError {
         }
     }
 
+    /// A Kafka client error met by `connector` while doing what `message` says.
+    pub fn kafka(connector: impl Into<String>, message: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
+        WeirError::Kafka {
+            connector: connector.into(),
+            message: message.into(),
+            source: Box::new(source),
+        }
+    }
+
     /// Whether restarting the job from its last checkpoint may succeed (an I/O
     /// or connector hiccup), as opposed to a fatal error in the job itself.
     pub fn is_retryable(&self) -> bool {
@@ -125,4 +133,13 @@ impl WeirError {
             WeirError::Io { .. } | WeirError::Connector { .. } | WeirError::Kafka { .. } | WeirError::State { .. }
         )
     }
+}
+
+/// The text of a panic payload (a task's, a parser thread's), for
+/// [`WeirError::Panic`] and messages.
+pub(crate) fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }

@@ -48,6 +48,48 @@ impl CheckpointStore {
         })
     }
 
+    /// Opens the store of a job that has run before, for tools that only
+    /// look (`weir checkpoints`, `weir offsets`): nothing is created.
+    ///
+    /// # Errors
+    /// [`WeirError::Checkpoint`] when `<root>/<job>` does not exist, naming
+    /// what was looked for and the jobs `root` does hold.
+    pub fn open_existing(root: &Path, job: &str) -> Result<Self> {
+        let dir = root.join(job);
+        if !dir.is_dir() {
+            let jobs = Self::jobs_in(root);
+            let holds = if !root.is_dir() {
+                "the directory does not exist".to_string()
+            } else if jobs.is_empty() {
+                "it holds no job's checkpoints".to_string()
+            } else {
+                format!("it holds the checkpoints of job(s): {}", jobs.join(", "))
+            };
+            return Err(WeirError::Checkpoint {
+                path: dir,
+                message: format!("no checkpoints of job `{job}` in {} ({holds})", root.display()),
+            });
+        }
+        Ok(CheckpointStore {
+            job: job.to_string(),
+            dir,
+        })
+    }
+
+    /// The names of the jobs with a checkpoint store under `root` (sorted).
+    pub fn jobs_in(root: &Path) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(root) else {
+            return Vec::new();
+        };
+        let mut jobs: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.path().join("shared").is_dir())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect();
+        jobs.sort();
+        jobs
+    }
+
     /// The job's directory in the store.
     pub fn job_dir(&self) -> &Path {
         &self.dir
@@ -59,13 +101,13 @@ impl CheckpointStore {
     }
 
     /// Where a task's private files of checkpoint `id` go (relative path too).
-    pub fn private_dir(&self, id: CheckpointId, task: &str) -> (PathBuf, String) {
+    pub(crate) fn private_dir(&self, id: CheckpointId, task: &str) -> (PathBuf, String) {
         let rel = format!("chk-{}/{}", id.0, task);
         (self.dir.join(&rel), rel)
     }
 
     /// Where an instance's shared SSTs go (relative path too).
-    pub fn shared_dir(&self, instance: &str) -> (PathBuf, String) {
+    pub(crate) fn shared_dir(&self, instance: &str) -> (PathBuf, String) {
         let rel = format!("shared/{instance}");
         (self.dir.join(&rel), rel)
     }
@@ -190,7 +232,7 @@ impl CheckpointStore {
     ///
     /// # Errors
     /// As [`CheckpointStore::restore_point`].
-    pub fn restore_point_and_skipped(&self) -> Result<(Option<Manifest>, Vec<String>)> {
+    pub(crate) fn restore_point_and_skipped(&self) -> Result<(Option<Manifest>, Vec<String>)> {
         let ids = self.complete_ids()?;
         let mut problems = Vec::new();
         for id in ids.iter().rev() {
@@ -220,7 +262,7 @@ impl CheckpointStore {
     ///
     /// # Errors
     /// [`WeirError::Io`] naming the file that could not be written.
-    pub fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+    pub(crate) fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
         let id = CheckpointId(manifest.checkpoint_id);
         let dir = self.checkpoint_path(id);
         fs::create_dir_all(&dir).map_err(|e| WeirError::io("cannot create checkpoint", &dir, e))?;
@@ -294,7 +336,7 @@ impl CheckpointStore {
 ///
 /// # Errors
 /// [`WeirError::Io`] naming the path.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::File::create(&tmp).map_err(|e| WeirError::io("cannot create", &tmp, e))?;
     f.write_all(bytes).map_err(|e| WeirError::io("cannot write", &tmp, e))?;
@@ -311,7 +353,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 ///
 /// # Errors
 /// [`WeirError::Io`] naming the directory.
-pub fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| WeirError::io("cannot fsync directory", dir, e))
@@ -323,7 +365,7 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 ///
 /// # Errors
 /// [`WeirError::Io`] naming the file.
-pub fn store_file(src: &Path, dest: &Path, durable: bool) -> Result<u64> {
+pub(crate) fn store_file(src: &Path, dest: &Path, durable: bool) -> Result<u64> {
     let tmp = dest.with_extension("partial");
     let _ = fs::remove_file(&tmp);
     if fs::hard_link(src, &tmp).is_err() {

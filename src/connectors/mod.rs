@@ -11,7 +11,7 @@ pub mod generator;
 pub mod kafka;
 pub mod line_source;
 pub mod memory;
-pub(crate) mod pace;
+pub mod pace;
 
 use crate::error::Result;
 use std::time::Duration;
@@ -36,7 +36,7 @@ pub struct ConnectorContext {
     pub restored_all: Vec<Vec<u8>>,
     /// Where a source that knows its backlog (how far it is behind the end of
     /// its input) reports it, for [`crate::JobHandle::status`] and metrics.
-    pub backlog: crate::runtime::Backlog,
+    pub backlog: crate::stats::Backlog,
 }
 
 impl ConnectorContext {

@@ -63,11 +63,7 @@ impl rdkafka::consumer::ConsumerContext for QuietEof {}
 /// Turns a client error into [`WeirError::Kafka`] naming the connector and
 /// what was done (`{action}: {error}`), the error kept as its source.
 pub(crate) fn kafka_error(connector: &str, action: &str, e: KafkaError) -> WeirError {
-    WeirError::Kafka {
-        connector: connector.to_string(),
-        message: format!("{action}: {e}"),
-        source: Box::new(e),
-    }
+    WeirError::kafka(connector, format!("{action}: {e}"), e)
 }
 
 /// As [`kafka_error`], for a request to the cluster: when the error says no
@@ -78,11 +74,7 @@ pub(crate) fn broker_error(connector: &str, action: &str, bootstrap: &str, e: Ka
     if !unreachable(&e) {
         return kafka_error(connector, action, e);
     }
-    WeirError::Kafka {
-        connector: connector.to_string(),
-        message: format!("{action}: {e} (bootstrap servers: {bootstrap})"),
-        source: Box::new(e),
-    }
+    WeirError::kafka(connector, format!("{action}: {e} (bootstrap servers: {bootstrap})"), e)
 }
 
 /// A connector error whose cause is not a client error (a fact weir checked,

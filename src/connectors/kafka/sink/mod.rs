@@ -12,7 +12,7 @@
 //!    transaction together with a *marker* record `n`, and commits. Markers go
 //!    to the marker topic of the (job, sink), `weir-markers.<job>.<sink uid>`,
 //!    partition = subtask: only this subtask's producer ever writes there.
-//!    The transaction runs on the sink's commit thread ([`Committer`], which
+//!    The transaction runs on the sink's commit thread (`Committer`, which
 //!    owns the producer), in checkpoint order, while the sink goes on
 //!    reading epoch `n+1`; epoch `n` stays pending (and in every snapshot)
 //!    until its commit is done. Two completed epochs may wait for the
@@ -54,8 +54,10 @@ use weir_operators::CheckpointId;
 
 mod commit;
 
-/// Delivery guarantee of a [`KafkaSink`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Delivery guarantee of a [`KafkaSink`]; written `none`, `at-least-once` or
+/// `exactly-once` in config files and on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Delivery {
     /// Fire and forget.
     None,
@@ -64,6 +66,33 @@ pub enum Delivery {
     AtLeastOnce,
     /// read_committed consumers see every record exactly once.
     ExactlyOnce,
+}
+
+impl Delivery {
+    /// The name used in config files and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::None => "none",
+            Delivery::AtLeastOnce => "at-least-once",
+            Delivery::ExactlyOnce => "exactly-once",
+        }
+    }
+}
+
+impl std::fmt::Display for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Delivery {
+    type Err = String;
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        [Delivery::None, Delivery::AtLeastOnce, Delivery::ExactlyOnce]
+            .into_iter()
+            .find(|d| d.as_str() == text)
+            .ok_or_else(|| format!("must be `none`, `at-least-once` or `exactly-once`, not `{text}`"))
+    }
 }
 
 /// A Kafka sink, described; [`KafkaSink::factory`] makes it a sink for

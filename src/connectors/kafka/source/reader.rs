@@ -133,7 +133,7 @@ pub struct KafkaReader<T, D> {
     progress: Arc<Progress>,
     next_partition: usize,
     /// Where the per-partition lag goes, and when it was last reported.
-    backlog: crate::runtime::Backlog,
+    backlog: crate::stats::Backlog,
     backlog_reported: Instant,
     _t: PhantomData<fn() -> T>,
 }
@@ -304,9 +304,9 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
                 } else {
                     p.end?
                 };
-                // `PartitionLag` (a status type of the runtime) keeps plain
+                // `PartitionLag` (a status type of `stats`) keeps plain
                 // numbers: it is reported as JSON and Prometheus gauges.
-                Some(crate::runtime::PartitionLag {
+                Some(crate::stats::PartitionLag {
                     topic: p.topic.clone(),
                     partition: p.partition,
                     position: p.next_offset.get(),

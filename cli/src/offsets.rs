@@ -30,9 +30,9 @@ pub(crate) fn run(args: OffsetsArgs) -> anyhow::Result<()> {
     } = args;
     let store = CheckpointStore::open_existing(&dir, &job)?;
     let manifest = store.restore_point()?.context("no checkpoint")?;
-    let offsets = weir::connectors::kafka::source::stored_offsets(&manifest);
+    let offsets = weir::connectors::kafka::stored_offsets(&manifest);
     let ends = match &brokers {
-        Some(b) => Some(weir::connectors::kafka::source::end_offsets(
+        Some(b) => Some(weir::connectors::kafka::end_offsets(
             b,
             offsets.iter().map(|o| (o.topic.as_str(), o.partition)),
         )?),
@@ -42,7 +42,7 @@ pub(crate) fn run(args: OffsetsArgs) -> anyhow::Result<()> {
         .iter()
         .map(|o| {
             let end = ends.as_ref().and_then(|e| e.get(&(o.topic.clone(), o.partition)).copied());
-            serde_json::json!({"source": o.source, "topic": o.topic, "partition": o.partition, "next_offset": o.next_offset, "end_offset": end, "lag": end.map(|e| (e - o.next_offset).max(0))})
+            serde_json::json!({"source": o.source, "topic": o.topic, "partition": o.partition, "next_offset": o.next_offset, "end_offset": end, "lag": end.map(|e| o.next_offset.lag(e))})
         })
         .collect();
     if json {

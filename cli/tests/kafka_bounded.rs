@@ -82,9 +82,9 @@ fn bounded_runs_resume_from_their_checkpointed_offsets() {
     // The stored offsets are where the input ends.
     let store = weir::checkpoint::CheckpointStore::open(dir.path(), "kafka-count").unwrap();
     let manifest = store.restore_point().unwrap().unwrap();
-    let offsets = weir::connectors::kafka::source::stored_offsets(&manifest);
+    let offsets = weir::connectors::kafka::stored_offsets(&manifest);
     assert_eq!(offsets.len(), 4);
-    let ends = weir::connectors::kafka::source::end_offsets(
+    let ends = weir::connectors::kafka::end_offsets(
         &broker.bootstrap,
         offsets.iter().map(|o| (o.topic.as_str(), o.partition)),
     )

@@ -33,25 +33,26 @@
 //! Output becomes visible to read_committed consumers when a checkpoint
 //! completes, as with Flink's exactly-once Kafka sink.
 
+use super::admin::{self, AdminError};
 use super::format::Serializer;
-use super::kafka_error;
+use super::{bootstrap_of, broker_error, connector_error, kafka_error};
 use crate::connectors::{ConnectorContext, Sink};
 use crate::error::{Result, WeirError};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use commit::{Committer, Output};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weir_operators::CheckpointId;
+
+mod commit;
 
 /// Delivery guarantee of a [`KafkaSink`]; written `none`, `at-least-once` or
 /// `exactly-once` in config files and on the command line.
@@ -260,139 +261,12 @@ enum Writes {
     Transactions(Committer),
 }
 
-/// The producer of a sink subtask and what it needs to write and commit.
-struct Output {
-    /// The producer's configuration, to create it again after a fatal error.
-    client: ClientConfig,
-    brokers: String,
-    name: String,
-    topic: String,
-    producer: BaseProducer<DeliveryReport>,
-    marker_topic: String,
-    marker_partition: i32,
-    marker_key: String,
-}
-
-/// Commits the output of completed checkpoints in order, on its own thread,
-/// so the sink goes on reading the next epoch's records meanwhile (a
-/// commit produces a whole interval's output and waits for the broker).
-/// At most [`COMMITS_QUEUED`] epochs wait for it: then the sink waits too.
-struct Committer {
-    epochs: Option<crossbeam_channel::Sender<(u64, Arc<Vec<OutRecord>>)>>,
-    /// Why committing failed: the sink fails with it at its next call.
-    failure: Arc<Mutex<Option<String>>>,
-    /// Set when the sink is dropped without finishing (cancelled, or another
-    /// task failed): the thread starts no further epoch and ends, so it never
-    /// races the producer of the next run (which fences it) over the same
-    /// epochs; those stay pending in the checkpoint.
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Committer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        self.epochs = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join(); // the epoch in flight ends first
-        }
-    }
-}
-
-/// Completed checkpoints whose output may wait for the committer thread.
-const COMMITS_QUEUED: usize = 2;
-
-impl Committer {
-    fn start(mut out: Output, pending: Pending) -> Result<Self> {
-        let (epochs, queue) = crossbeam_channel::bounded::<(u64, Arc<Vec<OutRecord>>)>(COMMITS_QUEUED);
-        let failure = Arc::new(Mutex::new(None));
-        let failed = failure.clone();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let name = out.name.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("{name}-commit"))
-            .spawn(move || {
-                for (epoch, records) in queue {
-                    if stopped.load(Ordering::Acquire) {
-                        return;
-                    }
-                    if let Err(e) = out.commit_durably(epoch, &records, &stopped) {
-                        *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-                        return; // the sink fails and restarts from the checkpoint
-                    }
-                    pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&epoch);
-                }
-                if stopped.load(Ordering::Acquire) {
-                    return;
-                }
-                // The sink finished: every record acknowledged.
-                if let Err(e) = out
-                    .producer
-                    .flush(CLIENT_TIMEOUT)
-                    .map_err(|e| kafka_error(&out.name, "cannot flush at the end", e))
-                    .and_then(|()| out.check_deliveries())
-                {
-                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-                }
-            })
-            .map_err(|e| WeirError::Connector {
-                connector: name,
-                message: format!("cannot start the commit thread: {e}"),
-            })?;
-        Ok(Committer {
-            epochs: Some(epochs),
-            failure,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// The commit thread's failure, if any.
-    fn check(&self, name: &str) -> Result<()> {
-        match &*self.failure.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(message) => Err(WeirError::Connector {
-                connector: name.to_string(),
-                message: message.clone(),
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// Queues `epoch` for committing (waits while [`COMMITS_QUEUED`] wait).
-    fn queue(&self, name: &str, epoch: u64, records: Arc<Vec<OutRecord>>) -> Result<()> {
-        let sent = self.epochs.as_ref().is_some_and(|q| q.send((epoch, records)).is_ok());
-        if !sent {
-            self.check(name)?;
-            return Err(WeirError::Connector {
-                connector: name.to_string(),
-                message: "the commit thread is gone".into(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Waits until everything queued is committed.
-    fn finish(&mut self, name: &str) -> Result<()> {
-        self.epochs = None; // the thread ends after the last queued epoch
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                return Err(WeirError::Connector {
-                    connector: name.to_string(),
-                    message: "the commit thread panicked".into(),
-                });
-            }
-        }
-        self.check(name)
-    }
-}
-
+/// How long a producer call (flush, transaction, metadata) may take.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
     fn open(config: &KafkaSink<T, S>, ctx: &ConnectorContext) -> Result<Self> {
         let name = format!("{}[{}]", ctx.uid, ctx.subtask);
-        let err = |action: &str, e: &dyn std::fmt::Display| kafka_error(&name, action, e);
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &config.brokers).set("linger.ms", "5");
         match config.delivery {
@@ -419,7 +293,7 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
         }
         let producer: BaseProducer<DeliveryReport> = c
             .create_with_context(DeliveryReport::default())
-            .map_err(|e| err("cannot create producer", &e))?;
+            .map_err(|e| broker_error(&name, "cannot create producer", bootstrap_of(&c), e))?;
         let mut out = Output {
             client: c,
             brokers: config.brokers.clone(),
@@ -449,24 +323,26 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
             let invalid_timeout =
                 matches!(&e, KafkaError::Transaction(t) if t.code() == RDKafkaErrorCode::InvalidTransactionTimeout);
             return Err(if invalid_timeout {
-                err(
-                    "the broker refuses the transaction timeout",
-                    &format!(
-                        "transaction.timeout.ms={} is above the broker's transaction.max.timeout.ms: lower it with \
-                         KafkaSink::transaction_timeout or raise transaction.max.timeout.ms on the broker ({e})",
+                WeirError::Kafka {
+                    connector: name.clone(),
+                    message: format!(
+                        "the broker refuses the transaction timeout: transaction.timeout.ms={} is above the \
+                         broker's transaction.max.timeout.ms: lower it with KafkaSink::transaction_timeout or raise \
+                         transaction.max.timeout.ms on the broker ({e})",
                         config.transaction_timeout.as_millis()
                     ),
-                )
+                    source: Box::new(e),
+                }
             } else {
-                err("cannot initialize transactions", &e)
+                broker_error(&name, "cannot initialize transactions", bootstrap_of(&out.client), e)
             });
         }
         let topic = out.marker_topic.clone();
         ensure_topic(&config.brokers, &topic, ctx.parallelism)
-            .map_err(|e| err(&format!("marker topic `{topic}`"), &e))?;
+            .map_err(|e| e.into_error(&name, &format!("marker topic `{topic}`"), &config.brokers))?;
         if let Some(bytes) = &ctx.restored {
             let state: SinkState =
-                postcard::from_bytes(bytes).map_err(|e| err("restored sink state is damaged", &e))?;
+                postcard::from_bytes(bytes).map_err(|e| connector_error(&name, "restored sink state is damaged", e))?;
             if !state.pending.is_empty() {
                 let committed = out.committed_epoch()?;
                 for (epoch, records) in state.pending {
@@ -485,137 +361,6 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
         let mut w = writer(Writes::Transactions(Committer::start(out, pending.clone())?));
         w.pending = pending;
         Ok(w)
-    }
-}
-
-impl Output {
-    /// The newest epoch whose marker is committed.
-    fn committed_epoch(&self) -> Result<Option<u64>> {
-        last_committed_epoch(
-            &self.brokers,
-            &self.marker_topic,
-            self.marker_partition,
-            &self.marker_key,
-        )
-        .map_err(|e| {
-            kafka_error(
-                &self.name,
-                &format!("cannot read commit markers from `{}`", self.marker_topic),
-                e,
-            )
-        })
-    }
-
-    /// Commits epoch `epoch`, riding out broker trouble: after a failed attempt
-    /// the producer is created again (`init_transactions` aborts what the old
-    /// one left open) and the marker decides whether the failed attempt had in
-    /// fact committed, so that nothing is written twice.
-    /// Gives up between attempts once `stop` is set (the sink is gone; the
-    /// epoch stays pending in its checkpoint for the next run).
-    fn commit_durably(&mut self, epoch: u64, records: &[OutRecord], stop: &AtomicBool) -> Result<()> {
-        const ATTEMPTS: u32 = 6;
-        let mut last_error = match self.commit_epoch(epoch, records) {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        for attempt in 1..ATTEMPTS {
-            if stop.load(Ordering::Acquire) {
-                break;
-            }
-            tracing::warn!(
-                "{}: {last_error}; retrying (attempt {attempt} of {})",
-                self.name,
-                ATTEMPTS - 1
-            );
-            std::thread::sleep(Duration::from_millis(500 * u64::from(attempt)));
-            // A fresh producer with the same transactional.id: `init_transactions`
-            // fences the old one and aborts what it left open. Until that and the
-            // marker read both succeed, the failed attempt's outcome is unknown,
-            // and nothing is sent again.
-            let producer: BaseProducer<DeliveryReport> =
-                match self.client.create_with_context(DeliveryReport::default()) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        last_error = kafka_error(&self.name, "cannot create producer", e);
-                        continue;
-                    }
-                };
-            if let Err(e) = producer.init_transactions(CLIENT_TIMEOUT) {
-                last_error = kafka_error(&self.name, "cannot initialize transactions", e);
-                continue;
-            }
-            self.producer = producer;
-            match self.committed_epoch() {
-                Ok(Some(c)) if c >= epoch => return Ok(()), // the failed attempt did commit
-                Ok(_) => {}
-                Err(e) => {
-                    last_error = e;
-                    continue;
-                }
-            }
-            match self.commit_epoch(epoch, records) {
-                Ok(()) => return Ok(()),
-                Err(e) => last_error = e,
-            }
-        }
-        Err(last_error)
-    }
-
-    fn send(&self, topic: &str, key: Option<&[u8]>, value: &[u8], partition: Option<i32>) -> Result<()> {
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value);
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        if let Some(p) = partition {
-            record = record.partition(p);
-        }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    self.producer.poll(Duration::from_millis(5));
-                    record = r;
-                }
-                Err((e, _)) => return Err(kafka_error(&self.name, &format!("cannot write to `{topic}`"), e)),
-            }
-        }
-    }
-
-    fn check_deliveries(&self) -> Result<()> {
-        match self.producer.context().take_failure() {
-            Some(message) => Err(WeirError::Connector {
-                connector: self.name.clone(),
-                message,
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// Writes `records` of checkpoint `epoch` and its marker in one transaction.
-    fn commit_epoch(&mut self, epoch: u64, records: &[OutRecord]) -> Result<()> {
-        let fail = |name: &str, action: &str, e: KafkaError| kafka_error(name, action, e);
-        self.producer
-            .begin_transaction()
-            .map_err(|e| fail(&self.name, "cannot begin transaction", e))?;
-        for r in records {
-            self.send(&self.topic, r.key.as_deref(), &r.value, r.partition)?;
-        }
-        self.send(
-            &self.marker_topic,
-            Some(self.marker_key.as_bytes()),
-            epoch.to_string().as_bytes(),
-            Some(self.marker_partition),
-        )?;
-        crate::failpoint::hit("kafka-before-commit");
-        if let Err(e) = self.producer.commit_transaction(CLIENT_TIMEOUT) {
-            let _ = self.producer.abort_transaction(CLIENT_TIMEOUT);
-            return Err(fail(
-                &self.name,
-                &format!("cannot commit the output of checkpoint {epoch}"),
-                e,
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -711,127 +456,21 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
     }
 }
 
-fn ensure_topic(brokers: &str, topic: &str, partitions: usize) -> std::result::Result<(), String> {
+/// Creates the marker topic with one partition per subtask unless it exists,
+/// and refuses one with too few partitions.
+fn ensure_topic(brokers: &str, topic: &str, partitions: usize) -> std::result::Result<(), AdminError> {
     // An existing topic needs no admin request (and no runtime).
-    if partitions_of(brokers, topic)? == 0 {
-        create_topic(brokers, topic, partitions)?;
+    if admin::partitions_of(brokers, topic, CLIENT_TIMEOUT)? == 0 {
+        admin::create_topic(brokers, topic, partitions)?;
     }
-    let have = partitions_of(brokers, topic)?;
+    let have = admin::partitions_of(brokers, topic, CLIENT_TIMEOUT)?;
     if have < partitions {
-        return Err(format!(
+        return Err(AdminError::Other(format!(
             "it has {have} partitions and the sink has {partitions} subtasks: it needs one partition per subtask \
              (add partitions, or choose another prefix with KafkaSink::marker_prefix)"
-        ));
+        )));
     }
     Ok(())
-}
-
-/// Partitions of `topic` in the cluster's metadata (0: no such topic).
-fn partitions_of(brokers: &str, topic: &str) -> std::result::Result<usize, String> {
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .map_err(|e| e.to_string())?;
-    let md = probe
-        .fetch_metadata(Some(topic), CLIENT_TIMEOUT)
-        .map_err(|e| e.to_string())?;
-    Ok(md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map_or(0, |t| t.partitions().len()))
-}
-
-/// Creates `topic` through the admin API. The admin client is async: it runs
-/// on a runtime of its own, on a thread of its own, so that a job started
-/// from inside a tokio runtime does not nest one runtime in another.
-fn create_topic(brokers: &str, topic: &str, partitions: usize) -> std::result::Result<(), String> {
-    let (brokers, topic) = (brokers.to_string(), topic.to_string());
-    let create = move || -> std::result::Result<(), String> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .map_err(|e| e.to_string())?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        let new = NewTopic::new(&topic, partitions as i32, TopicReplication::Fixed(1));
-        let results = rt
-            .block_on(admin.create_topics(
-                [&new],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-            ))
-            .map_err(|e| e.to_string())?;
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((t, code)) => return Err(format!("cannot create topic `{t}`: {code}")),
-            }
-        }
-        Ok(())
-    };
-    std::thread::Builder::new()
-        .name("weir-create-topic".into())
-        .spawn(create)
-        .map_err(|e| e.to_string())?
-        .join()
-        .unwrap_or_else(|_| Err("the thread creating the topic panicked".into()))
-}
-
-/// The newest epoch with a committed marker for `key`, reading the marker
-/// partition read_committed up to its last stable offset.
-fn last_committed_epoch(
-    brokers: &str,
-    topic: &str,
-    partition: i32,
-    key: &str,
-) -> std::result::Result<Option<u64>, String> {
-    let consumer: BaseConsumer<super::QuietEof> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "weir-marker-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "20")
-        .create_with_context(super::QuietEof)
-        .map_err(|e| e.to_string())?;
-    let (_, end) = consumer
-        .fetch_watermarks(topic, partition, CLIENT_TIMEOUT)
-        .map_err(|e| e.to_string())?;
-    if end == 0 {
-        return Ok(None);
-    }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Beginning)
-        .map_err(|e| e.to_string())?;
-    consumer.assign(&tpl).map_err(|e| e.to_string())?;
-    let mut newest = None;
-    let deadline = Instant::now() + CLIENT_TIMEOUT;
-    loop {
-        if Instant::now() > deadline {
-            return Err(format!("timed out reading `{topic}` up to offset {end}"));
-        }
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(newest),
-            Some(Err(e)) => tracing::warn!("reading commit markers: {e}"),
-            Some(Ok(m)) => {
-                if m.key() == Some(key.as_bytes()) {
-                    if let Some(epoch) = m
-                        .payload()
-                        .and_then(|p| std::str::from_utf8(p).ok())
-                        .and_then(|s| s.parse::<u64>().ok())
-                    {
-                        newest = Some(newest.map_or(epoch, |n: u64| n.max(epoch)));
-                    }
-                }
-                if m.offset() + 1 >= end {
-                    return Ok(newest);
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -398,8 +398,10 @@ impl<T: Send, S: Sink<T>> Downstream<T> for SinkTail<T, S> {
         let started = Instant::now();
         let committed = self.sink.commit(id);
         self.commit_time.record(started.elapsed().as_secs_f64());
+        // Errors that name their connector (or are fatal as they are) pass
+        // unchanged; others get the sink's name.
         committed.map_err(|e| match e {
-            WeirError::Connector { .. } => e,
+            WeirError::Connector { .. } | WeirError::Kafka { .. } | WeirError::Fenced { .. } => e,
             other => WeirError::Connector {
                 connector: format!("{}[{}]", self.name, self.subtask),
                 message: other.to_string(),

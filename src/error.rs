@@ -107,12 +107,14 @@ pub enum WeirError {
         /// Who holds it: job, pid, host, since when.
         holder: String,
     },
-    /// Another writer created checkpoint `id` of this store first: this run
-    /// is a zombie (or a second writer) and stops without writing.
-    #[error("checkpoint {path} was created by another writer: this run is fenced off and stops")]
+    /// Another writer took over what this run writes (a checkpoint of its
+    /// store, a Kafka transactional id): this run is a zombie or a second
+    /// writer, and stops without writing more. Not retryable: the newer
+    /// writer is the one that goes on.
+    #[error("{what} was taken over by another writer: this run is fenced off and stops")]
     Fenced {
-        /// The checkpoint directory or manifest that exists already.
-        path: PathBuf,
+        /// What was taken over: a checkpoint path, a transactional id.
+        what: String,
     },
     /// The job was cancelled.
     #[error("job cancelled")]

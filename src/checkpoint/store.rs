@@ -27,9 +27,18 @@ use weir_operators::CheckpointId;
 pub struct CheckpointStore {
     job: String,
     dir: PathBuf,
+    /// See [`CheckpointStore::incarnation`].
+    incarnation: String,
 }
 
 const MANIFEST: &str = "MANIFEST";
+
+/// The file that holds a store's incarnation id.
+const INCARNATION: &str = "INCARNATION";
+
+/// The incarnation of a store created by a weir that did not write one yet:
+/// its output and markers keep their old names.
+pub const LEGACY_INCARNATION: &str = "legacy";
 
 impl CheckpointStore {
     /// Opens (creating if needed) `<root>/<job>` and checks that it is writable.
@@ -43,10 +52,47 @@ impl CheckpointStore {
         let probe = dir.join(".write-probe");
         fs::write(&probe, b"weir").map_err(|e| WeirError::io("checkpoint directory is not writable", &dir, e))?;
         let _ = fs::remove_file(&probe);
-        Ok(CheckpointStore {
+        let mut store = CheckpointStore {
             job: job.to_string(),
             dir,
-        })
+            incarnation: String::new(),
+        };
+        store.incarnation = store.read_or_create_incarnation()?;
+        Ok(store)
+    }
+
+    /// This store's incarnation: a random id given when the store was
+    /// created. Output part names and Kafka commit markers carry it, so the
+    /// output and markers of another incarnation (a wiped or different
+    /// checkpoint directory, a reused job name) are never taken for this
+    /// one's. A store older than incarnations is [`LEGACY_INCARNATION`].
+    pub fn incarnation(&self) -> &str {
+        &self.incarnation
+    }
+
+    fn read_or_create_incarnation(&self) -> Result<String> {
+        let path = self.dir.join(INCARNATION);
+        if let Ok(text) = fs::read_to_string(&path) {
+            let id = text.trim();
+            if !id.is_empty() {
+                return Ok(id.to_string());
+            }
+        }
+        // A store with checkpoints but no id was made before ids existed.
+        let id = if self.checkpoint_ids()?.is_empty() {
+            random_id()
+        } else {
+            LEGACY_INCARNATION.to_string()
+        };
+        match create_only(&path, format!("{id}\n").as_bytes()) {
+            Ok(()) => Ok(id),
+            // Created meanwhile by another opener: theirs stands.
+            Err(WeirError::Fenced { .. }) => Ok(fs::read_to_string(&path)
+                .map_err(|e| WeirError::io("cannot read", &path, e))?
+                .trim()
+                .to_string()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Opens the store of a job that has run before, for tools that only
@@ -71,9 +117,13 @@ impl CheckpointStore {
                 message: format!("no checkpoints of job `{job}` in {} ({holds})", root.display()),
             });
         }
+        let incarnation = fs::read_to_string(dir.join(INCARNATION))
+            .map(|t| t.trim().to_string())
+            .unwrap_or_else(|_| LEGACY_INCARNATION.to_string());
         Ok(CheckpointStore {
             job: job.to_string(),
             dir,
+            incarnation,
         })
     }
 
@@ -278,7 +328,9 @@ impl CheckpointStore {
         let dir = self.checkpoint_path(id);
         match fs::create_dir(&dir) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(WeirError::Fenced { path: dir }),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(WeirError::Fenced {
+                what: format!("checkpoint {}", dir.display()),
+            }),
             Err(e) => Err(WeirError::io("cannot create checkpoint directory", &dir, e)),
         }
     }
@@ -382,7 +434,7 @@ pub(crate) fn create_only(path: &Path, bytes: &[u8]) -> Result<()> {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             return Err(WeirError::Fenced {
-                path: path.to_path_buf(),
+                what: path.display().to_string(),
             })
         }
         Err(e) => return Err(WeirError::io("cannot create", path, e)),
@@ -391,6 +443,20 @@ pub(crate) fn create_only(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(dir) => sync_dir(dir),
         None => Ok(()),
     }
+}
+
+/// 16 hex digits from the kernel's random source (the clock and pid when it
+/// cannot be read): ids that must differ between stores and runs.
+pub(crate) fn random_id() -> String {
+    let mut bytes = [0u8; 8];
+    let read = fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    if read.is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bytes = (nanos ^ u64::from(std::process::id()).rotate_left(40)).to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync dir.

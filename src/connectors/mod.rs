@@ -30,6 +30,11 @@ pub struct ConnectorContext {
     pub uid: String,
     /// The state this subtask stored in the checkpoint being restored, if any.
     pub restored: Option<Vec<u8>>,
+    /// The incarnation of the job's checkpoint store (see
+    /// [`crate::checkpoint::CheckpointStore::incarnation`]): a sink names
+    /// what it commits with it, so output of another incarnation is never
+    /// taken for this one's.
+    pub incarnation: String,
     /// The states every subtask of this operator stored (Flink's union list
     /// state): a source whose splits may move between subtasks (Kafka
     /// partitions, when partitions are added) finds its offsets here.
@@ -49,6 +54,7 @@ impl ConnectorContext {
             parallelism,
             uid: uid.into(),
             restored: None,
+            incarnation: "test".into(),
             restored_all: Vec::new(),
             backlog: Default::default(),
         }

@@ -387,6 +387,7 @@ impl<T: Send + 'static, S: Source<T>, F: Fn(ConnectorContext) -> Result<S> + Sen
                 parallelism: env.parallelism[vertex],
                 uid: uid.clone(),
                 restored,
+                incarnation: env.state().store.incarnation().to_string(),
                 restored_all,
                 backlog: cx.stats.backlog.clone(),
             })?;
@@ -651,6 +652,7 @@ impl<T: Send + 'static> Stream<T> {
                 parallelism: env.parallelism[vertex],
                 uid: uid.clone().unwrap_or_else(|| name.clone()),
                 restored,
+                incarnation: env.state().store.incarnation().to_string(),
                 restored_all: Vec::new(),
                 backlog: cx.stats.backlog.clone(),
             };

@@ -152,12 +152,35 @@ pub(crate) fn partitions_of(brokers: &str, topic: &str, timeout: Duration) -> Ka
     Ok(partition_ids(&probe, topic, timeout)?.len())
 }
 
-/// Creates `topic` (replication 1) through the admin API; an existing topic
+/// How a topic weir creates is made.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TopicSpec<'a> {
+    /// Partitions.
+    pub(crate) partitions: usize,
+    /// Replicas of each partition, at most the brokers in the cluster.
+    pub(crate) replication: i32,
+    /// Topic configuration (`cleanup.policy`, `min.insync.replicas`...).
+    pub(crate) config: &'a [(&'a str, &'a str)],
+}
+
+/// Brokers in the cluster's metadata, asked by a probe client of its own.
+pub(crate) fn broker_count(brokers: &str, timeout: Duration) -> KafkaResult<usize> {
+    let probe: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    Ok(probe.fetch_metadata(None, timeout)?.brokers().len())
+}
+
+/// Creates `topic` as `spec` says through the admin API; an existing topic
 /// is not an error. The admin client is async: it runs on a runtime of its
 /// own, on a thread of its own, so that a job started from inside a tokio
 /// runtime does not nest one runtime in another.
-pub(crate) fn create_topic(brokers: &str, topic: &str, partitions: usize) -> std::result::Result<(), AdminError> {
+pub(crate) fn create_topic(brokers: &str, topic: &str, spec: TopicSpec<'_>) -> std::result::Result<(), AdminError> {
     let (brokers, topic) = (brokers.to_string(), topic.to_string());
+    let config: Vec<(String, String)> = spec
+        .config
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let (partitions, replication) = (spec.partitions, spec.replication);
     let create = move || -> std::result::Result<(), AdminError> {
         let admin: AdminClient<DefaultClientContext> =
             ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
@@ -165,7 +188,10 @@ pub(crate) fn create_topic(brokers: &str, topic: &str, partitions: usize) -> std
             .enable_all()
             .build()
             .map_err(|e| AdminError::Other(e.to_string()))?;
-        let new = NewTopic::new(&topic, partitions as i32, TopicReplication::Fixed(1));
+        let mut new = NewTopic::new(&topic, partitions as i32, TopicReplication::Fixed(replication));
+        for (k, v) in &config {
+            new = new.set(k, v);
+        }
         let results = rt.block_on(admin.create_topics(
             [&new],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),

@@ -180,6 +180,12 @@ impl Output {
             if stop.load(Ordering::Acquire) {
                 break;
             }
+            // A newer producer with this transactional id exists: this sink is
+            // a zombie. A new producer of ours would fence the newer one back
+            // (and both would write), so this instance stops here.
+            if is_fenced(&last_error) {
+                return Err(self.fenced(&last_error));
+            }
             tracing::warn!(
                 "{}: {last_error}; retrying (attempt {attempt} of {})",
                 self.name,
@@ -209,7 +215,8 @@ impl Output {
             }
             self.producer = producer;
             match self.committed_epoch() {
-                Ok(Some(c)) if c >= epoch => return Ok(()), // the failed attempt did commit
+                // The failed attempt did commit (markers are this incarnation's only).
+                Ok(Some(c)) if c >= epoch => return Ok(()),
                 Ok(_) => {}
                 Err(e) => {
                     last_error = e;
@@ -221,7 +228,19 @@ impl Output {
                 Err(e) => last_error = e,
             }
         }
+        if is_fenced(&last_error) {
+            return Err(self.fenced(&last_error));
+        }
         Err(last_error)
+    }
+
+    /// The fatal error of a sink fenced off by a newer producer.
+    fn fenced(&self, cause: &WeirError) -> WeirError {
+        let id = self.client.get("transactional.id").unwrap_or("?");
+        tracing::error!("{}: fenced off by a newer producer: {cause}", self.name);
+        WeirError::Fenced {
+            what: format!("the Kafka transactional id `{id}` of {}", self.name),
+        }
     }
 
     /// Sends one record (waiting while the producer's queue is full).
@@ -284,8 +303,34 @@ impl Output {
     }
 }
 
+/// Whether `error` says a newer producer with the same transactional id
+/// exists (this one is fenced), which no retry may undo.
+fn is_fenced(error: &WeirError) -> bool {
+    let WeirError::Kafka { source, .. } = error else {
+        return false;
+    };
+    let fenced_code = |code: RDKafkaErrorCode| {
+        matches!(
+            code,
+            RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch
+        )
+    };
+    match &**source {
+        KafkaError::Transaction(e) => fenced_code(e.code()),
+        other => other.rdkafka_error_code().is_some_and(fenced_code),
+    }
+}
+
+/// Offsets read back from the end of a marker partition at a time when
+/// looking for a subtask's newest marker: one window normally holds it, as a
+/// subtask writes a marker every checkpoint into a partition of its own.
+const MARKER_WINDOW: i64 = 1_000;
+
 /// The newest epoch with a committed marker for `key`, reading the marker
-/// partition read_committed up to its last stable offset.
+/// partition read_committed backwards from its end, a window at a time,
+/// until a window holds one (so a long history is never scanned whole).
+/// Markers of other incarnations of the same (job, sink, subtask) are not
+/// this run's: they are ignored, and their presence is logged.
 fn last_committed_epoch(
     brokers: &str,
     topic: &str,
@@ -300,37 +345,75 @@ fn last_committed_epoch(
         .set("isolation.level", "read_committed")
         .set("fetch.wait.max.ms", "20")
         .create_with_context(QuietEof)?;
-    let end = super::super::admin::watermarks(&consumer, topic, partition, CLIENT_TIMEOUT)?.high;
-    if end == NextOffset::new(0) {
-        return Ok(None);
-    }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
-    consumer.assign(&tpl)?;
-    let mut newest = None;
+    let marks = super::super::admin::watermarks(&consumer, topic, partition, CLIENT_TIMEOUT)?;
+    let (low, end) = (marks.low.get(), marks.high.get());
     let deadline = Instant::now() + CLIENT_TIMEOUT;
+    let same_sink = key.split('@').next().unwrap_or(key);
+    let mut others = false;
+    let mut window_end = end;
+    let mut newest = None;
+    while window_end > low && newest.is_none() {
+        let start = (window_end - MARKER_WINDOW).max(low);
+        let window = read_markers(
+            &consumer,
+            (topic, partition),
+            (start, window_end),
+            deadline,
+            |k, epoch| {
+                if k == key.as_bytes() {
+                    newest = Some(newest.map_or(epoch, |n: u64| n.max(epoch)));
+                } else if k.starts_with(same_sink.as_bytes()) {
+                    others = true;
+                }
+            },
+        );
+        window?;
+        window_end = start;
+    }
+    if others {
+        tracing::info!(
+            "`{topic}` partition {partition} holds commit markers of another incarnation of this sink \
+             (another checkpoint store of the job): they are ignored, only `{key}` counts"
+        );
+    }
+    Ok(newest)
+}
+
+/// Calls `seen(key, epoch)` for every committed marker in offsets
+/// `[start, end)` of the partition.
+fn read_markers(
+    consumer: &BaseConsumer<QuietEof>,
+    (topic, partition): (&str, i32),
+    (start, end): (i64, i64),
+    deadline: Instant,
+    mut seen: impl FnMut(&[u8], u64),
+) -> std::result::Result<(), AdminError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(start))?;
+    consumer.assign(&tpl)?;
     loop {
         if Instant::now() > deadline {
             return Err(AdminError::Other(format!(
-                "timed out reading `{topic}` up to offset {end}"
+                "timed out reading `{topic}` partition {partition} from offset {start} to {end}"
             )));
         }
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(newest),
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(()),
             Some(Err(e)) => tracing::warn!("reading commit markers: {e}"),
             Some(Ok(m)) => {
-                if m.key() == Some(key.as_bytes()) {
-                    if let Some(epoch) = m
-                        .payload()
-                        .and_then(|p| std::str::from_utf8(p).ok())
-                        .and_then(|s| s.parse::<u64>().ok())
-                    {
-                        newest = Some(newest.map_or(epoch, |n: u64| n.max(epoch)));
-                    }
+                if m.offset() >= end {
+                    return Ok(()); // past the window (aborted records and markers hide its last offsets)
                 }
-                if NextOffset::after(m.offset()) >= end {
-                    return Ok(newest);
+                let epoch = m
+                    .payload()
+                    .and_then(|p| std::str::from_utf8(p).ok())
+                    .and_then(|s| s.parse::<u64>().ok());
+                if let (Some(k), Some(epoch)) = (m.key(), epoch) {
+                    seen(k, epoch);
+                }
+                if NextOffset::after(m.offset()).get() >= end {
+                    return Ok(());
                 }
             }
         }

@@ -302,7 +302,7 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
             producer,
             marker_topic: marker_topic(&config.marker_prefix, &ctx.job, &ctx.uid),
             marker_partition: ctx.subtask as i32,
-            marker_key: format!("{}/{}/{}", ctx.job, ctx.uid, ctx.subtask),
+            marker_key: marker_key(&ctx.job, &ctx.uid, ctx.subtask, &ctx.incarnation),
         };
         let writer = |out: Writes| KafkaWriter {
             name: name.clone(),
@@ -456,12 +456,38 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
     }
 }
 
+/// The key of a sink subtask's commit markers: `<job>/<uid>/<subtask>` and
+/// the checkpoint store's incarnation (`@<incarnation>`), so that markers of
+/// another incarnation of the same job and sink (a wiped or different
+/// checkpoint directory) are never taken for this one's. A store older than
+/// incarnations keeps the key it always had.
+pub(super) fn marker_key(job: &str, uid: &str, subtask: usize, incarnation: &str) -> String {
+    if incarnation == crate::checkpoint::store::LEGACY_INCARNATION {
+        format!("{job}/{uid}/{subtask}")
+    } else {
+        format!("{job}/{uid}/{subtask}@{incarnation}")
+    }
+}
+
 /// Creates the marker topic with one partition per subtask unless it exists,
-/// and refuses one with too few partitions.
+/// and refuses one with too few partitions. Markers are state: the topic is
+/// compacted (only the newest marker per key matters, and it is never
+/// deleted by retention) and replicated like the broker's own state, up to
+/// three copies with two in sync.
 fn ensure_topic(brokers: &str, topic: &str, partitions: usize) -> std::result::Result<(), AdminError> {
     // An existing topic needs no admin request (and no runtime).
     if admin::partitions_of(brokers, topic, CLIENT_TIMEOUT)? == 0 {
-        admin::create_topic(brokers, topic, partitions)?;
+        let replication = admin::broker_count(brokers, CLIENT_TIMEOUT)?.clamp(1, 3) as i32;
+        let in_sync = replication.min(2).to_string();
+        admin::create_topic(
+            brokers,
+            topic,
+            admin::TopicSpec {
+                partitions,
+                replication,
+                config: &[("cleanup.policy", "compact"), ("min.insync.replicas", &in_sync)],
+            },
+        )?;
     }
     let have = admin::partitions_of(brokers, topic, CLIENT_TIMEOUT)?;
     if have < partitions {
@@ -476,6 +502,13 @@ fn ensure_topic(brokers: &str, topic: &str, partitions: usize) -> std::result::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markers_of_each_store_incarnation_have_their_own_key() {
+        assert_eq!(marker_key("q5", "rows", 1, "legacy"), "q5/rows/1");
+        assert_eq!(marker_key("q5", "rows", 1, "0a1b"), "q5/rows/1@0a1b");
+        assert_ne!(marker_key("q5", "rows", 1, "0a1b"), marker_key("q5", "rows", 1, "0a1c"));
+    }
 
     #[test]
     fn the_borrowed_state_encodes_as_the_state_decodes() {

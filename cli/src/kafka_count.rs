@@ -4,7 +4,7 @@ use crate::common::CommonArgs;
 use crate::config_file::BadRecordsSetting;
 use crate::session::{run_until_signalled, summary_json, ProgressOf};
 use anyhow::Context;
-use weir::connectors::kafka::{BadRecordPolicy, Delivery};
+use weir::connectors::kafka::{BadRecordPolicy, Delivery, LostInputPolicy};
 use weir_workloads::jobs::{kafka_count_job, KafkaCountOptions};
 
 /// The flags of `weir run kafka-count`.
@@ -29,6 +29,10 @@ pub(crate) struct KafkaCountArgs {
     /// `kafka.bad_records` of --config, or fail].
     #[arg(long)]
     pub(crate) bad_records: Option<String>,
+    /// Input deleted (by retention) before the job read it: go on from the
+    /// log start and count the gap, instead of failing the job naming it.
+    #[arg(long)]
+    pub(crate) skip_lost_input: bool,
     /// Parallelism of every operator.
     #[arg(long, short, default_value_t = 2)]
     pub(crate) parallelism: usize,
@@ -51,6 +55,7 @@ pub(crate) fn run(args: KafkaCountArgs) -> anyhow::Result<()> {
         bounded,
         delivery,
         bad_records,
+        skip_lost_input,
         parallelism,
         job,
         common,
@@ -80,6 +85,11 @@ pub(crate) fn run(args: KafkaCountArgs) -> anyhow::Result<()> {
         bounded,
         delivery,
         bad_records,
+        lost_input: if skip_lost_input {
+            LostInputPolicy::Skip
+        } else {
+            LostInputPolicy::Fail
+        },
         source_properties: kafka.consumer.into_iter().collect(),
         sink_properties: kafka.producer.into_iter().collect(),
     };

@@ -36,6 +36,7 @@ fn options(broker: &Broker, bad_records: BadRecordPolicy) -> KafkaCountOptions {
         bounded: true,
         delivery: Delivery::ExactlyOnce,
         bad_records,
+        lost_input: Default::default(),
         source_properties: Vec::new(),
         sink_properties: Vec::new(),
     }

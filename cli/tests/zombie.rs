@@ -277,3 +277,57 @@ fn a_resumed_writer_fenced_off_by_a_newer_run_stops_and_never_fences_back() {
     );
     assert_eq!(b_rows, 1_000);
 }
+
+#[test]
+fn input_deleted_before_it_was_read_fails_the_job_naming_it_unless_skipping_was_chosen() {
+    let broker = Broker::start();
+    broker.create_topic("in", 1);
+    broker.create_topic("out", 1);
+    let dir = tempfile::tempdir().unwrap();
+    broker.produce("in", &input(0..1_000, 1));
+    let bounded = ["--bounded", "--checkpoint-interval-ms", "0"];
+    let first = kafka_count(&broker, dir.path(), ("in", "out"), &bounded)
+        .output()
+        .unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    // While the job is down, retention deletes records it has not read.
+    broker.produce("in", &input(1_000..2_000, 1));
+    let low = broker.delete_records("in", 0, 1_500);
+    assert_eq!(low, 1_500);
+    let refused = kafka_count(&broker, dir.path(), ("in", "out"), &bounded)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "resuming past lost input must fail:\n{err}");
+    assert!(
+        err.contains("input lost")
+            && err.contains("in/0")
+            && err.contains("offset 1000")
+            && err.contains("starts at 1500"),
+        "the error names topic, partition, stored offset and log start:\n{err}"
+    );
+    // Skipping is an explicit, counted choice.
+    let skipped = kafka_count(
+        &broker,
+        dir.path(),
+        ("in", "out"),
+        &[&bounded[..], &["--skip-lost-input", "--json"]].concat(),
+    )
+    .stdout(Stdio::piped())
+    .output()
+    .unwrap();
+    assert!(skipped.status.success(), "{}", String::from_utf8_lossy(&skipped.stderr));
+    let summary = String::from_utf8_lossy(&skipped.stdout);
+    assert!(
+        summary.contains("\"records\":500"),
+        "only what is left is read: {summary}"
+    );
+    let rows = output(&broker, "out").len();
+    publish_summary(
+        "zombie_lost_input",
+        &format!(
+            "zombie: stored offset 1000 below log start 1500: refused naming it; with --skip-lost-input 500 read, 500 counted lost (rows={rows})"
+        ),
+    );
+    assert_eq!(rows, 1_500);
+}

@@ -201,6 +201,7 @@ fn main() -> Result<(), Error> {
             bounded: true,
             delivery: Delivery::ExactlyOnce,
             bad_records: BadRecordPolicy::Fail,
+            lost_input: Default::default(),
             source_properties: Vec::new(),
             sink_properties: Vec::new(),
         };

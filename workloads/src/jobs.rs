@@ -164,6 +164,8 @@ pub struct KafkaCountOptions {
     pub delivery: weir::connectors::kafka::Delivery,
     /// What to do with input values that do not parse.
     pub bad_records: weir::connectors::kafka::BadRecordPolicy,
+    /// Input deleted before it was read: fail (default) or skip and count.
+    pub lost_input: weir::connectors::kafka::LostInputPolicy,
     /// Extra librdkafka properties of the source's consumer.
     pub source_properties: Vec<(String, String)>,
     /// Extra librdkafka properties of the sink's producer.
@@ -199,6 +201,7 @@ pub fn kafka_count_job(options: &KafkaCountOptions) -> Result<(Job, Arc<weir::co
     let source = source
         .bounded(options.bounded)
         .on_bad_record(options.bad_records.clone())
+        .on_lost_input(options.lost_input)
         .deserializer(
             parse_input as fn(&weir::connectors::kafka::KafkaRecord<'_>) -> std::result::Result<W1Event, String>,
         );

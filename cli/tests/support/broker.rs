@@ -309,6 +309,35 @@ impl Broker {
         }
     }
 
+    /// Deletes the records of `topic`/`partition` before `offset` (what
+    /// retention does), returning the new log start.
+    pub fn delete_records(&self, topic: &str, partition: i32, offset: i64) -> i64 {
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("cannot build a tokio runtime");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+            .unwrap();
+        let options = AdminOptions::new()
+            .operation_timeout(Some(CLIENT_TIMEOUT))
+            .request_timeout(Some(CLIENT_TIMEOUT));
+        let result = runtime
+            .block_on(admin.delete_records(&tpl, &options))
+            .unwrap_or_else(|e| panic!("DeleteRecords {topic}/{partition} before {offset} failed: {e}"));
+        let entry = result.find_partition(topic, partition).expect("the deleted partition");
+        assert!(
+            entry.error().is_ok(),
+            "DeleteRecords {topic}/{partition}: {:?}",
+            entry.error()
+        );
+        match entry.offset() {
+            Offset::Offset(low) => low,
+            other => panic!("DeleteRecords {topic}/{partition} answered {other:?}"),
+        }
+    }
+
     /// Produces `(key, payload, partition)` records in order (acks all, one
     /// request in flight), flushes, and asserts that every one was delivered.
     /// Not idempotent: librdkafka's idempotent producer adds ~0.5 s per call.

@@ -20,7 +20,10 @@
 //! 4. **Clamping.** Whatever the start, it is clamped into the partition's
 //!    range `low..=high` (retention deleted the records, or the topic was
 //!    recreated): below the log start reads from the log start, above the end
-//!    from the end. The reader logs a warning naming both offsets.
+//!    from the end. The reader logs a warning naming both offsets. A
+//!    *restored* offset below the log start means unread input was deleted
+//!    ([`Start::lost_from`]): the reader fails unless the job chose to skip
+//!    lost input.
 //! 5. **Bounded runs** end every partition at the high watermark (last stable
 //!    offset under read_committed) seen at start.
 //! 6. Restored partitions of topics no longer subscribed are ignored.
@@ -188,6 +191,9 @@ pub(crate) struct Start {
     pub(crate) end: Option<NextOffset>,
     /// The offset asked for, when clamping moved it (rule 4).
     pub(crate) clamped_from: Option<NextOffset>,
+    /// A restored offset below the log start: records from it up to
+    /// `offset` were deleted before the job read them (rule 4).
+    pub(crate) lost_from: Option<NextOffset>,
 }
 
 /// Resolves `from` to an offset in `marks` (rules 3, 4, 5). `looked_up` is
@@ -210,6 +216,7 @@ pub(crate) fn resolve_start(from: StartFrom, marks: Watermarks, looked_up: Optio
         offset,
         end: bounded.then_some(high),
         clamped_from: (offset != wanted).then_some(wanted),
+        lost_from: (matches!(from, StartFrom::Restored(_)) && wanted < low).then_some(wanted),
     }
 }
 
@@ -464,6 +471,22 @@ mod tests {
         let start = resolve_start(StartFrom::Restored(o(80)), MARKS, None, false);
         assert_eq!(start.offset, o(50), "the topic was recreated with fewer records");
         assert_eq!(start.clamped_from, Some(o(80)));
+    }
+
+    #[test]
+    fn only_a_restored_offset_below_the_log_start_is_lost_input() {
+        let marks = Watermarks {
+            low: o(10),
+            high: o(50),
+        };
+        let restored = resolve_start(StartFrom::Restored(o(3)), marks, None, false);
+        assert_eq!((restored.offset, restored.lost_from), (o(10), Some(o(3))));
+        let at_start = resolve_start(StartFrom::Restored(o(10)), marks, None, false);
+        assert_eq!(at_start.lost_from, None, "the log start itself lost nothing");
+        let explicit = resolve_start(StartFrom::Explicit(o(3)), marks, None, false);
+        assert_eq!(explicit.lost_from, None, "a configured start was never read input");
+        let past_end = resolve_start(StartFrom::Restored(o(80)), marks, None, false);
+        assert_eq!(past_end.lost_from, None);
     }
 
     #[test]

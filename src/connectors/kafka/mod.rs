@@ -34,7 +34,7 @@ pub use admin::end_offsets;
 pub use offset::NextOffset;
 pub use position::{stored_offsets, KafkaPosition, PartitionPosition, StoredOffset};
 pub use sink::{Delivery, KafkaSink};
-pub use source::{BadRecordPolicy, KafkaSource, StartPosition, WatermarkStrategy};
+pub use source::{BadRecordPolicy, KafkaSource, LostInputPolicy, StartPosition, WatermarkStrategy};
 
 use crate::error::WeirError;
 use rdkafka::error::KafkaError;

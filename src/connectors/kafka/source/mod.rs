@@ -51,6 +51,22 @@ pub enum BadRecordPolicy {
     DeadLetter(String),
 }
 
+/// What to do when input the job has not read was deleted before it could
+/// read it: the offset in the restored checkpoint is below the partition's
+/// log start (retention or a deletion removed the records while the job was
+/// down), or the consumer's position falls off the log while running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LostInputPolicy {
+    /// Fail the job, naming topic, partition, the offset to read and the log
+    /// start (the default: silently resuming past lost input is data loss).
+    #[default]
+    Fail,
+    /// Go on from the log start, with a warning, and count the offsets
+    /// skipped (`weir_kafka_offsets_lost_total`, [`Progress::lost`]): Flink's
+    /// behaviour, chosen explicitly.
+    Skip,
+}
+
 /// Event time from the Kafka record timestamps.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WatermarkStrategy {
@@ -94,6 +110,7 @@ pub struct KafkaSource<T, D> {
     bounded: bool,
     read_committed: bool,
     bad_records: BadRecordPolicy,
+    lost_input: LostInputPolicy,
     watermarks: Option<WatermarkStrategy>,
     event_time: Option<fn(&T) -> i64>,
     deserializer: D,
@@ -110,6 +127,9 @@ pub struct Progress {
     pub total: AtomicU64,
     /// Records skipped as bad.
     pub skipped: AtomicU64,
+    /// Offsets skipped because their records were deleted before they were
+    /// read ([`LostInputPolicy::Skip`]).
+    pub lost: AtomicU64,
 }
 
 impl KafkaSource<Vec<u8>, fn(&KafkaRecord<'_>) -> std::result::Result<Vec<u8>, String>> {
@@ -129,6 +149,7 @@ impl KafkaSource<Vec<u8>, fn(&KafkaRecord<'_>) -> std::result::Result<Vec<u8>, S
             bounded: false,
             read_committed: true,
             bad_records: BadRecordPolicy::Fail,
+            lost_input: LostInputPolicy::Fail,
             watermarks: None,
             event_time: None,
             deserializer: raw,
@@ -150,6 +171,7 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaSource<T, D> {
             bounded: self.bounded,
             read_committed: self.read_committed,
             bad_records: self.bad_records,
+            lost_input: self.lost_input,
             watermarks: self.watermarks,
             event_time: None,
             deserializer,
@@ -188,6 +210,12 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaSource<T, D> {
         self.bad_records = policy;
         self
     }
+
+    /// What to do when unread input was deleted (default: fail the job).
+    pub fn on_lost_input(mut self, policy: LostInputPolicy) -> Self {
+        self.lost_input = policy;
+        self
+    }
     /// Event time and watermarks from the record timestamps.
     pub fn watermarks(mut self, strategy: WatermarkStrategy) -> Self {
         self.watermarks = Some(strategy);
@@ -221,7 +249,9 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaSource<T, D> {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest")
+            // Never jump silently: a position that falls off the log is an
+            // error the reader handles by the lost-input policy.
+            .set("auto.offset.reset", "error")
             .set("fetch.wait.max.ms", "20")
             .set(
                 "isolation.level",

@@ -13,13 +13,14 @@ use super::super::offset::NextOffset;
 use super::super::position::{KafkaPosition, PartitionPosition};
 use super::super::{bootstrap_of, broker_error, connector_error, kafka_error, QuietEof};
 use super::dead_letter::{BadRecord, DeadLetters};
-use super::{BadRecordPolicy, KafkaSource, Progress, WatermarkStrategy};
+use super::{BadRecordPolicy, KafkaSource, LostInputPolicy, Progress, WatermarkStrategy};
 use crate::connectors::{ConnectorContext, Source, SourcePoll};
 use crate::error::{Result, WeirError};
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
@@ -124,6 +125,7 @@ pub struct KafkaReader<T, D> {
     queues: Vec<PartitionQueue<QuietEof>>,
     deserializer: D,
     bad_records: BadRecordPolicy,
+    lost_input: LostInputPolicy,
     dead_letters: Option<DeadLetters>,
     bounded: bool,
     watermarks: Option<WatermarkStrategy>,
@@ -136,6 +138,23 @@ pub struct KafkaReader<T, D> {
     backlog: crate::stats::Backlog,
     backlog_reported: Instant,
     _t: PhantomData<fn() -> T>,
+}
+
+/// Whether a consumer error says the position is outside the log (with
+/// `auto.offset.reset=error`, librdkafka reports instead of jumping).
+fn fell_off_the_log(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset)
+    )
+}
+
+/// Counts `gap` offsets skipped as lost input, with a warning.
+fn lost_offsets(name: &str, progress: &Progress, gap: i64) {
+    tracing::warn!("{name}: skipping {gap} offset(s) of input deleted before it was read (lost input skipped)");
+    let gap = gap.max(0) as u64;
+    progress.lost.fetch_add(gap, std::sync::atomic::Ordering::Relaxed);
+    metrics::counter!("weir_kafka_offsets_lost_total", "source" => name.to_string()).increment(gap);
 }
 
 /// How often a reader reports its lag.
@@ -196,6 +215,22 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
                 _ => None,
             };
             let start = assign::resolve_start(planned.from, marks, looked_up, config.bounded);
+            if let Some(stored) = start.lost_from {
+                let gap = start.offset.get() - stored.get();
+                if config.lost_input == LostInputPolicy::Fail {
+                    return Err(connector_error(
+                        &name,
+                        &format!(
+                            "input lost: the checkpoint resumes {topic}/{partition} at offset {stored}, but the \
+                             partition's log starts at {low}: {gap} offset(s) were deleted (retention?) before \
+                             the job read them"
+                        ),
+                        "to go on from the log start and count the gap, build the source with \
+                         .on_lost_input(LostInputPolicy::Skip)",
+                    ));
+                }
+                lost_offsets(&name, &config.progress, gap);
+            }
             if let Some(wanted) = start.clamped_from {
                 tracing::warn!(
                     "{name}: offset {wanted} of {topic}/{partition} is outside the partition's range {low}..{high} \
@@ -259,6 +294,7 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
             queues,
             deserializer: config.deserializer.clone(),
             bad_records: config.bad_records.clone(),
+            lost_input: config.lost_input,
             dead_letters,
             bounded: config.bounded,
             watermarks: config.watermarks,
@@ -390,7 +426,47 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
                     }
                 }
             }
+            Err(e) if fell_off_the_log(&e) => self.fell_off_the_log(None)?,
             Err(e) => tracing::warn!("{}: {e}", self.name),
+        }
+        Ok(())
+    }
+
+    /// The consumer's position of partition `i` (or, when librdkafka did not
+    /// say which, of any partition) is no longer in the log: its records were
+    /// deleted before they were read. Fails the job, or (lost input skipped)
+    /// goes on from the log start, counting the gap.
+    fn fell_off_the_log(&mut self, i: Option<usize>) -> Result<()> {
+        let candidates: Vec<usize> = match i {
+            Some(i) => vec![i],
+            None => (0..self.partitions.len()).collect(),
+        };
+        for i in candidates {
+            let p = &self.partitions[i];
+            let (topic, partition, next) = (p.topic.clone(), p.partition, p.next_offset);
+            let low = admin::watermarks(&*self.consumer, &topic, partition, METADATA_TIMEOUT)
+                .map_err(|e| kafka_error(&self.name, &format!("cannot read offsets of {topic}/{partition}"), e))?
+                .low;
+            if low <= next {
+                continue;
+            }
+            let gap = low.get() - next.get();
+            if self.lost_input == LostInputPolicy::Fail {
+                return Err(connector_error(
+                    &self.name,
+                    &format!(
+                        "input lost: {topic}/{partition} was to be read from offset {next}, but the partition's log \
+                         now starts at {low}: {gap} offset(s) were deleted (retention?) before the job read them"
+                    ),
+                    "to go on from the log start and count the gap, build the source with \
+                     .on_lost_input(LostInputPolicy::Skip)",
+                ));
+            }
+            lost_offsets(&self.name, &self.progress, gap);
+            self.consumer
+                .seek(&topic, partition, Offset::Offset(low.get()), METADATA_TIMEOUT)
+                .map_err(|e| kafka_error(&self.name, &format!("cannot seek {topic}/{partition}"), e))?;
+            self.partitions[i].next_offset = low;
         }
         Ok(())
     }
@@ -474,6 +550,10 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
                     }
                     Err(KafkaError::PartitionEOF(_)) => {
                         self.reached_end(i);
+                        break;
+                    }
+                    Err(e) if fell_off_the_log(&e) => {
+                        self.fell_off_the_log(Some(i))?;
                         break;
                     }
                     Err(e) => {

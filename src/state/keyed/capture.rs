@@ -126,12 +126,15 @@ where
     }
 
     /// Starts a new epoch whose predecessor's changed entries are taken
-    /// step by step (see [`Capture`]); returns where they will be delivered.
-    /// No capture may be in progress.
-    pub(super) fn start_capture(&mut self) -> Result<Delivery<K, P::State>> {
+    /// step by step (see [`Capture`]); returns the epoch taken (to mark
+    /// durable once written: read after a rebase, so never the number from
+    /// before it) and where its entries will be delivered. No capture may
+    /// be in progress.
+    pub(super) fn start_capture(&mut self) -> Result<(u32, Delivery<K, P::State>)> {
         if needs_rebase(self.epoch) {
             self.rebase_epochs()?;
         }
+        let captured = self.epoch;
         let (deliver, taken) = crossbeam_channel::bounded(1);
         self.capture = Some(Capture {
             epoch: self.epoch,
@@ -141,7 +144,7 @@ where
         });
         self.epoch += 1;
         self.write_behind.policy.forget_changes();
-        Ok(taken)
+        Ok((captured, taken))
     }
 
     /// Before the epoch counter would wrap (after 2^32 barriers and slices),

@@ -401,8 +401,7 @@ where
         // The previous capture ends before this barrier's begins (rare: a
         // whole interval is normally enough for it).
         self.finish_capture();
-        let epoch = self.epoch;
-        let taken = self.start_capture()?;
+        let (epoch, taken) = self.start_capture()?;
         self.write_behind.policy.barrier(wall_clock_ms());
         if barrier.then_stop {
             self.finish_capture(); // no record follows to take it step by step

@@ -301,6 +301,51 @@ fn a_failed_snapshot_fails_the_next_barrier() {
 }
 
 #[test]
+fn epoch_rebase_keeps_changes_in_order_and_taken_entries_evictable() {
+    let h = Harness::new();
+    let mut stage = h.stage(Sum, h.open(), 1000);
+    stage.epoch = u32::MAX - 1;
+    records(&mut stage, &[(1, 1)]).unwrap();
+    let part = barrier(&mut stage, 1).unwrap();
+    stage.flush().unwrap();
+    part().unwrap();
+    assert_eq!(stage.epoch, u32::MAX);
+    records(&mut stage, &[(1, 2), (2, 3)]).unwrap();
+    // This barrier's epoch would wrap: the stage renumbers first.
+    let part = barrier(&mut stage, 2).unwrap();
+    assert_eq!(
+        stage.epoch,
+        CLEAN + 2,
+        "the renumbered epoch was taken, the next is current"
+    );
+    records(&mut stage, &[(1, 4)]).unwrap();
+    stage.flush().unwrap();
+    let second = part().unwrap();
+    assert_eq!(
+        h.restored(&second, 1),
+        Some(3),
+        "changes before the rebase are in its barrier"
+    );
+    assert_eq!(h.restored(&second, 2), Some(3));
+    let durable = stage.durable_epoch.load(Ordering::Acquire);
+    assert_eq!(durable, CLEAN + 1);
+    assert!(evictable(stage.cache.get_mut(&2).unwrap(), durable));
+    assert!(
+        !evictable(stage.cache.get_mut(&1).unwrap(), durable),
+        "changed after the rebase"
+    );
+    let part = barrier(&mut stage, 3).unwrap();
+    stage.flush().unwrap();
+    let third = part().unwrap();
+    assert_eq!(
+        h.restored(&third, 1),
+        Some(7),
+        "the change after the rebase is in the next"
+    );
+    assert_eq!(stage.durable_epoch.load(Ordering::Acquire), CLEAN + 2);
+}
+
+#[test]
 fn a_state_error_under_user_code_stays_a_retryable_state_error() {
     let h = Harness::new();
     let mut db = h.open();

@@ -140,8 +140,7 @@ where
             }
             Slice::Take => self.write_behind.policy.pass_point(),
         }
-        let epoch = self.epoch;
-        let taken = self.start_capture()?;
+        let (epoch, taken) = self.start_capture()?;
         let (db, durable, max_parallelism) = (self.db.clone(), self.durable_epoch.clone(), self.max_parallelism);
         // Counted as in flight: no synchronous write-back meanwhile.
         let mut work = StateWork::start(&self.in_flight, &self.snapshot_failed);

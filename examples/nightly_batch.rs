@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weir::checkpoint::CheckpointStore;
 use weir::connectors::collect::CollectSink;
-use weir::connectors::kafka::source::stored_offsets;
+use weir::connectors::kafka::stored_offsets;
 use weir::connectors::kafka::{KafkaRecord, KafkaSource};
 use weir::{JobBuilder, JobConfig};
 

@@ -92,9 +92,29 @@ pub enum WeirError {
         /// What weir was doing and the client's error, with the bootstrap
         /// servers where a broker could not be reached.
         message: String,
-        /// The client's error, for code that matches on its kind.
+        /// The client's error, for code that matches on its kind (boxed:
+        /// it is large, and errors travel through every `Result`).
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: Box<rdkafka::error::KafkaError>,
+    },
+    /// Another run holds the store's lock: one writer per store.
+    #[error(
+        "{dir} is in use by {holder}; a second writer would corrupt it: stop the other run (or wait for it to end), or use another directory"
+    )]
+    StoreInUse {
+        /// The locked directory (checkpoint store of a job, or its local state).
+        dir: PathBuf,
+        /// Who holds it: job, pid, host, since when.
+        holder: String,
+    },
+    /// Another writer took over what this run writes (a checkpoint of its
+    /// store, a Kafka transactional id): this run is a zombie or a second
+    /// writer, and stops without writing more. Not retryable: the newer
+    /// writer is the one that goes on.
+    #[error("{what} was taken over by another writer: this run is fenced off and stops")]
+    Fenced {
+        /// What was taken over: a checkpoint path, a transactional id.
+        what: String,
     },
     /// The job was cancelled.
     #[error("job cancelled")]
@@ -115,12 +135,34 @@ impl WeirError {
         }
     }
 
+    /// A Kafka client error met by `connector` while doing what `message` says.
+    pub fn kafka(connector: impl Into<String>, message: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
+        WeirError::Kafka {
+            connector: connector.into(),
+            message: message.into(),
+            source: Box::new(source),
+        }
+    }
+
     /// Whether restarting the job from its last checkpoint may succeed (an I/O
     /// or connector hiccup), as opposed to a fatal error in the job itself.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            WeirError::Io { .. } | WeirError::Connector { .. } | WeirError::Kafka { .. } | WeirError::State { .. }
+            WeirError::Io { .. }
+                | WeirError::Connector { .. }
+                | WeirError::Kafka { .. }
+                | WeirError::State { .. }
+                | WeirError::StoreInUse { .. }
         )
     }
+}
+
+/// The text of a panic payload (a task's, a parser thread's), for
+/// [`WeirError::Panic`] and messages.
+pub(crate) fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }

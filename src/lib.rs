@@ -6,52 +6,70 @@
 //! inputs; after a crash the job restarts from the last complete checkpoint,
 //! so state and committed output are exactly-once.
 //!
-//! ```no_run
+//! ```
 //! use weir::connectors::{file_sink::FileSink, generator::{Generator, W1Event}};
 //! use weir::{JobBuilder, JobConfig};
 //!
+//! let dir = tempfile::tempdir()?;
 //! let job = JobBuilder::new("sums").default_parallelism(2);
-//! job.source("generator", Generator::w1_factory(Some(1_000_000), None))
+//! job.source("generator", Generator::w1_factory(Some(10_000), None))
 //!     .uid("generator")
 //!     .map(|e: W1Event| (e.key, e.value))
 //!     .key_by(|r: &(u64, u64)| r.0)
 //!     .reduce("sum", |a, b| (a.0, a.1 + b.1))
 //!     .uid("sum")
-//!     .sink("out", FileSink::factory("out", |r: &(u64, u64), line: &mut String| line.push_str(&format!("{},{}", r.0, r.1))))
+//!     .sink("out", FileSink::factory(dir.path().join("out"), |r: &(u64, u64), line: &mut String| {
+//!         line.push_str(&format!("{},{}", r.0, r.1))
+//!     }))
 //!     .uid("out");
-//! let summary = job.build()?.run(JobConfig::with_checkpoint_dir("checkpoints"))?;
-//! println!("last checkpoint: {:?}", summary.last_checkpoint);
-//! # Ok::<(), weir::WeirError>(())
+//! let summary = job.build()?.run(JobConfig::with_checkpoint_dir(dir.path().join("checkpoints")))?;
+//! // A bounded run ends with a final checkpoint; the next run resumes there.
+//! assert!(summary.last_checkpoint.is_some());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! ## The parts
-//! - [`graph`]: the typed builder ([`JobBuilder`], [`Stream`], [`KeyedStream`]) and its validation.
-//! - `runtime`: tasks on threads, operator chains, barrier alignment, the coordinator thread.
-//! - [`checkpoint`]: the pure coordinator, the manifest format, the store on disk.
-//! - `state`: RocksDB instances, the write-back cache, snapshots.
-//! - [`connectors`]: sources and sinks (generator, exactly-once files, test sinks).
-//! - [`jobs`]: the built-in demo and benchmark jobs.
-//! - [`nexmark`]: the Nexmark events, generator and queries (`weir nexmark`).
-//! - The operator contract and built-in operators live in crate [`weir_operators`].
+//! ## The layers
+//! Each layer uses only the ones below it (a test keeps it so; see
+//! ARCHITECTURE.md for the diagram):
+//! - leaves: errors ([`WeirError`]), the [`clock`], [`JobConfig`], task
+//!   counters ([`Backlog`], [`PartitionLag`]), failpoints for crash tests;
+//! - [`checkpoint`]: the manifest format, the store on disk, the pure coordinator;
+//! - [`connectors`]: the [`connectors::Source`] and [`connectors::Sink`]
+//!   contracts and their implementations (generator, files, Kafka, memory);
+//! - task: the per-task contract (stages, channel tails, task loops, aligner);
+//! - state: RocksDB instances, the write-back cache, timers, snapshots;
+//! - runtime: a planned job's threads, the coordinator thread, the
+//!   [`JobHandle`] / [`JobController`] and the [`JobStatus`];
+//! - graph: the typed builder ([`JobBuilder`], [`Stream`], [`KeyedStream`])
+//!   that compiles a job into the runtime's plan, and [`Job`].
+//!
+//! The operator contract and built-in operators live in crate
+//! [`weir_operators`] (re-exported as [`operators`]); the demo jobs, Nexmark
+//! and the benchmarks in `weir-workloads`; the `weir` command in `weir-cli`.
 
-pub mod bench;
 pub mod checkpoint;
 pub mod clock;
-pub mod config;
+mod config;
 pub mod connectors;
-pub mod error;
-pub mod failpoint;
-pub mod graph;
-pub mod jobs;
-pub mod nexmark;
-pub(crate) mod runtime;
-pub(crate) mod state;
+mod error;
+mod failpoint;
+mod fxhash;
+mod graph;
+mod runtime;
+mod state;
+mod stats;
+mod task;
 
 pub use config::JobConfig;
 pub use error::{Result, WeirError};
 pub use graph::{Job, JobBuilder, KeyedStream, SinkRef, Stream};
 pub use runtime::{
-    Backlog, CheckpointStatus, JobController, JobHandle, JobStatus, JobSummary, LastCheckpoint, LatencySummary,
-    PartitionLag, TaskStatus,
+    CheckpointStatus, JobController, JobHandle, JobStatus, JobSummary, LastCheckpoint, LatencySummary, TaskStatus,
 };
+pub use stats::{Backlog, PartitionLag};
 pub use weir_operators as operators;
+
+/// The README's Rust examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -16,7 +16,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weir::connectors::collect::CollectSink;
-use weir::connectors::kafka::source::{stored_offsets, Progress, StoredOffset};
+use weir::connectors::kafka::source::Progress;
+use weir::connectors::kafka::{stored_offsets, NextOffset, StoredOffset};
 use weir::connectors::kafka::{BadRecordPolicy, KafkaRecord, KafkaSource, StartPosition};
 use weir::{JobBuilder, JobConfig, JobSummary};
 
@@ -157,7 +158,7 @@ fn assignment_covers_every_partition_once() {
     let offsets = offsets_in_checkpoint(dir.path(), "assign");
     let stored: Vec<(&str, i32, i64)> = offsets
         .iter()
-        .map(|o| (o.topic.as_str(), o.partition, o.next_offset))
+        .map(|o| (o.topic.as_str(), o.partition, o.next_offset.get()))
         .collect();
     assert_eq!(
         stored,
@@ -195,13 +196,13 @@ fn a_second_bounded_run_seeks_to_the_stored_offsets() {
 
     let offsets = offsets_in_checkpoint(dir.path(), "resume");
     assert_eq!(offsets.len(), 2, "{offsets:?}");
-    let ends = weir::connectors::kafka::source::end_offsets(
+    let ends = weir::connectors::kafka::end_offsets(
         &mock.bootstrap_servers(),
         offsets.iter().map(|o| (o.topic.as_str(), o.partition)),
     )
     .unwrap();
     for o in &offsets {
-        assert_eq!(o.next_offset, 75, "{o:?}");
+        assert_eq!(o.next_offset, NextOffset::new(75), "{o:?}");
         assert_eq!(o.next_offset, ends[&(o.topic.clone(), o.partition)], "{o:?}");
     }
 }
@@ -222,7 +223,7 @@ fn start_positions() {
     assert_eq!(counts(&progress), (0, 0, 0));
     let stored: Vec<i64> = offsets_in_checkpoint(dir.path(), "latest")
         .iter()
-        .map(|o| o.next_offset)
+        .map(|o| o.next_offset.get())
         .collect();
     assert_eq!(stored, vec![10, 10]);
     produce(&mock, "in", &numbers(20..24, 2));
@@ -241,7 +242,7 @@ fn start_positions() {
 
     // Offsets: partition 0 from offset 5, partition 1 from the earliest.
     let dir = tempfile::tempdir().unwrap();
-    let at = source(&mock, &["in"]).start(StartPosition::Offsets(vec![("in".into(), 0, 5)]));
+    let at = source(&mock, &["in"]).start(StartPosition::Offsets(vec![("in".into(), 0, NextOffset::new(5))]));
     let progress = at.progress();
     let (got, _) = run("offsets", 2, dir.path(), at).unwrap();
     let mut want: Vec<u64> = (0..24).filter(|i| i % 2 == 0).skip(5).collect();
@@ -277,7 +278,7 @@ fn a_bad_record_names_topic_partition_offset() {
     assert_eq!(counts(&progress), (10, 11, 1));
     let stored: Vec<i64> = offsets_in_checkpoint(dir.path(), "skip")
         .iter()
-        .map(|o| o.next_offset)
+        .map(|o| o.next_offset.get())
         .collect();
     assert_eq!(stored, vec![5, 6], "the skipped record counts as consumed");
 
@@ -489,4 +490,25 @@ fn the_status_shows_each_partitions_lag_until_it_is_read() {
     assert!(saw_behind, "the lag was never seen above 0 while the topic was read");
     handle.cancel();
     let _ = handle.join();
+}
+
+#[test]
+fn a_source_that_cannot_reach_its_brokers_names_them() {
+    let _serial = serial();
+    log();
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1 on the loopback: nothing listens, every connection is refused.
+    let unreachable = KafkaSource::new("127.0.0.1:1", &["in"])
+        .bounded(true)
+        .deserializer(number as Number);
+    let started = Instant::now();
+    let err = run("unreachable", 1, dir.path(), unreachable).unwrap_err();
+    eprintln!("failed after {:?}: {err:?}", started.elapsed());
+    let text = err.to_string();
+    assert!(text.contains("cannot read metadata of topic `in`"), "{text}");
+    assert!(text.contains("(bootstrap servers: 127.0.0.1:1)"), "{text}");
+    assert!(
+        matches!(err, weir::WeirError::Kafka { .. }),
+        "the client's error is kept: {err:?}"
+    );
 }

@@ -113,6 +113,7 @@ impl<S> Coordinator<S> {
     }
 
     /// The checkpoint in flight, if any.
+    #[cfg(test)]
     pub fn in_flight(&self) -> Option<CheckpointId> {
         self.in_flight.as_ref().map(|f| f.id)
     }

@@ -103,7 +103,7 @@ pub struct StoredFile {
 }
 
 /// Lower-case hex of `bytes`.
-pub fn to_hex(bytes: &[u8]) -> String {
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -114,7 +114,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 }
 
 /// Parses hex written by [`to_hex`].
-pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }

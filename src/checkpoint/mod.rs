@@ -1,10 +1,15 @@
-//! Checkpoints: the coordinator state machine, the manifest format and the
-//! store on disk. See DESIGN.md "Checkpoints" for the protocol.
+//! Checkpoints: the manifest format, the store on disk, and (inside the
+//! crate) the pure coordinator. See DESIGN.md "Checkpoints" for the protocol.
+//!
+//! The public part is what tools need to look at a job's checkpoints
+//! (`weir checkpoints list|show|gc`, `weir offsets`): open a
+//! [`CheckpointStore`], list its checkpoints, read a [`Manifest`].
 
-pub mod coordinator;
+pub(crate) mod coordinator;
+pub mod lock;
 pub mod manifest;
 pub mod store;
 
-pub use coordinator::{Action, Coordinator, CoordinatorConfig};
+pub use lock::DirLock;
 pub use manifest::{Manifest, OperatorSnapshot, RocksHandle, StoredFile, SubtaskState};
 pub use store::CheckpointStore;

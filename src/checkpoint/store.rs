@@ -13,6 +13,7 @@
 //! is durable. Recovery takes the newest readable manifest whose files are all
 //! present, falling back to older ones with a warning naming the path.
 
+use super::lock::DirLock;
 use super::manifest::{Manifest, SubtaskState, MANIFEST_FORMAT};
 use crate::error::{Result, WeirError};
 use std::collections::HashSet;
@@ -26,9 +27,18 @@ use weir_operators::CheckpointId;
 pub struct CheckpointStore {
     job: String,
     dir: PathBuf,
+    /// See [`CheckpointStore::incarnation`].
+    incarnation: String,
 }
 
 const MANIFEST: &str = "MANIFEST";
+
+/// The file that holds a store's incarnation id.
+const INCARNATION: &str = "INCARNATION";
+
+/// The incarnation of a store created by a weir that did not write one yet:
+/// its output and markers keep their old names.
+pub const LEGACY_INCARNATION: &str = "legacy";
 
 impl CheckpointStore {
     /// Opens (creating if needed) `<root>/<job>` and checks that it is writable.
@@ -42,10 +52,93 @@ impl CheckpointStore {
         let probe = dir.join(".write-probe");
         fs::write(&probe, b"weir").map_err(|e| WeirError::io("checkpoint directory is not writable", &dir, e))?;
         let _ = fs::remove_file(&probe);
+        let mut store = CheckpointStore {
+            job: job.to_string(),
+            dir,
+            incarnation: String::new(),
+        };
+        store.incarnation = store.read_or_create_incarnation()?;
+        Ok(store)
+    }
+
+    /// This store's incarnation: a random id given when the store was
+    /// created. Output part names and Kafka commit markers carry it, so the
+    /// output and markers of another incarnation (a wiped or different
+    /// checkpoint directory, a reused job name) are never taken for this
+    /// one's. A store older than incarnations is [`LEGACY_INCARNATION`].
+    pub fn incarnation(&self) -> &str {
+        &self.incarnation
+    }
+
+    fn read_or_create_incarnation(&self) -> Result<String> {
+        let path = self.dir.join(INCARNATION);
+        if let Ok(text) = fs::read_to_string(&path) {
+            let id = text.trim();
+            if !id.is_empty() {
+                return Ok(id.to_string());
+            }
+        }
+        // A store with checkpoints but no id was made before ids existed.
+        let id = if self.checkpoint_ids()?.is_empty() {
+            random_id()
+        } else {
+            LEGACY_INCARNATION.to_string()
+        };
+        match create_only(&path, format!("{id}\n").as_bytes()) {
+            Ok(()) => Ok(id),
+            // Created meanwhile by another opener: theirs stands.
+            Err(WeirError::Fenced { .. }) => Ok(fs::read_to_string(&path)
+                .map_err(|e| WeirError::io("cannot read", &path, e))?
+                .trim()
+                .to_string()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens the store of a job that has run before, for tools that only
+    /// look (`weir checkpoints`, `weir offsets`): nothing is created.
+    ///
+    /// # Errors
+    /// [`WeirError::Checkpoint`] when `<root>/<job>` does not exist, naming
+    /// what was looked for and the jobs `root` does hold.
+    pub fn open_existing(root: &Path, job: &str) -> Result<Self> {
+        let dir = root.join(job);
+        if !dir.is_dir() {
+            let jobs = Self::jobs_in(root);
+            let holds = if !root.is_dir() {
+                "the directory does not exist".to_string()
+            } else if jobs.is_empty() {
+                "it holds no job's checkpoints".to_string()
+            } else {
+                format!("it holds the checkpoints of job(s): {}", jobs.join(", "))
+            };
+            return Err(WeirError::Checkpoint {
+                path: dir,
+                message: format!("no checkpoints of job `{job}` in {} ({holds})", root.display()),
+            });
+        }
+        let incarnation = fs::read_to_string(dir.join(INCARNATION))
+            .map(|t| t.trim().to_string())
+            .unwrap_or_else(|_| LEGACY_INCARNATION.to_string());
         Ok(CheckpointStore {
             job: job.to_string(),
             dir,
+            incarnation,
         })
+    }
+
+    /// The names of the jobs with a checkpoint store under `root` (sorted).
+    pub fn jobs_in(root: &Path) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(root) else {
+            return Vec::new();
+        };
+        let mut jobs: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.path().join("shared").is_dir())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect();
+        jobs.sort();
+        jobs
     }
 
     /// The job's directory in the store.
@@ -59,13 +152,13 @@ impl CheckpointStore {
     }
 
     /// Where a task's private files of checkpoint `id` go (relative path too).
-    pub fn private_dir(&self, id: CheckpointId, task: &str) -> (PathBuf, String) {
+    pub(crate) fn private_dir(&self, id: CheckpointId, task: &str) -> (PathBuf, String) {
         let rel = format!("chk-{}/{}", id.0, task);
         (self.dir.join(&rel), rel)
     }
 
     /// Where an instance's shared SSTs go (relative path too).
-    pub fn shared_dir(&self, instance: &str) -> (PathBuf, String) {
+    pub(crate) fn shared_dir(&self, instance: &str) -> (PathBuf, String) {
         let rel = format!("shared/{instance}");
         (self.dir.join(&rel), rel)
     }
@@ -190,7 +283,7 @@ impl CheckpointStore {
     ///
     /// # Errors
     /// As [`CheckpointStore::restore_point`].
-    pub fn restore_point_and_skipped(&self) -> Result<(Option<Manifest>, Vec<String>)> {
+    pub(crate) fn restore_point_and_skipped(&self) -> Result<(Option<Manifest>, Vec<String>)> {
         let ids = self.complete_ids()?;
         let mut problems = Vec::new();
         for id in ids.iter().rev() {
@@ -215,12 +308,43 @@ impl CheckpointStore {
         }
     }
 
-    /// Writes `manifest` atomically (temporary file, fsync, rename, fsync of
-    /// the directory), then points `LATEST` at it.
+    /// Takes the store's lock for a run (or `weir checkpoints gc`): one
+    /// writer per store. Hold it until the run ends.
     ///
     /// # Errors
-    /// [`WeirError::Io`] naming the file that could not be written.
-    pub fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+    /// [`WeirError::StoreInUse`] naming the directory and the holder.
+    pub fn lock(&self) -> Result<DirLock> {
+        DirLock::acquire(&self.dir, &self.job)
+    }
+
+    /// Reserves checkpoint `id` for this run: its directory is created only
+    /// if absent, so ids are never reused (also after a crash, output staged
+    /// for an abandoned checkpoint is never taken for a later one's), and a
+    /// second writer that picked the same id learns it is fenced off.
+    ///
+    /// # Errors
+    /// [`WeirError::Fenced`] when the directory exists; [`WeirError::Io`].
+    pub(crate) fn reserve(&self, id: CheckpointId) -> Result<()> {
+        let dir = self.checkpoint_path(id);
+        match fs::create_dir(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(WeirError::Fenced {
+                what: format!("checkpoint {}", dir.display()),
+            }),
+            Err(e) => Err(WeirError::io("cannot create checkpoint directory", &dir, e)),
+        }
+    }
+
+    /// Commits `manifest`: the checkpoint exists from the moment its MANIFEST
+    /// does. The file is written aside, synced, then linked into place only
+    /// if no MANIFEST exists (create-only, as an object store's conditional
+    /// put), and the directory is synced; `LATEST` then names it (for people
+    /// and tools; recovery lists the checkpoints instead of trusting it).
+    ///
+    /// # Errors
+    /// [`WeirError::Fenced`] when another writer committed this checkpoint
+    /// first; [`WeirError::Io`] naming the file that could not be written.
+    pub(crate) fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
         let id = CheckpointId(manifest.checkpoint_id);
         let dir = self.checkpoint_path(id);
         fs::create_dir_all(&dir).map_err(|e| WeirError::io("cannot create checkpoint", &dir, e))?;
@@ -228,7 +352,7 @@ impl CheckpointStore {
             path: dir.clone(),
             message: format!("cannot encode manifest: {e}"),
         })?;
-        write_atomic(&dir.join(MANIFEST), &bytes)?;
+        create_only(&dir.join(MANIFEST), &bytes)?;
         crate::failpoint::hit("manifest-written");
         write_atomic(&self.dir.join("LATEST"), format!("chk-{}\n", id.0).as_bytes())
     }
@@ -290,11 +414,56 @@ impl CheckpointStore {
     }
 }
 
+/// Creates `path` with `bytes` only if it does not exist, atomically: a
+/// temporary file, fsync, a hard link to `path` (which fails if it exists),
+/// fsync of the directory.
+///
+/// # Errors
+/// [`WeirError::Fenced`] when `path` exists; [`WeirError::Io`] naming the path.
+pub(crate) fn create_only(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    written.map_err(|e| WeirError::io("cannot write", &tmp, e))?;
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(WeirError::Fenced {
+                what: path.display().to_string(),
+            })
+        }
+        Err(e) => return Err(WeirError::io("cannot create", path, e)),
+    }
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
+/// 16 hex digits from the kernel's random source (the clock and pid when it
+/// cannot be read): ids that must differ between stores and runs.
+pub(crate) fn random_id() -> String {
+    let mut bytes = [0u8; 8];
+    let read = fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    if read.is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bytes = (nanos ^ u64::from(std::process::id()).rotate_left(40)).to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync dir.
 ///
 /// # Errors
 /// [`WeirError::Io`] naming the path.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::File::create(&tmp).map_err(|e| WeirError::io("cannot create", &tmp, e))?;
     f.write_all(bytes).map_err(|e| WeirError::io("cannot write", &tmp, e))?;
@@ -311,7 +480,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 ///
 /// # Errors
 /// [`WeirError::Io`] naming the directory.
-pub fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| WeirError::io("cannot fsync directory", dir, e))
@@ -323,7 +492,7 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 ///
 /// # Errors
 /// [`WeirError::Io`] naming the file.
-pub fn store_file(src: &Path, dest: &Path, durable: bool) -> Result<u64> {
+pub(crate) fn store_file(src: &Path, dest: &Path, durable: bool) -> Result<u64> {
     let tmp = dest.with_extension("partial");
     let _ = fs::remove_file(&tmp);
     if fs::hard_link(src, &tmp).is_err() {
@@ -338,4 +507,53 @@ pub fn store_file(src: &Path, dest: &Path, durable: bool) -> Result<u64> {
     fs::metadata(dest)
         .map(|m| m.len())
         .map_err(|e| WeirError::io("cannot stat", dest, e))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn manifest(job: &str, id: u64) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            job: job.into(),
+            checkpoint_id: id,
+            created_unix_ms: 0,
+            final_checkpoint: false,
+            operators: Default::default(),
+        }
+    }
+
+    #[test]
+    fn of_two_writers_of_one_checkpoint_id_the_second_is_fenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            CheckpointStore::open(dir.path(), "job").unwrap(),
+            CheckpointStore::open(dir.path(), "job").unwrap(),
+        );
+        a.reserve(CheckpointId(1)).unwrap();
+        assert!(matches!(b.reserve(CheckpointId(1)), Err(WeirError::Fenced { .. })));
+        a.write_manifest(&manifest("job", 1)).unwrap();
+        let mut other = manifest("job", 1);
+        other.final_checkpoint = true;
+        let err = b.write_manifest(&other).unwrap_err();
+        assert!(matches!(err, WeirError::Fenced { .. }), "{err}");
+        assert_eq!(
+            a.read_manifest(CheckpointId(1)).unwrap(),
+            manifest("job", 1),
+            "the first manifest stays as it was written"
+        );
+        assert_eq!(a.complete_ids().unwrap(), [CheckpointId(1)]);
+    }
+
+    #[test]
+    fn a_store_has_one_lock_holder_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path(), "job").unwrap();
+        let held = store.lock().unwrap();
+        assert!(matches!(store.lock(), Err(WeirError::StoreInUse { .. })));
+        drop(held);
+        store.lock().unwrap();
+    }
 }

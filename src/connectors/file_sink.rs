@@ -20,7 +20,7 @@
 //! part to it and goes on appending (what came after is replayed).
 
 use super::{ConnectorContext, DeferredSync, Sink};
-use crate::checkpoint::store::sync_dir;
+use crate::checkpoint::store::{sync_dir, LEGACY_INCARNATION};
 use crate::error::{Result, WeirError};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -81,6 +81,10 @@ pub struct FileSink<F> {
     dir: PathBuf,
     subtask: usize,
     name: String,
+    /// The checkpoint store's incarnation, in every file name this sink
+    /// creates: another job or store writing the same directory never takes
+    /// (or deletes) this one's files.
+    incarnation: String,
     format: F,
     rolling: Rolling,
     records_written: Option<Arc<AtomicU64>>,
@@ -127,13 +131,32 @@ impl<F> FileSink<F> {
         move |ctx| FileSink::open(&dir, &ctx, format.clone(), options.clone())
     }
 
-    /// The committed name of the output of `checkpoint` by `subtask`.
-    pub fn committed_name(subtask: usize, checkpoint: u64) -> String {
-        format!("part-{subtask:04}-{checkpoint:010}")
+    /// The committed name of the output of `checkpoint` by `subtask` of the
+    /// store incarnation `incarnation`: `part-<incarnation>-<subtask>-<checkpoint>`
+    /// (`part-<subtask>-<checkpoint>` for a store older than incarnations).
+    pub fn committed_name(incarnation: &str, subtask: usize, checkpoint: u64) -> String {
+        if incarnation == LEGACY_INCARNATION {
+            format!("part-{subtask:04}-{checkpoint:010}")
+        } else {
+            format!("part-{incarnation}-{subtask:04}-{checkpoint:010}")
+        }
+    }
+
+    /// The prefix of this subtask's in-progress files.
+    fn in_progress_prefix(&self) -> String {
+        if self.incarnation == LEGACY_INCARNATION {
+            format!(".part-{:04}-", self.subtask)
+        } else {
+            format!(".part-{}-{:04}-", self.incarnation, self.subtask)
+        }
     }
 
     fn in_progress_name(&self) -> String {
-        format!(".part-{:04}-{:010}.inprogress", self.subtask, self.state.last_barrier)
+        format!(
+            "{}{:010}.inprogress",
+            self.in_progress_prefix(),
+            self.state.last_barrier
+        )
     }
 
     fn error(&self, message: String) -> WeirError {
@@ -158,6 +181,7 @@ impl<F> FileSink<F> {
             dir: dir.to_path_buf(),
             subtask: ctx.subtask,
             name: ctx.uid.clone(),
+            incarnation: ctx.incarnation.clone(),
             format,
             rolling: options.rolling,
             records_written: options.records_written,
@@ -188,7 +212,7 @@ impl<F> FileSink<F> {
             sink.reopen(name, len)?;
         }
         // In-progress files left now hold records after the restored checkpoint: replayed, so discarded.
-        let prefix = format!(".part-{:04}-", ctx.subtask);
+        let prefix = sink.in_progress_prefix();
         let entries = fs::read_dir(dir).map_err(|e| sink.io("cannot list output directory", dir, e))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -233,17 +257,42 @@ impl<F> FileSink<F> {
         Ok(())
     }
 
+    /// Makes a sealed part visible under its committed name, never replacing
+    /// a file: a hard link (which fails if the name exists), then the
+    /// in-progress name is removed.
     fn commit_file(&self, checkpoint: u64, name: &str) -> Result<()> {
         let from = self.dir.join(name);
-        let to = self.dir.join(Self::committed_name(self.subtask, checkpoint));
-        match fs::rename(&from, &to) {
-            Ok(()) => Ok(()),
-            Err(_) if to.exists() => Ok(()), // committed before the crash
-            Err(e) => Err(self.error(format!(
-                "output of checkpoint {checkpoint} is lost: cannot commit {}: {e}",
-                from.display()
-            ))),
+        let to = self
+            .dir
+            .join(Self::committed_name(&self.incarnation, self.subtask, checkpoint));
+        match fs::hard_link(&from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                use std::os::unix::fs::MetadataExt;
+                match (fs::metadata(&from), fs::metadata(&to)) {
+                    // Linked before a crash, not yet unlinked: the same file.
+                    (Ok(a), Ok(b)) if a.ino() == b.ino() && a.dev() == b.dev() => {}
+                    // Committed before the crash.
+                    (Err(_), Ok(_)) => return Ok(()),
+                    _ => {
+                        return Err(self.error(format!(
+                            "cannot commit the output of checkpoint {checkpoint}: {} exists and is another file; \
+                             it was written by another job or checkpoint store in the same output directory \
+                             (nothing was replaced)",
+                            to.display()
+                        )))
+                    }
+                }
+            }
+            Err(_) if !from.exists() && to.exists() => return Ok(()), // committed before the crash
+            Err(e) => {
+                return Err(self.error(format!(
+                    "output of checkpoint {checkpoint} is lost: cannot commit {}: {e}",
+                    from.display()
+                )))
+            }
         }
+        fs::remove_file(&from).map_err(|e| self.io("cannot remove the committed in-progress name", &from, e))
     }
 }
 
@@ -456,6 +505,7 @@ mod tests {
     fn open(dir: &Path, restored: Option<Vec<u8>>, rolling: Rolling) -> FileSink<fn(&u32, &mut String)> {
         let ctx = ConnectorContext {
             restored,
+            incarnation: "test".into(),
             ..ConnectorContext::standalone("files", 0, 1)
         };
         let options = FileSinkOptions {
@@ -511,8 +561,8 @@ mod tests {
         assert_eq!(
             committed(dir.path()),
             [
-                ("part-0000-0000000001".to_string(), "1\n2\n".to_string()),
-                ("part-0000-0000000002".to_string(), "3\n".to_string())
+                ("part-test-0000-0000000001".to_string(), "1\n2\n".to_string()),
+                ("part-test-0000-0000000002".to_string(), "3\n".to_string())
             ]
         );
     }
@@ -538,7 +588,7 @@ mod tests {
         Sink::<u32>::commit(&mut again, CheckpointId(3)).unwrap();
         assert_eq!(
             committed(dir.path()),
-            [("part-0000-0000000003".to_string(), "1\n2\n3\n5\n".to_string())]
+            [("part-test-0000-0000000003".to_string(), "1\n2\n3\n5\n".to_string())]
         );
         let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
         assert_eq!(left.len(), 1, "no in-progress file is left");
@@ -557,7 +607,7 @@ mod tests {
         Sink::<u32>::commit(&mut sink, CheckpointId(3)).unwrap();
         assert_eq!(
             committed(dir.path()),
-            [("part-0000-0000000002".to_string(), "1\n2\n3\n".to_string())],
+            [("part-test-0000-0000000002".to_string(), "1\n2\n3\n".to_string())],
             "6 bytes reached at checkpoint 2; the 4 waits in the next part"
         );
     }
@@ -572,15 +622,78 @@ mod tests {
         // As written before open parts existed: the state alone.
         let old = postcard::to_stdvec(&FileSinkState {
             last_barrier: 1,
-            pending: vec![(1, ".part-0000-0000000000.inprogress".into())],
+            pending: vec![(1, ".part-test-0000-0000000000.inprogress".into())],
         })
         .unwrap();
         assert_eq!(state, old);
         let _ = open(dir.path(), Some(old), Rolling::AtSize(u64::MAX));
         assert_eq!(
             committed(dir.path()),
-            [("part-0000-0000000001".to_string(), "7\n".to_string())],
+            [("part-test-0000-0000000001".to_string(), "7\n".to_string())],
             "the pending part of the restored checkpoint is committed"
+        );
+    }
+
+    fn open_as(dir: &Path, incarnation: &str, restored: Option<Vec<u8>>) -> FileSink<fn(&u32, &mut String)> {
+        let ctx = ConnectorContext {
+            restored,
+            incarnation: incarnation.into(),
+            ..ConnectorContext::standalone("files", 0, 1)
+        };
+        FileSink::open(dir, &ctx, line as fn(&u32, &mut String), FileSinkOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn two_stores_writing_one_directory_keep_each_others_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = open_as(dir.path(), "aaaa", None);
+        a.write(&mut vec![1]).unwrap();
+        let a_state = barrier(&mut a, 1, false);
+        // A second job (another store) starts on the directory while `a` has
+        // an uncommitted part, and commits its own checkpoint 1.
+        let mut b = open_as(dir.path(), "bbbb", None);
+        b.write(&mut vec![2]).unwrap();
+        barrier(&mut b, 1, false);
+        b.commit(CheckpointId(1)).unwrap();
+        // `a` restarts from its checkpoint 1 and commits what it had pending.
+        drop(a);
+        let _a = open_as(dir.path(), "aaaa", Some(a_state));
+        assert_eq!(
+            committed(dir.path()),
+            [
+                ("part-aaaa-0000-0000000001".to_string(), "1\n".to_string()),
+                ("part-bbbb-0000-0000000001".to_string(), "2\n".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_commit_never_replaces_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = open(dir.path(), None, Rolling::OnCheckpoint);
+        sink.write(&mut vec![1]).unwrap();
+        barrier(&mut sink, 1, false);
+        fs::write(dir.path().join("part-test-0000-0000000001"), "someone else's\n").unwrap();
+        let e = sink.commit(CheckpointId(1)).unwrap_err().to_string();
+        assert!(
+            e.contains("part-test-0000-0000000001") && e.contains("nothing was replaced"),
+            "{e}"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("part-test-0000-0000000001")).unwrap(),
+            "someone else's\n"
+        );
+    }
+
+    #[test]
+    fn a_store_older_than_incarnations_keeps_its_part_names() {
+        assert_eq!(
+            FileSink::<fn(&u32, &mut String)>::committed_name("legacy", 3, 7),
+            "part-0003-0000000007"
+        );
+        assert_eq!(
+            FileSink::<fn(&u32, &mut String)>::committed_name("00ff", 3, 7),
+            "part-00ff-0003-0000000007"
         );
     }
 
@@ -591,9 +704,10 @@ mod tests {
         sink.write(&mut vec![1]).unwrap();
         let state = barrier(&mut sink, 1, false);
         drop(sink);
-        fs::write(dir.path().join(".part-0000-0000000000.inprogress"), "").unwrap();
+        fs::write(dir.path().join(".part-test-0000-0000000000.inprogress"), "").unwrap();
         let ctx = ConnectorContext {
             restored: Some(state),
+            incarnation: "test".into(),
             ..ConnectorContext::standalone("files", 0, 1)
         };
         let e = FileSink::open(
@@ -609,7 +723,7 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(
-            e.contains(".part-0000-0000000000.inprogress") && e.contains("lost"),
+            e.contains(".part-test-0000-0000000000.inprogress") && e.contains("lost"),
             "{e}"
         );
     }

@@ -285,7 +285,7 @@ impl<T> Shared<T> {
         };
         if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut chunk)) {
             // The line being parsed is the chunk's last counted one.
-            let message = format!("the parser panicked: {}", crate::runtime::task::panic_message(&panic));
+            let message = format!("the parser panicked: {}", crate::error::panic_message(&panic));
             parsed.error = Some(ChunkError::Line(parsed.lines.saturating_sub(1), message));
         }
         let mut p = self.lock();
@@ -607,6 +607,7 @@ mod tests {
     fn ctx(subtask: usize, parallelism: usize, restored: Option<Vec<u8>>) -> ConnectorContext {
         ConnectorContext {
             restored,
+            incarnation: "test".into(),
             ..ConnectorContext::standalone("lines", subtask, parallelism)
         }
     }

@@ -130,6 +130,7 @@ mod tests {
     fn ctx(subtask: usize, parallelism: usize, restored: Option<Vec<u8>>) -> ConnectorContext {
         ConnectorContext {
             restored,
+            incarnation: "test".into(),
             ..ConnectorContext::standalone("elements", subtask, parallelism)
         }
     }

@@ -11,7 +11,7 @@ pub mod generator;
 pub mod kafka;
 pub mod line_source;
 pub mod memory;
-pub(crate) mod pace;
+pub mod pace;
 
 use crate::error::Result;
 use std::time::Duration;
@@ -30,13 +30,18 @@ pub struct ConnectorContext {
     pub uid: String,
     /// The state this subtask stored in the checkpoint being restored, if any.
     pub restored: Option<Vec<u8>>,
+    /// The incarnation of the job's checkpoint store (see
+    /// [`crate::checkpoint::CheckpointStore::incarnation`]): a sink names
+    /// what it commits with it, so output of another incarnation is never
+    /// taken for this one's.
+    pub incarnation: String,
     /// The states every subtask of this operator stored (Flink's union list
     /// state): a source whose splits may move between subtasks (Kafka
     /// partitions, when partitions are added) finds its offsets here.
     pub restored_all: Vec<Vec<u8>>,
     /// Where a source that knows its backlog (how far it is behind the end of
     /// its input) reports it, for [`crate::JobHandle::status`] and metrics.
-    pub backlog: crate::runtime::Backlog,
+    pub backlog: crate::stats::Backlog,
 }
 
 impl ConnectorContext {
@@ -49,6 +54,7 @@ impl ConnectorContext {
             parallelism,
             uid: uid.into(),
             restored: None,
+            incarnation: "test".into(),
             restored_all: Vec::new(),
             backlog: Default::default(),
         }

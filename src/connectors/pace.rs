@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// A rate and the origin of the schedule.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Pace {
+pub struct Pace {
     /// Records per second of this subtask.
     per_second: f64,
     /// Clock ([`crate::clock::now_ns`]) at which record `origin_k` is due.
@@ -16,7 +16,8 @@ pub(crate) struct Pace {
 }
 
 impl Pace {
-    pub(crate) fn new(per_second: f64, origin_ns: u64, origin_k: u64) -> Self {
+    /// `per_second` records per second; record `origin_k` is due at `origin_ns`.
+    pub fn new(per_second: f64, origin_ns: u64, origin_k: u64) -> Self {
         Pace {
             per_second,
             origin_ns,
@@ -25,13 +26,13 @@ impl Pace {
     }
 
     /// When record `k` is due.
-    pub(crate) fn scheduled_ns(&self, k: u64) -> u64 {
+    pub fn scheduled_ns(&self, k: u64) -> u64 {
         self.origin_ns + (k.saturating_sub(self.origin_k) as f64 * 1e9 / self.per_second) as u64
     }
 
     /// How many of the next `n` records (from position `next_k`) are due at
     /// `now`; `Err(wait)` when none is, with the time until the next one.
-    pub(crate) fn due(&self, next_k: u64, n: u64, now: u64) -> Result<u64, Duration> {
+    pub fn due(&self, next_k: u64, n: u64, now: u64) -> Result<u64, Duration> {
         if now >= self.origin_ns {
             let due = ((now - self.origin_ns) as f64 * self.per_second / 1e9) as u64 + self.origin_k + 1;
             let ready = n.min(due.saturating_sub(next_k));

@@ -4,9 +4,9 @@
 use super::{ChainPending, StageMaker, Stream};
 use crate::checkpoint::manifest::SubtaskState;
 use crate::error::WeirError;
-use crate::runtime::chain::Downstream;
 use crate::state::keyed::{KeyedStage, KeyedStageConfig};
 use crate::state::RocksInstance;
+use crate::task::chain::Downstream;
 use std::marker::PhantomData;
 use weir_operators::{
     key_group_range, Aggregate, Aggregator, Inspect, KeyedProcess, MergeAggregator, Reduce, SessionAggregate, StateKey,
@@ -41,7 +41,8 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
         };
         let key_of = self.key_of.clone();
         let name = name.to_string();
-        let stage: StageMaker<T, O> = Box::new(move |env, subtask, next| {
+        let stage: StageMaker<T, O> = Box::new(move |cx, next| {
+            let (env, subtask) = (cx.env, cx.subtask);
             let uid = env.uid(op)?;
             let groups = key_group_range(subtask, max_parallelism, env.parallelism[vertex]);
             let restore = match env.restored(&uid, subtask) {
@@ -55,7 +56,7 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
                 }
             };
             let db = RocksInstance::open(
-                env.state()?,
+                env.state(),
                 &format!("{uid}-{subtask}"),
                 (groups.start, groups.end),
                 restore,
@@ -73,7 +74,7 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
                 function.clone(),
                 key_of.clone(),
                 config,
-                env.snapshot_jobs()?,
+                cx.snapshot_jobs.clone(),
                 db,
                 next,
             )?) as Box<dyn Downstream<T>>)

@@ -30,11 +30,13 @@ mod keyed;
 
 pub use keyed::KeyedStream;
 
+use crate::config::JobConfig;
 use crate::connectors::{ConnectorContext, Sink, Source};
 use crate::error::{Result, WeirError};
-use crate::runtime::chain::{ChannelOut, Downstream, KeyRouter, RoundRobin, SinkTail, Stage};
-use crate::runtime::task::{run_input, run_source, TaskRuntime};
-use crate::runtime::TaskEnv;
+use crate::runtime::plan::{ErasedEdge, OperatorInfo, Plan, TaskBody, TaskContext, TaskMaker, Vertex};
+use crate::runtime::{JobHandle, JobSummary};
+use crate::task::chain::{ChannelOut, Downstream, KeyRouter, RoundRobin, Router, SinkTail, Stage};
+use crate::task::run::{run_input, run_source};
 use crossbeam_channel::{Receiver, Sender};
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -44,35 +46,8 @@ use weir_operators::{
     Either, Filter, FlatMap, Inspect, Map, Message, Operator, OperatorError, StateKey, TryMap, DEFAULT_MAX_PARALLELISM,
 };
 
-/// The body of one task, run on its own thread.
-pub(crate) type TaskBody = Box<dyn FnOnce(TaskRuntime) -> Result<()> + Send>;
-/// Creates the body of subtask `s` of a vertex.
-pub(crate) type TaskMaker = Box<dyn Fn(&TaskEnv, usize) -> Result<TaskBody> + Send>;
-type TailMaker<T> = Box<dyn Fn(&TaskEnv, usize) -> Result<Box<dyn Downstream<T>>> + Send>;
-type StageMaker<I, O> = Box<dyn Fn(&TaskEnv, usize, Box<dyn Downstream<O>>) -> Result<Box<dyn Downstream<I>>> + Send>;
-
-/// One operator as the graph sees it (for validation and state lookup).
-#[derive(Debug, Clone)]
-pub(crate) struct OperatorInfo {
-    pub(crate) name: String,
-    pub(crate) uid: Option<String>,
-    pub(crate) stateful: bool,
-    pub(crate) vertex: usize,
-}
-
-/// A vertex: a chain of operators run by `parallelism` tasks.
-pub(crate) struct Vertex {
-    pub(crate) name: String,
-    pub(crate) parallelism: usize,
-    pub(crate) is_source: bool,
-    pub(crate) make: Option<TaskMaker>,
-}
-
-/// The channels between two vertices, created when the job starts.
-pub(crate) trait ErasedEdge: Send + Sync {
-    fn endpoints(&self) -> (usize, usize);
-    fn materialize(&self, from_parallelism: usize, to_parallelism: usize, capacity: usize);
-}
+type TailMaker<T> = Box<dyn Fn(&TaskContext<'_>) -> Result<Box<dyn Downstream<T>>> + Send>;
+type StageMaker<I, O> = Box<dyn Fn(&TaskContext<'_>, Box<dyn Downstream<O>>) -> Result<Box<dyn Downstream<I>>> + Send>;
 
 type EdgeChannels<T> = (
     Vec<Option<Vec<Sender<Message<T>>>>>,
@@ -98,20 +73,20 @@ impl<T: Send> Edge<T> {
         let mut c = self
             .channels
             .lock()
-            .map_err(|_| WeirError::InvalidGraph("edge poisoned".into()))?;
+            .map_err(|_| WeirError::Internal("an edge's channels were poisoned".into()))?;
         c.0.get_mut(subtask)
             .and_then(Option::take)
-            .ok_or_else(|| WeirError::InvalidGraph(format!("no channels for subtask {subtask}")))
+            .ok_or_else(|| WeirError::Internal(format!("no channels for subtask {subtask}")))
     }
 
     fn take_receivers(&self, subtask: usize) -> Result<Vec<Receiver<Message<T>>>> {
         let mut c = self
             .channels
             .lock()
-            .map_err(|_| WeirError::InvalidGraph("edge poisoned".into()))?;
+            .map_err(|_| WeirError::Internal("an edge's channels were poisoned".into()))?;
         c.1.get_mut(subtask)
             .and_then(Option::take)
-            .ok_or_else(|| WeirError::InvalidGraph(format!("no channels for subtask {subtask}")))
+            .ok_or_else(|| WeirError::Internal(format!("no channels for subtask {subtask}")))
     }
 }
 
@@ -306,11 +281,13 @@ impl JobBuilder {
             }
         }
         Ok(Job {
-            name: g.name.clone(),
             max_parallelism: g.max_parallelism,
-            vertices,
-            edges: std::mem::take(&mut g.edges),
-            operators: std::mem::take(&mut g.operators),
+            plan: Plan {
+                name: g.name.clone(),
+                vertices,
+                edges: std::mem::take(&mut g.edges),
+                operators: std::mem::take(&mut g.operators),
+            },
         })
     }
 }
@@ -346,22 +323,37 @@ pub(crate) fn check_acyclic(vertices: usize, edges: &[(usize, usize)], name: imp
 
 /// A validated job, ready to run.
 pub struct Job {
-    pub(crate) name: String,
-    pub(crate) max_parallelism: u16,
-    pub(crate) vertices: Vec<Vertex>,
-    pub(crate) edges: Vec<Arc<dyn ErasedEdge>>,
-    pub(crate) operators: Vec<OperatorInfo>,
+    max_parallelism: u16,
+    plan: Plan,
 }
 
 impl Job {
     /// The job's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.plan.name
     }
 
     /// Number of key groups.
     pub fn max_parallelism(&self) -> u16 {
         self.max_parallelism
+    }
+
+    /// Runs the job to its end (bounded sources) or until it fails.
+    ///
+    /// # Errors
+    /// Invalid configuration, an unusable checkpoint directory, or the first
+    /// task error.
+    pub fn run(self, config: JobConfig) -> Result<JobSummary> {
+        self.start(config)?.join()
+    }
+
+    /// Starts the job and returns a handle to it.
+    ///
+    /// # Errors
+    /// Invalid configuration, an unusable checkpoint directory, a checkpoint
+    /// that does not match the job, or a task that cannot be created.
+    pub fn start(self, config: JobConfig) -> Result<JobHandle> {
+        crate::runtime::start(self.plan, config)
     }
 }
 
@@ -384,7 +376,8 @@ impl<T: Send + 'static, S: Source<T>, F: Fn(ConnectorContext) -> Result<S> + Sen
         let SourcePending {
             factory, op, vertex, ..
         } = *self;
-        Box::new(move |env, subtask| {
+        Box::new(move |cx| {
+            let (env, subtask) = (cx.env, cx.subtask);
             let uid = env.uid(op)?;
             let restored = env.restored_bytes(&uid, subtask)?;
             let restored_all = env.restored_all(&uid)?;
@@ -394,10 +387,11 @@ impl<T: Send + 'static, S: Source<T>, F: Fn(ConnectorContext) -> Result<S> + Sen
                 parallelism: env.parallelism[vertex],
                 uid: uid.clone(),
                 restored,
+                incarnation: env.state().store.incarnation().to_string(),
                 restored_all,
-                backlog: env.task_stats().backlog.clone(),
+                backlog: cx.stats.backlog.clone(),
             })?;
-            let chain = tail(env, subtask)?;
+            let chain = tail(cx)?;
             let (batch, drain) = (env.batch_size, env.drain_at_end);
             Ok(Box::new(move |rt| run_source(source, chain, uid, subtask, batch, drain, rt)) as TaskBody)
         })
@@ -411,12 +405,12 @@ struct InputPending<T> {
 impl<T: Send + 'static> Pending<T> for InputPending<T> {
     fn finish(self: Box<Self>, tail: TailMaker<T>) -> TaskMaker {
         let edges = self.edges;
-        Box::new(move |env, subtask| {
+        Box::new(move |cx| {
             let mut inputs = Vec::new();
             for e in &edges {
-                inputs.extend(e.take_receivers(subtask)?);
+                inputs.extend(e.take_receivers(cx.subtask)?);
             }
-            let chain = tail(env, subtask)?;
+            let chain = tail(cx)?;
             Ok(Box::new(move |rt| run_input(inputs, chain, rt)) as TaskBody)
         })
     }
@@ -430,24 +424,24 @@ struct ChainPending<I, T> {
 impl<I: 'static, T: 'static> Pending<T> for ChainPending<I, T> {
     fn finish(self: Box<Self>, tail: TailMaker<T>) -> TaskMaker {
         let stage = self.stage;
-        self.inner.finish(Box::new(move |env, subtask| {
-            let next = tail(env, subtask)?;
-            stage(env, subtask, next)
+        self.inner.finish(Box::new(move |cx| {
+            let next = tail(cx)?;
+            stage(cx, next)
         }))
     }
 }
 
-fn channel_tail<T: Send + 'static, R: crate::runtime::chain::Router<T> + 'static>(
+fn channel_tail<T: Send + 'static, R: Router<T> + 'static>(
     edge: Arc<Edge<T>>,
     router: impl Fn() -> R + Send + 'static,
 ) -> TailMaker<T> {
-    Box::new(move |env, subtask| {
+    Box::new(move |cx| {
         Ok(Box::new(ChannelOut::new(
-            edge.take_senders(subtask)?,
-            env.batch_size,
+            edge.take_senders(cx.subtask)?,
+            cx.env.batch_size,
             router(),
-            env.cancel.clone(),
-            env.task_stats(),
+            cx.env.cancel.clone(),
+            cx.stats.clone(),
         )) as Box<dyn Downstream<T>>)
     })
 }
@@ -516,8 +510,8 @@ impl<T: Send + 'static> Stream<T> {
     ) -> Stream<U> {
         let op = self.graph.borrow_mut().add_operator(name, false, self.vertex);
         let name = name.to_string();
-        let stage: StageMaker<T, U> = Box::new(move |_env, subtask, next| {
-            Ok(Box::new(Stage::new(make(), format!("{name}[{subtask}]"), next)) as Box<dyn Downstream<T>>)
+        let stage: StageMaker<T, U> = Box::new(move |cx, next| {
+            Ok(Box::new(Stage::new(make(), format!("{name}[{}]", cx.subtask), next)) as Box<dyn Downstream<T>>)
         });
         let inner = self.take();
         Stream::new(
@@ -563,7 +557,7 @@ impl<T: Send + 'static> Stream<T> {
         self.operator("inspect", move || Inspect(f.clone()))
     }
 
-    fn exchange<R: crate::runtime::chain::Router<T> + 'static>(
+    fn exchange<R: Router<T> + 'static>(
         self,
         router: impl Fn() -> R + Send + 'static,
     ) -> (Rc<RefCell<GraphInner>>, usize, Arc<Edge<T>>) {
@@ -645,7 +639,8 @@ impl<T: Send + 'static> Stream<T> {
             g.add_operator(name, stateful, vertex)
         };
         let name = name.to_string();
-        self.finish_with(Box::new(move |env, subtask| {
+        self.finish_with(Box::new(move |cx| {
+            let (env, subtask) = (cx.env, cx.subtask);
             let uid = if stateful { Some(env.uid(op)?) } else { None };
             let restored = match &uid {
                 Some(u) => env.restored_bytes(u, subtask)?,
@@ -657,18 +652,19 @@ impl<T: Send + 'static> Stream<T> {
                 parallelism: env.parallelism[vertex],
                 uid: uid.clone().unwrap_or_else(|| name.clone()),
                 restored,
+                incarnation: env.state().store.incarnation().to_string(),
                 restored_all: Vec::new(),
-                backlog: env.task_stats().backlog.clone(),
+                backlog: cx.stats.backlog.clone(),
             };
             let sink = factory(ctx)?;
             let task = format!("{name}[{subtask}]");
             Ok(Box::new(SinkTail {
                 sink,
-                store: env.state()?.store.clone(),
+                store: env.state().store.clone(),
                 uid,
                 name: name.clone(),
                 subtask,
-                stats: env.task_stats(),
+                stats: cx.stats.clone(),
                 latency: metrics::histogram!("weir_latency_seconds", "sink" => task.clone()),
                 commit_time: metrics::histogram!("weir_sink_commit_seconds", "sink" => task),
                 _records: PhantomData,

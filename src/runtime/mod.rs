@@ -16,125 +16,31 @@
 //! job: every other task is cancelled and [`JobHandle::join`] returns the
 //! first error.
 
-pub(crate) mod aligner;
-pub(crate) mod chain;
-pub(crate) mod fxhash;
+pub(crate) mod plan;
 pub(crate) mod status;
-pub(crate) mod task;
 
-pub use status::{Backlog, CheckpointStatus, JobStatus, LastCheckpoint, LatencySummary, PartitionLag, TaskStatus};
+pub use status::{CheckpointStatus, JobStatus, LastCheckpoint, LatencySummary, TaskStatus};
 
 use crate::checkpoint::coordinator::{Action, Coordinator, CoordinatorConfig};
-use crate::checkpoint::manifest::{from_hex, Manifest, OperatorSnapshot, SubtaskState, MANIFEST_FORMAT};
+use crate::checkpoint::lock::DirLock;
+use crate::checkpoint::manifest::{Manifest, OperatorSnapshot, SubtaskState, MANIFEST_FORMAT};
 use crate::checkpoint::store::CheckpointStore;
 use crate::config::JobConfig;
-use crate::error::{Result, WeirError};
-use crate::graph::{Job, OperatorInfo};
+use crate::error::{panic_message, Result, WeirError};
 use crate::state::StateEnv;
+use crate::stats::TaskStats;
+use crate::task::run::{spawn_snapshotter, RuntimeEvent, TaskCommand, TaskRuntime};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use status::{StatusBoard, TaskStats};
+use plan::{JobEnv, OperatorInfo, Plan, TaskContext};
+use status::StatusBoard;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use task::{RuntimeEvent, TaskCommand, TaskRuntime};
 use weir_operators::{Barrier, CheckpointId};
 
 /// What one task acknowledges: (operator uid, subtask, state) per stateful operator.
 type TaskSnapshot = Vec<(String, usize, SubtaskState)>;
-
-/// What task makers see when the job starts.
-pub(crate) struct TaskEnv {
-    pub(crate) job: String,
-    pub(crate) parallelism: Vec<usize>,
-    pub(crate) batch_size: usize,
-    pub(crate) drain_at_end: bool,
-    pub(crate) state_cache_entries: usize,
-    pub(crate) state_write_behind_entries: usize,
-    /// [`JobConfig::checkpoint_interval`] in ms (write-behind places its slices by it).
-    pub(crate) checkpoint_interval_ms: Option<i64>,
-    pub(crate) cancel: Arc<AtomicBool>,
-    operators: Vec<OperatorInfo>,
-    restore: Option<Manifest>,
-    state: Arc<StateEnv>,
-    /// The counters of the task being made (set before each task maker runs).
-    current_stats: std::cell::RefCell<Arc<TaskStats>>,
-    /// The snapshot thread's queue of the task being made (set likewise).
-    current_snapshot_jobs: std::cell::RefCell<Option<crossbeam_channel::Sender<task::SnapshotJob>>>,
-}
-
-impl TaskEnv {
-    /// The live counters of the task being made.
-    pub(crate) fn task_stats(&self) -> Arc<TaskStats> {
-        self.current_stats.borrow().clone()
-    }
-
-    /// The queue of the snapshot thread of the task being made: work sent
-    /// there runs in order with the task's snapshots.
-    pub(crate) fn snapshot_jobs(&self) -> Result<crossbeam_channel::Sender<task::SnapshotJob>> {
-        self.current_snapshot_jobs
-            .borrow()
-            .clone()
-            .ok_or_else(|| WeirError::InvalidGraph("a task was made outside of a job start".into()))
-    }
-
-    pub(crate) fn uid(&self, op: usize) -> Result<String> {
-        let info = &self.operators[op];
-        info.uid
-            .clone()
-            .ok_or_else(|| WeirError::InvalidGraph(format!("operator `{}` needs a uid", info.name)))
-    }
-
-    pub(crate) fn restored(&self, uid: &str, subtask: usize) -> Option<&SubtaskState> {
-        self.restore.as_ref()?.operators.get(uid)?.subtasks.get(subtask)
-    }
-
-    pub(crate) fn restored_bytes(&self, uid: &str, subtask: usize) -> Result<Option<Vec<u8>>> {
-        match self.restored(uid, subtask) {
-            None => Ok(None),
-            Some(SubtaskState::Bytes { hex, .. }) => from_hex(hex).map(Some).ok_or_else(|| WeirError::Checkpoint {
-                path: self.store_dir(),
-                message: format!("state of `{uid}` subtask {subtask} is not valid hex"),
-            }),
-            Some(SubtaskState::File { path, .. }) => {
-                let p = self.state.store.job_dir().join(path);
-                std::fs::read(&p)
-                    .map(Some)
-                    .map_err(|e| WeirError::io("cannot read operator state", p, e))
-            }
-            Some(SubtaskState::Rocks(_)) => Err(WeirError::Checkpoint {
-                path: self.store_dir(),
-                message: format!("state of `{uid}` is keyed state, expected a position"),
-            }),
-        }
-    }
-
-    /// The states of every subtask of `uid` in the restored checkpoint.
-    pub(crate) fn restored_all(&self, uid: &str) -> Result<Vec<Vec<u8>>> {
-        let count = self
-            .restore
-            .as_ref()
-            .and_then(|m| m.operators.get(uid))
-            .map_or(0, |o| o.subtasks.len());
-        let mut all = Vec::with_capacity(count);
-        for s in 0..count {
-            all.extend(self.restored_bytes(uid, s)?);
-        }
-        Ok(all)
-    }
-
-    pub(crate) fn store_dir(&self) -> PathBuf {
-        match &self.restore {
-            Some(m) => self.state.store.checkpoint_path(CheckpointId(m.checkpoint_id)),
-            None => self.state.store.job_dir().to_path_buf(),
-        }
-    }
-
-    pub(crate) fn state(&self) -> Result<&StateEnv> {
-        Ok(&self.state)
-    }
-}
 
 /// How a finished job went.
 #[derive(Debug, Clone)]
@@ -190,8 +96,7 @@ pub struct JobSummary {
 /// # Ok::<(), weir::WeirError>(())
 /// ```
 pub struct JobHandle {
-    events: Sender<RuntimeEvent>,
-    board: Arc<StatusBoard>,
+    controller: JobController,
     driver: std::thread::JoinHandle<Result<JobSummary>>,
 }
 
@@ -216,7 +121,8 @@ impl JobController {
         let _ = self.events.send(RuntimeEvent::Request { then_stop: false });
     }
 
-    /// Stops gracefully: a final checkpoint, then every task ends.
+    /// Stops gracefully: a final checkpoint (sources stop at its barrier,
+    /// sinks commit), then every task ends.
     pub fn stop(&self) {
         let _ = self.events.send(RuntimeEvent::Request { then_stop: true });
     }
@@ -230,37 +136,36 @@ impl JobController {
 impl JobHandle {
     /// A cloneable controller of this job.
     pub fn controller(&self) -> JobController {
-        JobController {
-            events: self.events.clone(),
-            board: self.board.clone(),
-        }
+        self.controller.clone()
     }
 
-    /// What the job is doing now: per task records in/out and their rates,
-    /// backpressure, watermark, Kafka lag, latency; the last checkpoint.
-    /// Rates and backpressure are over the last second.
+    /// What the job is doing now: see [`JobController::status`].
     pub fn status(&self) -> JobStatus {
-        self.board.status()
+        self.controller.status()
     }
 
-    /// Asks for a checkpoint now (it waits for one in flight).
+    /// Asks for a checkpoint now: see [`JobController::trigger_checkpoint`].
     pub fn trigger_checkpoint(&self) {
-        let _ = self.events.send(RuntimeEvent::Request { then_stop: false });
+        self.controller.trigger_checkpoint()
     }
 
-    /// Stops gracefully: a final checkpoint (sources stop at its barrier,
-    /// sinks commit), then every task ends.
+    /// Stops gracefully: see [`JobController::stop`].
     pub fn stop(&self) {
-        let _ = self.events.send(RuntimeEvent::Request { then_stop: true });
+        self.controller.stop()
     }
 
-    /// Cancels at once, without a final checkpoint.
+    /// Cancels at once: see [`JobController::cancel`].
     pub fn cancel(&self) {
-        let _ = self.events.send(RuntimeEvent::Cancel);
+        self.controller.cancel()
     }
 
     /// Waits for the job to end without blocking an async task: for a tokio
     /// (or any) service. The waiting happens on a thread of its own.
+    ///
+    /// # Cancel safety
+    /// Dropping the future does not stop the job: it keeps running and its
+    /// result is discarded. Keep a [`JobController`] (from
+    /// [`JobHandle::controller`] before calling this) to stop or cancel it.
     ///
     /// # Errors
     /// As [`JobHandle::join`].
@@ -284,190 +189,196 @@ impl JobHandle {
             Ok(r) => r,
             Err(p) => Err(WeirError::Panic {
                 task: "coordinator".into(),
-                message: task::panic_message(&p),
+                message: panic_message(&p),
             }),
         }
     }
 }
 
-impl Job {
-    /// Runs the job to its end (bounded sources) or until it fails.
-    ///
-    /// # Errors
-    /// Invalid configuration, an unusable checkpoint directory, or the first
-    /// task error.
-    pub fn run(self, config: JobConfig) -> Result<JobSummary> {
-        self.start(config)?.join()
+/// Starts a planned job: opens the checkpoint store, picks the restore
+/// point, makes every task, starts the threads and the coordinator.
+pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
+    let Plan {
+        name,
+        vertices,
+        edges,
+        operators,
+    } = plan;
+    config.validate()?;
+    let started = Instant::now();
+    let store = CheckpointStore::open(&config.checkpoint_dir, &name)?;
+    // One writer per store, from before the restore point is read until the
+    // driver ends: a second run of the job on this directory is refused at
+    // once, naming this one.
+    let mut locks = vec![store.lock()?];
+    let (restore, skipped) = if config.restore {
+        store.restore_point_and_skipped()?
+    } else {
+        (None, Vec::new())
+    };
+    let parallelism: Vec<usize> = vertices.iter().map(|v| v.parallelism).collect();
+    if let Some(m) = &restore {
+        check_compatible(&operators, &parallelism, m, &store)?;
+        tracing::info!("job {}: restoring from checkpoint {}", name, m.checkpoint_id);
     }
+    // Working directories of different jobs never share a folder; one job's
+    // is locked like its store (two stores, one local directory).
+    let local_root = match &config.local_state_dir {
+        Some(dir) => {
+            let root = dir.join(&name);
+            locks.push(DirLock::acquire(&root, &name)?);
+            root
+        }
+        None => store.job_dir().join("local"),
+    };
+    let state = Arc::new(StateEnv::new(
+        store.clone(),
+        local_root,
+        config.state_block_cache_bytes,
+        config.state_write_buffer_bytes,
+    )?);
+    state.clean_stale_local_dirs();
+    let written_behind = state.written_behind.clone();
+    let next_id = store.checkpoint_ids()?.last().map_or(1, |c| c.0 + 1);
+    let existing = store.complete_ids()?;
 
-    /// Starts the job and returns a handle to it.
-    ///
-    /// # Errors
-    /// Invalid configuration, an unusable checkpoint directory, a checkpoint
-    /// that does not match the job, or a task that cannot be created.
-    pub fn start(self, config: JobConfig) -> Result<JobHandle> {
-        config.validate()?;
-        let started = Instant::now();
-        let store = CheckpointStore::open(&config.checkpoint_dir, &self.name)?;
-        let (restore, skipped) = if config.restore {
-            store.restore_point_and_skipped()?
-        } else {
-            (None, Vec::new())
-        };
-        let parallelism: Vec<usize> = self.vertices.iter().map(|v| v.parallelism).collect();
-        if let Some(m) = &restore {
-            check_compatible(&self.operators, &parallelism, m, &store)?;
-            tracing::info!("job {}: restoring from checkpoint {}", self.name, m.checkpoint_id);
-        }
-        let local_root = config
-            .local_state_dir
-            .clone()
-            .unwrap_or_else(|| store.job_dir().join("local"));
-        let state = Arc::new(StateEnv::new(
-            store.clone(),
-            local_root,
-            config.state_block_cache_bytes,
-            config.state_write_buffer_bytes,
-        )?);
-        state.clean_stale_local_dirs();
-        let written_behind = state.written_behind.clone();
-        let next_id = store.checkpoint_ids()?.last().map_or(1, |c| c.0 + 1);
-        let existing = store.complete_ids()?;
-
-        for edge in &self.edges {
-            let (from, to) = edge.endpoints();
-            edge.materialize(parallelism[from], parallelism[to], config.channel_capacity);
-        }
-        let cancel = Arc::new(AtomicBool::new(false));
-        let restored_from = restore.as_ref().map(|m| m.checkpoint_id);
-        let env = TaskEnv {
-            job: self.name.clone(),
-            parallelism: parallelism.clone(),
-            batch_size: config.batch_size,
-            drain_at_end: config.drain_at_end,
-            state_cache_entries: config.state_cache_entries,
-            state_write_behind_entries: config.state_write_behind_entries,
-            checkpoint_interval_ms: config.checkpoint_interval.map(|d| d.as_millis() as i64),
-            cancel: cancel.clone(),
-            operators: self.operators.clone(),
-            restore,
-            state,
-            current_stats: Default::default(),
-            current_snapshot_jobs: Default::default(),
-        };
-        let (events_tx, events_rx) = crossbeam_channel::unbounded();
-        let mut bodies = Vec::new();
-        for v in &self.vertices {
-            let Some(make) = &v.make else { continue };
-            for s in 0..v.parallelism {
-                let stats = Arc::new(TaskStats::default());
-                *env.current_stats.borrow_mut() = stats.clone();
-                let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
-                *env.current_snapshot_jobs.borrow_mut() = Some(jobs_tx.clone());
-                let body = make(&env, s)?;
-                bodies.push((
-                    format!("{}[{}]", v.name, s),
-                    v.is_source,
-                    body,
-                    stats,
-                    (jobs_tx, jobs_rx),
-                ));
-            }
-        }
-        drop(env);
-        let board = Arc::new(StatusBoard::new(
-            self.name.clone(),
-            started,
-            bodies
-                .iter()
-                .map(|(name, is_source, _, stats, _)| (name.clone(), *is_source, stats.clone()))
-                .collect(),
-        ));
-        let mut tasks = Vec::new();
-        for (index, (name, is_source, body, stats, (snapshots, jobs))) in bodies.into_iter().enumerate() {
-            let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
-            let snapshotter = task::spawn_snapshotter(index, name.clone(), events_tx.clone(), jobs)?;
-            let rt = TaskRuntime {
-                name: name.clone(),
-                commands: cmd_rx,
-                events: events_tx.clone(),
-                cancel: cancel.clone(),
-                snapshots,
+    for edge in &edges {
+        let (from, to) = edge.endpoints();
+        edge.materialize(parallelism[from], parallelism[to], config.channel_capacity);
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    let restored_from = restore.as_ref().map(|m| m.checkpoint_id);
+    let env = JobEnv {
+        job: name.clone(),
+        parallelism: parallelism.clone(),
+        batch_size: config.batch_size,
+        drain_at_end: config.drain_at_end,
+        state_cache_entries: config.state_cache_entries,
+        state_write_behind_entries: config.state_write_behind_entries,
+        checkpoint_interval_ms: config.checkpoint_interval.map(|d| d.as_millis() as i64),
+        cancel: cancel.clone(),
+        operators: operators.clone(),
+        restore,
+        state,
+    };
+    let (events_tx, events_rx) = crossbeam_channel::unbounded();
+    let mut bodies = Vec::new();
+    for v in &vertices {
+        let Some(make) = &v.make else { continue };
+        for s in 0..v.parallelism {
+            let stats = Arc::new(TaskStats::default());
+            let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+            let body = make(&TaskContext {
+                env: &env,
+                subtask: s,
                 stats: stats.clone(),
-            };
-            let events = events_tx.clone();
-            let task_name = name.clone();
-            let thread = std::thread::Builder::new()
-                .name(name.chars().take(15).collect())
-                .spawn(move || {
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(rt)));
-                    stats.finished.store(true, Ordering::Relaxed);
-                    let event = match result {
-                        Ok(Ok(())) => RuntimeEvent::Finished { task: index },
-                        Ok(Err(error)) => RuntimeEvent::Failed { task: index, error },
-                        Err(p) => RuntimeEvent::Failed {
-                            task: index,
-                            error: WeirError::Panic {
-                                task: task_name,
-                                message: task::panic_message(&p),
-                            },
-                        },
-                    };
-                    let _ = events.send(event);
-                })
-                .map_err(|e| WeirError::io("cannot spawn task thread", &name, e))?;
-            tasks.push(RunningTask {
-                name,
-                is_source,
-                commands: cmd_tx,
-                thread: Some(thread),
-                snapshotter: Some(snapshotter),
-            });
+                snapshot_jobs: jobs_tx.clone(),
+            })?;
+            bodies.push((
+                format!("{}[{}]", v.name, s),
+                v.is_source,
+                body,
+                stats,
+                (jobs_tx, jobs_rx),
+            ));
         }
-        let coordinator = Coordinator::new(
-            CoordinatorConfig {
-                interval_ms: config.checkpoint_interval.map(|d| d.as_millis() as u64),
-                timeout_ms: config.checkpoint_timeout.as_millis() as u64,
-                retained: config.retained_checkpoints,
-            },
-            tasks.len(),
-            next_id,
-            existing,
-        );
-        let mut driver = Driver {
-            job: self.name.clone(),
-            store,
-            coordinator,
-            tasks,
-            events: events_rx,
-            cancel,
-            started,
-            restored_from,
-            completed: 0,
-            last: restored_from,
-            parallelism_by_uid: parallelism_by_uid(&self.operators, &parallelism),
-            triggered_at: None,
-            durations: Vec::new(),
-            started_at: Vec::new(),
-            skipped,
-            board: board.clone(),
-            // Sample at once, so that rates are known after the first second.
-            sampled: Instant::now()
-                .checked_sub(Duration::from_secs(1))
-                .unwrap_or_else(Instant::now),
-            last_bytes: 0,
-            written_behind,
+    }
+    drop(env);
+    let board = Arc::new(StatusBoard::new(
+        name.clone(),
+        started,
+        bodies
+            .iter()
+            .map(|(name, is_source, _, stats, _)| (name.clone(), *is_source, stats.clone()))
+            .collect(),
+    ));
+    let mut tasks = Vec::new();
+    for (index, (name, is_source, body, stats, (snapshots, jobs))) in bodies.into_iter().enumerate() {
+        let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+        let snapshotter = spawn_snapshotter(index, name.clone(), events_tx.clone(), jobs)?;
+        let rt = TaskRuntime {
+            name: name.clone(),
+            commands: cmd_rx,
+            events: events_tx.clone(),
+            cancel: cancel.clone(),
+            snapshots,
+            stats: stats.clone(),
         };
+        let events = events_tx.clone();
+        let task_name = name.clone();
         let thread = std::thread::Builder::new()
-            .name("weir-coordinator".into())
-            .spawn(move || driver.run())
-            .map_err(|e| WeirError::io("cannot spawn coordinator thread", "weir-coordinator", e))?;
-        Ok(JobHandle {
+            .name(name.chars().take(15).collect())
+            .spawn(move || {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(rt)));
+                stats.finished.store(true, Ordering::Relaxed);
+                let event = match result {
+                    Ok(Ok(())) => RuntimeEvent::Finished { task: index },
+                    Ok(Err(error)) => RuntimeEvent::Failed { task: index, error },
+                    Err(p) => RuntimeEvent::Failed {
+                        task: index,
+                        error: WeirError::Panic {
+                            task: task_name,
+                            message: panic_message(&p),
+                        },
+                    },
+                };
+                let _ = events.send(event);
+            })
+            .map_err(|e| WeirError::io("cannot spawn task thread", &name, e))?;
+        tasks.push(RunningTask {
+            name,
+            is_source,
+            commands: cmd_tx,
+            thread: Some(thread),
+            snapshotter: Some(snapshotter),
+        });
+    }
+    let coordinator = Coordinator::new(
+        CoordinatorConfig {
+            interval_ms: config.checkpoint_interval.map(|d| d.as_millis() as u64),
+            timeout_ms: config.checkpoint_timeout.as_millis() as u64,
+            retained: config.retained_checkpoints,
+        },
+        tasks.len(),
+        next_id,
+        existing,
+    );
+    let mut driver = Driver {
+        job: name.clone(),
+        store,
+        _locks: locks,
+        coordinator,
+        tasks,
+        events: events_rx,
+        cancel,
+        started,
+        restored_from,
+        completed: 0,
+        last: restored_from,
+        parallelism_by_uid: parallelism_by_uid(&operators, &parallelism),
+        triggered_at: None,
+        durations: Vec::new(),
+        started_at: Vec::new(),
+        skipped,
+        board: board.clone(),
+        // Sample at once, so that rates are known after the first second.
+        sampled: Instant::now()
+            .checked_sub(Duration::from_secs(1))
+            .unwrap_or_else(Instant::now),
+        last_bytes: 0,
+        written_behind,
+    };
+    let thread = std::thread::Builder::new()
+        .name("weir-coordinator".into())
+        .spawn(move || driver.run())
+        .map_err(|e| WeirError::io("cannot spawn coordinator thread", "weir-coordinator", e))?;
+    Ok(JobHandle {
+        controller: JobController {
             events: events_tx,
             board,
-            driver: thread,
-        })
-    }
+        },
+        driver: thread,
+    })
 }
 
 fn parallelism_by_uid(operators: &[OperatorInfo], parallelism: &[usize]) -> BTreeMap<String, usize> {
@@ -516,6 +427,9 @@ struct RunningTask {
 struct Driver {
     job: String,
     store: CheckpointStore,
+    /// The store's lock (and the local state directory's): released when
+    /// the driver, which outlives every task, is dropped.
+    _locks: Vec<DirLock>,
     coordinator: Coordinator<TaskSnapshot>,
     tasks: Vec<RunningTask>,
     events: Receiver<RuntimeEvent>,
@@ -649,11 +563,7 @@ impl Driver {
     fn execute(&mut self, action: Action<TaskSnapshot>) -> Result<Vec<Action<TaskSnapshot>>> {
         match action {
             Action::Trigger { id, then_stop } => {
-                // The directory reserves the id: ids are never reused, also after a crash,
-                // so output staged for an abandoned checkpoint is never taken for a later one's.
-                let dir = self.store.checkpoint_path(id);
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| WeirError::io("cannot create checkpoint directory", &dir, e))?;
+                self.store.reserve(id)?;
                 tracing::info!("checkpoint {id} triggered{}", if then_stop { " (final)" } else { "" });
                 self.triggered_at = Some(Instant::now());
                 self.update_checkpoints(|c| c.in_flight = Some(id.0));
@@ -669,6 +579,8 @@ impl Driver {
                 self.last_bytes = manifest.state_bytes();
                 match self.store.write_manifest(&manifest) {
                     Ok(()) => Ok(self.coordinator.on_persisted(id)),
+                    // Another writer owns this checkpoint: never retry over it.
+                    Err(e @ WeirError::Fenced { .. }) => Err(e),
                     Err(e) => {
                         tracing::warn!("checkpoint {id}: {e}");
                         Ok(self.coordinator.on_persist_failed(id, e.to_string()))

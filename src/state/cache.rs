@@ -13,7 +13,7 @@
 //! slot; deletion (eviction) moves later entries of a cluster back instead
 //! of leaving tombstones.
 
-use crate::runtime::fxhash::FxHasher;
+use crate::fxhash::FxHasher;
 use std::hash::{Hash, Hasher};
 
 /// Key → value, with [`KeyCache::prefetch`].

@@ -158,7 +158,11 @@ impl StateEnv {
     /// Deletes working directories left by earlier (crashed) runs.
     pub(crate) fn clean_stale_local_dirs(&self) {
         if let Ok(entries) = fs::read_dir(&self.local_root) {
-            for e in entries.flatten() {
+            // The lock file stays: deleting it would let a second run lock a new one.
+            for e in entries
+                .flatten()
+                .filter(|e| e.file_name() != crate::checkpoint::lock::LOCK_FILE)
+            {
                 let _ = fs::remove_dir_all(e.path());
             }
         }

@@ -19,7 +19,7 @@
 //! timers removed without firing. A timer registered and fired between two
 //! snapshots (a window opened and closed) is never written at all.
 
-use crate::runtime::fxhash::FxBuildHasher;
+use crate::fxhash::FxBuildHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use weir_operators::StateKey;
 

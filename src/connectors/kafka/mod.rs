@@ -10,16 +10,35 @@
 //! The sink writes exactly-once without resuming another process's
 //! transaction: see [`sink`].
 
+//!
+//! # Layout
+//! - [`source`]: the source as described by the user, and its running
+//!   reader (`source/reader.rs`) with its dead-letter producer.
+//! - `assign`: the pure rules of partition ownership and start offsets.
+//! - [`offset`]: [`NextOffset`], the type of every position.
+//! - [`position`]: what a source stores in a checkpoint.
+//! - [`admin`]: metadata, watermarks, end offsets, topic creation.
+//! - [`sink`]: the sink, and its commit thread (`sink/commit.rs`).
+
+pub mod admin;
+mod assign;
 pub mod format;
+pub mod offset;
+pub mod position;
 pub mod sink;
 pub mod source;
 
 pub use format::{bytes, json, utf8, Deserializer, KafkaRecord, Serializer};
 
+pub use admin::end_offsets;
+pub use offset::NextOffset;
+pub use position::{stored_offsets, KafkaPosition, PartitionPosition, StoredOffset};
 pub use sink::{Delivery, KafkaSink};
-pub use source::{BadRecordPolicy, KafkaPosition, KafkaSource, PartitionPosition, StartPosition, WatermarkStrategy};
+pub use source::{BadRecordPolicy, KafkaSource, StartPosition, WatermarkStrategy};
 
 use crate::error::WeirError;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 
 /// The context of weir's consumers. weir asks for end-of-partition events
 /// (`enable.partition.eof`) to see where a bounded read ends; librdkafka also
@@ -41,10 +60,118 @@ impl rdkafka::ClientContext for QuietEof {
 
 impl rdkafka::consumer::ConsumerContext for QuietEof {}
 
-/// Turns an rdkafka error into a connector error naming the connector and what was done.
-pub(crate) fn kafka_error(connector: &str, action: &str, e: impl std::fmt::Display) -> WeirError {
+/// Turns a client error into [`WeirError::Kafka`] naming the connector and
+/// what was done (`{action}: {error}`), the error kept as its source.
+pub(crate) fn kafka_error(connector: &str, action: &str, e: KafkaError) -> WeirError {
+    WeirError::kafka(connector, format!("{action}: {e}"), e)
+}
+
+/// As [`kafka_error`], for a request to the cluster: when the error says no
+/// broker could be reached, the message also names the bootstrap servers
+/// asked (a wrong address is the usual cause). Only `bootstrap.servers` is
+/// printed, never another client setting (those may hold passwords).
+pub(crate) fn broker_error(connector: &str, action: &str, bootstrap: &str, e: KafkaError) -> WeirError {
+    if !unreachable(&e) {
+        return kafka_error(connector, action, e);
+    }
+    WeirError::kafka(connector, format!("{action}: {e} (bootstrap servers: {bootstrap})"), e)
+}
+
+/// A connector error whose cause is not a client error (a fact weir checked,
+/// a thread, a codec): `{action}: {why}`.
+pub(crate) fn connector_error(connector: &str, action: &str, why: impl std::fmt::Display) -> WeirError {
     WeirError::Connector {
         connector: connector.to_string(),
-        message: format!("{action}: {e}"),
+        message: format!("{action}: {why}"),
+    }
+}
+
+/// Whether the client gave up for want of a broker: the connection failed,
+/// the address did not resolve, or the request timed out waiting for one.
+fn unreachable(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::BrokerNotAvailable
+                | RDKafkaErrorCode::NetworkException
+        )
+    )
+}
+
+/// The bootstrap servers a client configuration connects to (a property set
+/// by the user overrides the builder's brokers), for error messages.
+pub(crate) fn bootstrap_of(config: &rdkafka::ClientConfig) -> &str {
+    config.get("bootstrap.servers").unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_error_stays_the_source_and_the_message_is_unchanged() {
+        let e = kafka_error(
+            "in[0]",
+            "cannot commit",
+            KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress),
+        );
+        let WeirError::Kafka { source, .. } = &e else {
+            panic!("not a Kafka error: {e:?}")
+        };
+        assert!(matches!(**source, KafkaError::ConsumerCommit(_)), "{source:?}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "connector `in[0]`: cannot commit: {}",
+                KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress)
+            )
+        );
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn an_unreachable_broker_is_reported_with_the_bootstrap_servers() {
+        for code in [
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::OperationTimedOut,
+            RDKafkaErrorCode::Resolve,
+        ] {
+            let e = broker_error(
+                "in[0]",
+                "cannot read metadata of topic `t`",
+                "kafka-1:9092,kafka-2:9092",
+                KafkaError::MetadataFetch(code),
+            );
+            let text = e.to_string();
+            assert!(text.contains("bootstrap servers: kafka-1:9092,kafka-2:9092"), "{text}");
+            assert!(
+                text.starts_with("connector `in[0]`: cannot read metadata of topic `t`: "),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_broker_errors_keep_their_message_as_it_was() {
+        let e = broker_error(
+            "in[0]",
+            "cannot read offsets of t/0",
+            "kafka-1:9092",
+            KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+        );
+        assert!(!e.to_string().contains("kafka-1"), "{e}");
+    }
+
+    #[test]
+    fn only_the_bootstrap_servers_are_read_from_the_config() {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", "b:9092").set("sasl.password", "hunter2");
+        assert_eq!(bootstrap_of(&c), "b:9092");
     }
 }

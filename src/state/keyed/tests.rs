@@ -8,8 +8,8 @@ use super::write_behind::SlicePolicy;
 use super::*;
 use crate::checkpoint::manifest::SubtaskState;
 use crate::checkpoint::store::CheckpointStore;
-use crate::runtime::chain::AsyncPart;
 use crate::state::StateEnv;
+use crate::task::chain::AsyncPart;
 use std::sync::Mutex;
 use weir_operators::{decode_value, encode_state_key, OperatorError};
 

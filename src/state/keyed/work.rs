@@ -7,7 +7,7 @@
 
 use super::KeyedStage;
 use crate::error::{Result, WeirError};
-use crate::runtime::task::SnapshotJob;
+use crate::task::run::SnapshotJob;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use weir_operators::{KeyedProcess, StateKey};

@@ -14,7 +14,7 @@ use super::encode::encode_values;
 use super::work::StateWork;
 use super::KeyedStage;
 use crate::error::{Result, WeirError};
-use crate::runtime::task::SnapshotJob;
+use crate::task::run::SnapshotJob;
 use rocksdb::WriteBatch;
 use std::sync::atomic::Ordering;
 use weir_operators::{KeyedProcess, StateKey};

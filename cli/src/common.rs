@@ -1,0 +1,81 @@
+//! Flags every job command shares, and how they layer over the config file
+//! and the environment.
+
+use crate::config_file::ConfigFile;
+use anyhow::Context;
+use std::path::PathBuf;
+use weir::JobConfig;
+
+/// Checkpoint, config, metrics and status flags of a job command.
+#[derive(clap::Args)]
+pub(crate) struct CommonArgs {
+    /// A TOML file with job settings (keys as in the README's "Configuration");
+    /// `WEIR_<KEY>` environment variables override it, flags override both.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// Root directory of the checkpoint store [default: weir-checkpoints].
+    #[arg(long)]
+    pub(crate) checkpoint_dir: Option<PathBuf>,
+    /// Milliseconds between checkpoints, 0 = only the final one [default: 1000].
+    #[arg(long)]
+    pub(crate) checkpoint_interval_ms: Option<u64>,
+    /// Abort a checkpoint not complete after this many milliseconds [default: 600000].
+    #[arg(long)]
+    pub(crate) checkpoint_timeout_ms: Option<u64>,
+    /// Bounded runs: fire every event-time window and timer at the end
+    /// (bounded + drain) instead of keeping them in the final checkpoint.
+    #[arg(long)]
+    pub(crate) drain: bool,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+    #[arg(long)]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
+    /// Print the job's live status (per task: records in/out and rates,
+    /// backpressure, output queue, Kafka lag; the last checkpoint) to stderr
+    /// every this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub(crate) status_every: Option<u64>,
+}
+
+impl CommonArgs {
+    /// The config file (empty without --config).
+    pub(crate) fn file(&self) -> anyhow::Result<ConfigFile> {
+        Ok(match &self.config {
+            Some(path) => ConfigFile::read(path)?,
+            None => ConfigFile::default(),
+        })
+    }
+
+    /// Starts the Prometheus endpoint when asked for (flag, then
+    /// `WEIR_METRICS_ADDR`, then `metrics_addr` of the config file).
+    pub(crate) fn serve_metrics(&self) -> anyhow::Result<()> {
+        let addr = match self.metrics_addr {
+            Some(a) => Some(a),
+            None => ConfigFile::from_env()?.metrics_addr.or(self.file()?.metrics_addr),
+        };
+        if let Some(addr) = addr {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .with_http_listener(addr)
+                .install()
+                .with_context(|| format!("cannot serve metrics on {addr} (--metrics-addr)"))?;
+            tracing::info!("Prometheus metrics on http://{addr}/metrics");
+        }
+        Ok(())
+    }
+
+    /// Defaults, then the config file, then `WEIR_*` variables, then flags.
+    pub(crate) fn config(&self) -> anyhow::Result<JobConfig> {
+        let mut config = JobConfig::default();
+        self.file()?.apply(&mut config);
+        ConfigFile::from_env()?.apply(&mut config);
+        ConfigFile {
+            checkpoint_dir: self.checkpoint_dir.clone(),
+            checkpoint_interval_ms: self.checkpoint_interval_ms,
+            checkpoint_timeout_ms: self.checkpoint_timeout_ms,
+            drain_at_end: self.drain.then_some(true),
+            ..ConfigFile::default()
+        }
+        .apply(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+}

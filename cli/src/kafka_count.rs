@@ -1,0 +1,119 @@
+//! `weir run kafka-count`: Kafka -> key_by -> running count and sum -> Kafka.
+
+use crate::common::CommonArgs;
+use crate::config_file::BadRecordsSetting;
+use crate::session::{run_until_signalled, summary_json, ProgressOf};
+use anyhow::Context;
+use weir::connectors::kafka::{BadRecordPolicy, Delivery};
+use weir_workloads::jobs::{kafka_count_job, KafkaCountOptions};
+
+/// The flags of `weir run kafka-count`.
+#[derive(clap::Args)]
+pub(crate) struct KafkaCountArgs {
+    /// Kafka bootstrap servers [default: `kafka.brokers` of --config].
+    #[arg(long)]
+    pub(crate) brokers: Option<String>,
+    /// Input topic.
+    #[arg(long)]
+    pub(crate) input: String,
+    /// Output topic.
+    #[arg(long)]
+    pub(crate) output: String,
+    /// Stop at the end offsets seen at start, take a final checkpoint, exit.
+    #[arg(long)]
+    pub(crate) bounded: bool,
+    /// Output delivery guarantee [default: `kafka.delivery` of --config, or exactly-once].
+    #[arg(long)]
+    pub(crate) delivery: Option<Delivery>,
+    /// Bad input values: `fail`, `skip`, or `dlq:TOPIC` [default:
+    /// `kafka.bad_records` of --config, or fail].
+    #[arg(long)]
+    pub(crate) bad_records: Option<String>,
+    /// Parallelism of every operator.
+    #[arg(long, short, default_value_t = 2)]
+    pub(crate) parallelism: usize,
+    /// Job name (its directory under --checkpoint-dir).
+    #[arg(long, default_value = "kafka-count")]
+    pub(crate) job: String,
+    #[command(flatten)]
+    pub(crate) common: CommonArgs,
+    /// Print the run's summary and per-task counters as one JSON line.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Runs the Kafka count job until it ends (bounded) or is stopped by a signal.
+pub(crate) fn run(args: KafkaCountArgs) -> anyhow::Result<()> {
+    let KafkaCountArgs {
+        brokers,
+        input,
+        output,
+        bounded,
+        delivery,
+        bad_records,
+        parallelism,
+        job,
+        common,
+        json,
+    } = args;
+    common.serve_metrics()?;
+    // Flags, then the `[kafka]` table of the config file, then defaults.
+    let kafka = common.file()?.kafka;
+    let Some(brokers) = brokers.or(kafka.brokers) else {
+        anyhow::bail!("kafka-count needs --brokers (or `brokers` in the [kafka] table of --config)");
+    };
+    let bad_records = match bad_records {
+        Some(text) => {
+            BadRecordsSetting::try_from(text)
+                .map_err(|e| anyhow::anyhow!("--bad-records {e}"))?
+                .0
+        }
+        None => kafka.bad_records.map_or(BadRecordPolicy::Fail, |b| b.0),
+    };
+    let delivery = delivery.or(kafka.delivery).unwrap_or(Delivery::ExactlyOnce);
+    let options = KafkaCountOptions {
+        job,
+        brokers,
+        input,
+        output,
+        parallelism,
+        bounded,
+        delivery,
+        bad_records,
+        source_properties: kafka.consumer.into_iter().collect(),
+        sink_properties: kafka.producer.into_iter().collect(),
+    };
+    let (job, progress) = kafka_count_job(&options)?;
+    let of = if bounded {
+        ProgressOf::Kafka(progress.clone())
+    } else {
+        ProgressOf::Nothing
+    };
+    let (summary, status) =
+        run_until_signalled(job, common.config()?, common.status_every, of).context("job failed")?;
+    let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
+    let skipped = progress.skipped.load(std::sync::atomic::Ordering::Relaxed);
+    if json {
+        let extra = serde_json::json!({"records": done, "skipped": skipped});
+        println!("{}", summary_json(&summary, &status, extra));
+        return Ok(());
+    }
+    if done == 0 && skipped == 0 && bounded {
+        println!(
+            "job {}: 0 records, offsets unchanged (checkpoint {})",
+            summary.job,
+            summary.last_checkpoint.map_or("none".into(), |c| c.to_string())
+        );
+    } else {
+        println!(
+            "job {} done in {:.2?}: {done} records ({skipped} skipped), restored from {}, last checkpoint {}",
+            summary.job,
+            summary.elapsed,
+            summary
+                .restored_from
+                .map_or("nothing".into(), |c| format!("checkpoint {c}")),
+            summary.last_checkpoint.map_or("none".into(), |c| c.to_string()),
+        );
+    }
+    Ok(())
+}

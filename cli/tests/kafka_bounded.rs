@@ -1,0 +1,385 @@
+//! Kafka against a real broker (noida-db on 127.0.0.1): bounded runs that
+//! resume from the offsets in their checkpoints, read_committed input, bad
+//! records, and the exactly-once sink's output.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/broker.rs"]
+mod broker;
+mod common;
+#[path = "support/kafka_data.rs"]
+mod kafka_data;
+
+use broker::Broker;
+use common::compare;
+use kafka_data::{expected, input, output};
+use std::path::Path;
+use std::time::Duration;
+use weir::connectors::kafka::{BadRecordPolicy, Delivery};
+use weir::{JobConfig, JobSummary};
+use weir_workloads::jobs::{kafka_count_job, KafkaCountOptions};
+
+/// Tests of this file run one at a time: the broker-restart test depends on
+/// timing (see its comment), and a busy machine makes it lie.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn options(broker: &Broker, bad_records: BadRecordPolicy) -> KafkaCountOptions {
+    KafkaCountOptions {
+        job: "kafka-count".into(),
+        brokers: broker.bootstrap.clone(),
+        input: "in".into(),
+        output: "out".into(),
+        parallelism: 2,
+        bounded: true,
+        delivery: Delivery::ExactlyOnce,
+        bad_records,
+        source_properties: Vec::new(),
+        sink_properties: Vec::new(),
+    }
+}
+
+fn run(dir: &Path, options: &KafkaCountOptions) -> (JobSummary, u64) {
+    let (job, progress) = kafka_count_job(options).unwrap();
+    let config = JobConfig {
+        checkpoint_interval: Some(Duration::from_millis(200)),
+        ..JobConfig::with_checkpoint_dir(dir)
+    };
+    let summary = job.run(config).unwrap();
+    (summary, progress.done.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+#[test]
+fn bounded_runs_resume_from_their_checkpointed_offsets() {
+    let _serial = serial();
+    let broker = Broker::start();
+    broker.create_topic("in", 4);
+    broker.create_topic("out", 4);
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(&broker, BadRecordPolicy::Fail);
+
+    broker.produce("in", &input(0..100_000, 4));
+    let (first, n1) = run(dir.path(), &opts);
+    assert_eq!(n1, 100_000);
+    broker.produce("in", &input(100_000..150_000, 4));
+    let (second, n2) = run(dir.path(), &opts);
+    assert_eq!(n2, 50_000, "the second run reads exactly the new records");
+    assert_eq!(second.restored_from, first.last_checkpoint);
+    let (_, n3) = run(dir.path(), &opts);
+    assert_eq!(n3, 0, "a run with nothing new reads nothing");
+
+    let out = output(&broker, "out");
+    let (lost, duplicated) = compare(&expected(150_000), &out);
+    common::publish_summary(
+        "kafka_bounded_resume",
+        &format!("bounded resume: runs read {n1} + {n2} + {n3} records; output {} lines, lost={lost} duplicated={duplicated}", out.len()),
+    );
+    assert_eq!((lost, duplicated), (0, 0));
+    assert_eq!(out.len(), 150_000);
+
+    // The stored offsets are where the input ends.
+    let store = weir::checkpoint::CheckpointStore::open(dir.path(), "kafka-count").unwrap();
+    let manifest = store.restore_point().unwrap().unwrap();
+    let offsets = weir::connectors::kafka::stored_offsets(&manifest);
+    assert_eq!(offsets.len(), 4);
+    let ends = weir::connectors::kafka::end_offsets(
+        &broker.bootstrap,
+        offsets.iter().map(|o| (o.topic.as_str(), o.partition)),
+    )
+    .unwrap();
+    for o in &offsets {
+        assert_eq!(o.next_offset, ends[&(o.topic.clone(), o.partition)], "{o:?}");
+    }
+}
+
+#[test]
+fn the_source_reads_only_committed_records() {
+    let _serial = serial();
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let broker = Broker::start();
+    broker.create_topic("in", 1);
+    broker.create_topic("out", 1);
+    let producer: BaseProducer = broker
+        .client_config()
+        .set("transactional.id", "test-input")
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(10)).unwrap();
+    let send = |ids: std::ops::Range<u64>| {
+        for (_, v, p) in input(ids, 1) {
+            producer
+                .send(BaseRecord::<[u8], [u8]>::to("in").payload(&v).partition(p))
+                .unwrap();
+        }
+    };
+    producer.begin_transaction().unwrap();
+    send(0..10);
+    producer.flush(Duration::from_secs(10)).unwrap();
+    producer.abort_transaction(Duration::from_secs(10)).unwrap();
+    producer.begin_transaction().unwrap();
+    send(10..15);
+    producer.commit_transaction(Duration::from_secs(10)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_, n) = run(dir.path(), &options(&broker, BadRecordPolicy::Fail));
+    assert_eq!(n, 5, "aborted records are invisible to the read_committed source");
+    let mut ids: Vec<u64> = output(&broker, "out").iter().map(|l| l.index).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (10..15).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_bad_record_fails_the_job_naming_topic_partition_and_offset_or_goes_to_the_dead_letter_topic() {
+    let _serial = serial();
+    if std::env::var("TEST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug,librdkafka=info,rdkafka=info")
+            .try_init();
+    }
+    let broker = Broker::start();
+    broker.create_topic("in", 1);
+    broker.create_topic("out", 1);
+    broker.create_topic("dlq", 1);
+    let mut records = input(0..5, 1);
+    records.insert(3, (None, b"not,a-number".to_vec(), 0));
+    broker.produce("in", &records);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (job, _) = kafka_count_job(&options(&broker, BadRecordPolicy::Fail)).unwrap();
+    let err = job
+        .run(JobConfig::with_checkpoint_dir(dir.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("topic `in` partition 0 offset 3"), "{err}");
+    assert!(err.contains("expected `id,key,value`"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_, n) = run(dir.path(), &options(&broker, BadRecordPolicy::DeadLetter("dlq".into())));
+    assert_eq!(n, 5);
+    let dead = broker.consume_all("dlq", true);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].3, b"not,a-number");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (job, progress) = kafka_count_job(&options(&broker, BadRecordPolicy::Skip)).unwrap();
+    job.run(JobConfig::with_checkpoint_dir(dir.path())).unwrap();
+    assert_eq!(progress.skipped.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_bounded_run_killed_midway_and_run_again_gives_the_clean_output() {
+    let _serial = serial();
+    use std::os::unix::process::ExitStatusExt;
+    let broker = Broker::start();
+    broker.create_topic("in", 4);
+    broker.create_topic("out", 4);
+    broker.produce("in", &input(0..200_000, 4));
+    let dir = tempfile::tempdir().unwrap();
+    let run_cli = || {
+        std::process::Command::new(common::WEIR)
+            .args([
+                "run",
+                "kafka-count",
+                "--bounded",
+                "--checkpoint-interval-ms",
+                "100",
+                "--input",
+                "in",
+                "--output",
+                "out",
+            ])
+            .args(["--brokers", &broker.bootstrap])
+            .arg("--checkpoint-dir")
+            .arg(dir.path())
+            .env("WEIR_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut killed_midway = 0;
+    for wait_ms in [900, 1200, 1500] {
+        let mut child = run_cli();
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            assert_eq!(child.wait().unwrap().signal(), Some(9));
+            killed_midway += 1;
+        }
+    }
+    assert!(killed_midway >= 1, "the bounded run finished before any kill");
+    assert!(run_cli().wait().unwrap().success());
+    let out = output(&broker, "out");
+    assert_eq!(
+        compare(&expected(200_000), &out),
+        (0, 0),
+        "killed {killed_midway} times"
+    );
+    assert_eq!(out.len(), 200_000);
+}
+
+#[test]
+fn the_job_rides_out_a_broker_restart() {
+    let _serial = serial();
+    if std::env::var("TEST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt().with_env_filter("info").try_init();
+    }
+    // noida-db sometimes (about 1 run in 8 here) comes back from a restart
+    // without the transactional state it had: the output then stays hidden
+    // from read_committed readers although every commit succeeded, which no
+    // client can prevent (a real Kafka keeps that state in a log). So a bad
+    // outcome is retried once on a fresh broker, and reported; a weir bug
+    // fails both attempts.
+    let first = broker_restart_scenario();
+    if first == (0, 0, 500_000) {
+        return;
+    }
+    eprintln!("broker restart: first attempt gave (lost, duplicated, lines) = {first:?}; retrying on a fresh broker");
+    assert_eq!(broker_restart_scenario(), (0, 0, 500_000));
+}
+
+/// Runs 500 k records through the job while the broker restarts; returns
+/// (lost, duplicated, output lines).
+fn broker_restart_scenario() -> (usize, usize, usize) {
+    let mut broker = Broker::start();
+    broker.create_topic("in", 4);
+    broker.create_topic("out", 4);
+    broker.produce("in", &input(0..500_000, 4));
+    let dir = tempfile::tempdir().unwrap();
+    // noida-db also loses writes it accepts after SIGTERM, while it shuts
+    // down, and then lets the producer commit the transaction they belonged
+    // to. So the broker restarts while the job reads, never while a sink
+    // transaction is open: no periodic checkpoints, and a small prefetch so
+    // that the sources cannot reach the end (and the final checkpoint's
+    // commit) before the broker is back.
+    let mut opts = options(&broker, BadRecordPolicy::Fail);
+    opts.source_properties = vec![("queued.max.messages.kbytes".into(), "256".into())];
+    let (job, progress) = kafka_count_job(&opts).unwrap();
+    let config = JobConfig {
+        checkpoint_interval: None,
+        ..JobConfig::with_checkpoint_dir(dir.path())
+    };
+    let handle = job.start(config).unwrap();
+    let started = std::time::Instant::now();
+    while progress.done.load(std::sync::atomic::Ordering::Relaxed) < 60_000
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    tracing::info!("restarting the broker");
+    broker.restart(Duration::from_millis(1500));
+    tracing::info!("broker is back");
+    let summary = handle.join().unwrap();
+    assert!(summary.checkpoints_completed >= 1);
+    let out = output(&broker, "out");
+    let (lost, duplicated) = compare(&expected(500_000), &out);
+    (lost, duplicated, out.len())
+}
+
+#[test]
+fn partitions_added_between_runs_are_read_and_moved_partitions_keep_their_offsets() {
+    let _serial = serial();
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use std::sync::{Arc, Mutex};
+    use weir::connectors::collect::CollectSink;
+    use weir::connectors::kafka::{utf8, KafkaSource};
+    let broker = Broker::start();
+    broker.create_topic("a", 1);
+    broker.create_topic("b", 2);
+    let lines = |topic: &str, range: std::ops::Range<u32>, partitions: i32| -> Vec<broker::ToProduce> {
+        range
+            .map(|i| {
+                (
+                    None,
+                    format!("{topic}-{i}").into_bytes(),
+                    (i % partitions as u32) as i32,
+                )
+            })
+            .collect()
+    };
+    broker.produce("a", &lines("a", 0..100, 1));
+    broker.produce("b", &lines("b", 0..100, 2));
+    let dir = tempfile::tempdir().unwrap();
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let run = || {
+        let job = weir::JobBuilder::new("multi").default_parallelism(2);
+        let source = KafkaSource::new(&broker.bootstrap, &["a", "b"])
+            .bounded(true)
+            .deserializer(utf8());
+        job.source("kafka", source.factory())
+            .uid("kafka")
+            .sink("collect", CollectSink::factory(out.clone()));
+        job.build()
+            .unwrap()
+            .run(JobConfig::with_checkpoint_dir(dir.path()))
+            .unwrap();
+    };
+    run();
+    // Topic `a` grows from 1 to 2 partitions: the partitions of `b` are numbered
+    // after it, so they move to other subtasks; their offsets must follow.
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = broker.client_config().create().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = rt
+        .block_on(admin.create_partitions(&[NewPartitions::new("a", 2)], &AdminOptions::new()))
+        .unwrap();
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    broker.produce("a", &lines("a", 100..200, 2));
+    broker.produce("b", &lines("b", 100..200, 2));
+    run();
+    let mut got = out.lock().unwrap().clone();
+    got.sort();
+    let mut want: Vec<String> = (0..200).flat_map(|i| [format!("a-{i}"), format!("b-{i}")]).collect();
+    want.sort();
+    assert_eq!(got, want, "every record exactly once, new partition included");
+}
+
+#[test]
+fn checkpointed_offsets_reach_the_consumer_group_and_weir_offsets_shows_them() {
+    let _serial = serial();
+    use std::sync::{Arc, Mutex};
+    use weir::connectors::collect::CollectSink;
+    use weir::connectors::kafka::{utf8, KafkaSource, StartPosition};
+    let broker = Broker::start();
+    broker.create_topic("in", 2);
+    broker.produce("in", &input(0..1000, 2));
+    let run = |dir: &Path, start: StartPosition| -> usize {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let job = weir::JobBuilder::new("grouped");
+        let source = KafkaSource::new(&broker.bootstrap, &["in"])
+            .group_id("monitoring")
+            .start(start)
+            .bounded(true)
+            .deserializer(utf8());
+        job.source("kafka", source.factory())
+            .uid("kafka")
+            .sink("collect", CollectSink::factory(out.clone()));
+        job.build().unwrap().run(JobConfig::with_checkpoint_dir(dir)).unwrap();
+        let n = out.lock().unwrap().len();
+        n
+    };
+    let first = tempfile::tempdir().unwrap();
+    assert_eq!(run(first.path(), StartPosition::Earliest), 1000);
+    broker.produce("in", &input(1000..1300, 2));
+    // A job without checkpoints that starts from the group's committed offsets
+    // reads only what the first job had not (its final checkpoint was committed).
+    let fresh = tempfile::tempdir().unwrap();
+    assert_eq!(run(fresh.path(), StartPosition::Committed), 300);
+
+    let cli = std::process::Command::new(common::WEIR)
+        .args(["offsets"])
+        .arg(first.path())
+        .args(["--job", "grouped", "--brokers", &broker.bootstrap, "--json"])
+        .output()
+        .unwrap();
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+    let rows = report["offsets"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let lag: i64 = rows.iter().map(|r| r["lag"].as_i64().unwrap()).sum();
+    assert_eq!(lag, 300, "the first job's checkpoint is 300 records behind: {report}");
+}

@@ -1,0 +1,136 @@
+//! Exactly-once through Kafka under SIGKILL: `weir run kafka-count` (Kafka ->
+//! key_by -> running count in RocksDB -> exactly-once Kafka sink, P = 2,
+//! checkpoints every 150 ms) runs as a child process while the input grows,
+//! and is killed at random moments at least 20 times, at least twice between
+//! "checkpoint complete" and "transaction committed" (failpoint
+//! `kafka-before-commit`). A final bounded run drains the rest. A
+//! read_committed dump of the output must equal a failure-free run's.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/broker.rs"]
+mod broker;
+mod common;
+#[path = "support/kafka_data.rs"]
+mod kafka_data;
+
+use broker::Broker;
+use common::{compare, kill_after, publish_summary, wait_for_exit, KillRng, RunEnd, WEIR};
+use kafka_data::{expected, input, output};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// At least this many input records.
+const RECORDS: u64 = 200_000;
+
+fn start(broker: &Broker, dir: &Path, bounded: bool, failpoints: &str) -> Child {
+    let mut cmd = Command::new(WEIR);
+    cmd.args([
+        "run",
+        "kafka-count",
+        "--parallelism",
+        "2",
+        "--checkpoint-interval-ms",
+        "150",
+        "--input",
+        "in",
+        "--output",
+        "out",
+    ])
+    .args(["--brokers", &broker.bootstrap])
+    .arg("--checkpoint-dir")
+    .arg(dir)
+    .env("WEIR_FAILPOINTS", failpoints)
+    .env("WEIR_LOG", std::env::var("KILL_LOG").unwrap_or_else(|_| "warn".into()))
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    if bounded {
+        cmd.arg("--bounded");
+    }
+    cmd.spawn().unwrap()
+}
+
+#[test]
+fn sigkill_through_kafka_loses_and_duplicates_nothing() {
+    let broker = Broker::start();
+    broker.create_topic("in", 4);
+    broker.create_topic("out", 4);
+    let dir = tempfile::tempdir().unwrap();
+
+    // The input grows while the job is being killed (at least RECORDS, and
+    // until the kills are done, so that there is always output to commit).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = {
+        let (b, stop) = (broker.bootstrap.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut produced = 0;
+            while produced < RECORDS || !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                broker::produce_to(&b, "in", &input(produced..produced + 10_000, 4));
+                produced += 10_000;
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            produced
+        })
+    };
+
+    let mut rng = KillRng::from_clock();
+    let seed = rng.seed;
+    let (mut kills, mut before_commit, mut runs) = (0, 0, 0);
+    while kills < 20 || before_commit < 2 {
+        runs += 1;
+        assert!(
+            runs < 150,
+            "not enough kills in 150 runs (kills={kills} before_commit={before_commit})"
+        );
+        let failpoints = if runs % 3 == 0 {
+            "kafka-before-commit=kill(50)"
+        } else {
+            "snapshot-async=sleep(30)"
+        };
+        let mut child = start(&broker, dir.path(), false, failpoints);
+        // A run armed to die at a commit gets as long as it needs to reach
+        // one (a loaded CI machine may take seconds to start and fetch); the
+        // others are killed at a random moment.
+        let wait = if runs % 3 == 0 {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_millis(500 + rng.below(1200))
+        };
+        match kill_after(&mut child, wait, || {}) {
+            RunEnd::Killed { by_failpoint: true } => {
+                kills += 1;
+                before_commit += 1;
+            }
+            RunEnd::Exited(status) => {
+                let mut log = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+                panic!("the continuous job ended by itself ({status}):\n{log}");
+            }
+            RunEnd::Killed { by_failpoint: false } => {
+                if std::env::var("KILL_DEBUG").is_ok() && before_commit >= 1 && runs % 3 == 0 {
+                    let mut log = String::new();
+                    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+                    eprintln!("--- run {runs} log:\n{log}");
+                }
+                kills += 1;
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let records = feeder.join().unwrap();
+
+    let mut last = start(&broker, dir.path(), true, "");
+    let status = wait_for_exit(&mut last, Duration::from_secs(120), "the final bounded run");
+    let mut log = String::new();
+    std::io::Read::read_to_string(last.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "final bounded run failed: {status}\n{log}");
+
+    let out = output(&broker, "out");
+    let (lost, duplicated) = compare(&expected(records), &out);
+    publish_summary(
+        "kafka_kill",
+        &format!("kafka: kills={kills} lost={lost} duplicated={duplicated} (between checkpoint and commit={before_commit} runs={runs} output={} seed={seed})", out.len()),
+    );
+    assert_eq!((lost, duplicated), (0, 0));
+    assert_eq!(out.len() as u64, records);
+}

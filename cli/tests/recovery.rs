@@ -1,0 +1,321 @@
+//! Recovery and bounded runs, in process: damaged checkpoints, an unusable
+//! directory, rescaling refused, bounded runs over growing input, a small
+//! write-back cache, on-demand checkpoints and a graceful stop.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{committed_lines, compare, Line};
+use std::path::Path;
+use std::time::Duration;
+use weir::checkpoint::{CheckpointStore, SubtaskState};
+use weir::{JobConfig, JobSummary, WeirError};
+use weir_workloads::jobs::{demo_job, DemoOptions};
+
+fn options(dir: &Path, records: u64, parallelism: usize) -> DemoOptions {
+    DemoOptions {
+        records: Some(records),
+        rate: None,
+        parallelism,
+        output: dir.join("out"),
+    }
+}
+
+fn config(dir: &Path) -> JobConfig {
+    JobConfig {
+        checkpoint_interval: Some(Duration::from_millis(50)),
+        ..JobConfig::with_checkpoint_dir(dir.join("checkpoints"))
+    }
+}
+
+fn run(dir: &Path, records: u64, parallelism: usize) -> Result<JobSummary, WeirError> {
+    demo_job(&options(dir, records, parallelism))?.run(config(dir))
+}
+
+fn reference(records: u64) -> Vec<Line> {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), records, 2).unwrap();
+    committed_lines(&dir.path().join("out"))
+}
+
+fn store(dir: &Path) -> CheckpointStore {
+    CheckpointStore::open(&dir.join("checkpoints"), "demo").unwrap()
+}
+
+#[test]
+fn bounded_runs_over_growing_input_equal_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = run(dir.path(), 30_000, 2).unwrap();
+    assert_eq!(first.restored_from, None);
+    let second = run(dir.path(), 70_000, 2).unwrap();
+    assert_eq!(
+        second.restored_from, first.last_checkpoint,
+        "the second run resumes from the first run's final checkpoint"
+    );
+    let third = run(dir.path(), 70_000, 2).unwrap();
+    assert_eq!(third.restored_from, second.last_checkpoint);
+    let actual = committed_lines(&dir.path().join("out"));
+    assert_eq!(compare(&reference(70_000), &actual), (0, 0));
+    assert_eq!(actual.len(), 70_000, "a run with nothing new adds nothing");
+}
+
+#[test]
+fn a_truncated_newest_manifest_falls_back_to_the_previous_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), 10_000, 1).unwrap();
+    let first = run(dir.path(), 20_000, 1).unwrap();
+    let newest = first.last_checkpoint.unwrap();
+    let manifest = store(dir.path())
+        .checkpoint_path(weir::operators::CheckpointId(newest))
+        .join("MANIFEST");
+    let bytes = std::fs::read(&manifest).unwrap();
+    std::fs::write(&manifest, &bytes[..bytes.len() / 2]).unwrap();
+
+    let second = run(dir.path(), 20_000, 1).unwrap();
+    assert!(
+        second.restored_from.unwrap() < newest,
+        "restored from {:?}",
+        second.restored_from
+    );
+    assert_eq!(second.skipped_checkpoints.len(), 1);
+    assert!(
+        second.skipped_checkpoints[0].contains(&manifest.display().to_string()),
+        "{:?}",
+        second.skipped_checkpoints
+    );
+    assert!(
+        second.skipped_checkpoints[0].contains("damaged manifest"),
+        "{:?}",
+        second.skipped_checkpoints
+    );
+}
+
+#[test]
+fn a_missing_state_file_falls_back_to_the_previous_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), 10_000, 1).unwrap();
+    let first = run(dir.path(), 20_000, 1).unwrap();
+    let st = store(dir.path());
+    let ids = st.complete_ids().unwrap();
+    assert!(ids.len() >= 2, "need two checkpoints, have {ids:?}");
+    let files = |id| -> Vec<String> {
+        let m = st.read_manifest(id).unwrap();
+        m.operators
+            .values()
+            .flat_map(|o| o.subtasks.iter())
+            .filter_map(|s| match s {
+                SubtaskState::Rocks(h) => Some(h.shared.iter().map(|f| f.path.clone()).collect::<Vec<_>>()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    let newest = files(ids[ids.len() - 1]);
+    let previous = files(ids[ids.len() - 2]);
+    let only_newest: Vec<_> = newest.iter().filter(|f| !previous.contains(f)).collect();
+    assert!(
+        !only_newest.is_empty(),
+        "the newest checkpoint must have an SST of its own"
+    );
+    let deleted = st.job_dir().join(only_newest[0]);
+    std::fs::remove_file(&deleted).unwrap();
+
+    let second = run(dir.path(), 20_000, 1).unwrap();
+    assert!(second.restored_from.unwrap() < first.last_checkpoint.unwrap());
+    assert!(
+        second.skipped_checkpoints[0].contains(&deleted.display().to_string()),
+        "{:?}",
+        second.skipped_checkpoints
+    );
+}
+
+#[test]
+fn no_readable_checkpoint_is_an_error_not_an_empty_start() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), 5_000, 1).unwrap();
+    let st = store(dir.path());
+    for id in st.complete_ids().unwrap() {
+        std::fs::write(st.checkpoint_path(id).join("MANIFEST"), b"{\"format\":").unwrap();
+    }
+    let err = run(dir.path(), 5_000, 1).unwrap_err();
+    assert!(matches!(err, WeirError::NoUsableCheckpoint { .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&st.job_dir().display().to_string()) && message.contains("refusing to start empty"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_unusable_checkpoint_directory_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the job's directory should be (root ignores permission bits, not this).
+    std::fs::create_dir_all(dir.path().join("checkpoints")).unwrap();
+    std::fs::write(dir.path().join("checkpoints/demo"), b"not a directory").unwrap();
+    let err = run(dir.path(), 100, 1).unwrap_err();
+    assert!(matches!(err, WeirError::Io { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&dir.path().join("checkpoints/demo").display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn changing_the_parallelism_of_state_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), 5_000, 2).unwrap();
+    let err = run(dir.path(), 5_000, 1).unwrap_err().to_string();
+    assert!(err.contains("parallelism 2") && err.contains("now has 1"), "{err}");
+}
+
+#[test]
+fn a_small_write_back_cache_gives_the_same_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = JobConfig {
+        state_cache_entries: 500,
+        ..config(dir.path())
+    };
+    demo_job(&options(dir.path(), 60_000, 2)).unwrap().run(cfg).unwrap();
+    assert_eq!(
+        compare(&reference(60_000), &committed_lines(&dir.path().join("out"))),
+        (0, 0)
+    );
+}
+
+#[test]
+fn on_demand_checkpoints_and_a_graceful_stop_of_an_endless_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DemoOptions {
+        records: None,
+        rate: Some(50_000),
+        parallelism: 2,
+        output: dir.path().join("out"),
+    };
+    let cfg = JobConfig {
+        checkpoint_interval: None,
+        ..config(dir.path())
+    };
+    let handle = demo_job(&opts).unwrap().start(cfg).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    handle.trigger_checkpoint();
+    std::thread::sleep(Duration::from_millis(200));
+    handle.stop();
+    let summary = handle.join().unwrap();
+    assert_eq!(summary.checkpoints_completed, 2, "one on demand, one final");
+    let lines = committed_lines(&dir.path().join("out"));
+    assert!(!lines.is_empty());
+    // Everything generated before the final barrier is committed, exactly once.
+    let st = store(dir.path());
+    let m = st
+        .read_manifest(weir::operators::CheckpointId(summary.last_checkpoint.unwrap()))
+        .unwrap();
+    assert!(m.final_checkpoint);
+    let mut indices: Vec<u64> = lines.iter().map(|l| l.index).collect();
+    indices.sort_unstable();
+    indices.dedup();
+    assert_eq!(indices.len(), lines.len(), "no duplicates");
+    let positions: u64 = m.operators["generator"]
+        .subtasks
+        .iter()
+        .map(|s| match s {
+            SubtaskState::Bytes { hex, .. } => u64::from_str_radix(hex, 16).unwrap(),
+            _ => panic!("generator state must be bytes"),
+        })
+        .sum();
+    assert_eq!(
+        positions,
+        lines.len() as u64,
+        "committed output matches the stored source positions"
+    );
+}
+
+/// Per key (index % 50): a map from value % 40 to how often it was seen;
+/// emits (index, distinct values of the key, count of this value).
+#[derive(Clone, Copy)]
+struct DistinctValues;
+
+impl weir::operators::KeyedProcess<u64, weir::connectors::generator::W1Event, (u64, usize, u64)> for DistinctValues {
+    type State = ();
+    fn process(
+        &mut self,
+        _key: &u64,
+        _state: &mut Option<()>,
+        e: weir::connectors::generator::W1Event,
+        ctx: &mut weir::operators::KeyedContext<'_, (u64, usize, u64)>,
+    ) -> Result<(), weir::operators::OperatorError> {
+        let mut seen = ctx.map::<u64, u64>("seen");
+        let slot = e.value % 40;
+        let n = seen.get(&slot)?.unwrap_or(0) + 1;
+        seen.insert(&slot, &n)?;
+        let distinct = seen.entries()?.len();
+        ctx.emit((e.index, distinct, n));
+        Ok(())
+    }
+}
+
+fn map_state_run(dir: &Path, records: u64, cache_entries: usize) -> Vec<(u64, usize, u64)> {
+    use weir::connectors::collect::CollectSink;
+    use weir::connectors::generator::{Generator, W1Event};
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let job = weir::JobBuilder::new("maps");
+    job.source("gen", Generator::w1_factory(Some(records), None))
+        .uid("gen")
+        .key_by(|e: &W1Event| e.index % 50)
+        .parallelism(2)
+        .process("distinct", DistinctValues)
+        .uid("distinct")
+        .sink("collect", CollectSink::factory(out.clone()));
+    let cfg = JobConfig {
+        state_cache_entries: cache_entries,
+        ..config(dir)
+    };
+    job.build().unwrap().run(cfg).unwrap();
+    let mut v = out.lock().unwrap().clone();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn map_state_survives_restarts_and_eviction() {
+    let one = tempfile::tempdir().unwrap();
+    let expected = map_state_run(one.path(), 8_000, 1 << 20);
+    assert_eq!(expected.last().map(|r| r.1), Some(40), "every key saw all 40 slots");
+
+    let split = tempfile::tempdir().unwrap();
+    let mut actual = map_state_run(split.path(), 3_000, 30);
+    actual.extend(map_state_run(split.path(), 8_000, 30));
+    actual.sort_unstable();
+    assert_eq!(actual, expected, "two bounded runs with a tiny cache equal one run");
+}
+
+#[test]
+fn state_written_behind_and_evicted_restores_exactly() {
+    let expected = reference(60_000);
+    let dir = tempfile::tempdir().unwrap();
+    // Paced, so each interval gets its slice points, and long enough for a
+    // debug build's snapshot to end before them; a low threshold, so every
+    // interval writes its changes behind (see `state::keyed`); a small
+    // cache, so entries written behind are evicted and read back.
+    let cfg = JobConfig {
+        state_write_behind_entries: 16,
+        state_cache_entries: 2_000,
+        checkpoint_interval: Some(Duration::from_millis(200)),
+        ..config(dir.path())
+    };
+    let paced = |records| DemoOptions {
+        rate: Some(20_000),
+        ..options(dir.path(), records, 2)
+    };
+    let first = demo_job(&paced(25_000)).unwrap().run(cfg.clone()).unwrap();
+    let second = demo_job(&paced(60_000)).unwrap().run(cfg).unwrap();
+    assert_eq!(second.restored_from, first.last_checkpoint);
+    assert!(
+        first.state_entries_written_behind > 0 && second.state_entries_written_behind > 0,
+        "write-behind ran: {} and {} entries",
+        first.state_entries_written_behind,
+        second.state_entries_written_behind
+    );
+    let actual = committed_lines(&dir.path().join("out"));
+    assert_eq!(compare(&expected, &actual), (0, 0));
+}

@@ -1,0 +1,213 @@
+//! Requests to the cluster that the source, the sink and `weir offsets`
+//! share: topic metadata, watermarks, committed and timestamp offsets, end
+//! offsets, topic creation. Each answer that is a position comes back as a
+//! [`NextOffset`]; the callers turn errors into [`WeirError`]s naming the
+//! connector and, for an unreachable broker, the bootstrap servers.
+
+use super::assign::Watermarks;
+use super::offset::NextOffset;
+use super::{broker_error, connector_error};
+use crate::error::{Result, WeirError};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Why an admin helper failed: the client's error, kept as the source of
+/// [`WeirError::Kafka`], or something weir found wrong.
+#[derive(Debug)]
+pub(crate) enum AdminError {
+    /// librdkafka failed.
+    Kafka(KafkaError),
+    /// Not a client error (a refused topic creation, a timeout of weir's own).
+    Other(String),
+}
+
+impl From<KafkaError> for AdminError {
+    fn from(e: KafkaError) -> Self {
+        AdminError::Kafka(e)
+    }
+}
+
+impl std::fmt::Display for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminError::Kafka(e) => e.fmt(f),
+            AdminError::Other(why) => f.write_str(why),
+        }
+    }
+}
+
+impl AdminError {
+    /// The connector error: `{action}: {cause}`, with the bootstrap servers
+    /// when the client could not reach a broker.
+    pub(crate) fn into_error(self, connector: &str, action: &str, bootstrap: &str) -> WeirError {
+        match self {
+            AdminError::Kafka(e) => broker_error(connector, action, bootstrap, e),
+            AdminError::Other(why) => connector_error(connector, action, why),
+        }
+    }
+}
+
+/// The ids of `topic`'s partitions in the cluster's metadata, as listed;
+/// empty when the topic does not exist (or the broker reports an error for it).
+pub(crate) fn partition_ids<C: ConsumerContext>(
+    client: &impl Consumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> KafkaResult<Vec<i32>> {
+    let md = client.fetch_metadata(Some(topic), timeout)?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map_or_else(Vec::new, |t| t.partitions().iter().map(|p| p.id()).collect()))
+}
+
+/// The partition's log start and end (the last stable offset under read_committed).
+pub(crate) fn watermarks<C: ConsumerContext>(
+    client: &impl Consumer<C>,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> KafkaResult<Watermarks> {
+    let (low, high) = client.fetch_watermarks(topic, partition, timeout)?;
+    Ok(Watermarks {
+        low: NextOffset::new(low),
+        high: NextOffset::new(high),
+    })
+}
+
+/// The consumer group's committed offset of the partition, if it has one.
+pub(crate) fn committed_offset<C: ConsumerContext>(
+    client: &impl Consumer<C>,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> KafkaResult<Option<NextOffset>> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let committed = client.committed_offsets(tpl, timeout)?;
+    Ok(concrete(committed.find_partition(topic, partition).map(|e| e.offset())))
+}
+
+/// The first offset of the partition with a timestamp at or after `ts_ms`,
+/// if there is one.
+pub(crate) fn offset_for_time<C: ConsumerContext>(
+    client: &impl Consumer<C>,
+    topic: &str,
+    partition: i32,
+    ts_ms: i64,
+    timeout: Duration,
+) -> KafkaResult<Option<NextOffset>> {
+    let mut tpl = TopicPartitionList::new();
+    // Offsets-for-times requests carry the timestamp in the offset field.
+    tpl.add_partition_offset(topic, partition, Offset::Offset(ts_ms))?;
+    let found = client.offsets_for_times(tpl, timeout)?;
+    Ok(concrete(found.find_partition(topic, partition).map(|e| e.offset())))
+}
+
+/// A concrete offset; `None` for "none" answers (invalid, end, beginning).
+fn concrete(offset: Option<Offset>) -> Option<NextOffset> {
+    match offset {
+        Some(Offset::Offset(o)) => Some(NextOffset::new(o)),
+        _ => None,
+    }
+}
+
+/// How long `weir offsets` waits for each end offset.
+const END_OFFSETS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The current end offsets (last stable offsets, read_committed) of these partitions.
+///
+/// # Errors
+/// When the brokers cannot be reached (the message names them).
+pub fn end_offsets<'a>(
+    brokers: &str,
+    partitions: impl IntoIterator<Item = (&'a str, i32)>,
+) -> Result<HashMap<(String, i32), NextOffset>> {
+    const TOOL: &str = "weir offsets";
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "weir-offsets")
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(|e| broker_error(TOOL, "cannot create consumer", brokers, e))?;
+    let mut out = HashMap::new();
+    for (topic, partition) in partitions {
+        let marks = watermarks(&consumer, topic, partition, END_OFFSETS_TIMEOUT)
+            .map_err(|e| broker_error(TOOL, &format!("cannot read the end of {topic}/{partition}"), brokers, e))?;
+        out.insert((topic.to_string(), partition), marks.high);
+    }
+    Ok(out)
+}
+
+/// Partitions of `topic` in the cluster's metadata (0: no such topic), asked
+/// by a probe client of its own.
+pub(crate) fn partitions_of(brokers: &str, topic: &str, timeout: Duration) -> KafkaResult<usize> {
+    let probe: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    Ok(partition_ids(&probe, topic, timeout)?.len())
+}
+
+/// How a topic weir creates is made.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TopicSpec<'a> {
+    /// Partitions.
+    pub(crate) partitions: usize,
+    /// Replicas of each partition, at most the brokers in the cluster.
+    pub(crate) replication: i32,
+    /// Topic configuration (`cleanup.policy`, `min.insync.replicas`...).
+    pub(crate) config: &'a [(&'a str, &'a str)],
+}
+
+/// Brokers in the cluster's metadata, asked by a probe client of its own.
+pub(crate) fn broker_count(brokers: &str, timeout: Duration) -> KafkaResult<usize> {
+    let probe: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    Ok(probe.fetch_metadata(None, timeout)?.brokers().len())
+}
+
+/// Creates `topic` as `spec` says through the admin API; an existing topic
+/// is not an error. The admin client is async: it runs on a runtime of its
+/// own, on a thread of its own, so that a job started from inside a tokio
+/// runtime does not nest one runtime in another.
+pub(crate) fn create_topic(brokers: &str, topic: &str, spec: TopicSpec<'_>) -> std::result::Result<(), AdminError> {
+    let (brokers, topic) = (brokers.to_string(), topic.to_string());
+    let config: Vec<(String, String)> = spec
+        .config
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let (partitions, replication) = (spec.partitions, spec.replication);
+    let create = move || -> std::result::Result<(), AdminError> {
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| AdminError::Other(e.to_string()))?;
+        let mut new = NewTopic::new(&topic, partitions as i32, TopicReplication::Fixed(replication));
+        for (k, v) in &config {
+            new = new.set(k, v);
+        }
+        let results = rt.block_on(admin.create_topics(
+            [&new],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => return Err(AdminError::Other(format!("cannot create topic `{t}`: {code}"))),
+            }
+        }
+        Ok(())
+    };
+    std::thread::Builder::new()
+        .name("weir-create-topic".into())
+        .spawn(create)
+        .map_err(|e| AdminError::Other(e.to_string()))?
+        .join()
+        .unwrap_or_else(|_| Err(AdminError::Other("the thread creating the topic panicked".into())))
+}

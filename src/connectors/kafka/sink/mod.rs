@@ -1,0 +1,530 @@
+//! Kafka sink: none, at-least-once, or exactly-once.
+//!
+//! # Exactly-once without resuming a transaction
+//! librdkafka cannot resume a transaction opened by another process, so the
+//! sink never keeps one open across a checkpoint. Instead:
+//!
+//! 1. Records of epoch `n` (after barrier `n-1`, up to barrier `n`) are
+//!    serialized and kept by the sink.
+//! 2. At barrier `n` they become *pending for checkpoint `n`* and are part of
+//!    the sink's state in snapshot `n` (a file of the checkpoint when large).
+//! 3. When checkpoint `n` is complete, the sink writes them in one Kafka
+//!    transaction together with a *marker* record `n`, and commits. Markers go
+//!    to the marker topic of the (job, sink), `weir-markers.<job>.<sink uid>`,
+//!    partition = subtask: only this subtask's producer ever writes there.
+//!    The transaction runs on the sink's commit thread (`Committer`, which
+//!    owns the producer), in checkpoint order, while the sink goes on
+//!    reading epoch `n+1`; epoch `n` stays pending (and in every snapshot)
+//!    until its commit is done. Two completed epochs may wait for the
+//!    thread; a third makes the sink wait.
+//! 4. On recovery from checkpoint `m`, the sink first fences its predecessor
+//!    (`init_transactions` aborts a transaction it left open), then reads the
+//!    newest committed marker of its partition (read_committed) and commits
+//!    again exactly the pending epochs above it, in order. Because no other
+//!    producer writes to that partition, no open transaction of another
+//!    subtask or job can hold its last stable offset back and hide a marker.
+//!
+//! A crash between "checkpoint complete" and "transaction committed" thus
+//! leaves the epoch pending in the checkpoint and unmarked: it is committed
+//! by the restarted job. A crash during the transaction leaves it open; the
+//! restarted producer has the same `transactional.id` (stable per job, sink
+//! and subtask), so `init_transactions` aborts it (zombie fencing).
+//!
+//! Output becomes visible to read_committed consumers when a checkpoint
+//! completes, as with Flink's exactly-once Kafka sink.
+
+use super::admin::{self, AdminError};
+use super::format::Serializer;
+use super::{bootstrap_of, broker_error, connector_error, kafka_error};
+use crate::connectors::{ConnectorContext, Sink};
+use crate::error::{Result, WeirError};
+use commit::{Committer, Output};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientConfig;
+use rdkafka::ClientContext;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use weir_operators::CheckpointId;
+
+mod commit;
+
+/// Delivery guarantee of a [`KafkaSink`]; written `none`, `at-least-once` or
+/// `exactly-once` in config files and on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Fire and forget.
+    None,
+    /// Every record acknowledged by the broker before a checkpoint completes;
+    /// a restart may write some again.
+    AtLeastOnce,
+    /// read_committed consumers see every record exactly once.
+    ExactlyOnce,
+}
+
+impl Delivery {
+    /// The name used in config files and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::None => "none",
+            Delivery::AtLeastOnce => "at-least-once",
+            Delivery::ExactlyOnce => "exactly-once",
+        }
+    }
+}
+
+impl std::fmt::Display for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Delivery {
+    type Err = String;
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        [Delivery::None, Delivery::AtLeastOnce, Delivery::ExactlyOnce]
+            .into_iter()
+            .find(|d| d.as_str() == text)
+            .ok_or_else(|| format!("must be `none`, `at-least-once` or `exactly-once`, not `{text}`"))
+    }
+}
+
+/// A Kafka sink, described; [`KafkaSink::factory`] makes it a sink for
+/// [`crate::Stream::sink`].
+#[derive(Clone)]
+pub struct KafkaSink<T, S> {
+    brokers: String,
+    topic: String,
+    delivery: Delivery,
+    serializer: S,
+    properties: Vec<(String, String)>,
+    marker_prefix: String,
+    transaction_timeout: Duration,
+    _t: PhantomData<fn(T)>,
+}
+
+/// The default prefix of the exactly-once commit-marker topics.
+pub const DEFAULT_MARKER_PREFIX: &str = "weir-markers";
+
+/// The marker topic of a (job, sink): `<prefix>.<job>.<uid>`, with characters
+/// Kafka does not allow in topic names replaced by `_`.
+pub fn marker_topic(prefix: &str, job: &str, uid: &str) -> String {
+    format!("{prefix}.{job}.{uid}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl<T: Send + 'static, S: Serializer<T>> KafkaSink<T, S> {
+    /// A sink writing to `topic` with `serializer`, exactly-once.
+    pub fn new(brokers: &str, topic: &str, serializer: S) -> Self {
+        KafkaSink {
+            brokers: brokers.to_string(),
+            topic: topic.to_string(),
+            delivery: Delivery::ExactlyOnce,
+            serializer,
+            properties: Vec::new(),
+            marker_prefix: DEFAULT_MARKER_PREFIX.to_string(),
+            transaction_timeout: Duration::from_secs(60),
+            _t: PhantomData,
+        }
+    }
+    /// The delivery guarantee (default exactly-once).
+    pub fn delivery(mut self, delivery: Delivery) -> Self {
+        self.delivery = delivery;
+        self
+    }
+    /// Sets a librdkafka producer property.
+    pub fn property(mut self, key: &str, value: &str) -> Self {
+        self.properties.push((key.to_string(), value.to_string()));
+        self
+    }
+    /// The prefix of the exactly-once commit-marker topic (default `weir-markers`;
+    /// the topic is `<prefix>.<job>.<sink uid>`, one partition per subtask).
+    pub fn marker_prefix(mut self, prefix: &str) -> Self {
+        self.marker_prefix = prefix.to_string();
+        self
+    }
+    /// `transaction.timeout.ms` of the exactly-once producer (default 60 s):
+    /// a transaction lasts only while one checkpoint's output is committed.
+    pub fn transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.transaction_timeout = timeout;
+        self
+    }
+
+    /// The factory for [`crate::Stream::sink`].
+    pub fn factory(self) -> impl Fn(ConnectorContext) -> Result<KafkaWriter<T, S>> + Send + 'static {
+        move |ctx| KafkaWriter::open(&self, &ctx)
+    }
+}
+
+/// Remembers the first failed delivery, so that a flush can tell whether
+/// everything before a checkpoint really reached the broker.
+#[derive(Default)]
+pub struct DeliveryReport {
+    failed: Mutex<Option<String>>,
+}
+
+impl DeliveryReport {
+    /// The first failed delivery since the last call, if any.
+    pub fn take_failure(&self) -> Option<String> {
+        self.failed.lock().ok().and_then(|mut f| f.take())
+    }
+}
+
+impl ClientContext for DeliveryReport {}
+
+impl ProducerContext for DeliveryReport {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
+        if let Err((e, m)) = result {
+            if let Ok(mut f) = self.failed.lock() {
+                f.get_or_insert_with(|| format!("delivery to {}/{} failed: {e}", m.topic(), m.partition()));
+            }
+        }
+    }
+}
+
+/// One serialized output record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct OutRecord {
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    partition: Option<i32>,
+}
+
+/// What the sink stores in a checkpoint: output of epochs not known to be committed.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SinkState {
+    pending: BTreeMap<u64, Vec<OutRecord>>,
+}
+
+/// Output of epochs not known to be committed, shared by the sink and its
+/// committer thread (which removes an epoch once committed).
+type Pending = Arc<Mutex<BTreeMap<u64, Arc<Vec<OutRecord>>>>>;
+
+/// [`SinkState`] borrowed, for encoding: the same bytes.
+struct SinkStateRef<'a> {
+    pending: &'a BTreeMap<u64, Arc<Vec<OutRecord>>>,
+}
+
+impl Serialize for SinkStateRef<'_> {
+    fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> std::result::Result<Ser::Ok, Ser::Error> {
+        use serde::ser::SerializeStruct;
+        struct Epochs<'a>(&'a BTreeMap<u64, Arc<Vec<OutRecord>>>);
+        impl Serialize for Epochs<'_> {
+            fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> std::result::Result<Ser::Ok, Ser::Error> {
+                s.collect_map(self.0.iter().map(|(epoch, records)| (epoch, &**records)))
+            }
+        }
+        let mut state = s.serialize_struct("SinkState", 1)?;
+        state.serialize_field("pending", &Epochs(self.pending))?;
+        state.end()
+    }
+}
+
+/// A running Kafka sink subtask.
+pub struct KafkaWriter<T, S> {
+    name: String,
+    delivery: Delivery,
+    serializer: S,
+    /// The producer (none, at-least-once), or the thread that owns it
+    /// (exactly-once).
+    out: Writes,
+    /// Records of the current epoch (exactly-once).
+    epoch: Vec<OutRecord>,
+    pending: Pending,
+    /// The newest epoch handed to the committer.
+    handed: u64,
+    key_buf: Vec<u8>,
+    value_buf: Vec<u8>,
+    _t: PhantomData<fn(T)>,
+}
+
+/// Where a sink's records go.
+enum Writes {
+    /// Straight to the producer.
+    Direct(Output),
+    /// In transactions, one per completed checkpoint, on a thread of their own.
+    Transactions(Committer),
+}
+
+/// How long a producer call (flush, transaction, metadata) may take.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
+    fn open(config: &KafkaSink<T, S>, ctx: &ConnectorContext) -> Result<Self> {
+        let name = format!("{}[{}]", ctx.uid, ctx.subtask);
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &config.brokers).set("linger.ms", "5");
+        match config.delivery {
+            Delivery::None => {
+                c.set("acks", "1");
+            }
+            Delivery::AtLeastOnce => {
+                c.set("enable.idempotence", "true");
+            }
+            Delivery::ExactlyOnce => {
+                // Stable per (job, sink, subtask): a restarted process fences its predecessor.
+                c.set(
+                    "transactional.id",
+                    format!("weir-{}-{}-{}", ctx.job, ctx.uid, ctx.subtask),
+                )
+                .set(
+                    "transaction.timeout.ms",
+                    config.transaction_timeout.as_millis().to_string(),
+                );
+            }
+        }
+        for (k, v) in &config.properties {
+            c.set(k, v);
+        }
+        let producer: BaseProducer<DeliveryReport> = c
+            .create_with_context(DeliveryReport::default())
+            .map_err(|e| broker_error(&name, "cannot create producer", bootstrap_of(&c), e))?;
+        let mut out = Output {
+            client: c,
+            brokers: config.brokers.clone(),
+            name: name.clone(),
+            topic: config.topic.clone(),
+            producer,
+            marker_topic: marker_topic(&config.marker_prefix, &ctx.job, &ctx.uid),
+            marker_partition: ctx.subtask as i32,
+            marker_key: marker_key(&ctx.job, &ctx.uid, ctx.subtask, &ctx.incarnation),
+        };
+        let writer = |out: Writes| KafkaWriter {
+            name: name.clone(),
+            delivery: config.delivery,
+            serializer: config.serializer.clone(),
+            out,
+            epoch: Vec::new(),
+            pending: Pending::default(),
+            handed: 0,
+            key_buf: Vec::new(),
+            value_buf: Vec::new(),
+            _t: PhantomData,
+        };
+        if config.delivery != Delivery::ExactlyOnce {
+            return Ok(writer(Writes::Direct(out)));
+        }
+        if let Err(e) = out.producer.init_transactions(CLIENT_TIMEOUT) {
+            let invalid_timeout =
+                matches!(&e, KafkaError::Transaction(t) if t.code() == RDKafkaErrorCode::InvalidTransactionTimeout);
+            return Err(if invalid_timeout {
+                WeirError::Kafka {
+                    connector: name.clone(),
+                    message: format!(
+                        "the broker refuses the transaction timeout: transaction.timeout.ms={} is above the \
+                         broker's transaction.max.timeout.ms: lower it with KafkaSink::transaction_timeout or raise \
+                         transaction.max.timeout.ms on the broker ({e})",
+                        config.transaction_timeout.as_millis()
+                    ),
+                    source: Box::new(e),
+                }
+            } else {
+                broker_error(&name, "cannot initialize transactions", bootstrap_of(&out.client), e)
+            });
+        }
+        let topic = out.marker_topic.clone();
+        ensure_topic(&config.brokers, &topic, ctx.parallelism)
+            .map_err(|e| e.into_error(&name, &format!("marker topic `{topic}`"), &config.brokers))?;
+        if let Some(bytes) = &ctx.restored {
+            let state: SinkState =
+                postcard::from_bytes(bytes).map_err(|e| connector_error(&name, "restored sink state is damaged", e))?;
+            if !state.pending.is_empty() {
+                let committed = out.committed_epoch()?;
+                for (epoch, records) in state.pending {
+                    if committed.is_some_and(|c| epoch <= c) {
+                        continue; // committed before the crash
+                    }
+                    tracing::info!(
+                        "{name}: committing the output of checkpoint {epoch} again ({} records)",
+                        records.len()
+                    );
+                    out.commit_durably(epoch, &records, &AtomicBool::new(false))?;
+                }
+            }
+        }
+        let pending = Pending::default();
+        let mut w = writer(Writes::Transactions(Committer::start(out, pending.clone())?));
+        w.pending = pending;
+        Ok(w)
+    }
+}
+
+impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
+    fn write(&mut self, records: &mut Vec<T>) -> Result<()> {
+        for r in records.drain(..) {
+            self.key_buf.clear();
+            self.value_buf.clear();
+            let partition = self
+                .serializer
+                .serialize(&r, &mut self.key_buf, &mut self.value_buf)
+                .map_err(|e| WeirError::Connector {
+                    connector: self.name.clone(),
+                    message: format!("cannot serialize a record: {e}"),
+                })?;
+            let key = (!self.key_buf.is_empty()).then(|| self.key_buf.clone());
+            match &self.out {
+                Writes::Transactions(_) => self.epoch.push(OutRecord {
+                    key,
+                    value: self.value_buf.clone(),
+                    partition,
+                }),
+                Writes::Direct(out) => out.send(&out.topic, key.as_deref(), &self.value_buf, partition)?,
+            }
+        }
+        if let Writes::Direct(out) = &self.out {
+            out.producer.poll(Duration::ZERO);
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self, id: CheckpointId) -> Result<Vec<u8>> {
+        match &self.out {
+            Writes::Direct(_) if self.delivery == Delivery::None => Ok(Vec::new()),
+            Writes::Direct(out) => {
+                out.producer
+                    .flush(CLIENT_TIMEOUT)
+                    .map_err(|e| kafka_error(&self.name, "cannot flush before the checkpoint", e))?;
+                out.check_deliveries()?;
+                Ok(Vec::new())
+            }
+            Writes::Transactions(committer) => {
+                committer.check(&self.name)?;
+                let epoch = std::mem::take(&mut self.epoch);
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                if !epoch.is_empty() {
+                    pending.insert(id.0, Arc::new(epoch));
+                }
+                // Every epoch not known to be committed, also those the
+                // committer is writing now; encoded from a borrow (a deep
+                // copy of a second's output held the barrier up).
+                let state = SinkStateRef { pending: &pending };
+                postcard::to_stdvec(&state).map_err(|e| WeirError::Connector {
+                    connector: self.name.clone(),
+                    message: format!("cannot encode sink state: {e}"),
+                })
+            }
+        }
+    }
+
+    fn commit(&mut self, id: CheckpointId) -> Result<()> {
+        let Writes::Transactions(committer) = &self.out else {
+            return Ok(());
+        };
+        committer.check(&self.name)?;
+        if id.0 <= self.handed {
+            return Ok(()); // handed over already
+        }
+        let ready: Vec<(u64, Arc<Vec<OutRecord>>)> = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .range(self.handed + 1..=id.0)
+            .map(|(epoch, records)| (*epoch, records.clone()))
+            .collect();
+        for (epoch, records) in ready {
+            committer.queue(&self.name, epoch, records)?;
+            self.handed = epoch;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        match &mut self.out {
+            Writes::Direct(out) => {
+                out.producer
+                    .flush(CLIENT_TIMEOUT)
+                    .map_err(|e| kafka_error(&self.name, "cannot flush at the end", e))?;
+                out.check_deliveries()
+            }
+            Writes::Transactions(committer) => committer.finish(&self.name),
+        }
+    }
+}
+
+/// The key of a sink subtask's commit markers: `<job>/<uid>/<subtask>` and
+/// the checkpoint store's incarnation (`@<incarnation>`), so that markers of
+/// another incarnation of the same job and sink (a wiped or different
+/// checkpoint directory) are never taken for this one's. A store older than
+/// incarnations keeps the key it always had.
+pub(super) fn marker_key(job: &str, uid: &str, subtask: usize, incarnation: &str) -> String {
+    if incarnation == crate::checkpoint::store::LEGACY_INCARNATION {
+        format!("{job}/{uid}/{subtask}")
+    } else {
+        format!("{job}/{uid}/{subtask}@{incarnation}")
+    }
+}
+
+/// Creates the marker topic with one partition per subtask unless it exists,
+/// and refuses one with too few partitions. Markers are state: the topic is
+/// compacted (only the newest marker per key matters, and it is never
+/// deleted by retention) and replicated like the broker's own state, up to
+/// three copies with two in sync.
+fn ensure_topic(brokers: &str, topic: &str, partitions: usize) -> std::result::Result<(), AdminError> {
+    // An existing topic needs no admin request (and no runtime).
+    if admin::partitions_of(brokers, topic, CLIENT_TIMEOUT)? == 0 {
+        let replication = admin::broker_count(brokers, CLIENT_TIMEOUT)?.clamp(1, 3) as i32;
+        let in_sync = replication.min(2).to_string();
+        admin::create_topic(
+            brokers,
+            topic,
+            admin::TopicSpec {
+                partitions,
+                replication,
+                config: &[("cleanup.policy", "compact"), ("min.insync.replicas", &in_sync)],
+            },
+        )?;
+    }
+    let have = admin::partitions_of(brokers, topic, CLIENT_TIMEOUT)?;
+    if have < partitions {
+        return Err(AdminError::Other(format!(
+            "it has {have} partitions and the sink has {partitions} subtasks: it needs one partition per subtask \
+             (add partitions, or choose another prefix with KafkaSink::marker_prefix)"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_of_each_store_incarnation_have_their_own_key() {
+        assert_eq!(marker_key("q5", "rows", 1, "legacy"), "q5/rows/1");
+        assert_eq!(marker_key("q5", "rows", 1, "0a1b"), "q5/rows/1@0a1b");
+        assert_ne!(marker_key("q5", "rows", 1, "0a1b"), marker_key("q5", "rows", 1, "0a1c"));
+    }
+
+    #[test]
+    fn the_borrowed_state_encodes_as_the_state_decodes() {
+        let record = |v: &[u8], k: Option<&[u8]>, p| OutRecord {
+            key: k.map(<[u8]>::to_vec),
+            value: v.to_vec(),
+            partition: p,
+        };
+        let pending = BTreeMap::from([
+            (3, vec![record(b"a", None, None), record(b"b", Some(b"k"), Some(2))]),
+            (5, vec![record(b"", None, Some(0))]),
+        ]);
+        let shared: BTreeMap<u64, Arc<Vec<OutRecord>>> =
+            pending.iter().map(|(e, r)| (*e, Arc::new(r.clone()))).collect();
+        let bytes = postcard::to_stdvec(&SinkStateRef { pending: &shared }).unwrap();
+        let state: SinkState = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(state.pending, pending);
+    }
+}

@@ -1,0 +1,224 @@
+//! W1 through Kafka on noida-db: topic `in` (4 partitions, values
+//! `id,key,value`) -> key_by -> running count and sum in RocksDB -> topic
+//! `out`, exactly-once, checkpoint every 1 s, bounded; next to a **raw
+//! pipe** measured in the same run: a plain rdkafka consumer copying `in` to
+//! another topic through a transactional producer that commits every second
+//! (the client settings the job uses, no engine), timed like the job from
+//! creating its clients to its last commit. Prints one JSON line each.
+//!
+//! `cargo bench --bench kafka_w1 [-- --records N]` (needs noida-db:
+//! `bash scripts/install-noida.sh`, or `WEIR_NOIDA_DB=/path/to/noida-db`).
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use weir::connectors::generator::w1_event;
+use weir::connectors::kafka::{BadRecordPolicy, Delivery};
+use weir::JobConfig;
+use weir_workloads::jobs::{kafka_count_job, KafkaCountOptions};
+
+type Error = Box<dyn std::error::Error>;
+
+/// The broker process, its address, and its data directory (removed on drop).
+struct Broker(Child, String, #[allow(dead_code)] tempfile::TempDir);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+fn start_broker() -> Result<Broker, Error> {
+    let binary = std::env::var("WEIR_NOIDA_DB").unwrap_or_else(|_| "/var/tmp/weir-tools/noida_db/noida-db".into());
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new(&binary)
+        .args([
+            "start",
+            "--only",
+            "kafka",
+            "--host",
+            "127.0.0.1",
+            "--kafka-port",
+            &port.to_string(),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {binary}: {e} (run scripts/install-noida.sh)"))?;
+    let addr = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err("noida-db did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(Broker(child, addr, dir))
+}
+
+fn create_topics(brokers: &str, topics: &[&str]) -> Result<(), Error> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, 4, TopicReplication::Fixed(1)))
+        .collect();
+    for r in rt.block_on(admin.create_topics(&new, &AdminOptions::new()))? {
+        r.map_err(|(t, e)| format!("create {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn send(p: &BaseProducer, topic: &str, value: &[u8], partition: Option<i32>) -> Result<(), Error> {
+    let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(value);
+    if let Some(part) = partition {
+        record = record.partition(part);
+    }
+    loop {
+        match p.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                p.poll(Duration::from_millis(5));
+                record = r;
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
+}
+
+fn produce_input(brokers: &str, n: u64) -> Result<(), Error> {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .create()?;
+    for i in 0..n {
+        let e = w1_event(i, 0);
+        send(
+            &p,
+            "in",
+            format!("{},{},{}", e.index, e.key, e.value).as_bytes(),
+            Some((i % 4) as i32),
+        )?;
+    }
+    p.flush(Duration::from_secs(120))?;
+    Ok(())
+}
+
+/// Copies `in` to `pipe-out` with the job's client settings and no engine.
+/// Timed like the job: from creating its clients (the job's time includes
+/// its start, with the same consumer and transactional producer set-up) to
+/// the last commit.
+fn raw_pipe(brokers: &str, n: u64) -> Result<f64, Error> {
+    let started = Instant::now();
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "raw-pipe")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "20")
+        .create()?;
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("transactional.id", "raw-pipe")
+        .create()?;
+    p.init_transactions(Duration::from_secs(30))?;
+    let mut tpl = TopicPartitionList::new();
+    for part in 0..4 {
+        tpl.add_partition_offset("in", part, Offset::Beginning)?;
+    }
+    c.assign(&tpl)?;
+    let mut last_commit = Instant::now();
+    p.begin_transaction()?;
+    let mut copied = 0u64;
+    while copied < n {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                send(&p, "pipe-out", m.payload().unwrap_or_default(), None)?;
+                copied += 1;
+            }
+            Some(Err(e)) => eprintln!("raw pipe: {e}"),
+            None => {}
+        }
+        if last_commit.elapsed() >= Duration::from_secs(1) {
+            p.commit_transaction(Duration::from_secs(60))?;
+            p.begin_transaction()?;
+            last_commit = Instant::now();
+        }
+    }
+    p.commit_transaction(Duration::from_secs(60))?;
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+fn main() -> Result<(), Error> {
+    // `WEIR_LOG=info` shows the job's phases (start, checkpoints, end) with times.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let n: u64 = args
+        .iter()
+        .position(|a| a == "--records")
+        .and_then(|i| args.get(i + 1))
+        .map_or(Ok(2_000_000), |s| s.parse())?;
+    // A fresh broker with only the input for each measurement: noida-db
+    // slows down as it holds more data (its periodic save), so a run on a
+    // broker that already holds an earlier run's output is not comparable.
+    let fresh_broker = || -> Result<Broker, Error> {
+        let broker = start_broker()?;
+        create_topics(&broker.1, &["in", "out", "pipe-out"])?;
+        let t = Instant::now();
+        produce_input(&broker.1, n)?;
+        eprintln!("produced {n} records in {:.1?}", t.elapsed());
+        Ok(broker)
+    };
+    let pipe = raw_pipe(&fresh_broker()?.1, n)?;
+    println!(
+        "{{\"bench\":\"kafka-raw-pipe\",\"records\":{n},\"records_per_s\":{pipe:.0},\"commit_interval_ms\":1000}}"
+    );
+
+    for p in [1usize, 2] {
+        let broker = fresh_broker()?;
+        let dir = tempfile::tempdir()?;
+        let options = KafkaCountOptions {
+            job: format!("kafka-w1-p{p}"),
+            brokers: broker.1.clone(),
+            input: "in".into(),
+            output: "out".into(),
+            parallelism: p,
+            bounded: true,
+            delivery: Delivery::ExactlyOnce,
+            bad_records: BadRecordPolicy::Fail,
+            source_properties: Vec::new(),
+            sink_properties: Vec::new(),
+        };
+        let (job, progress) = kafka_count_job(&options)?;
+        let config = JobConfig {
+            checkpoint_interval: Some(Duration::from_secs(1)),
+            ..JobConfig::with_checkpoint_dir(dir.path())
+        };
+        let summary = job.run(config)?;
+        let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(done, n, "the job must read every record");
+        let rate = n as f64 / summary.elapsed.as_secs_f64();
+        println!(
+            "{{\"bench\":\"kafka-W1-exactly-once\",\"p\":{p},\"records\":{n},\"records_per_s\":{rate:.0},\"ratio_to_raw_pipe\":{:.2},\"checkpoints\":{},\"elapsed_s\":{:.2}}}",
+            rate / pipe,
+            summary.checkpoints_completed,
+            summary.elapsed.as_secs_f64()
+        );
+    }
+    Ok(())
+}

@@ -4,7 +4,7 @@
 use super::{ChainPending, StageMaker, Stream};
 use crate::checkpoint::manifest::SubtaskState;
 use crate::error::WeirError;
-use crate::state::keyed::KeyedStage;
+use crate::state::keyed::{KeyedStage, KeyedStageConfig};
 use crate::state::RocksInstance;
 use crate::task::chain::Downstream;
 use std::marker::PhantomData;
@@ -61,15 +61,19 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
                 (groups.start, groups.end),
                 restore,
             )?;
-            Ok(Box::new(KeyedStage::new(
-                function.clone(),
-                key_of.clone(),
-                format!("{name}[{subtask}]"),
+            let config = KeyedStageConfig {
+                name: format!("{name}[{subtask}]"),
                 uid,
                 subtask,
                 max_parallelism,
-                env.state_cache_entries,
-                (env.state_write_behind_entries, env.checkpoint_interval_ms),
+                cache_entries: env.state_cache_entries,
+                write_behind_entries: env.state_write_behind_entries,
+                checkpoint_interval_ms: env.checkpoint_interval_ms,
+            };
+            Ok(Box::new(KeyedStage::new(
+                function.clone(),
+                key_of.clone(),
+                config,
                 cx.snapshot_jobs.clone(),
                 db,
                 next,

@@ -45,6 +45,12 @@ pub struct JobConfig {
     /// (`Watermark(MAX)`) so every window and event-time timer fires, then the
     /// final checkpoint.
     pub drain_at_end: bool,
+    /// When the newest checkpoint(s) are damaged, restore an older one
+    /// anyway. Off by default: the sinks committed the output of the damaged
+    /// checkpoints, and restoring an older one writes that output again
+    /// (duplicates). Flink has no such fallback at all; turn it on only to
+    /// trade duplicates for availability, knowingly.
+    pub allow_replay: bool,
 }
 
 impl Default for JobConfig {
@@ -63,6 +69,7 @@ impl Default for JobConfig {
             batch_size: 1024,
             restore: true,
             drain_at_end: false,
+            allow_replay: false,
         }
     }
 }

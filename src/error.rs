@@ -50,6 +50,22 @@ pub enum WeirError {
         /// Why each one was rejected.
         details: String,
     },
+    /// The newest checkpoint(s) are damaged and an older one is usable, but
+    /// restoring it would write again output already committed after it.
+    #[error(
+        "the newest checkpoint(s) of {dir} are damaged:\n{damaged}\nThe newest usable one is checkpoint {usable}, but \
+         restoring it would write again the output committed after it (duplicates). Repair or remove the damaged \
+         checkpoint(s) (`weir checkpoints list` shows them), or allow the replay knowingly (JobConfig::allow_replay, \
+         --allow-replay)."
+    )]
+    ReplayRefused {
+        /// The job's checkpoint directory.
+        dir: PathBuf,
+        /// Why each newer checkpoint was rejected, naming its file.
+        damaged: String,
+        /// The newest checkpoint that reads and checks.
+        usable: u64,
+    },
     /// RocksDB reported an error.
     #[error("state of operator `{operator}` (RocksDB at {path}): {message}")]
     State {

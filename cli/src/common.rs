@@ -26,6 +26,10 @@ pub(crate) struct CommonArgs {
     /// (bounded + drain) instead of keeping them in the final checkpoint.
     #[arg(long)]
     pub(crate) drain: bool,
+    /// When the newest checkpoints are damaged, restore an older one anyway:
+    /// the output committed after it is written again (duplicates).
+    #[arg(long)]
+    pub(crate) allow_replay: bool,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
     #[arg(long)]
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
@@ -72,6 +76,7 @@ impl CommonArgs {
             checkpoint_interval_ms: self.checkpoint_interval_ms,
             checkpoint_timeout_ms: self.checkpoint_timeout_ms,
             drain_at_end: self.drain.then_some(true),
+            allow_replay: self.allow_replay.then_some(true),
             ..ConfigFile::default()
         }
         .apply(&mut config);

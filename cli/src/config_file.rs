@@ -17,6 +17,7 @@ use weir::{JobConfig, Result, WeirError};
 /// state_cache_entries = 1048576
 /// state_write_behind_entries = 4096   # 0: off
 /// drain_at_end = false
+/// allow_replay = false   # true: restore past damaged checkpoints (duplicates)
 /// metrics_addr = "127.0.0.1:9464"
 ///
 /// [kafka]
@@ -53,6 +54,8 @@ pub struct ConfigFile {
     pub batch_size: Option<usize>,
     /// [`JobConfig::drain_at_end`].
     pub drain_at_end: Option<bool>,
+    /// [`JobConfig::allow_replay`].
+    pub allow_replay: Option<bool>,
     /// Serve Prometheus metrics on this address (the CLI; a library user
     /// installs the `metrics` recorder of their choice).
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -215,6 +218,9 @@ impl ConfigFile {
         if let Some(v) = self.drain_at_end {
             config.drain_at_end = v;
         }
+        if let Some(v) = self.allow_replay {
+            config.allow_replay = v;
+        }
     }
 }
 
@@ -237,7 +243,7 @@ mod tests {
     #[test]
     fn the_environment_keys_are_the_file_keys_but_the_kafka_table() {
         let keys = config_keys();
-        assert_eq!(keys.len(), 13, "{keys:?}");
+        assert_eq!(keys.len(), 14, "{keys:?}");
         assert!(keys.contains(&"checkpoint_interval_ms") && keys.contains(&"metrics_addr"));
         assert!(!keys.contains(&"kafka"));
     }

@@ -32,6 +32,53 @@ fn run(dir: &Path, records: u64, parallelism: usize) -> Result<JobSummary, WeirE
     demo_job(&options(dir, records, parallelism))?.run(config(dir))
 }
 
+/// A run that may restore past damaged checkpoints (and so write again).
+fn run_allowing_replay(dir: &Path, records: u64, parallelism: usize) -> Result<JobSummary, WeirError> {
+    let config = JobConfig {
+        allow_replay: true,
+        ..config(dir)
+    };
+    demo_job(&options(dir, records, parallelism))?.run(config)
+}
+
+/// A damaged newest checkpoint refuses the restart naming it; allowing the
+/// replay restores the previous one and writes again what was committed
+/// after it: nothing lost, the duplicates as many as the replayed records.
+fn refused_then_replayed(dir: &Path, damaged: &Path, records: u64, scenario: &str) -> JobSummary {
+    let err = run(dir, records, 1).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, WeirError::ReplayRefused { .. }), "{text}");
+    assert!(
+        text.contains(&damaged.display().to_string()) && text.contains("allow_replay"),
+        "the refusal names the damage and the choice: {text}"
+    );
+    let before = committed_lines(&dir.join("out"));
+    let replayed = run_allowing_replay(dir, records, 1).unwrap();
+    let after = committed_lines(&dir.join("out"));
+    let (lost, _) = compare(&reference(records), &after);
+    assert_eq!(lost, 0, "a replay loses nothing");
+    let indices: std::collections::HashSet<u64> = after.iter().map(|l| l.index).collect();
+    assert_eq!(indices.len() as u64, records);
+    let replayed_lines = after.len() - before.len();
+    assert!(
+        replayed_lines > 0,
+        "the output after the restored checkpoint was committed, so it comes again"
+    );
+    assert_eq!(
+        after.len() - indices.len(),
+        replayed_lines,
+        "every line the replay wrote duplicates committed output"
+    );
+    common::publish_summary(
+        &format!("zombie_damaged_{}", scenario.replace(' ', "_")),
+        &format!(
+            "zombie: damaged newest checkpoint ({scenario}): restart refused naming it; with allow_replay lost={lost}, \
+             {replayed_lines} committed lines written again, as documented"
+        ),
+    );
+    replayed
+}
+
 fn reference(records: u64) -> Vec<Line> {
     let dir = tempfile::tempdir().unwrap();
     run(dir.path(), records, 2).unwrap();
@@ -60,7 +107,7 @@ fn bounded_runs_over_growing_input_equal_one_run() {
 }
 
 #[test]
-fn a_truncated_newest_manifest_falls_back_to_the_previous_checkpoint() {
+fn a_truncated_newest_manifest_refuses_the_replay_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     run(dir.path(), 10_000, 1).unwrap();
     let first = run(dir.path(), 20_000, 1).unwrap();
@@ -71,7 +118,7 @@ fn a_truncated_newest_manifest_falls_back_to_the_previous_checkpoint() {
     let bytes = std::fs::read(&manifest).unwrap();
     std::fs::write(&manifest, &bytes[..bytes.len() / 2]).unwrap();
 
-    let second = run(dir.path(), 20_000, 1).unwrap();
+    let second = refused_then_replayed(dir.path(), &manifest, 20_000, "truncated manifest");
     assert!(
         second.restored_from.unwrap() < newest,
         "restored from {:?}",
@@ -91,7 +138,7 @@ fn a_truncated_newest_manifest_falls_back_to_the_previous_checkpoint() {
 }
 
 #[test]
-fn a_missing_state_file_falls_back_to_the_previous_checkpoint() {
+fn a_missing_state_file_refuses_the_replay_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     run(dir.path(), 10_000, 1).unwrap();
     let first = run(dir.path(), 20_000, 1).unwrap();
@@ -120,7 +167,7 @@ fn a_missing_state_file_falls_back_to_the_previous_checkpoint() {
     let deleted = st.job_dir().join(only_newest[0]);
     std::fs::remove_file(&deleted).unwrap();
 
-    let second = run(dir.path(), 20_000, 1).unwrap();
+    let second = refused_then_replayed(dir.path(), &deleted, 20_000, "missing state file");
     assert!(second.restored_from.unwrap() < first.last_checkpoint.unwrap());
     assert!(
         second.skipped_checkpoints[0].contains(&deleted.display().to_string()),

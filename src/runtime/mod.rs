@@ -216,6 +216,22 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
     } else {
         (None, Vec::new())
     };
+    if let (Some(m), false) = (&restore, skipped.is_empty()) {
+        if !config.allow_replay {
+            return Err(WeirError::ReplayRefused {
+                dir: store.job_dir().to_path_buf(),
+                damaged: skipped.join("\n"),
+                usable: m.checkpoint_id,
+            });
+        }
+        tracing::warn!(
+            "job {name}: restoring checkpoint {} past {} damaged newer checkpoint(s) (allow_replay): the output \
+             committed after checkpoint {} is written again",
+            m.checkpoint_id,
+            skipped.len(),
+            m.checkpoint_id
+        );
+    }
     let parallelism: Vec<usize> = vertices.iter().map(|v| v.parallelism).collect();
     if let Some(m) = &restore {
         check_compatible(&operators, &parallelism, m, &store)?;

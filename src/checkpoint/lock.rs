@@ -38,7 +38,7 @@ impl DirLock {
     /// another process (or another run in this one) holds it;
     /// [`WeirError::Io`] when the lock file cannot be opened.
     pub fn acquire(dir: &Path, job: &str) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| WeirError::io("cannot create directory", dir, e))?;
+        super::store::create_dir_durable(dir)?;
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
             .read(true)

@@ -25,6 +25,10 @@ pub struct Manifest {
     pub created_unix_ms: u64,
     /// Whether this was a final checkpoint (bounded run or stop).
     pub final_checkpoint: bool,
+    /// Whether it ended a drained run (bounded + drain): every window and
+    /// event-time timer had fired, event time was at its end.
+    #[serde(default)]
+    pub drained: bool,
     /// State per operator uid.
     pub operators: BTreeMap<String, OperatorSnapshot>,
 }

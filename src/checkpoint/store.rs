@@ -47,8 +47,7 @@ impl CheckpointStore {
     /// [`WeirError::Io`] naming the directory when it cannot be created or written.
     pub fn open(root: &Path, job: &str) -> Result<Self> {
         let dir = root.join(job);
-        fs::create_dir_all(dir.join("shared"))
-            .map_err(|e| WeirError::io("cannot create checkpoint directory", &dir, e))?;
+        create_dir_durable(&dir.join("shared"))?;
         let probe = dir.join(".write-probe");
         fs::write(&probe, b"weir").map_err(|e| WeirError::io("checkpoint directory is not writable", &dir, e))?;
         let _ = fs::remove_file(&probe);
@@ -327,7 +326,8 @@ impl CheckpointStore {
     pub(crate) fn reserve(&self, id: CheckpointId) -> Result<()> {
         let dir = self.checkpoint_path(id);
         match fs::create_dir(&dir) {
-            Ok(()) => Ok(()),
+            // The entry outlives a power cut before the manifest does.
+            Ok(()) => sync_dir(&self.dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(WeirError::Fenced {
                 what: format!("checkpoint {}", dir.display()),
             }),
@@ -486,6 +486,33 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| WeirError::io("cannot fsync directory", dir, e))
 }
 
+/// Creates `dir` and its missing parents, and makes each new directory's
+/// entry durable (an fsync of its parent): a SIGKILL cannot lose an entry,
+/// a power cut can, and a manifest must never outlive a directory its files
+/// are in. Nothing is synced when `dir` exists.
+///
+/// # Errors
+/// [`WeirError::Io`] naming the directory.
+pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d);
+        at = d.parent();
+    }
+    fs::create_dir_all(dir).map_err(|e| WeirError::io("cannot create directory", dir, e))?;
+    for d in missing.iter().rev() {
+        match d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(parent) => sync_dir(parent)?,
+            None => sync_dir(Path::new("."))?,
+        }
+    }
+    Ok(())
+}
+
 /// Puts an immutable file into the store at `dest`: a hard link when both
 /// are on one file system (SSTs never change), otherwise a copy; either way
 /// through a temporary name and a rename, so `dest` is whole or absent.
@@ -521,6 +548,7 @@ mod tests {
             checkpoint_id: id,
             created_unix_ms: 0,
             final_checkpoint: false,
+            drained: false,
             operators: Default::default(),
         }
     }

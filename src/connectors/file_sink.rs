@@ -20,7 +20,7 @@
 //! part to it and goes on appending (what came after is replayed).
 
 use super::{ConnectorContext, DeferredSync, Sink};
-use crate::checkpoint::store::{sync_dir, LEGACY_INCARNATION};
+use crate::checkpoint::store::{create_dir_durable, sync_dir, LEGACY_INCARNATION};
 use crate::error::{Result, WeirError};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -192,7 +192,7 @@ impl<F> FileSink<F> {
             created_part: false,
             sync_failure: Arc::default(),
         };
-        fs::create_dir_all(dir).map_err(|e| sink.io("cannot create output directory", dir, e))?;
+        create_dir_durable(dir)?;
         let mut open_part = None;
         if let Some(bytes) = &ctx.restored {
             let (state, rest) = postcard::take_from_bytes::<FileSinkState>(bytes)

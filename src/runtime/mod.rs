@@ -236,6 +236,13 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
     if let Some(m) = &restore {
         check_compatible(&operators, &parallelism, m, &store)?;
         tracing::info!("job {}: restoring from checkpoint {}", name, m.checkpoint_id);
+        if m.drained {
+            tracing::info!(
+                "job {name}: checkpoint {} ended a drained run: its windows and timers have fired and event time \
+                 is at its end, so records older than the input read so far are late",
+                m.checkpoint_id
+            );
+        }
     }
     // Working directories of different jobs never share a folder; one job's
     // is locked like its store (two stores, one local directory).
@@ -363,6 +370,8 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
         job: name.clone(),
         store,
         _locks: locks,
+        drained: false,
+        drain_at_end: config.drain_at_end,
         coordinator,
         tasks,
         events: events_rx,
@@ -446,6 +455,10 @@ struct Driver {
     /// The store's lock (and the local state directory's): released when
     /// the driver, which outlives every task, is dropped.
     _locks: Vec<DirLock>,
+    /// Every source ended and event time jumped to its end (bounded + drain).
+    drained: bool,
+    /// [`JobConfig::drain_at_end`].
+    drain_at_end: bool,
     coordinator: Coordinator<TaskSnapshot>,
     tasks: Vec<RunningTask>,
     events: Receiver<RuntimeEvent>,
@@ -532,6 +545,7 @@ impl Driver {
                     sources_at_end += 1;
                     if sources_at_end == sources {
                         tracing::info!("all sources reached the end of their input: final checkpoint");
+                        self.drained = self.drain_at_end;
                         self.coordinator.request(self.now_ms(), true)
                     } else {
                         Vec::new()
@@ -685,6 +699,7 @@ impl Driver {
             checkpoint_id: id.0,
             created_unix_ms,
             final_checkpoint: then_stop,
+            drained: then_stop && self.drained,
             operators,
         }
     }

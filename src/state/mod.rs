@@ -23,7 +23,7 @@ pub(crate) mod keyed;
 pub(crate) mod timers;
 
 use crate::checkpoint::manifest::{RocksHandle, StoredFile};
-use crate::checkpoint::store::{store_file, sync_dir, CheckpointStore};
+use crate::checkpoint::store::{create_dir_durable, random_id, store_file, sync_dir, CheckpointStore};
 use crate::error::{Result, WeirError};
 use rocksdb::{BlockBasedOptions, Cache, Options, WriteBatch, WriteBufferManager, WriteOptions, DB};
 use std::collections::HashMap;
@@ -134,10 +134,9 @@ impl StateEnv {
         let cache = Cache::new_lru_cache(block_cache);
         let write_buffers =
             WriteBufferManager::new_write_buffer_manager_with_cache(write_buffers, false, cache.clone());
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let run_id = format!("{:x}{:05x}", nanos as u64, std::process::id() & 0xfffff);
+        // Instance names must never repeat (SST names are unique only within
+        // one instance's life): random, not the clock and the pid.
+        let run_id = random_id();
         // Checkpoint flushes must not take the CPU from the tasks (tail latency).
         let env = rocksdb::Env::new().ok().map(|mut env| {
             env.lower_thread_pool_cpu_priority();
@@ -550,7 +549,7 @@ impl RocksInstance {
     fn upload(&self, id: CheckpointId, local: &Path) -> Result<RocksHandle> {
         let (shared_abs, shared_rel) = self.store.shared_dir(&self.instance);
         let (private_abs, private_rel) = self.store.private_dir(id, &self.task);
-        fs::create_dir_all(&shared_abs).map_err(|e| WeirError::io("cannot create", &shared_abs, e))?;
+        create_dir_durable(&shared_abs)?;
         fs::create_dir_all(&private_abs).map_err(|e| WeirError::io("cannot create", &private_abs, e))?;
         let mut in_store = self
             .in_store

@@ -331,3 +331,61 @@ fn input_deleted_before_it_was_read_fails_the_job_naming_it_unless_skipping_was_
     );
     assert_eq!(rows, 1_500);
 }
+
+#[test]
+fn a_job_whose_broker_stops_answering_is_cancelled_in_bounded_time() {
+    let broker = Broker::start();
+    for topic in ["in", "out"] {
+        broker.create_topic(topic, 2);
+    }
+    broker.produce("in", &input(0..20_000, 2));
+    let dir = tempfile::tempdir().unwrap();
+    let mut job = kafka_count(&broker, dir.path(), ("in", "out"), &["--checkpoint-interval-ms", "100"])
+        .spawn()
+        .unwrap();
+    let (complete, log) = follow(&mut job);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while complete.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "no checkpoint completed in 60 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The broker freezes: commits, flushes and fetches hang.
+    let frozen = broker.pid();
+    // SAFETY: kill(2) on the broker this test started.
+    assert_eq!(unsafe { libc::kill(frozen as i32, libc::SIGSTOP) }, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&job, libc::SIGINT); // stop: a final checkpoint that cannot commit
+    std::thread::sleep(Duration::from_secs(1));
+    signal(&job, libc::SIGINT); // cancel
+    let cancelled = Instant::now();
+    let status = wait_for_exit(&mut job, Duration::from_secs(60), "the cancelled job");
+    let took = cancelled.elapsed();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(frozen as i32, libc::SIGCONT) }, 0);
+    let log = log.join().unwrap();
+    assert!(!status.success(), "a cancelled job does not report success:\n{log}");
+    assert!(
+        took < Duration::from_secs(25),
+        "cancel took {took:?} (bounded by a 10 s grace):\n{log}"
+    );
+
+    // Exactly-once holds across the messy end: a bounded run finishes the input.
+    let again = kafka_count(
+        &broker,
+        dir.path(),
+        ("in", "out"),
+        &["--bounded", "--checkpoint-interval-ms", "100"],
+    )
+    .output()
+    .unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let out = output(&broker, "out");
+    let (lost, duplicated) = compare(&expected(20_000), &out);
+    publish_summary(
+        "zombie_cancel_frozen_broker",
+        &format!(
+            "zombie: broker frozen (SIGSTOP) mid-run, job cancelled in {took:.1?}, then run again: lost={lost} duplicated={duplicated}"
+        ),
+    );
+    assert_eq!((lost, duplicated), (0, 0));
+}

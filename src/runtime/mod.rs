@@ -369,9 +369,10 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
     let mut driver = Driver {
         job: name.clone(),
         store,
-        _locks: locks,
+        locks,
         drained: false,
         drain_at_end: config.drain_at_end,
+        persist_timeout: config.checkpoint_timeout,
         coordinator,
         tasks,
         events: events_rx,
@@ -449,16 +450,53 @@ struct RunningTask {
     snapshotter: Option<std::thread::JoinHandle<()>>,
 }
 
+/// How long a failed or cancelled job waits for its tasks to stop.
+const CANCEL_GRACE: Duration = Duration::from_secs(10);
+
+impl RunningTask {
+    /// Whether the task's thread (or, after it, its snapshot thread) still runs.
+    fn is_running(&self) -> bool {
+        [&self.thread, &self.snapshotter]
+            .into_iter()
+            .flatten()
+            .any(|h| !h.is_finished())
+    }
+
+    /// Moves the threads out (to another thread that waits for them).
+    fn take(&mut self) -> RunningTask {
+        RunningTask {
+            name: self.name.clone(),
+            is_source: self.is_source,
+            commands: self.commands.clone(),
+            thread: self.thread.take(),
+            snapshotter: self.snapshotter.take(),
+        }
+    }
+
+    /// Waits for the task's thread, then its snapshot thread (whose queue
+    /// closes when the task is gone).
+    fn join(&mut self) {
+        if let Some(h) = self.thread.take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.snapshotter.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 struct Driver {
     job: String,
     store: CheckpointStore,
     /// The store's lock (and the local state directory's): released when
     /// the driver, which outlives every task, is dropped.
-    _locks: Vec<DirLock>,
+    locks: Vec<DirLock>,
     /// Every source ended and event time jumped to its end (bounded + drain).
     drained: bool,
     /// [`JobConfig::drain_at_end`].
     drain_at_end: bool,
+    /// How long committing a manifest may take: [`JobConfig::checkpoint_timeout`].
+    persist_timeout: Duration,
     coordinator: Coordinator<TaskSnapshot>,
     tasks: Vec<RunningTask>,
     events: Receiver<RuntimeEvent>,
@@ -500,17 +538,40 @@ impl Driver {
             for t in &self.tasks {
                 let _ = t.commands.send(TaskCommand::Cancel);
             }
-        }
-        for t in &mut self.tasks {
-            if let Some(h) = t.thread.take() {
-                let _ = h.join();
+            // A failed or cancelled job ends in bounded time, even when a
+            // task is stuck in a call that does not see the cancel (a sink
+            // committing to a broker that stopped answering).
+            let deadline = Instant::now() + CANCEL_GRACE;
+            while Instant::now() < deadline && self.tasks.iter().any(RunningTask::is_running) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let stuck: Vec<RunningTask> = self
+                .tasks
+                .iter_mut()
+                .filter(|t| t.is_running())
+                .map(RunningTask::take)
+                .collect();
+            if !stuck.is_empty() {
+                let names: Vec<&str> = stuck.iter().map(|t| t.name.as_str()).collect();
+                tracing::warn!(
+                    "job {}: {} did not stop within {CANCEL_GRACE:?} of the cancel; the job ends without them, and \
+                     their store stays locked until they do",
+                    self.job,
+                    names.join(", ")
+                );
+                // The stuck threads keep the store's locks until they end: no
+                // next run may write beside them meanwhile.
+                let locks = std::mem::take(&mut self.locks);
+                let _ = std::thread::Builder::new().name("weir-reaper".into()).spawn(move || {
+                    for mut t in stuck {
+                        t.join();
+                    }
+                    drop(locks);
+                });
             }
         }
-        // Task threads are gone, so their snapshot channels are closed.
         for t in &mut self.tasks {
-            if let Some(h) = t.snapshotter.take() {
-                let _ = h.join();
-            }
+            t.join();
         }
         result.map(|()| JobSummary {
             job: self.job.clone(),
@@ -607,8 +668,12 @@ impl Driver {
             } => {
                 let manifest = self.manifest(id, snapshots, then_stop);
                 self.last_bytes = manifest.state_bytes();
-                match self.store.write_manifest(&manifest) {
+                match self.persist(manifest) {
                     Ok(()) => Ok(self.coordinator.on_persisted(id)),
+                    // The store did not answer: whether the manifest will
+                    // appear is unknown, so the job stops (its restart decides
+                    // from what the store holds) instead of going on.
+                    Err(e @ WeirError::Checkpoint { .. }) => Err(e),
                     // Another writer owns this checkpoint: never retry over it.
                     Err(e @ WeirError::Fenced { .. }) => Err(e),
                     Err(e) => {
@@ -668,6 +733,31 @@ impl Driver {
                 }
                 Ok(Vec::new())
             }
+        }
+    }
+
+    /// Commits `manifest` to the store within the checkpoint timeout, on a
+    /// thread of its own so that a store that stops answering cannot hold
+    /// the coordinator (and with it cancel and every other checkpoint).
+    fn persist(&self, manifest: Manifest) -> Result<()> {
+        let (done, result) = crossbeam_channel::bounded(1);
+        let store = self.store.clone();
+        let id = CheckpointId(manifest.checkpoint_id);
+        std::thread::Builder::new()
+            .name("weir-persist".into())
+            .spawn(move || {
+                let _ = done.send(store.write_manifest(&manifest));
+            })
+            .map_err(|e| WeirError::io("cannot spawn thread", "weir-persist", e))?;
+        match result.recv_timeout(self.persist_timeout) {
+            Ok(written) => written,
+            Err(_) => Err(WeirError::Checkpoint {
+                path: self.store.checkpoint_path(id),
+                message: format!(
+                    "the manifest was not written within {:?} (the checkpoint timeout): the store does not answer",
+                    self.persist_timeout
+                ),
+            }),
         }
     }
 

@@ -51,6 +51,12 @@ pub struct JobConfig {
     /// (duplicates). Flink has no such fallback at all; turn it on only to
     /// trade duplicates for availability, knowingly.
     pub allow_replay: bool,
+    /// Restore a checkpoint that does not fit the job (Flink's
+    /// `--allowNonRestoredState`): the state of uids the job no longer has,
+    /// and the per-subtask state of operators whose parallelism changed, is
+    /// dropped with a warning naming it, instead of refusing to start. A
+    /// source that keeps its positions by split (Kafka) still finds them.
+    pub allow_non_restored_state: bool,
 }
 
 impl Default for JobConfig {
@@ -70,6 +76,7 @@ impl Default for JobConfig {
             restore: true,
             drain_at_end: false,
             allow_replay: false,
+            allow_non_restored_state: false,
         }
     }
 }

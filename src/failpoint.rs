@@ -7,7 +7,10 @@
 //!
 //! Names: `snapshot-async` (background part of a task snapshot),
 //! `manifest-written` (after the manifest, before `LATEST` and before any
-//! task hears the checkpoint is complete), `before-notify` (after `LATEST`).
+//! task hears the checkpoint is complete), `before-notify` (after `LATEST`),
+//! `kafka-before-commit` / `kafka-after-commit` (around an exactly-once
+//! sink's transaction commit), `restored` (every task made from the restored
+//! checkpoint, sinks' pending output re-committed, no thread started yet).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -30,6 +30,11 @@ pub(crate) struct CommonArgs {
     /// the output committed after it is written again (duplicates).
     #[arg(long)]
     pub(crate) allow_replay: bool,
+    /// Restore a checkpoint that does not fit the job: drop (with a warning)
+    /// the state of removed operators and of operators whose parallelism
+    /// changed; Kafka sources keep their offsets.
+    #[arg(long)]
+    pub(crate) allow_non_restored_state: bool,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
     #[arg(long)]
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
@@ -77,6 +82,7 @@ impl CommonArgs {
             checkpoint_timeout_ms: self.checkpoint_timeout_ms,
             drain_at_end: self.drain.then_some(true),
             allow_replay: self.allow_replay.then_some(true),
+            allow_non_restored_state: self.allow_non_restored_state.then_some(true),
             ..ConfigFile::default()
         }
         .apply(&mut config);

@@ -56,6 +56,8 @@ pub struct ConfigFile {
     pub drain_at_end: Option<bool>,
     /// [`JobConfig::allow_replay`].
     pub allow_replay: Option<bool>,
+    /// [`JobConfig::allow_non_restored_state`].
+    pub allow_non_restored_state: Option<bool>,
     /// Serve Prometheus metrics on this address (the CLI; a library user
     /// installs the `metrics` recorder of their choice).
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -221,6 +223,9 @@ impl ConfigFile {
         if let Some(v) = self.allow_replay {
             config.allow_replay = v;
         }
+        if let Some(v) = self.allow_non_restored_state {
+            config.allow_non_restored_state = v;
+        }
     }
 }
 
@@ -243,7 +248,7 @@ mod tests {
     #[test]
     fn the_environment_keys_are_the_file_keys_but_the_kafka_table() {
         let keys = config_keys();
-        assert_eq!(keys.len(), 14, "{keys:?}");
+        assert_eq!(keys.len(), 15, "{keys:?}");
         assert!(keys.contains(&"checkpoint_interval_ms") && keys.contains(&"metrics_addr"));
         assert!(!keys.contains(&"kafka"));
     }

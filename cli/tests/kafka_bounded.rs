@@ -384,3 +384,90 @@ fn checkpointed_offsets_reach_the_consumer_group_and_weir_offsets_shows_them() {
     let lag: i64 = rows.iter().map(|r| r["lag"].as_i64().unwrap()).sum();
     assert_eq!(lag, 300, "the first job's checkpoint is 300 records behind: {report}");
 }
+
+#[test]
+fn a_changed_parallelism_keeps_the_kafka_offsets_when_dropping_state_is_allowed() {
+    let _serial = serial();
+    let broker = Broker::start();
+    broker.create_topic("in", 4);
+    broker.create_topic("out", 4);
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(&broker, BadRecordPolicy::Fail);
+    broker.produce("in", &input(0..10_000, 4));
+    let (_, first) = run(dir.path(), &opts);
+    assert_eq!(first, 10_000);
+    broker.produce("in", &input(10_000..15_000, 4));
+
+    opts.parallelism = 1;
+    let (job, _) = kafka_count_job(&opts).unwrap();
+    let err = job
+        .run(JobConfig::with_checkpoint_dir(dir.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("parallelism 2 and now has 1") && err.contains("allow_non_restored_state"),
+        "refused, naming the choice: {err}"
+    );
+    let (job, progress) = kafka_count_job(&opts).unwrap();
+    let config = JobConfig {
+        allow_non_restored_state: true,
+        ..JobConfig::with_checkpoint_dir(dir.path())
+    };
+    let summary = job.run(config).unwrap();
+    assert!(summary.restored_from.is_some());
+    let read = progress.done.load(std::sync::atomic::Ordering::Relaxed);
+    common::publish_summary(
+        "kafka_non_restored_state",
+        &format!(
+            "parallelism 2 -> 1 with allow_non_restored_state: the offsets were kept, {read} new records read of 5000"
+        ),
+    );
+    assert_eq!(
+        read, 5_000,
+        "the Kafka offsets survive a changed parallelism: only the new records are read"
+    );
+}
+
+#[test]
+fn an_exactly_once_sink_asks_for_a_checkpoint_when_its_epoch_outgrows_the_bound() {
+    use weir::connectors::kafka::{utf8, KafkaSink, KafkaSource};
+    let _serial = serial();
+    let broker = Broker::start();
+    broker.create_topic("in", 2);
+    broker.create_topic("out", 2);
+    broker.produce("in", &input(0..20_000, 2));
+    let dir = tempfile::tempdir().unwrap();
+    let job = weir::JobBuilder::new("bounded-epochs");
+    let source = KafkaSource::new(&broker.bootstrap, &["in"])
+        .deserializer(utf8())
+        .bounded(true);
+    let line = |s: &String, _key: &mut Vec<u8>, value: &mut Vec<u8>| -> Result<Option<i32>, String> {
+        value.extend_from_slice(s.as_bytes());
+        Ok(None)
+    };
+    job.source("in", source.factory())
+        .uid("in")
+        .sink(
+            "out",
+            KafkaSink::new(&broker.bootstrap, "out", line)
+                .max_epoch_bytes(50_000)
+                .factory(),
+        )
+        .uid("out");
+    // No periodic checkpoints: without the bound, the whole input is one epoch.
+    let config = JobConfig {
+        checkpoint_interval: None,
+        ..JobConfig::with_checkpoint_dir(dir.path())
+    };
+    let summary = job.build().unwrap().run(config).unwrap();
+    let rows = broker.consume_all("out", true).len();
+    common::publish_summary(
+        "kafka_epoch_bound",
+        &format!(
+            "exactly-once sink, 20000 records of ~20 bytes, 50 kB epoch bound, no interval: {} checkpoints, {rows} rows",
+            summary.checkpoints_completed
+        ),
+    );
+    assert!(summary.checkpoints_completed >= 4, "{summary:?}");
+    assert_eq!(rows, 20_000);
+}

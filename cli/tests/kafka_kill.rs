@@ -75,23 +75,28 @@ fn sigkill_through_kafka_loses_and_duplicates_nothing() {
 
     let mut rng = KillRng::from_clock();
     let seed = rng.seed;
-    let (mut kills, mut before_commit, mut runs) = (0, 0, 0);
-    while kills < 20 || before_commit < 2 {
+    let (mut kills, mut before_commit, mut after_commit, mut in_restore, mut runs) = (0, 0, 0, 0, 0);
+    while kills < 20 || before_commit < 2 || after_commit < 1 || in_restore < 1 {
         runs += 1;
         assert!(
             runs < 150,
-            "not enough kills in 150 runs (kills={kills} before_commit={before_commit})"
+            "not enough kills in 150 runs (kills={kills} before_commit={before_commit} after_commit={after_commit} \
+             in_restore={in_restore})"
         );
-        let failpoints = if runs % 3 == 0 {
-            "kafka-before-commit=kill(50)"
-        } else {
-            "snapshot-async=sleep(30)"
+        // Every third run may die between "checkpoint complete" and the
+        // commit; some right after a commit (before the next checkpoint says
+        // so) or while restoring; the others at a random moment.
+        let failpoints = match runs % 12 {
+            0 | 3 | 6 | 9 => "kafka-before-commit=kill(50)",
+            4 => "kafka-after-commit=kill",
+            8 => "restored=kill",
+            _ => "snapshot-async=sleep(30)",
         };
         let mut child = start(&broker, dir.path(), false, failpoints);
         // A run armed to die at a commit gets as long as it needs to reach
         // one (a loaded CI machine may take seconds to start and fetch); the
         // others are killed at a random moment.
-        let wait = if runs % 3 == 0 {
+        let wait = if runs % 3 == 0 || runs % 12 == 4 || runs % 12 == 8 {
             Duration::from_secs(30)
         } else {
             Duration::from_millis(500 + rng.below(1200))
@@ -99,7 +104,11 @@ fn sigkill_through_kafka_loses_and_duplicates_nothing() {
         match kill_after(&mut child, wait, || {}) {
             RunEnd::Killed { by_failpoint: true } => {
                 kills += 1;
-                before_commit += 1;
+                match runs % 12 {
+                    4 => after_commit += 1,
+                    8 => in_restore += 1,
+                    _ => before_commit += 1,
+                }
             }
             RunEnd::Exited(status) => {
                 let mut log = String::new();
@@ -129,7 +138,7 @@ fn sigkill_through_kafka_loses_and_duplicates_nothing() {
     let (lost, duplicated) = compare(&expected(records), &out);
     publish_summary(
         "kafka_kill",
-        &format!("kafka: kills={kills} lost={lost} duplicated={duplicated} (between checkpoint and commit={before_commit} runs={runs} output={} seed={seed})", out.len()),
+        &format!("kafka: kills={kills} lost={lost} duplicated={duplicated} (between checkpoint and commit={before_commit} after a commit={after_commit} in restore={in_restore} runs={runs} output={} seed={seed})", out.len()),
     );
     assert_eq!((lost, duplicated), (0, 0));
     assert_eq!(out.len() as u64, records);

@@ -177,6 +177,44 @@ fn a_missing_state_file_refuses_the_replay_unless_allowed() {
 }
 
 #[test]
+fn a_state_file_with_a_flipped_byte_makes_its_checkpoint_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), 10_000, 1).unwrap();
+    run(dir.path(), 20_000, 1).unwrap();
+    let st = store(dir.path());
+    let ids = st.complete_ids().unwrap();
+    let files = |id| -> Vec<String> {
+        let m = st.read_manifest(id).unwrap();
+        m.operators
+            .values()
+            .flat_map(|o| o.subtasks.iter())
+            .filter_map(|s| match s {
+                SubtaskState::Rocks(h) => Some(h.shared.iter().map(|f| f.path.clone()).collect::<Vec<_>>()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    let newest = files(ids[ids.len() - 1]);
+    let previous = files(ids[ids.len() - 2]);
+    let own = newest
+        .iter()
+        .find(|f| !previous.contains(f))
+        .expect("an SST of the newest checkpoint's own");
+    let corrupt = st.job_dir().join(own);
+    let mut bytes = std::fs::read(&corrupt).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&corrupt, &bytes).unwrap();
+
+    let err = run(dir.path(), 20_000, 1).unwrap_err().to_string();
+    assert!(
+        err.contains(&corrupt.display().to_string()) && err.contains("checksum"),
+        "the corrupt file is named: {err}"
+    );
+}
+
+#[test]
 fn no_readable_checkpoint_is_an_error_not_an_empty_start() {
     let dir = tempfile::tempdir().unwrap();
     run(dir.path(), 5_000, 1).unwrap();

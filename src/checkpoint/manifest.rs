@@ -104,6 +104,11 @@ pub struct StoredFile {
     pub name: String,
     /// Size in bytes (checked on restore).
     pub size: u64,
+    /// CRC-32 of its bytes, checked when a checkpoint is restored: a file
+    /// of the right size with a flipped byte makes the checkpoint damaged
+    /// instead of a RocksDB error later. Absent in manifests of older weirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32: Option<u32>,
 }
 
 /// Lower-case hex of `bytes`.

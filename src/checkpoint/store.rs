@@ -267,6 +267,38 @@ impl CheckpointStore {
         Ok(manifest)
     }
 
+    /// Reads every state file `manifest` records a checksum for and compares:
+    /// a file of the right size with other bytes (a flipped bit, a torn
+    /// write) makes the checkpoint damaged. Done for the checkpoint being
+    /// restored only (it reads all its files).
+    ///
+    /// # Errors
+    /// [`WeirError::Checkpoint`] naming the corrupt file.
+    pub fn verify_contents(&self, manifest: &Manifest) -> Result<()> {
+        let id = CheckpointId(manifest.checkpoint_id);
+        for (uid, op) in &manifest.operators {
+            for state in &op.subtasks {
+                let SubtaskState::Rocks(handle) = state else { continue };
+                for file in handle.shared.iter().chain(&handle.private) {
+                    let Some(expected) = file.crc32 else { continue };
+                    let p = self.dir.join(&file.path);
+                    let (_, found) = file_crc32(&p)?;
+                    if found != expected {
+                        return Err(WeirError::Checkpoint {
+                            path: self.checkpoint_path(id).join(MANIFEST),
+                            message: format!(
+                                "state file {} of operator `{uid}` has the recorded size but another checksum \
+                                 (crc32 {found:08x}, recorded {expected:08x}): it is corrupt",
+                                p.display()
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The checkpoint to restore from: the newest complete one that reads and
     /// checks. Damaged newer ones are skipped with a warning naming the path.
     ///
@@ -286,7 +318,10 @@ impl CheckpointStore {
         let ids = self.complete_ids()?;
         let mut problems = Vec::new();
         for id in ids.iter().rev() {
-            match self.read_manifest(*id) {
+            match self
+                .read_manifest(*id)
+                .and_then(|m| self.verify_contents(&m).map(|()| m))
+            {
                 Ok(m) => {
                     for p in &problems {
                         tracing::warn!("skipped damaged checkpoint: {p}");
@@ -519,7 +554,7 @@ pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
 ///
 /// # Errors
 /// [`WeirError::Io`] naming the file.
-pub(crate) fn store_file(src: &Path, dest: &Path, durable: bool) -> Result<u64> {
+pub(crate) fn store_file(src: &Path, dest: &Path, durable: bool) -> Result<(u64, u32)> {
     let tmp = dest.with_extension("partial");
     let _ = fs::remove_file(&tmp);
     if fs::hard_link(src, &tmp).is_err() {
@@ -530,10 +565,30 @@ pub(crate) fn store_file(src: &Path, dest: &Path, durable: bool) -> Result<u64> 
                 .map_err(|e| WeirError::io("cannot fsync", &tmp, e))?;
         }
     }
+    let (size, crc) = file_crc32(&tmp)?;
     fs::rename(&tmp, dest).map_err(|e| WeirError::io("cannot rename into place", dest, e))?;
-    fs::metadata(dest)
-        .map(|m| m.len())
-        .map_err(|e| WeirError::io("cannot stat", dest, e))
+    Ok((size, crc))
+}
+
+/// The length and CRC-32 of a file's bytes (read in 1 MiB pieces).
+///
+/// # Errors
+/// [`WeirError::Io`] naming the file.
+pub(crate) fn file_crc32(path: &Path) -> Result<(u64, u32)> {
+    let read = || -> std::io::Result<(u64, u32)> {
+        let mut file = fs::File::open(path)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let (mut hasher, mut len) = (crc32fast::Hasher::new(), 0u64);
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf)?;
+            if n == 0 {
+                return Ok((len, hasher.finalize()));
+            }
+            hasher.update(&buf[..n]);
+            len += n as u64;
+        }
+    };
+    read().map_err(|e| WeirError::io("cannot read state file", path, e))
 }
 
 #[cfg(test)]

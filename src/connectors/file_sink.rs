@@ -506,6 +506,7 @@ mod tests {
         let ctx = ConnectorContext {
             restored,
             incarnation: "test".into(),
+            checkpoint_request: crate::connectors::CheckpointRequest::none(),
             ..ConnectorContext::standalone("files", 0, 1)
         };
         let options = FileSinkOptions {
@@ -708,6 +709,7 @@ mod tests {
         let ctx = ConnectorContext {
             restored: Some(state),
             incarnation: "test".into(),
+            checkpoint_request: crate::connectors::CheckpointRequest::none(),
             ..ConnectorContext::standalone("files", 0, 1)
         };
         let e = FileSink::open(

@@ -608,6 +608,7 @@ mod tests {
         ConnectorContext {
             restored,
             incarnation: "test".into(),
+            checkpoint_request: crate::connectors::CheckpointRequest::none(),
             ..ConnectorContext::standalone("lines", subtask, parallelism)
         }
     }

@@ -131,6 +131,7 @@ mod tests {
         ConnectorContext {
             restored,
             incarnation: "test".into(),
+            checkpoint_request: crate::connectors::CheckpointRequest::none(),
             ..ConnectorContext::standalone("elements", subtask, parallelism)
         }
     }

@@ -39,6 +39,9 @@ pub struct ConnectorContext {
     /// state): a source whose splits may move between subtasks (Kafka
     /// partitions, when partitions are added) finds its offsets here.
     pub restored_all: Vec<Vec<u8>>,
+    /// Asks the job for a checkpoint now: for a sink whose uncommitted output
+    /// outgrows what it should hold (see [`CheckpointRequest`]).
+    pub checkpoint_request: CheckpointRequest,
     /// Where a source that knows its backlog (how far it is behind the end of
     /// its input) reports it, for [`crate::JobHandle::status`] and metrics.
     pub backlog: crate::stats::Backlog,
@@ -56,8 +59,45 @@ impl ConnectorContext {
             restored: None,
             incarnation: "test".into(),
             restored_all: Vec::new(),
+            checkpoint_request: CheckpointRequest::none(),
             backlog: Default::default(),
         }
+    }
+}
+
+/// Asks the running job for a checkpoint now (it waits for one in flight;
+/// several asks meanwhile make one checkpoint). A connector that buffers
+/// output until a checkpoint completes (the exactly-once Kafka sink) uses it
+/// to bound what it holds, instead of waiting for the interval.
+#[derive(Clone)]
+pub struct CheckpointRequest(Option<std::sync::Arc<dyn Fn() + Send + Sync>>);
+
+impl CheckpointRequest {
+    /// A request that goes nowhere (outside a running job).
+    pub fn none() -> Self {
+        CheckpointRequest(None)
+    }
+
+    /// A request that calls `ask`.
+    pub(crate) fn new(ask: impl Fn() + Send + Sync + 'static) -> Self {
+        CheckpointRequest(Some(std::sync::Arc::new(ask)))
+    }
+
+    /// Asks for a checkpoint.
+    pub fn request(&self) {
+        if let Some(ask) = &self.0 {
+            ask();
+        }
+    }
+}
+
+impl std::fmt::Debug for CheckpointRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "CheckpointRequest"
+        } else {
+            "CheckpointRequest(none)"
+        })
     }
 }
 

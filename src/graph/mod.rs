@@ -388,6 +388,7 @@ impl<T: Send + 'static, S: Source<T>, F: Fn(ConnectorContext) -> Result<S> + Sen
                 uid: uid.clone(),
                 restored,
                 incarnation: env.state().store.incarnation().to_string(),
+                checkpoint_request: cx.checkpoint_request.clone(),
                 restored_all,
                 backlog: cx.stats.backlog.clone(),
             })?;
@@ -653,6 +654,7 @@ impl<T: Send + 'static> Stream<T> {
                 uid: uid.clone().unwrap_or_else(|| name.clone()),
                 restored,
                 incarnation: env.state().store.incarnation().to_string(),
+                checkpoint_request: cx.checkpoint_request.clone(),
                 restored_all: Vec::new(),
                 backlog: cx.stats.backlog.clone(),
             };

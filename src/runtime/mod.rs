@@ -26,6 +26,7 @@ use crate::checkpoint::lock::DirLock;
 use crate::checkpoint::manifest::{Manifest, OperatorSnapshot, SubtaskState, MANIFEST_FORMAT};
 use crate::checkpoint::store::CheckpointStore;
 use crate::config::JobConfig;
+use crate::connectors::CheckpointRequest;
 use crate::error::{panic_message, Result, WeirError};
 use crate::state::StateEnv;
 use crate::stats::TaskStats;
@@ -233,8 +234,10 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
         );
     }
     let parallelism: Vec<usize> = vertices.iter().map(|v| v.parallelism).collect();
-    if let Some(m) = &restore {
-        check_compatible(&operators, &parallelism, m, &store)?;
+    let mut restore = restore;
+    let mut union_only = BTreeMap::new();
+    if let Some(m) = &mut restore {
+        union_only = reconcile(&operators, &parallelism, m, &store, config.allow_non_restored_state)?;
         tracing::info!("job {}: restoring from checkpoint {}", name, m.checkpoint_id);
         if m.drained {
             tracing::info!(
@@ -282,6 +285,7 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
         cancel: cancel.clone(),
         operators: operators.clone(),
         restore,
+        union_only,
         state,
     };
     let (events_tx, events_rx) = crossbeam_channel::unbounded();
@@ -291,11 +295,15 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
         for s in 0..v.parallelism {
             let stats = Arc::new(TaskStats::default());
             let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+            let asks = events_tx.clone();
             let body = make(&TaskContext {
                 env: &env,
                 subtask: s,
                 stats: stats.clone(),
                 snapshot_jobs: jobs_tx.clone(),
+                checkpoint_request: CheckpointRequest::new(move || {
+                    let _ = asks.send(RuntimeEvent::Request { then_stop: false });
+                }),
             })?;
             bodies.push((
                 format!("{}[{}]", v.name, s),
@@ -307,6 +315,7 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
         }
     }
     drop(env);
+    crate::failpoint::hit("restored");
     let board = Arc::new(StatusBoard::new(
         name.clone(),
         started,
@@ -415,31 +424,66 @@ fn parallelism_by_uid(operators: &[OperatorInfo], parallelism: &[usize]) -> BTre
 }
 
 /// A checkpoint must fit the job: same uids with state, same parallelism.
-fn check_compatible(
+/// With `allow_non_restored` (Flink's `--allowNonRestoredState`) what does
+/// not fit is dropped instead, with a warning naming it: state of uids the
+/// job no longer has, and the per-subtask state of operators whose
+/// parallelism changed. The latter's states stay readable as a whole
+/// (`JobEnv::restored_all`), so a source that finds its splits there (Kafka
+/// partitions) keeps its positions.
+fn reconcile(
     operators: &[OperatorInfo],
     parallelism: &[usize],
-    m: &Manifest,
+    m: &mut Manifest,
     store: &CheckpointStore,
-) -> Result<()> {
+    allow_non_restored: bool,
+) -> Result<BTreeMap<String, Vec<SubtaskState>>> {
     let path = store.checkpoint_path(CheckpointId(m.checkpoint_id));
-    for (uid, snap) in &m.operators {
+    let choice = "start with JobConfig::allow_non_restored_state (--allow-non-restored-state) to drop it knowingly";
+    let mut union_only = BTreeMap::new();
+    let uids: Vec<String> = m.operators.keys().cloned().collect();
+    for uid in uids {
+        let Some(snap) = m.operators.get(&uid) else { continue };
         let Some(op) = operators.iter().find(|o| o.uid.as_deref() == Some(uid.as_str())) else {
-            return Err(WeirError::Checkpoint {
-                path,
-                message: format!(
-                    "it holds state of operator uid `{uid}`, which this job does not have (was a uid renamed?)"
-                ),
-            });
+            if !allow_non_restored {
+                return Err(WeirError::Checkpoint {
+                    path,
+                    message: format!(
+                        "it holds state of operator uid `{uid}`, which this job does not have (was a uid renamed?); \
+                         {choice}"
+                    ),
+                });
+            }
+            tracing::warn!(
+                "checkpoint {}: dropping the state of uid `{uid}`, which the job no longer has",
+                m.checkpoint_id
+            );
+            m.operators.remove(&uid);
+            continue;
         };
         let p = parallelism[op.vertex];
         if snap.parallelism != p {
-            return Err(WeirError::Checkpoint {
-                path,
-                message: format!("operator `{uid}` ran with parallelism {} and now has {p}; changing the parallelism of stateful operators is not supported yet", snap.parallelism),
-            });
+            if !allow_non_restored {
+                return Err(WeirError::Checkpoint {
+                    path,
+                    message: format!(
+                        "operator `{uid}` ran with parallelism {} and now has {p}; changing the parallelism of \
+                         stateful operators is not supported yet; {choice}",
+                        snap.parallelism
+                    ),
+                });
+            }
+            tracing::warn!(
+                "checkpoint {}: operator `{uid}` ran with parallelism {} and now has {p}: its per-subtask state is \
+                 dropped (a source that keeps positions by split, as Kafka's, finds them in the whole)",
+                m.checkpoint_id,
+                snap.parallelism
+            );
+            if let Some(snap) = m.operators.remove(&uid) {
+                union_only.insert(uid, snap.subtasks);
+            }
         }
     }
-    Ok(())
+    Ok(union_only)
 }
 
 struct RunningTask {

@@ -8,11 +8,13 @@
 //! index, its counters, its snapshot thread's queue).
 
 use crate::checkpoint::manifest::{from_hex, Manifest, SubtaskState};
+use crate::connectors::CheckpointRequest;
 use crate::error::{Result, WeirError};
 use crate::state::StateEnv;
 use crate::stats::TaskStats;
 use crate::task::run::{SnapshotJob, TaskRuntime};
 use crossbeam_channel::Sender;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -89,6 +91,9 @@ pub(crate) struct JobEnv {
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) operators: Vec<OperatorInfo>,
     pub(crate) restore: Option<Manifest>,
+    /// States of operators whose parallelism changed (dropped per subtask by
+    /// `allow_non_restored_state`): readable only as a whole.
+    pub(crate) union_only: BTreeMap<String, Vec<SubtaskState>>,
     pub(crate) state: Arc<StateEnv>,
 }
 
@@ -103,6 +108,8 @@ pub(crate) struct TaskContext<'a> {
     /// The queue of the task's snapshot thread: work sent there runs in order
     /// with the task's snapshots.
     pub(crate) snapshot_jobs: Sender<SnapshotJob>,
+    /// Asks the coordinator for a checkpoint now.
+    pub(crate) checkpoint_request: CheckpointRequest,
 }
 
 impl JobEnv {
@@ -126,33 +133,40 @@ impl JobEnv {
     pub(crate) fn restored_bytes(&self, uid: &str, subtask: usize) -> Result<Option<Vec<u8>>> {
         match self.restored(uid, subtask) {
             None => Ok(None),
-            Some(SubtaskState::Bytes { hex, .. }) => from_hex(hex).map(Some).ok_or_else(|| WeirError::Checkpoint {
+            Some(state) => self.bytes_of(uid, subtask, state).map(Some),
+        }
+    }
+
+    fn bytes_of(&self, uid: &str, subtask: usize, state: &SubtaskState) -> Result<Vec<u8>> {
+        match state {
+            SubtaskState::Bytes { hex, .. } => from_hex(hex).ok_or_else(|| WeirError::Checkpoint {
                 path: self.store_dir(),
                 message: format!("state of `{uid}` subtask {subtask} is not valid hex"),
             }),
-            Some(SubtaskState::File { path, .. }) => {
+            SubtaskState::File { path, .. } => {
                 let p = self.state.store.job_dir().join(path);
-                std::fs::read(&p)
-                    .map(Some)
-                    .map_err(|e| WeirError::io("cannot read operator state", p, e))
+                std::fs::read(&p).map_err(|e| WeirError::io("cannot read operator state", p, e))
             }
-            Some(SubtaskState::Rocks(_)) => Err(WeirError::Checkpoint {
+            SubtaskState::Rocks(_) => Err(WeirError::Checkpoint {
                 path: self.store_dir(),
                 message: format!("state of `{uid}` is keyed state, expected a position"),
             }),
         }
     }
 
-    /// The states of every subtask of `uid` in the restored checkpoint.
+    /// The states every subtask of `uid` stored in the restored checkpoint
+    /// (also when its parallelism changed and the per-subtask state was
+    /// dropped: a source finds its splits' positions here).
     pub(crate) fn restored_all(&self, uid: &str) -> Result<Vec<Vec<u8>>> {
-        let count = self
-            .restore
-            .as_ref()
-            .and_then(|m| m.operators.get(uid))
-            .map_or(0, |o| o.subtasks.len());
-        let mut all = Vec::with_capacity(count);
-        for s in 0..count {
-            all.extend(self.restored_bytes(uid, s)?);
+        let subtasks: &[SubtaskState] = match self.restore.as_ref().and_then(|m| m.operators.get(uid)) {
+            Some(o) => &o.subtasks,
+            None => self.union_only.get(uid).map_or(&[], Vec::as_slice),
+        };
+        let mut all = Vec::with_capacity(subtasks.len());
+        for (s, state) in subtasks.iter().enumerate() {
+            if !matches!(state, SubtaskState::Rocks(_)) {
+                all.push(self.bytes_of(uid, s, state)?);
+            }
         }
         Ok(all)
     }

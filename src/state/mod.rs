@@ -567,21 +567,23 @@ impl RocksInstance {
                 if let Some(f) = reuse {
                     shared.push(f.clone());
                 } else {
-                    let size = store_file(&src, &shared_abs.join(&name), true)?;
+                    let (size, crc) = store_file(&src, &shared_abs.join(&name), true)?;
                     let f = StoredFile {
                         path: format!("{shared_rel}/{name}"),
                         name: name.clone(),
                         size,
+                        crc32: Some(crc),
                     };
                     in_store.insert(name, f.clone());
                     shared.push(f);
                 }
             } else {
-                let size = store_file(&src, &private_abs.join(&name), true)?;
+                let (size, crc) = store_file(&src, &private_abs.join(&name), true)?;
                 private.push(StoredFile {
                     path: format!("{private_rel}/{name}"),
                     name,
                     size,
+                    crc32: Some(crc),
                 });
             }
         }

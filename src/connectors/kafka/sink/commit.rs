@@ -299,6 +299,9 @@ impl Output {
                 e,
             ));
         }
+        // Committed, and the checkpoint still lists the epoch as pending: a
+        // restart must find the marker and not commit it again.
+        crate::failpoint::hit("kafka-after-commit");
         Ok(())
     }
 }

@@ -106,8 +106,13 @@ pub struct KafkaSink<T, S> {
     properties: Vec<(String, String)>,
     marker_prefix: String,
     transaction_timeout: Duration,
+    max_epoch_bytes: usize,
     _t: PhantomData<fn(T)>,
 }
+
+/// The default bound of one checkpoint's output of an exactly-once sink
+/// (see [`KafkaSink::max_epoch_bytes`]).
+pub const DEFAULT_MAX_EPOCH_BYTES: usize = 64 << 20;
 
 /// The default prefix of the exactly-once commit-marker topics.
 pub const DEFAULT_MARKER_PREFIX: &str = "weir-markers";
@@ -138,6 +143,7 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaSink<T, S> {
             properties: Vec::new(),
             marker_prefix: DEFAULT_MARKER_PREFIX.to_string(),
             transaction_timeout: Duration::from_secs(60),
+            max_epoch_bytes: DEFAULT_MAX_EPOCH_BYTES,
             _t: PhantomData,
         }
     }
@@ -161,6 +167,17 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaSink<T, S> {
     /// a transaction lasts only while one checkpoint's output is committed.
     pub fn transaction_timeout(mut self, timeout: Duration) -> Self {
         self.transaction_timeout = timeout;
+        self
+    }
+
+    /// Exactly-once: when the output of the current checkpoint interval
+    /// passes this many bytes, the sink asks for a checkpoint at once instead
+    /// of waiting for the interval (default 64 MiB). That output is held in
+    /// memory, in the checkpoint and in one transaction until its checkpoint
+    /// completes: an unbounded epoch ends in a transaction timeout or out of
+    /// memory, on every restart.
+    pub fn max_epoch_bytes(mut self, bytes: usize) -> Self {
+        self.max_epoch_bytes = bytes.max(1);
         self
     }
 
@@ -245,6 +262,12 @@ pub struct KafkaWriter<T, S> {
     out: Writes,
     /// Records of the current epoch (exactly-once).
     epoch: Vec<OutRecord>,
+    /// Their bytes (keys and values), and the bound past which a checkpoint
+    /// is asked for, once per epoch.
+    epoch_bytes: usize,
+    max_epoch_bytes: usize,
+    asked: bool,
+    checkpoint_request: crate::connectors::CheckpointRequest,
     pending: Pending,
     /// The newest epoch handed to the committer.
     handed: u64,
@@ -310,6 +333,10 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
             serializer: config.serializer.clone(),
             out,
             epoch: Vec::new(),
+            epoch_bytes: 0,
+            max_epoch_bytes: config.max_epoch_bytes,
+            asked: false,
+            checkpoint_request: ctx.checkpoint_request.clone(),
             pending: Pending::default(),
             handed: 0,
             key_buf: Vec::new(),
@@ -378,16 +405,28 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
                 })?;
             let key = (!self.key_buf.is_empty()).then(|| self.key_buf.clone());
             match &self.out {
-                Writes::Transactions(_) => self.epoch.push(OutRecord {
-                    key,
-                    value: self.value_buf.clone(),
-                    partition,
-                }),
+                Writes::Transactions(_) => {
+                    self.epoch_bytes += self.key_buf.len() + self.value_buf.len();
+                    self.epoch.push(OutRecord {
+                        key,
+                        value: self.value_buf.clone(),
+                        partition,
+                    })
+                }
                 Writes::Direct(out) => out.send(&out.topic, key.as_deref(), &self.value_buf, partition)?,
             }
         }
         if let Writes::Direct(out) = &self.out {
             out.producer.poll(Duration::ZERO);
+        }
+        if self.epoch_bytes >= self.max_epoch_bytes && !self.asked {
+            self.asked = true;
+            tracing::info!(
+                "{}: the output since the last checkpoint passed {} bytes: asking for a checkpoint now",
+                self.name,
+                self.max_epoch_bytes
+            );
+            self.checkpoint_request.request();
         }
         Ok(())
     }
@@ -405,6 +444,7 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
             Writes::Transactions(committer) => {
                 committer.check(&self.name)?;
                 let epoch = std::mem::take(&mut self.epoch);
+                (self.epoch_bytes, self.asked) = (0, false);
                 let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
                 if !epoch.is_empty() {
                     pending.insert(id.0, Arc::new(epoch));

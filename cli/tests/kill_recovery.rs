@@ -35,6 +35,14 @@ fn start(dir: &Path, rate: Option<u64>, failpoints: &str) -> Child {
     .arg("--output")
     .arg(dir.join("out"))
     .env("WEIR_FAILPOINTS", failpoints)
+    .env(
+        "WEIR_CHECKPOINT_TIMEOUT_MS",
+        if failpoints.contains("sleep(130)") {
+            "150"
+        } else {
+            "600000"
+        },
+    )
     // Write-behind slices between checkpoints, so kills land in them too.
     .env("WEIR_STATE_WRITE_BEHIND_ENTRIES", "256")
     .env("WEIR_LOG", "info")
@@ -99,17 +107,19 @@ fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = KillRng::from_clock();
     let seed = rng.seed;
-    let (mut kills, mut mid_checkpoint, mut after_manifest, mut runs) = (0, 0, 0, 0);
+    let (mut kills, mut mid_checkpoint, mut after_manifest, mut runs, mut aborted) = (0, 0, 0, 0, 0);
     while kills < 20 || mid_checkpoint < 5 || after_manifest < 2 {
         runs += 1;
         assert!(runs < 200, "could not get enough kills in 200 runs (kills={kills} mid={mid_checkpoint} after_manifest={after_manifest})");
         // Every third run may kill itself right after the manifest is written,
         // before LATEST and before any sink commits; the others stretch the
         // asynchronous snapshot so that kills often land mid-checkpoint.
-        let failpoints = if runs % 3 == 0 {
-            "manifest-written=kill(60)"
-        } else {
-            "snapshot-async=sleep(40)"
+        let failpoints = match runs % 3 {
+            0 => "manifest-written=kill(60)",
+            // Snapshots about as slow as the checkpoint timeout (set below):
+            // some checkpoints abort, and a later one commits their output.
+            1 => "snapshot-async=sleep(130)",
+            _ => "snapshot-async=sleep(40)",
         };
         let mut child = start(dir.path(), Some(40_000), failpoints);
         let (triggered, complete, log) = follow(&mut child);
@@ -134,14 +144,14 @@ fn sigkill_at_random_points_loses_and_duplicates_nothing() {
                 }
             }
         }
-        let _ = log.join();
+        aborted += log.join().map_or(0, |text| text.matches("aborted:").count());
     }
     run_to_end(dir.path(), "");
     let actual = committed_lines(&dir.path().join("out"));
     let (lost, duplicated) = compare(&expected, &actual);
     publish_summary(
         "kill_recovery",
-        &format!("kills={kills} lost={lost} duplicated={duplicated} (mid_checkpoint={mid_checkpoint} after_manifest={after_manifest} runs={runs} seed={seed})"),
+        &format!("kills={kills} lost={lost} duplicated={duplicated} (mid_checkpoint={mid_checkpoint} after_manifest={after_manifest} checkpoints aborted by timeout={aborted} runs={runs} seed={seed})"),
     );
     assert_eq!(
         (lost, duplicated),

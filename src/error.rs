@@ -54,9 +54,9 @@ pub enum WeirError {
     /// restoring it would write again output already committed after it.
     #[error(
         "the newest checkpoint(s) of {dir} are damaged:\n{damaged}\nThe newest usable one is checkpoint {usable}, but \
-         restoring it would write again the output committed after it (duplicates). Repair or remove the damaged \
-         checkpoint(s) (`weir checkpoints list` shows them), or allow the replay knowingly (JobConfig::allow_replay, \
-         --allow-replay)."
+         restoring it would write again the output committed after it (duplicates). Repair the damaged checkpoint(s) \
+         (`weir checkpoints list` shows them), or allow the replay knowingly (JobConfig::allow_replay, \
+         --allow-replay). Never delete a damaged chk-<n>: move it aside as chk-<n>.damaged, so its id is not used again."
     )]
     ReplayRefused {
         /// The job's checkpoint directory.

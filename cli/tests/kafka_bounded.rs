@@ -385,47 +385,89 @@ fn checkpointed_offsets_reach_the_consumer_group_and_weir_offsets_shows_them() {
     assert_eq!(lag, 300, "the first job's checkpoint is 300 records behind: {report}");
 }
 
+/// Kafka `in` (source parallelism `sources`) -> rebalance -> exactly-once Kafka `out` (2 subtasks).
+fn copy_job(broker: &Broker, sources: usize, with_count: bool) -> weir::Job {
+    use weir::connectors::kafka::{utf8, KafkaSink, KafkaSource};
+    let job = weir::JobBuilder::new("copy");
+    let source = KafkaSource::new(&broker.bootstrap, &["in"])
+        .deserializer(utf8())
+        .bounded(true);
+    let line = |s: &String, _key: &mut Vec<u8>, value: &mut Vec<u8>| -> Result<Option<i32>, String> {
+        value.extend_from_slice(s.as_bytes());
+        Ok(None)
+    };
+    let stream = job
+        .source("in", source.factory())
+        .uid("in")
+        .parallelism(sources)
+        .rebalance()
+        .parallelism(2);
+    let stream = if with_count {
+        stream
+            .key_by(|s: &String| s.len() as u64)
+            .reduce("count", |a: &String, _b| a.clone())
+            .uid("count")
+            .parallelism(2)
+    } else {
+        stream
+    };
+    stream
+        .sink("out", KafkaSink::new(&broker.bootstrap, "out", line).factory())
+        .uid("out")
+        .parallelism(2);
+    job.build().unwrap()
+}
+
 #[test]
-fn a_changed_parallelism_keeps_the_kafka_offsets_when_dropping_state_is_allowed() {
+fn a_changed_job_keeps_its_kafka_offsets_when_dropping_state_is_allowed() {
     let _serial = serial();
     let broker = Broker::start();
     broker.create_topic("in", 4);
     broker.create_topic("out", 4);
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = options(&broker, BadRecordPolicy::Fail);
-    broker.produce("in", &input(0..10_000, 4));
-    let (_, first) = run(dir.path(), &opts);
-    assert_eq!(first, 10_000);
-    broker.produce("in", &input(10_000..15_000, 4));
-
-    opts.parallelism = 1;
-    let (job, _) = kafka_count_job(&opts).unwrap();
-    let err = job
-        .run(JobConfig::with_checkpoint_dir(dir.path()))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("parallelism 2 and now has 1") && err.contains("allow_non_restored_state"),
-        "refused, naming the choice: {err}"
-    );
-    let (job, progress) = kafka_count_job(&opts).unwrap();
-    let config = JobConfig {
-        allow_non_restored_state: true,
+    let config = |allow: bool| JobConfig {
+        allow_non_restored_state: allow,
         ..JobConfig::with_checkpoint_dir(dir.path())
     };
-    let summary = job.run(config).unwrap();
-    assert!(summary.restored_from.is_some());
-    let read = progress.done.load(std::sync::atomic::Ordering::Relaxed);
+    broker.produce("in", &input(0..10_000, 4));
+    copy_job(&broker, 2, true).run(config(false)).unwrap();
+    broker.produce("in", &input(10_000..15_000, 4));
+
+    // The keyed operator removed and the source's parallelism changed.
+    let err = copy_job(&broker, 1, false).run(config(false)).unwrap_err().to_string();
+    assert!(
+        err.contains("allow_non_restored_state"),
+        "refused, naming the choice: {err}"
+    );
+    copy_job(&broker, 1, false).run(config(true)).unwrap();
+    let rows = broker.consume_all("out", true).len();
     common::publish_summary(
         "kafka_non_restored_state",
         &format!(
-            "parallelism 2 -> 1 with allow_non_restored_state: the offsets were kept, {read} new records read of 5000"
+            "operator removed and source parallelism 2 -> 1 with allow_non_restored_state: offsets kept, {rows} rows for 15000 records"
         ),
     );
-    assert_eq!(
-        read, 5_000,
-        "the Kafka offsets survive a changed parallelism: only the new records are read"
-    );
+    assert_eq!(rows, 15_000, "the Kafka offsets survive: only the new records are read");
+
+    // A sink of another parallelism could lose uncommitted output: refused even when allowed.
+    let job = weir::JobBuilder::new("copy");
+    let source = weir::connectors::kafka::KafkaSource::new(&broker.bootstrap, &["in"])
+        .deserializer(weir::connectors::kafka::utf8())
+        .bounded(true);
+    let line = |s: &String, _key: &mut Vec<u8>, value: &mut Vec<u8>| -> Result<Option<i32>, String> {
+        value.extend_from_slice(s.as_bytes());
+        Ok(None)
+    };
+    job.source("in", source.factory())
+        .uid("in")
+        .sink(
+            "out",
+            weir::connectors::kafka::KafkaSink::new(&broker.bootstrap, "out", line).factory(),
+        )
+        .uid("out")
+        .parallelism(3);
+    let err = job.build().unwrap().run(config(true)).unwrap_err().to_string();
+    assert!(err.contains("sink `out`") && err.contains("not committed"), "{err}");
 }
 
 #[test]

@@ -8,12 +8,10 @@
 
 mod common;
 
-use common::{committed_lines, compare, kill_after, publish_summary, wait_for_exit, KillRng, RunEnd, WEIR};
-use std::io::{BufRead, BufReader};
+use common::{committed_lines, compare, follow, kill_after, publish_summary, wait_for_exit, KillRng, RunEnd, WEIR};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const RECORDS: u64 = 600_000;
@@ -52,37 +50,6 @@ fn start(dir: &Path, rate: Option<u64>, failpoints: &str) -> Child {
         cmd.args(["--rate", &r.to_string()]);
     }
     cmd.spawn().unwrap()
-}
-
-/// Follows the child's log: the newest triggered and completed checkpoint ids.
-fn follow(child: &mut Child) -> (Arc<AtomicU64>, Arc<AtomicU64>, std::thread::JoinHandle<String>) {
-    let (triggered, complete) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let (t, c) = (triggered.clone(), complete.clone());
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut log = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let id = |word: &str| {
-                line.split(word)
-                    .next()
-                    .and_then(|h| h.rsplit(' ').next())
-                    .and_then(|n| n.parse::<u64>().ok())
-            };
-            if line.contains(" triggered") {
-                if let Some(n) = id(" triggered") {
-                    t.fetch_max(n, Ordering::SeqCst);
-                }
-            } else if line.contains(" complete") {
-                if let Some(n) = id(" complete") {
-                    c.fetch_max(n, Ordering::SeqCst);
-                }
-            }
-            log.push_str(&line);
-            log.push('\n');
-        }
-        log
-    });
-    (triggered, complete, reader)
 }
 
 fn run_to_end(dir: &Path, failpoints: &str) {

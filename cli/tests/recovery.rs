@@ -89,6 +89,31 @@ fn store(dir: &Path) -> CheckpointStore {
     CheckpointStore::open(&dir.join("checkpoints"), "demo").unwrap()
 }
 
+/// A state file (SST) that the newest checkpoint references and the one
+/// before it does not.
+fn own_sst_of_newest(st: &CheckpointStore) -> std::path::PathBuf {
+    let ids = st.complete_ids().unwrap();
+    assert!(ids.len() >= 2, "need two checkpoints, have {ids:?}");
+    let files = |id| -> Vec<String> {
+        let m = st.read_manifest(id).unwrap();
+        m.operators
+            .values()
+            .flat_map(|o| o.subtasks.iter())
+            .filter_map(|s| match s {
+                SubtaskState::Rocks(h) => Some(h.shared.iter().map(|f| f.path.clone()).collect::<Vec<_>>()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    let previous = files(ids[ids.len() - 2]);
+    let own = files(ids[ids.len() - 1])
+        .into_iter()
+        .find(|f| !previous.contains(f))
+        .expect("the newest checkpoint must have an SST of its own");
+    st.job_dir().join(own)
+}
+
 #[test]
 fn bounded_runs_over_growing_input_equal_one_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -142,29 +167,7 @@ fn a_missing_state_file_refuses_the_replay_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     run(dir.path(), 10_000, 1).unwrap();
     let first = run(dir.path(), 20_000, 1).unwrap();
-    let st = store(dir.path());
-    let ids = st.complete_ids().unwrap();
-    assert!(ids.len() >= 2, "need two checkpoints, have {ids:?}");
-    let files = |id| -> Vec<String> {
-        let m = st.read_manifest(id).unwrap();
-        m.operators
-            .values()
-            .flat_map(|o| o.subtasks.iter())
-            .filter_map(|s| match s {
-                SubtaskState::Rocks(h) => Some(h.shared.iter().map(|f| f.path.clone()).collect::<Vec<_>>()),
-                _ => None,
-            })
-            .flatten()
-            .collect()
-    };
-    let newest = files(ids[ids.len() - 1]);
-    let previous = files(ids[ids.len() - 2]);
-    let only_newest: Vec<_> = newest.iter().filter(|f| !previous.contains(f)).collect();
-    assert!(
-        !only_newest.is_empty(),
-        "the newest checkpoint must have an SST of its own"
-    );
-    let deleted = st.job_dir().join(only_newest[0]);
+    let deleted = own_sst_of_newest(&store(dir.path()));
     std::fs::remove_file(&deleted).unwrap();
 
     let second = refused_then_replayed(dir.path(), &deleted, 20_000, "missing state file");
@@ -181,27 +184,7 @@ fn a_state_file_with_a_flipped_byte_makes_its_checkpoint_damaged() {
     let dir = tempfile::tempdir().unwrap();
     run(dir.path(), 10_000, 1).unwrap();
     run(dir.path(), 20_000, 1).unwrap();
-    let st = store(dir.path());
-    let ids = st.complete_ids().unwrap();
-    let files = |id| -> Vec<String> {
-        let m = st.read_manifest(id).unwrap();
-        m.operators
-            .values()
-            .flat_map(|o| o.subtasks.iter())
-            .filter_map(|s| match s {
-                SubtaskState::Rocks(h) => Some(h.shared.iter().map(|f| f.path.clone()).collect::<Vec<_>>()),
-                _ => None,
-            })
-            .flatten()
-            .collect()
-    };
-    let newest = files(ids[ids.len() - 1]);
-    let previous = files(ids[ids.len() - 2]);
-    let own = newest
-        .iter()
-        .find(|f| !previous.contains(f))
-        .expect("an SST of the newest checkpoint's own");
-    let corrupt = st.job_dir().join(own);
+    let corrupt = own_sst_of_newest(&store(dir.path()));
     let mut bytes = std::fs::read(&corrupt).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;

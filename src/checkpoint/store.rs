@@ -162,7 +162,8 @@ impl CheckpointStore {
         (self.dir.join(&rel), rel)
     }
 
-    /// Ids of every `chk-<n>` directory, complete or not, ascending.
+    /// Ids of every `chk-<n>` directory, complete or not, and of those moved
+    /// aside as `chk-<n>.<anything>`, ascending, without repeats.
     ///
     /// # Errors
     /// When the directory cannot be listed.
@@ -171,16 +172,21 @@ impl CheckpointStore {
         let entries =
             fs::read_dir(&self.dir).map_err(|e| WeirError::io("cannot list checkpoint directory", &self.dir, e))?;
         for entry in entries.flatten() {
-            if let Some(n) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.strip_prefix("chk-"))
-                .and_then(|n| n.parse().ok())
-            {
+            // `chk-<n>` and anything named after it (`chk-7.damaged`, moved
+            // aside by hand): an id once used is never used again, or a
+            // Kafka commit marker of the old checkpoint n would be taken for
+            // the new one's.
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("chk-")) else {
+                continue;
+            };
+            let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            if let Ok(n) = rest[..digits].parse() {
                 ids.push(CheckpointId(n));
             }
         }
         ids.sort();
+        ids.dedup();
         Ok(ids)
     }
 
@@ -628,6 +634,23 @@ mod tests {
             "the first manifest stays as it was written"
         );
         assert_eq!(a.complete_ids().unwrap(), [CheckpointId(1)]);
+    }
+
+    #[test]
+    fn a_checkpoint_moved_aside_keeps_its_id_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path(), "job").unwrap();
+        for id in [1, 2] {
+            store.reserve(CheckpointId(id)).unwrap();
+            store.write_manifest(&manifest("job", id)).unwrap();
+        }
+        fs::rename(
+            store.checkpoint_path(CheckpointId(2)),
+            store.job_dir().join("chk-2.damaged"),
+        )
+        .unwrap();
+        assert_eq!(store.checkpoint_ids().unwrap(), [CheckpointId(1), CheckpointId(2)]);
+        assert_eq!(store.complete_ids().unwrap(), [CheckpointId(1)]);
     }
 
     #[test]

@@ -141,6 +141,7 @@ impl GraphInner {
             uid: None,
             stateful,
             vertex,
+            is_source: false,
         });
         let v = &mut self.vertices[vertex].name;
         if !v.is_empty() {
@@ -197,7 +198,9 @@ impl JobBuilder {
         let (vertex, op) = {
             let mut g = self.inner.borrow_mut();
             let v = g.add_vertex(true);
-            (v, g.add_operator(name, true, v))
+            let op = g.add_operator(name, true, v);
+            g.operators[op].is_source = true;
+            (v, op)
         };
         Stream::new(
             self.inner.clone(),

@@ -36,7 +36,7 @@ use plan::{JobEnv, OperatorInfo, Plan, TaskContext};
 use status::StatusBoard;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weir_operators::{Barrier, CheckpointId};
 
@@ -382,6 +382,8 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
         drained: false,
         drain_at_end: config.drain_at_end,
         persist_timeout: config.checkpoint_timeout,
+        lingering: Vec::new(),
+        stuck: Vec::new(),
         coordinator,
         tasks,
         events: events_rx,
@@ -472,14 +474,34 @@ fn reconcile(
                     ),
                 });
             }
+            let keyed = snap.subtasks.iter().any(|s| matches!(s, SubtaskState::Rocks(_)));
+            if !keyed && !op.is_source {
+                // A sink's state holds output not yet committed (its last
+                // checkpoint's epochs): dropping it would lose that output.
+                return Err(WeirError::Checkpoint {
+                    path,
+                    message: format!(
+                        "sink `{uid}` ran with parallelism {} and now has {p}: its state may hold output of the last \
+                         checkpoint that is not committed yet, which would be lost; run it once more with parallelism \
+                         {} (a bounded run or a stop commits it), then change it",
+                        snap.parallelism, snap.parallelism
+                    ),
+                });
+            }
             tracing::warn!(
-                "checkpoint {}: operator `{uid}` ran with parallelism {} and now has {p}: its per-subtask state is \
-                 dropped (a source that keeps positions by split, as Kafka's, finds them in the whole)",
+                "checkpoint {}: operator `{uid}` ran with parallelism {} and now has {p}: {}",
                 m.checkpoint_id,
-                snap.parallelism
+                snap.parallelism,
+                if keyed {
+                    "its keyed state is dropped"
+                } else {
+                    "its positions are looked up by split (Kafka partitions) in the states of all its former subtasks"
+                }
             );
             if let Some(snap) = m.operators.remove(&uid) {
-                union_only.insert(uid, snap.subtasks);
+                if !keyed {
+                    union_only.insert(uid, snap.subtasks);
+                }
             }
         }
     }
@@ -541,6 +563,10 @@ struct Driver {
     drain_at_end: bool,
     /// How long committing a manifest may take: [`JobConfig::checkpoint_timeout`].
     persist_timeout: Duration,
+    /// Store work that did not answer in time (see `on_store`).
+    lingering: Vec<std::thread::JoinHandle<()>>,
+    /// Tasks that did not stop within the grace of a cancel.
+    stuck: Vec<RunningTask>,
     coordinator: Coordinator<TaskSnapshot>,
     tasks: Vec<RunningTask>,
     events: Receiver<RuntimeEvent>,
@@ -603,15 +629,31 @@ impl Driver {
                     self.job,
                     names.join(", ")
                 );
-                // The stuck threads keep the store's locks until they end: no
-                // next run may write beside them meanwhile.
-                let locks = std::mem::take(&mut self.locks);
-                let _ = std::thread::Builder::new().name("weir-reaper".into()).spawn(move || {
-                    for mut t in stuck {
-                        t.join();
-                    }
-                    drop(locks);
-                });
+                self.stuck.extend(stuck);
+            }
+        }
+        let (stuck, lingering) = (std::mem::take(&mut self.stuck), std::mem::take(&mut self.lingering));
+        if !stuck.is_empty() || !lingering.is_empty() {
+            // Threads that may still write keep the store's locks until they
+            // end: no next run may write beside them meanwhile.
+            let locks = std::mem::take(&mut self.locks);
+            let held = Arc::new(Mutex::new(Some(locks)));
+            let keep = held.clone();
+            let reaper = std::thread::Builder::new().name("weir-reaper".into()).spawn(move || {
+                for mut t in stuck {
+                    t.join();
+                }
+                for t in lingering {
+                    let _ = t.join();
+                }
+                let locks = keep.lock().ok().and_then(|mut l| l.take());
+                drop(locks);
+            });
+            if reaper.is_err() {
+                // No thread to wait with: never release the locks in this process.
+                if let Ok(mut l) = held.lock() {
+                    std::mem::forget(l.take());
+                }
             }
         }
         for t in &mut self.tasks {
@@ -698,7 +740,7 @@ impl Driver {
     fn execute(&mut self, action: Action<TaskSnapshot>) -> Result<Vec<Action<TaskSnapshot>>> {
         match action {
             Action::Trigger { id, then_stop } => {
-                self.store.reserve(id)?;
+                self.on_store("reserving the checkpoint", move |store| store.reserve(id))?;
                 tracing::info!("checkpoint {id} triggered{}", if then_stop { " (final)" } else { "" });
                 self.triggered_at = Some(Instant::now());
                 self.update_checkpoints(|c| c.in_flight = Some(id.0));
@@ -712,7 +754,7 @@ impl Driver {
             } => {
                 let manifest = self.manifest(id, snapshots, then_stop);
                 self.last_bytes = manifest.state_bytes();
-                match self.persist(manifest) {
+                match self.on_store("writing the manifest", move |store| store.write_manifest(&manifest)) {
                     Ok(()) => Ok(self.coordinator.on_persisted(id)),
                     // The store did not answer: whether the manifest will
                     // appear is unknown, so the job stops (its restart decides
@@ -772,7 +814,7 @@ impl Driver {
                 Ok(Vec::new())
             }
             Action::Prune { remove, keep } => {
-                if let Err(e) = self.store.prune(&remove, &keep) {
+                if let Err(e) = self.on_store("pruning", move |store| store.prune(&remove, &keep)) {
                     tracing::warn!("pruning old checkpoints: {e}");
                 }
                 Ok(Vec::new())
@@ -780,28 +822,39 @@ impl Driver {
         }
     }
 
-    /// Commits `manifest` to the store within the checkpoint timeout, on a
-    /// thread of its own so that a store that stops answering cannot hold
-    /// the coordinator (and with it cancel and every other checkpoint).
-    fn persist(&self, manifest: Manifest) -> Result<()> {
+    /// Runs `work` on the store on a thread of its own and waits at most the
+    /// checkpoint timeout: a store that stops answering cannot hold the
+    /// coordinator (and with it cancel and every other checkpoint). A thread
+    /// that does not answer in time is kept, and the store's locks with it,
+    /// until it ends (see `run`).
+    fn on_store<T: Send + 'static>(
+        &mut self,
+        what: &str,
+        work: impl FnOnce(&CheckpointStore) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let (done, result) = crossbeam_channel::bounded(1);
         let store = self.store.clone();
-        let id = CheckpointId(manifest.checkpoint_id);
-        std::thread::Builder::new()
-            .name("weir-persist".into())
+        let thread = std::thread::Builder::new()
+            .name("weir-store".into())
             .spawn(move || {
-                let _ = done.send(store.write_manifest(&manifest));
+                let _ = done.send(work(&store));
             })
-            .map_err(|e| WeirError::io("cannot spawn thread", "weir-persist", e))?;
+            .map_err(|e| WeirError::io("cannot spawn thread", "weir-store", e))?;
         match result.recv_timeout(self.persist_timeout) {
-            Ok(written) => written,
-            Err(_) => Err(WeirError::Checkpoint {
-                path: self.store.checkpoint_path(id),
-                message: format!(
-                    "the manifest was not written within {:?} (the checkpoint timeout): the store does not answer",
-                    self.persist_timeout
-                ),
-            }),
+            Ok(answer) => {
+                let _ = thread.join();
+                answer
+            }
+            Err(_) => {
+                self.lingering.push(thread);
+                Err(WeirError::Checkpoint {
+                    path: self.store.job_dir().to_path_buf(),
+                    message: format!(
+                        "{what} did not finish within {:?} (the checkpoint timeout): the store does not answer",
+                        self.persist_timeout
+                    ),
+                })
+            }
         }
     }
 

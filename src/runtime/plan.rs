@@ -48,6 +48,9 @@ pub(crate) struct OperatorInfo {
     pub(crate) stateful: bool,
     /// The vertex it is chained into.
     pub(crate) vertex: usize,
+    /// Whether it is a source (its positions can be found by split in the
+    /// states of all its former subtasks).
+    pub(crate) is_source: bool,
 }
 
 /// A vertex: a chain of operators run by `parallelism` tasks.

@@ -3,7 +3,11 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::io::BufRead;
 use std::path::Path;
+use std::process::Child;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// The `weir` binary built for these tests.
 pub const WEIR: &str = env!("CARGO_BIN_EXE_weir");
@@ -141,5 +145,49 @@ pub fn wait_for_exit(
             "{what} did not finish in {timeout:?}"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Follows a child's log (stderr) on a thread: the newest triggered and
+/// completed checkpoint ids as they happen, and the whole log when it ends.
+pub fn follow(child: &mut Child) -> (Arc<AtomicU64>, Arc<AtomicU64>, std::thread::JoinHandle<String>) {
+    let (triggered, complete) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (t, c) = (triggered.clone(), complete.clone());
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let id = |word: &str| {
+                line.split(word)
+                    .next()
+                    .and_then(|h| h.rsplit(' ').next())
+                    .and_then(|n| n.parse::<u64>().ok())
+            };
+            if line.contains(" triggered") {
+                if let Some(n) = id(" triggered") {
+                    t.fetch_max(n, Ordering::SeqCst);
+                }
+            } else if line.contains(" complete") {
+                if let Some(n) = id(" complete") {
+                    c.fetch_max(n, Ordering::SeqCst);
+                }
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    (triggered, complete, reader)
+}
+
+/// Waits until the child followed by [`follow`] completed `n` checkpoints.
+pub fn wait_for_checkpoints(complete: &AtomicU64, n: u64, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while complete.load(Ordering::SeqCst) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} completed no {n} checkpoints in 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }

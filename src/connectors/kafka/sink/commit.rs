@@ -37,7 +37,7 @@ pub(super) struct Output {
 pub(super) struct Committer {
     epochs: Option<crossbeam_channel::Sender<(u64, Arc<Vec<OutRecord>>)>>,
     /// Why committing failed: the sink fails with it at its next call.
-    failure: Arc<Mutex<Option<String>>>,
+    failure: Arc<Mutex<Option<CommitFailure>>>,
     /// Set when the sink is dropped without finishing (cancelled, or another
     /// task failed): the thread starts no further epoch and ends, so it never
     /// races the producer of the next run (which fences it) over the same
@@ -52,6 +52,23 @@ impl Drop for Committer {
         self.epochs = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join(); // the epoch in flight ends first
+        }
+    }
+}
+
+/// Why the commit thread stopped, kept for the sink's next call.
+enum CommitFailure {
+    /// A newer producer took the transactional id over.
+    Fenced(String),
+    /// Anything else, as text.
+    Other(String),
+}
+
+impl CommitFailure {
+    fn of(e: &WeirError) -> Self {
+        match e {
+            WeirError::Fenced { what } => CommitFailure::Fenced(what.clone()),
+            other => CommitFailure::Other(other.to_string()),
         }
     }
 }
@@ -77,7 +94,7 @@ impl Committer {
                         return;
                     }
                     if let Err(e) = out.commit_durably(epoch, &records, &stopped) {
-                        *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                        *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(CommitFailure::of(&e));
                         return; // the sink fails and restarts from the checkpoint
                     }
                     pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&epoch);
@@ -92,7 +109,7 @@ impl Committer {
                     .map_err(|e| kafka_error(&out.name, "cannot flush at the end", e))
                     .and_then(|()| out.check_deliveries())
                 {
-                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(CommitFailure::of(&e));
                 }
             })
             .map_err(|e| WeirError::Connector {
@@ -110,7 +127,9 @@ impl Committer {
     /// The commit thread's failure, if any.
     pub(super) fn check(&self, name: &str) -> Result<()> {
         match &*self.failure.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(message) => Err(WeirError::Connector {
+            // Fenced stays fenced: not retryable, so no supervisor restarts a zombie.
+            Some(CommitFailure::Fenced(what)) => Err(WeirError::Fenced { what: what.clone() }),
+            Some(CommitFailure::Other(message)) => Err(WeirError::Connector {
                 connector: name.to_string(),
                 message: message.clone(),
             }),

@@ -27,8 +27,11 @@
 //! A crash between "checkpoint complete" and "transaction committed" thus
 //! leaves the epoch pending in the checkpoint and unmarked: it is committed
 //! by the restarted job. A crash during the transaction leaves it open; the
-//! restarted producer has the same `transactional.id` (stable per job, sink
-//! and subtask), so `init_transactions` aborts it (zombie fencing).
+//! restarted producer has the same `transactional.id` (stable per store
+//! incarnation, job, sink and subtask), so `init_transactions` aborts it
+//! (zombie fencing). A producer fenced by a newer one stops for good
+//! (`WeirError::Fenced`): it never retries on a new producer, which would
+//! fence the newer one back.
 //!
 //! Output becomes visible to read_committed consumers when a checkpoint
 //! completes, as with Flink's exactly-once Kafka sink.
@@ -300,10 +303,12 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
                 c.set("enable.idempotence", "true");
             }
             Delivery::ExactlyOnce => {
-                // Stable per (job, sink, subtask): a restarted process fences its predecessor.
+                // Stable per (store incarnation, job, sink, subtask): a restarted
+                // run of the same store fences its predecessor (and aborts what
+                // it left open); runs of other stores never fence each other.
                 c.set(
                     "transactional.id",
-                    format!("weir-{}-{}-{}", ctx.job, ctx.uid, ctx.subtask),
+                    transactional_id(&ctx.job, &ctx.uid, ctx.subtask, &ctx.incarnation),
                 )
                 .set(
                     "transaction.timeout.ms",
@@ -509,16 +514,31 @@ pub(super) fn marker_key(job: &str, uid: &str, subtask: usize, incarnation: &str
     }
 }
 
+/// The transactional id of a sink subtask: `weir-<job>-<uid>-<subtask>` and,
+/// for a store with an incarnation, `-<incarnation>`. Only one run of a
+/// store exists at a time (its lock), so only a dead or paused predecessor
+/// can hold the id; another store's run of the same job has an id of its own
+/// and can neither fence this one nor be fenced by it.
+pub(super) fn transactional_id(job: &str, uid: &str, subtask: usize, incarnation: &str) -> String {
+    if incarnation == crate::checkpoint::store::LEGACY_INCARNATION {
+        format!("weir-{job}-{uid}-{subtask}")
+    } else {
+        format!("weir-{job}-{uid}-{subtask}-{incarnation}")
+    }
+}
+
 /// Creates the marker topic with one partition per subtask unless it exists,
 /// and refuses one with too few partitions. Markers are state: the topic is
 /// compacted (only the newest marker per key matters, and it is never
 /// deleted by retention) and replicated like the broker's own state, up to
-/// three copies with two in sync.
+/// three copies with two in sync (one with fewer brokers, so that one broker
+/// down never stops the commits).
 fn ensure_topic(brokers: &str, topic: &str, partitions: usize) -> std::result::Result<(), AdminError> {
     // An existing topic needs no admin request (and no runtime).
     if admin::partitions_of(brokers, topic, CLIENT_TIMEOUT)? == 0 {
         let replication = admin::broker_count(brokers, CLIENT_TIMEOUT)?.clamp(1, 3) as i32;
-        let in_sync = replication.min(2).to_string();
+        // Two in sync where a broker may fail without stopping commits (3 replicas).
+        let in_sync = (replication - 1).clamp(1, 2).to_string();
         admin::create_topic(
             brokers,
             topic,
@@ -542,6 +562,12 @@ fn ensure_topic(brokers: &str, topic: &str, partitions: usize) -> std::result::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transactional_ids_are_per_store_incarnation() {
+        assert_eq!(transactional_id("q5", "rows", 1, "legacy"), "weir-q5-rows-1");
+        assert_eq!(transactional_id("q5", "rows", 1, "0a1b"), "weir-q5-rows-1-0a1b");
+    }
 
     #[test]
     fn markers_of_each_store_incarnation_have_their_own_key() {

@@ -441,7 +441,8 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
             Some(i) => vec![i],
             None => (0..self.partitions.len()).collect(),
         };
-        for i in candidates {
+        let mut below_start = false;
+        for i in candidates.iter().copied() {
             let p = &self.partitions[i];
             let (topic, partition, next) = (p.topic.clone(), p.partition, p.next_offset);
             let low = admin::watermarks(&*self.consumer, &topic, partition, METADATA_TIMEOUT)
@@ -450,6 +451,7 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
             if low <= next {
                 continue;
             }
+            below_start = true;
             let gap = low.get() - next.get();
             if self.lost_input == LostInputPolicy::Fail {
                 return Err(connector_error(
@@ -467,6 +469,24 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
                 .seek(&topic, partition, Offset::Offset(low.get()), METADATA_TIMEOUT)
                 .map_err(|e| kafka_error(&self.name, &format!("cannot seek {topic}/{partition}"), e))?;
             self.partitions[i].next_offset = low;
+        }
+        if !below_start {
+            // Out of range but not below the log start: past the end (a topic
+            // recreated, an unclean leader election). librdkafka stops
+            // fetching the partition; going on would stall without a word.
+            let at: Vec<String> = candidates
+                .iter()
+                .map(|&i| {
+                    let p = &self.partitions[i];
+                    format!("{}/{} at offset {}", p.topic, p.partition, p.next_offset)
+                })
+                .collect();
+            return Err(connector_error(
+                &self.name,
+                &format!("the position is outside the partition's offsets: {}", at.join(", ")),
+                "the partition was truncated or recreated (an unclean leader election, a deleted topic): \
+                 records may be lost; restart from a checkpoint after checking the topic",
+            ));
         }
         Ok(())
     }

@@ -510,6 +510,8 @@ fn an_exactly_once_sink_asks_for_a_checkpoint_when_its_epoch_outgrows_the_bound(
             summary.checkpoints_completed
         ),
     );
-    assert!(summary.checkpoints_completed >= 4, "{summary:?}");
+    // Without the bound: the final checkpoint only. How many the bound adds
+    // depends on how fast the input is read (asks during a checkpoint wait for it).
+    assert!(summary.checkpoints_completed >= 2, "{summary:?}");
     assert_eq!(rows, 20_000);
 }

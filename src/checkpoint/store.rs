@@ -305,14 +305,15 @@ impl CheckpointStore {
         Ok(())
     }
 
-    /// The checkpoint to restore from: the newest complete one that reads and
-    /// checks. Damaged newer ones are skipped with a warning naming the path.
+    /// The checkpoint a job would restore from, as tools see it: the newest
+    /// complete one whose manifest reads and whose files exist with their
+    /// sizes (a restore also verifies their checksums). Damaged newer ones are skipped with a warning naming the path.
     ///
     /// # Errors
     /// [`WeirError::NoUsableCheckpoint`] when checkpoints exist but none is
     /// usable: starting empty would silently drop state.
     pub fn restore_point(&self) -> Result<Option<Manifest>> {
-        Ok(self.restore_point_and_skipped()?.0)
+        Ok(self.newest_usable(false)?.0)
     }
 
     /// Like [`CheckpointStore::restore_point`], also returning why each newer
@@ -321,13 +322,24 @@ impl CheckpointStore {
     /// # Errors
     /// As [`CheckpointStore::restore_point`].
     pub(crate) fn restore_point_and_skipped(&self) -> Result<(Option<Manifest>, Vec<String>)> {
+        self.newest_usable(true)
+    }
+
+    /// The newest checkpoint that reads and checks (its files' contents too
+    /// when `verify`: a restore reads them all; a tool that only looks does
+    /// not), and why each newer one was skipped.
+    fn newest_usable(&self, verify: bool) -> Result<(Option<Manifest>, Vec<String>)> {
         let ids = self.complete_ids()?;
         let mut problems = Vec::new();
         for id in ids.iter().rev() {
-            match self
-                .read_manifest(*id)
-                .and_then(|m| self.verify_contents(&m).map(|()| m))
-            {
+            let checked = self.read_manifest(*id).and_then(|m| {
+                if verify {
+                    self.verify_contents(&m).map(|()| m)
+                } else {
+                    Ok(m)
+                }
+            });
+            match checked {
                 Ok(m) => {
                     for p in &problems {
                         tracing::warn!("skipped damaged checkpoint: {p}");
@@ -395,7 +407,11 @@ impl CheckpointStore {
         })?;
         create_only(&dir.join(MANIFEST), &bytes)?;
         crate::failpoint::hit("manifest-written");
-        write_atomic(&self.dir.join("LATEST"), format!("chk-{}\n", id.0).as_bytes())
+        // The checkpoint exists now; LATEST is only a pointer for people.
+        if let Err(e) = write_atomic(&self.dir.join("LATEST"), format!("chk-{}\n", id.0).as_bytes()) {
+            tracing::warn!("checkpoint {id} is complete, but LATEST was not updated: {e}");
+        }
+        Ok(())
     }
 
     /// Deletes the checkpoints in `remove`, any incomplete checkpoint older
@@ -480,8 +496,13 @@ pub(crate) fn create_only(path: &Path, bytes: &[u8]) -> Result<()> {
         }
         Err(e) => return Err(WeirError::io("cannot create", path, e)),
     }
+    // Linked: the file exists. If its entry cannot be made durable the
+    // outcome is unknown, which is not an ordinary failure to retry.
     match path.parent() {
-        Some(dir) => sync_dir(dir),
+        Some(dir) => sync_dir(dir).map_err(|e| WeirError::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!("created, but its directory entry could not be made durable: {e}"),
+        }),
         None => Ok(()),
     }
 }

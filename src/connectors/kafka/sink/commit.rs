@@ -366,6 +366,9 @@ fn last_committed_epoch(
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")
         .set("fetch.wait.max.ms", "20")
+        // A window whose start was compacted or deleted meanwhile reads from
+        // what is left, never silently from the end.
+        .set("auto.offset.reset", "earliest")
         .create_with_context(QuietEof)?;
     let marks = super::super::admin::watermarks(&consumer, topic, partition, CLIENT_TIMEOUT)?;
     let (low, end) = (marks.low.get(), marks.high.get());
@@ -422,7 +425,7 @@ fn read_markers(
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(KafkaError::PartitionEOF(_))) => return Ok(()),
-            Some(Err(e)) => tracing::warn!("reading commit markers: {e}"),
+            Some(Err(e)) => tracing::warn!("reading commit markers of `{topic}` partition {partition}: {e}"),
             Some(Ok(m)) => {
                 if m.offset() >= end {
                     return Ok(()); // past the window (aborted records and markers hide its last offsets)

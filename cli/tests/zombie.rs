@@ -335,3 +335,56 @@ fn a_job_whose_broker_stops_answering_is_cancelled_in_bounded_time() {
     );
     assert_eq!((lost, duplicated), (0, 0));
 }
+
+#[test]
+fn a_paused_kafka_run_keeps_its_store_and_exactly_once_holds_when_it_resumes() {
+    let broker = Broker::start();
+    for topic in ["in", "out"] {
+        broker.create_topic(topic, 2);
+    }
+    broker.produce("in", &input(0..20_000, 2));
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = kafka_count(&broker, dir.path(), ("in", "out"), &["--checkpoint-interval-ms", "100"])
+        .spawn()
+        .unwrap();
+    let (_, complete, a_log) = follow(&mut a);
+    wait_for_checkpoints(&complete, 2, "A");
+    signal(&a, libc::SIGSTOP);
+    // B on the same store: refused while A holds it, paused or not.
+    let b = kafka_count(
+        &broker,
+        dir.path(),
+        ("in", "out"),
+        &["--bounded", "--checkpoint-interval-ms", "100"],
+    )
+    .output()
+    .unwrap();
+    let b_err = String::from_utf8_lossy(&b.stderr);
+    assert!(!b.status.success() && b_err.contains("is in use by"), "{b_err}");
+    signal(&a, libc::SIGCONT);
+    broker.produce("in", &input(20_000..25_000, 2));
+    std::thread::sleep(Duration::from_secs(2));
+    signal(&a, libc::SIGTERM); // stop with a final checkpoint
+    let a_status = wait_for_exit(&mut a, Duration::from_secs(60), "A after its stop");
+    let a_log = a_log.join().unwrap();
+    assert!(a_status.success(), "{a_log}");
+    // Then B finishes what is left.
+    let b = kafka_count(
+        &broker,
+        dir.path(),
+        ("in", "out"),
+        &["--bounded", "--checkpoint-interval-ms", "100"],
+    )
+    .output()
+    .unwrap();
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let out = output(&broker, "out");
+    let (lost, duplicated) = compare(&expected(25_000), &out);
+    publish_summary(
+        "zombie_paused_kafka",
+        &format!(
+            "zombie: Kafka -> Kafka run paused after a checkpoint, second start on its store refused, first resumed and stopped, second finished: lost={lost} duplicated={duplicated}"
+        ),
+    );
+    assert_eq!((lost, duplicated), (0, 0));
+}

@@ -392,10 +392,6 @@ fn copy_job(broker: &Broker, sources: usize, with_count: bool) -> weir::Job {
     let source = KafkaSource::new(&broker.bootstrap, &["in"])
         .deserializer(utf8())
         .bounded(true);
-    let line = |s: &String, _key: &mut Vec<u8>, value: &mut Vec<u8>| -> Result<Option<i32>, String> {
-        value.extend_from_slice(s.as_bytes());
-        Ok(None)
-    };
     let stream = job
         .source("in", source.factory())
         .uid("in")
@@ -412,7 +408,10 @@ fn copy_job(broker: &Broker, sources: usize, with_count: bool) -> weir::Job {
         stream
     };
     stream
-        .sink("out", KafkaSink::new(&broker.bootstrap, "out", line).factory())
+        .sink(
+            "out",
+            KafkaSink::new(&broker.bootstrap, "out", kafka_data::line).factory(),
+        )
         .uid("out")
         .parallelism(2);
     job.build().unwrap()
@@ -454,15 +453,11 @@ fn a_changed_job_keeps_its_kafka_offsets_when_dropping_state_is_allowed() {
     let source = weir::connectors::kafka::KafkaSource::new(&broker.bootstrap, &["in"])
         .deserializer(weir::connectors::kafka::utf8())
         .bounded(true);
-    let line = |s: &String, _key: &mut Vec<u8>, value: &mut Vec<u8>| -> Result<Option<i32>, String> {
-        value.extend_from_slice(s.as_bytes());
-        Ok(None)
-    };
     job.source("in", source.factory())
         .uid("in")
         .sink(
             "out",
-            weir::connectors::kafka::KafkaSink::new(&broker.bootstrap, "out", line).factory(),
+            weir::connectors::kafka::KafkaSink::new(&broker.bootstrap, "out", kafka_data::line).factory(),
         )
         .uid("out")
         .parallelism(3);
@@ -483,15 +478,11 @@ fn an_exactly_once_sink_asks_for_a_checkpoint_when_its_epoch_outgrows_the_bound(
     let source = KafkaSource::new(&broker.bootstrap, &["in"])
         .deserializer(utf8())
         .bounded(true);
-    let line = |s: &String, _key: &mut Vec<u8>, value: &mut Vec<u8>| -> Result<Option<i32>, String> {
-        value.extend_from_slice(s.as_bytes());
-        Ok(None)
-    };
     job.source("in", source.factory())
         .uid("in")
         .sink(
             "out",
-            KafkaSink::new(&broker.bootstrap, "out", line)
+            KafkaSink::new(&broker.bootstrap, "out", kafka_data::line)
                 .max_epoch_bytes(50_000)
                 .factory(),
         )

@@ -195,11 +195,7 @@ fn a_writer_fenced_off_by_a_newer_one_stops_with_fenced_and_never_fences_back() 
         incarnation: "00aa00aa00aa00aa".into(),
         ..ConnectorContext::standalone("out", 0, 1)
     };
-    let line = |s: &String, _key: &mut Vec<u8>, value: &mut Vec<u8>| -> Result<Option<i32>, String> {
-        value.extend_from_slice(s.as_bytes());
-        Ok(None)
-    };
-    let factory = KafkaSink::new(&broker.bootstrap, "out", line).factory();
+    let factory = KafkaSink::new(&broker.bootstrap, "out", kafka_data::line).factory();
     let mut a = factory(ctx.clone()).unwrap();
     a.write(&mut vec!["from A".to_string()]).unwrap();
     a.snapshot(CheckpointId(1)).unwrap();

@@ -58,3 +58,10 @@ pub fn output(broker: &Broker, topic: &str) -> Vec<Line> {
         })
         .collect()
 }
+
+#[allow(dead_code)]
+/// A sink serializer writing a `String` record as the value, no key.
+pub fn line(s: &String, _key: &mut Vec<u8>, value: &mut Vec<u8>) -> Result<Option<i32>, String> {
+    value.extend_from_slice(s.as_bytes());
+    Ok(None)
+}

@@ -288,3 +288,39 @@ fn bounded_and_drain_advances_event_time_to_the_end_before_the_final_checkpoint(
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.last(), Some(&i64::MAX), "{seen:?}");
 }
+
+#[test]
+fn a_tuple_key_brings_its_records_together_and_keeps_its_state_across_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |records: u64| {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let job = JobBuilder::new("tuples").default_parallelism(2);
+        job.source("gen", Generator::w1_factory(Some(records), None))
+            .uid("gen")
+            .map(|e: W1Event| (format!("k{}", e.key % 7), e.key % 2 == 0, 1u64))
+            .key_by(|r: &(String, bool, u64)| (r.0.clone(), r.1))
+            .reduce("count", |a, b| (a.0.clone(), a.1, a.2 + b.2))
+            .uid("count")
+            .map(|r: (String, bool, u64)| r)
+            .sink("out", CollectSink::factory(out.clone()));
+        job.build().unwrap().run(config(dir.path())).unwrap();
+        let rows = out.lock().unwrap().clone();
+        rows
+    };
+    let first = run(5_000);
+    assert_eq!(first.len(), 5_000);
+    let second = run(10_000);
+    // The state of every (String, bool) key survived the restart: the
+    // counts of the second run go on from the first run's.
+    let mut highest = std::collections::HashMap::new();
+    for (k, even, n) in first.iter().chain(&second) {
+        let h = highest.entry((k.clone(), *even)).or_insert(0u64);
+        *h = (*h).max(*n);
+    }
+    assert_eq!(
+        highest.values().sum::<u64>(),
+        10_000,
+        "one running count per key over both runs"
+    );
+    assert!(highest.len() <= 14);
+}

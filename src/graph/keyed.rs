@@ -83,6 +83,13 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
         Stream::new(graph, vertex, op, Box::new(ChainPending { inner, stage }))
     }
 
+    /// One output per record, in the keyed vertex (no new exchange): the
+    /// result is a plain stream, as Flink's `KeyedStream::map` gives a
+    /// `DataStream`; `key_by` again to use keyed state on the new type.
+    pub fn map<U: Send + 'static, M: FnMut(T) -> U + Clone + Send + 'static>(self, f: M) -> Stream<U> {
+        self.stream.map(f)
+    }
+
     /// Keeps a running reduction per key and emits it after each record.
     pub fn reduce<R: FnMut(&T, &T) -> T + Clone + Send + 'static>(self, name: &str, f: R) -> Stream<T>
     where

@@ -19,6 +19,9 @@ fn main() -> Result<(), weir::WeirError> {
         .uid("count")
         .sink("print", PrintSink::factory());
     let summary = job.build()?.run(JobConfig::with_checkpoint_dir("checkpoints"))?;
-    println!("done: last checkpoint {:?}", summary.last_checkpoint);
+    println!(
+        "done: restored from checkpoint {:?}, last checkpoint {:?}",
+        summary.restored_from, summary.last_checkpoint
+    );
     Ok(())
 }

@@ -32,7 +32,8 @@
 //! Each layer uses only the ones below it (a test keeps it so; see
 //! ARCHITECTURE.md for the diagram):
 //! - leaves: errors ([`WeirError`]), the [`clock`], [`JobConfig`], task
-//!   counters ([`Backlog`], [`PartitionLag`]), failpoints for crash tests;
+//!   counters ([`Backlog`], [`PartitionLag`]), [`logging`] for programs that
+//!   embed weir, failpoints for crash tests;
 //! - [`checkpoint`]: the manifest format, the store on disk, the pure coordinator;
 //! - [`connectors`]: the [`connectors::Source`] and [`connectors::Sink`]
 //!   contracts and their implementations (generator, files, Kafka, memory);
@@ -55,6 +56,7 @@ mod error;
 mod failpoint;
 mod fxhash;
 mod graph;
+pub mod logging;
 mod runtime;
 mod state;
 mod stats;

@@ -281,8 +281,12 @@ fn first_job_counts_words_and_a_second_run_has_nothing_left() {
         10,
         "{first}"
     );
-    assert!(first.contains("done: last checkpoint Some("), "{first}");
+    assert!(
+        first.contains("done: restored from checkpoint None, last checkpoint Some(1)"),
+        "{first}"
+    );
     // The second run restores the final checkpoint: nothing left to read.
     let second = run();
     assert!(!second.contains("print[0]>"), "{second}");
+    assert!(second.contains("done: restored from checkpoint Some(1)"), "{second}");
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// layers only; modules on one layer do not use each other.
 const LAYERS: &[&[&str]] = &[
     &["error"],
-    &["clock", "config", "failpoint", "fxhash", "stats"],
+    &["clock", "config", "failpoint", "fxhash", "logging", "stats"],
     &["checkpoint"],
     &["connectors"],
     &["task"],

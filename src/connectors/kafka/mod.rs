@@ -28,7 +28,7 @@ pub mod position;
 pub mod sink;
 pub mod source;
 
-pub use format::{bytes, json, utf8, Deserializer, KafkaRecord, Serializer};
+pub use format::{bytes, json, json_value, utf8, Deserializer, KafkaRecord, Serializer};
 
 pub use admin::end_offsets;
 pub use offset::NextOffset;

@@ -48,6 +48,13 @@ pub struct ConnectorContext {
 }
 
 impl ConnectorContext {
+    /// Whether split `index` (a file, a partition, an element) belongs to
+    /// this subtask: `index % parallelism == subtask`, the way the built-in
+    /// sources deal their splits.
+    pub fn owns(&self, index: usize) -> bool {
+        index % self.parallelism.max(1) == self.subtask
+    }
+
     /// A context outside a running job, for unit tests of a source or sink:
     /// job `test`, nothing restored.
     pub fn standalone(uid: &str, subtask: usize, parallelism: usize) -> Self {
@@ -113,6 +120,22 @@ pub enum SourcePoll {
 }
 
 /// A source subtask.
+///
+/// # Every subtask is an instance
+/// The factory given to [`crate::JobBuilder::source`] makes one source per
+/// subtask, and each emits what it reads: a source that reads the same input
+/// in every subtask emits it `parallelism` times (a count at parallelism 2
+/// doubles). Split the input by [`ConnectorContext::subtask`] and
+/// [`ConnectorContext::parallelism`]: [`ConnectorContext::owns`] says whether
+/// split `i` (a file, a partition, an index) is this subtask's, as the
+/// built-in sources deal them (`i % parallelism == subtask`).
+///
+/// # Positions
+/// [`Source::position`] is stored in each checkpoint and handed back in
+/// [`ConnectorContext::restored`] (this subtask's) and
+/// [`ConnectorContext::restored_all`] (every subtask's: keep positions per
+/// split in them, and a source finds its splits again when they move between
+/// subtasks).
 pub trait Source<T>: Send + 'static {
     /// Appends up to `max` records to `out`.
     ///

@@ -152,6 +152,10 @@ impl weir::operators::Aggregator<i64, u64> for Count {
 }
 
 fn run_builtin(dir: &std::path::Path, end: i64, drain: bool) -> Vec<(i64, i64, u64)> {
+    run_builtin_with_summary(dir, end, drain).0
+}
+
+fn run_builtin_with_summary(dir: &std::path::Path, end: i64, drain: bool) -> (Vec<(i64, i64, u64)>, weir::JobSummary) {
     use weir::operators::Windowed;
     let out = Arc::new(Mutex::new(Vec::new()));
     let job = JobBuilder::new("builtin-windows");
@@ -174,9 +178,19 @@ fn run_builtin(dir: &std::path::Path, end: i64, drain: bool) -> Vec<(i64, i64, u
         drain_at_end: drain,
         ..JobConfig::with_checkpoint_dir(dir)
     };
-    job.build().unwrap().run(config).unwrap();
+    let summary = job.build().unwrap().run(config).unwrap();
     let v = out.lock().unwrap().clone();
-    v
+    (v, summary)
+}
+
+#[test]
+fn a_bounded_run_says_how_many_timers_it_keeps_for_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // Up to 450 ms: the windows [400, 500) of every key (7) are still open.
+    let (_, kept) = run_builtin_with_summary(dir.path(), 450, false);
+    assert_eq!(kept.timers_kept, 7, "{kept:?}");
+    let (_, drained) = run_builtin_with_summary(dir.path(), 1050, true);
+    assert_eq!(drained.timers_kept, 0, "a drained run fires everything: {drained:?}");
 }
 
 #[test]

@@ -156,6 +156,7 @@ pub(crate) fn summary_json(summary: &weir::JobSummary, status: &weir::JobStatus,
         "restored_from": summary.restored_from,
         "checkpoints_completed": summary.checkpoints_completed,
         "last_checkpoint": summary.last_checkpoint,
+        "timers_kept": summary.timers_kept,
         "checkpoint_ms": summary.checkpoint_durations.iter().map(|d| d.as_secs_f64() * 1000.0).collect::<Vec<_>>(),
         "tasks": status.tasks,
     });

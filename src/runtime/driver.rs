@@ -100,6 +100,8 @@ pub(super) struct Driver {
     pub(super) last_bytes: u64,
     /// [`JobSummary::state_entries_written_behind`], counted by the state.
     pub(super) written_behind: Arc<std::sync::atomic::AtomicU64>,
+    /// [`JobSummary::timers_kept`], counted by the state.
+    pub(super) timers_kept: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Driver {
@@ -172,6 +174,14 @@ impl Driver {
         for t in &mut self.tasks {
             t.join();
         }
+        let timers_kept = self.timers_kept.load(Ordering::Relaxed);
+        if result.is_ok() && timers_kept > 0 {
+            tracing::info!(
+                "job {}: the final checkpoint keeps {timers_kept} timer(s) (windows waiting for their end among them) \
+                 for the next run; drain_at_end (--drain) fires them at the end instead",
+                self.job
+            );
+        }
         result.map(|()| JobSummary {
             job: self.job.clone(),
             restored_from: self.restored_from,
@@ -182,6 +192,7 @@ impl Driver {
             checkpoint_durations: std::mem::take(&mut self.durations),
             checkpoint_started: std::mem::take(&mut self.started_at),
             state_entries_written_behind: self.written_behind.load(Ordering::Relaxed),
+            timers_kept,
         })
     }
 

@@ -30,6 +30,10 @@ pub struct JobSummary {
     /// Changed state entries written to RocksDB between checkpoints by
     /// write-behind ([`crate::JobConfig::state_write_behind_entries`]).
     pub state_entries_written_behind: u64,
+    /// Timers (event-time windows waiting for their end among them) that the
+    /// final checkpoint keeps for the next run: a bounded run without
+    /// `drain_at_end` does not fire them, unlike Flink's bounded input.
+    pub timers_kept: u64,
 }
 
 /// A running job: wait for it, read its status, trigger checkpoints, stop or

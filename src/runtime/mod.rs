@@ -112,6 +112,7 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
     )?);
     state.clean_stale_local_dirs();
     let written_behind = state.written_behind.clone();
+    let timers_kept = state.timers_kept.clone();
     let next_id = store.checkpoint_ids()?.last().map_or(1, |c| c.0 + 1);
     let existing = store.complete_ids()?;
 
@@ -251,6 +252,7 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
             .unwrap_or_else(Instant::now),
         last_bytes: 0,
         written_behind,
+        timers_kept,
     };
     let thread = std::thread::Builder::new()
         .name("weir-coordinator".into())

@@ -120,6 +120,9 @@ pub(crate) struct StateEnv {
     pub(crate) store: CheckpointStore,
     /// Entries written by write-behind, over every instance (see `keyed`).
     pub(crate) written_behind: Arc<std::sync::atomic::AtomicU64>,
+    /// Timers (open windows among them) that final checkpoints kept for the
+    /// next run, over every instance: [`crate::JobSummary::timers_kept`].
+    pub(crate) timers_kept: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StateEnv {
@@ -151,6 +154,7 @@ impl StateEnv {
             run_id,
             store,
             written_behind: Default::default(),
+            timers_kept: Default::default(),
         })
     }
 
@@ -264,6 +268,8 @@ pub(crate) struct RocksInstance {
     ingested: std::sync::atomic::AtomicU64,
     /// The job's count of entries written behind ([`StateEnv::written_behind`]).
     pub(crate) written_behind: Arc<std::sync::atomic::AtomicU64>,
+    /// The job's count of timers kept by final checkpoints ([`StateEnv::timers_kept`]).
+    pub(crate) timers_kept: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RocksInstance {
@@ -324,6 +330,7 @@ impl RocksInstance {
             in_store: Mutex::new(in_store),
             ingested: std::sync::atomic::AtomicU64::new(0),
             written_behind: env.written_behind.clone(),
+            timers_kept: env.timers_kept.clone(),
         }))
     }
 

@@ -111,6 +111,21 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
+    /// Timers registered and not fired (nor deleted).
+    pub(crate) fn pending(&self) -> usize {
+        let firing = self.firing[self.firing_next.min(self.firing.len())..]
+            .iter()
+            .filter(|(_, cancelled)| !cancelled)
+            .count();
+        let buckets: usize = self
+            .buckets
+            .iter()
+            .filter(|(at, _)| **at != self.firing_at || self.firing.is_empty())
+            .map(|(_, b)| b.len())
+            .sum();
+        firing + buckets
+    }
+
     /// Timers restored from a snapshot (all stored), with the domain at `now`.
     pub(crate) fn restored(stored: Vec<(i64, KeyAndNamespace)>, now: i64) -> Self {
         let mut timers = Timers {

@@ -406,6 +406,8 @@ where
         self.write_behind.policy.barrier(wall_clock_ms());
         if barrier.then_stop {
             self.finish_capture(); // no record follows to take it step by step
+            let kept = self.timers.pending() + self.processing_timers.pending();
+            self.db.timers_kept.fetch_add(kept as u64, Ordering::Relaxed);
         }
         let (db, failed, durable, max_parallelism, id) = (
             self.db.clone(),

@@ -338,3 +338,45 @@ fn a_record_late_before_a_restart_is_late_after_it() {
         "window [0, 100) does not fire twice: {second:?}"
     );
 }
+
+/// (key, window start or -1 for a late record, count or the late time) of
+/// in-memory events, event time from the records, at a given batch size.
+fn windows_of_elements(batch_size: usize) -> Vec<(i64, i64, u64)> {
+    use weir::connectors::memory::ElementSource;
+    use weir::operators::Windowed;
+    // 10 comes after 300: behind the watermark 300 - 50 of the records before it.
+    let times = vec![100i64, 120, 200, 300, 10, 310, 420, 150, 500, 630];
+    let dir = tempfile::tempdir().unwrap();
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let job = JobBuilder::new("elements");
+    job.source("times", ElementSource::factory(times))
+        .uid("times")
+        .assign_timestamps_and_watermarks(|t: &i64| *t, 50)
+        .key_by(|_: &i64| 0u64)
+        .window_aggregate("count", Tumbling::of(100), |t: &i64| *t, Count)
+        .uid("count")
+        .map(|(k, w): (u64, Windowed<u64, i64>)| match w {
+            Windowed::Result { window, value } => (k as i64, window.start, value),
+            Windowed::Late(t) => (k as i64, -1, t as u64),
+        })
+        .sink("collect", CollectSink::factory(out.clone()));
+    let config = JobConfig {
+        batch_size,
+        drain_at_end: true,
+        ..JobConfig::with_checkpoint_dir(dir.path())
+    };
+    job.build().unwrap().run(config).unwrap();
+    let mut v = out.lock().unwrap().clone();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn lateness_does_not_depend_on_the_batch_size() {
+    let one = windows_of_elements(1);
+    let many = windows_of_elements(1024);
+    assert_eq!(one, many, "the same records are late at batch size 1 and 1024");
+    assert!(one.contains(&(0, -1, 10)), "10 after 300 (bound 50) is late: {one:?}");
+    assert!(one.contains(&(0, -1, 150)), "150 after 420 is late: {one:?}");
+    assert!(one.contains(&(0, 100, 2)) && one.contains(&(0, 600, 1)), "{one:?}");
+}

@@ -37,6 +37,7 @@ use crate::runtime::plan::{ErasedEdge, OperatorInfo, Plan, TaskBody, TaskContext
 use crate::runtime::{JobHandle, JobSummary};
 use crate::task::chain::{ChannelOut, Downstream, KeyRouter, RoundRobin, Router, SinkTail, Stage};
 use crate::task::run::{run_input, run_source};
+use crate::task::watermarks::WatermarkStage;
 use crossbeam_channel::{Receiver, Sender};
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -554,6 +555,34 @@ impl<T: Send + 'static> Stream<T> {
         f: F,
     ) -> Stream<U> {
         self.operator("flat_map", move || FlatMap(f.clone()))
+    }
+
+    /// Event time for any stream (Flink's `assignTimestampsAndWatermarks`):
+    /// `timestamp_of` gives each record's time in ms, and the watermark is
+    /// the newest time seen minus `out_of_orderness_ms` (per subtask; the
+    /// stages after take the minimum over their inputs). It replaces the
+    /// event time from upstream. Whether a record is late does not depend
+    /// on how records are batched: a record behind the watermark of the
+    /// records before it is sent after that watermark.
+    pub fn assign_timestamps_and_watermarks<F: FnMut(&T) -> i64 + Clone + Send + 'static>(
+        mut self,
+        timestamp_of: F,
+        out_of_orderness_ms: i64,
+    ) -> Stream<T> {
+        let op = self.graph.borrow_mut().add_operator("timestamps", false, self.vertex);
+        let stage: StageMaker<T, T> = Box::new(move |_cx, next| {
+            Ok(
+                Box::new(WatermarkStage::new(timestamp_of.clone(), out_of_orderness_ms, next))
+                    as Box<dyn Downstream<T>>,
+            )
+        });
+        let inner = self.take();
+        Stream::new(
+            self.graph.clone(),
+            self.vertex,
+            op,
+            Box::new(ChainPending { inner, stage }),
+        )
     }
 
     /// Sees every record and passes it on.

@@ -7,6 +7,7 @@
 //! - [`run`]: the two task loops (source tasks and input tasks), the one place
 //!   where messages are matched, and each task's snapshot thread.
 //! - [`aligner`]: the pure barrier aligner of a task with several inputs.
+//! - [`watermarks`]: the timestamp and watermark assigner stage.
 //!
 //! This layer knows nothing of threads being started or of the coordinator:
 //! the runtime above starts the loops and talks to them through
@@ -15,3 +16,4 @@
 pub(crate) mod aligner;
 pub(crate) mod chain;
 pub(crate) mod run;
+pub(crate) mod watermarks;

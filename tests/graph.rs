@@ -324,3 +324,57 @@ fn a_tuple_key_brings_its_records_together_and_keeps_its_state_across_runs() {
     );
     assert!(highest.len() <= 14);
 }
+
+#[test]
+fn a_teed_stream_feeds_two_sinks_and_a_split_routes_without_copying_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |records: u64| {
+        let (all, evens, odds) = (
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(Mutex::new(Vec::new())),
+        );
+        let job = JobBuilder::new("fan-out").default_parallelism(2);
+        let (a, b) = job
+            .source("gen", Generator::w1_factory(Some(records), None))
+            .uid("gen")
+            .map(|e: W1Event| e.index)
+            .tee();
+        a.sink("all", CollectSink::factory(all.clone()));
+        let (even, odd) = b.split(|i: u64| {
+            if i % 2 == 0 {
+                weir::operators::Either::Left(i)
+            } else {
+                weir::operators::Either::Right(i.to_string())
+            }
+        });
+        even.key_by(|i: &u64| *i % 10)
+            .reduce("max-even", |a, b| (*a).max(*b))
+            .uid("max-even")
+            .sink("evens", CollectSink::factory(evens.clone()));
+        odd.sink("odds", CollectSink::factory(odds.clone()));
+        let summary = job.build().unwrap().run(config(dir.path())).unwrap();
+        let all: Vec<u64> = std::mem::take(&mut *all.lock().unwrap());
+        let evens: Vec<u64> = std::mem::take(&mut *evens.lock().unwrap());
+        let odds: Vec<String> = std::mem::take(&mut *odds.lock().unwrap());
+        (summary, all, evens, odds)
+    };
+    let (first, all1, evens1, odds1) = run(10_000);
+    assert_eq!(all1.len(), 10_000);
+    assert_eq!(evens1.len(), 5_000);
+    assert_eq!(odds1.len(), 5_000);
+    let (second, all2, _, odds2) = run(20_000);
+    assert_eq!(
+        second.restored_from, first.last_checkpoint,
+        "barriers reached both branches"
+    );
+    let mut all: Vec<u64> = all1.into_iter().chain(all2).collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..20_000).collect::<Vec<u64>>(),
+        "each record once in the teed branch"
+    );
+    let odds: std::collections::HashSet<String> = odds1.into_iter().chain(odds2).collect();
+    assert_eq!(odds.len(), 10_000);
+}

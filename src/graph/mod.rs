@@ -26,6 +26,7 @@
 //! stable `uid`: it names the operator's state in checkpoints, so state is
 //! restored after code changes. `build()` rejects a missing or duplicate uid.
 
+mod fork;
 mod keyed;
 
 pub use keyed::KeyedStream;
@@ -363,7 +364,9 @@ impl Job {
 
 /// A not-yet-finished vertex whose chain currently produces `T`.
 trait Pending<T>: Send {
-    fn finish(self: Box<Self>, tail: TailMaker<T>) -> TaskMaker;
+    /// Ends the chain in `tail`: the vertex's task maker, or `None` while
+    /// another branch of a fork (see `fork`) has not ended yet.
+    fn finish(self: Box<Self>, tail: TailMaker<T>) -> Option<TaskMaker>;
 }
 
 struct SourcePending<T, S, F> {
@@ -376,11 +379,11 @@ struct SourcePending<T, S, F> {
 impl<T: Send + 'static, S: Source<T>, F: Fn(ConnectorContext) -> Result<S> + Send + 'static> Pending<T>
     for SourcePending<T, S, F>
 {
-    fn finish(self: Box<Self>, tail: TailMaker<T>) -> TaskMaker {
+    fn finish(self: Box<Self>, tail: TailMaker<T>) -> Option<TaskMaker> {
         let SourcePending {
             factory, op, vertex, ..
         } = *self;
-        Box::new(move |cx| {
+        Some(Box::new(move |cx| {
             let (env, subtask) = (cx.env, cx.subtask);
             let uid = env.uid(op)?;
             let restored = env.restored_bytes(&uid, subtask)?;
@@ -399,7 +402,7 @@ impl<T: Send + 'static, S: Source<T>, F: Fn(ConnectorContext) -> Result<S> + Sen
             let chain = tail(cx)?;
             let (batch, drain) = (env.batch_size, env.drain_at_end);
             Ok(Box::new(move |rt| run_source(source, chain, uid, subtask, batch, drain, rt)) as TaskBody)
-        })
+        }))
     }
 }
 
@@ -408,16 +411,16 @@ struct InputPending<T> {
 }
 
 impl<T: Send + 'static> Pending<T> for InputPending<T> {
-    fn finish(self: Box<Self>, tail: TailMaker<T>) -> TaskMaker {
+    fn finish(self: Box<Self>, tail: TailMaker<T>) -> Option<TaskMaker> {
         let edges = self.edges;
-        Box::new(move |cx| {
+        Some(Box::new(move |cx| {
             let mut inputs = Vec::new();
             for e in &edges {
                 inputs.extend(e.take_receivers(cx.subtask)?);
             }
             let chain = tail(cx)?;
             Ok(Box::new(move |rt| run_input(inputs, chain, rt)) as TaskBody)
-        })
+        }))
     }
 }
 
@@ -427,7 +430,7 @@ struct ChainPending<I, T> {
 }
 
 impl<I: 'static, T: 'static> Pending<T> for ChainPending<I, T> {
-    fn finish(self: Box<Self>, tail: TailMaker<T>) -> TaskMaker {
+    fn finish(self: Box<Self>, tail: TailMaker<T>) -> Option<TaskMaker> {
         let stage = self.stage;
         self.inner.finish(Box::new(move |cx| {
             let next = tail(cx)?;
@@ -491,8 +494,9 @@ impl<T: Send + 'static> Stream<T> {
     }
 
     fn finish_with(mut self, tail: TailMaker<T>) {
-        let maker = self.take().finish(tail);
-        self.graph.borrow_mut().vertices[self.vertex].make = Some(maker);
+        if let Some(maker) = self.take().finish(tail) {
+            self.graph.borrow_mut().vertices[self.vertex].make = Some(maker);
+        }
     }
 
     /// Sets the uid of the last operator (required for stateful ones).

@@ -8,6 +8,7 @@
 //!   where messages are matched, and each task's snapshot thread.
 //! - [`aligner`]: the pure barrier aligner of a task with several inputs.
 //! - [`watermarks`]: the timestamp and watermark assigner stage.
+//! - [`fork`]: a fork into two chains (fan-out, split).
 //!
 //! This layer knows nothing of threads being started or of the coordinator:
 //! the runtime above starts the loops and talks to them through
@@ -15,5 +16,6 @@
 
 pub(crate) mod aligner;
 pub(crate) mod chain;
+pub(crate) mod fork;
 pub(crate) mod run;
 pub(crate) mod watermarks;

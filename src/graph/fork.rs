@@ -10,13 +10,16 @@ use crate::task::fork::ForkStage;
 use std::sync::{Arc, Mutex};
 use weir_operators::Either;
 
+/// Routes one record of a subtask's fork into the two branches' outputs.
+type Route<T, A, B> = Box<dyn FnMut(T, &mut Vec<A>, &mut Vec<B>) + Send>;
+
 /// What the two branches of one fork share until both have ended.
 struct ForkJoin<T, A, B> {
     inner: Option<Box<dyn Pending<T>>>,
     left: Option<TailMaker<A>>,
     right: Option<TailMaker<B>>,
     /// Makes the routing function of each subtask.
-    route: Box<dyn Fn() -> Box<dyn FnMut(T, &mut Vec<A>, &mut Vec<B>) + Send> + Send>,
+    route: Box<dyn Fn() -> Route<T, A, B> + Send>,
 }
 
 impl<T: Send + 'static, A: Send + 'static, B: Send + 'static> ForkJoin<T, A, B> {

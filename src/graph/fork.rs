@@ -10,42 +10,51 @@ use crate::task::fork::ForkStage;
 use std::sync::{Arc, Mutex};
 use weir_operators::Either;
 
-/// Routes one record of a subtask's fork into the two branches' outputs.
-type Route<T, A, B> = Box<dyn FnMut(T, &mut Vec<A>, &mut Vec<B>) + Send>;
-
 /// What the two branches of one fork share until both have ended.
-struct ForkJoin<T, A, B> {
+struct ForkJoin<T, A, B, R> {
     inner: Option<Box<dyn Pending<T>>>,
     left: Option<TailMaker<A>>,
     right: Option<TailMaker<B>>,
-    /// Makes the routing function of each subtask.
-    route: Box<dyn Fn() -> Route<T, A, B> + Send>,
+    /// The routing function, cloned for each subtask (a concrete type: the
+    /// per-record call is static and inlines).
+    route: Option<R>,
 }
 
-impl<T: Send + 'static, A: Send + 'static, B: Send + 'static> ForkJoin<T, A, B> {
+impl<T, A, B, R> ForkJoin<T, A, B, R>
+where
+    T: Send + 'static,
+    A: Send + 'static,
+    B: Send + 'static,
+    R: FnMut(T, &mut Vec<A>, &mut Vec<B>) + Clone + Send + 'static,
+{
     /// The vertex's task maker once both branches ended, else `None`.
     fn try_finish(&mut self) -> Option<TaskMaker> {
         if self.left.is_none() || self.right.is_none() {
             return None;
         }
-        let (left, right) = (self.left.take()?, self.right.take()?);
-        let route = std::mem::replace(&mut self.route, Box::new(|| Box::new(|_, _, _| {})));
+        let (left, right, route) = (self.left.take()?, self.right.take()?, self.route.take()?);
         let tail: TailMaker<T> = Box::new(move |cx: &TaskContext<'_>| {
             let (l, r) = (left(cx)?, right(cx)?);
-            Ok(Box::new(ForkStage::new(route(), l, r)) as Box<dyn Downstream<T>>)
+            Ok(Box::new(ForkStage::new(route.clone(), l, r)) as Box<dyn Downstream<T>>)
         });
         self.inner.take()?.finish(tail)
     }
 }
 
-type Shared<T, A, B> = Arc<Mutex<ForkJoin<T, A, B>>>;
+type Shared<T, A, B, R> = Arc<Mutex<ForkJoin<T, A, B, R>>>;
 
 /// The left branch of a fork.
-struct LeftPending<T, A, B>(Shared<T, A, B>);
+struct LeftPending<T, A, B, R>(Shared<T, A, B, R>);
 /// The right branch of a fork.
-struct RightPending<T, A, B>(Shared<T, A, B>);
+struct RightPending<T, A, B, R>(Shared<T, A, B, R>);
 
-impl<T: Send + 'static, A: Send + 'static, B: Send + 'static> Pending<A> for LeftPending<T, A, B> {
+impl<T, A, B, R> Pending<A> for LeftPending<T, A, B, R>
+where
+    T: Send + 'static,
+    A: Send + 'static,
+    B: Send + 'static,
+    R: FnMut(T, &mut Vec<A>, &mut Vec<B>) + Clone + Send + 'static,
+{
     fn finish(self: Box<Self>, tail: TailMaker<A>) -> Option<TaskMaker> {
         let mut join = self.0.lock().ok()?;
         join.left = Some(tail);
@@ -53,7 +62,13 @@ impl<T: Send + 'static, A: Send + 'static, B: Send + 'static> Pending<A> for Lef
     }
 }
 
-impl<T: Send + 'static, A: Send + 'static, B: Send + 'static> Pending<B> for RightPending<T, A, B> {
+impl<T, A, B, R> Pending<B> for RightPending<T, A, B, R>
+where
+    T: Send + 'static,
+    A: Send + 'static,
+    B: Send + 'static,
+    R: FnMut(T, &mut Vec<A>, &mut Vec<B>) + Clone + Send + 'static,
+{
     fn finish(self: Box<Self>, tail: TailMaker<B>) -> Option<TaskMaker> {
         let mut join = self.0.lock().ok()?;
         join.right = Some(tail);
@@ -69,11 +84,11 @@ impl<T: Send + 'static> Stream<T> {
         R: FnMut(T, &mut Vec<A>, &mut Vec<B>) + Clone + Send + 'static,
     {
         let op = self.graph.borrow_mut().add_operator(name, false, self.vertex);
-        let join: Shared<T, A, B> = Arc::new(Mutex::new(ForkJoin {
+        let join: Shared<T, A, B, R> = Arc::new(Mutex::new(ForkJoin {
             inner: Some(self.take()),
             left: None,
             right: None,
-            route: Box::new(move || Box::new(route.clone())),
+            route: Some(route),
         }));
         let left = Stream::new(self.graph.clone(), self.vertex, op, Box::new(LeftPending(join.clone())));
         let right = Stream::new(self.graph.clone(), self.vertex, op, Box::new(RightPending(join)));

@@ -342,6 +342,10 @@ fn a_record_late_before_a_restart_is_late_after_it() {
 /// (key, window start or -1 for a late record, count or the late time) of
 /// in-memory events, event time from the records, at a given batch size.
 fn windows_of_elements(batch_size: usize) -> Vec<(i64, i64, u64)> {
+    windows_of_elements_late(batch_size, 0)
+}
+
+fn windows_of_elements_late(batch_size: usize, allowed_lateness_ms: i64) -> Vec<(i64, i64, u64)> {
     use weir::connectors::memory::ElementSource;
     use weir::operators::Windowed;
     // 10 comes after 300: behind the watermark 300 - 50 of the records before it.
@@ -353,6 +357,7 @@ fn windows_of_elements(batch_size: usize) -> Vec<(i64, i64, u64)> {
         .uid("times")
         .assign_timestamps_and_watermarks(|t: &i64| *t, 50)
         .key_by(|_: &i64| 0u64)
+        .allowed_lateness(allowed_lateness_ms)
         .window_aggregate("count", Tumbling::of(100), |t: &i64| *t, Count)
         .uid("count")
         .map(|(k, w): (u64, Windowed<u64, i64>)| match w {
@@ -379,4 +384,14 @@ fn lateness_does_not_depend_on_the_batch_size() {
     assert!(one.contains(&(0, -1, 10)), "10 after 300 (bound 50) is late: {one:?}");
     assert!(one.contains(&(0, -1, 150)), "150 after 420 is late: {one:?}");
     assert!(one.contains(&(0, 100, 2)) && one.contains(&(0, 600, 1)), "{one:?}");
+}
+
+#[test]
+fn allowed_lateness_on_a_window_builder_keeps_windows_open_for_late_records() {
+    let got = windows_of_elements_late(1024, 200);
+    assert!(
+        !got.iter().any(|(_, start, _)| *start == -1),
+        "nothing is late with 200 ms: {got:?}"
+    );
+    assert!(got.contains(&(0, 0, 1)) && got.contains(&(0, 100, 3)), "{got:?}");
 }

@@ -17,10 +17,22 @@ use weir_operators::{
 pub struct KeyedStream<T: Send + 'static, K, F> {
     pub(super) stream: Stream<T>,
     pub(super) key_of: F,
+    /// Allowed lateness of the windows built on this stream (ms).
+    pub(super) allowed_lateness_ms: i64,
     pub(super) _k: PhantomData<fn() -> K>,
 }
 
 impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> KeyedStream<T, K, F> {
+    /// How long after its end a window of the builders that follow
+    /// (`window_aggregate`, `session_aggregate`, `window_process`) waits for
+    /// late records (Flink's `allowedLateness`): it fires once the watermark
+    /// passes `end - 1 + ms`, and only records behind that become
+    /// `Windowed::Late` (split them into their own sink with `Stream::split`).
+    pub fn allowed_lateness(mut self, ms: i64) -> Self {
+        self.allowed_lateness_ms = ms.max(0);
+        self
+    }
+
     /// Sets the parallelism of the keyed vertex.
     pub fn parallelism(mut self, parallelism: usize) -> Self {
         self.stream = self.stream.parallelism(parallelism);
@@ -117,10 +129,12 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
         A: Aggregator<T, O> + Clone,
         TS: Fn(&T) -> i64 + Clone + Send + 'static,
     {
-        count_late(
-            self.process(name, WindowAggregate::new(assigner, timestamp_of, aggregator)),
-            name,
-        )
+        let lateness = self.allowed_lateness_ms;
+        let function = WindowAggregate {
+            allowed_lateness_ms: lateness,
+            ..WindowAggregate::new(assigner, timestamp_of, aggregator)
+        };
+        count_late(self.process(name, function), name)
     }
 
     /// Aggregates per key and session window (records closer than `gap_ms`
@@ -140,10 +154,12 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
         A: MergeAggregator<T, O> + Clone,
         TS: Fn(&T) -> i64 + Clone + Send + 'static,
     {
-        count_late(
-            self.process(name, SessionAggregate::new(gap_ms, timestamp_of, aggregator)),
-            name,
-        )
+        let lateness = self.allowed_lateness_ms;
+        let function = SessionAggregate {
+            allowed_lateness_ms: lateness,
+            ..SessionAggregate::new(gap_ms, timestamp_of, aggregator)
+        };
+        count_late(self.process(name, function), name)
     }
 
     /// Runs a full-window function per key and window (Flink's
@@ -164,6 +180,7 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
         WF: FnMut(&K, weir_operators::Window, Vec<T>, &mut Vec<O>) + Clone + Send + 'static,
         TS: Fn(&T) -> i64 + Clone + Send + 'static,
     {
+        let lateness = self.allowed_lateness_ms;
         count_late(
             self.process(
                 name,
@@ -171,7 +188,7 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
                     assigner,
                     function,
                     timestamp_of,
-                    allowed_lateness_ms: 0,
+                    allowed_lateness_ms: lateness,
                 },
             ),
             name,

@@ -624,6 +624,7 @@ impl<T: Send + 'static> Stream<T> {
         KeyedStream {
             stream: Stream::new(graph, to, op, Box::new(InputPending { edges: vec![edge] })),
             key_of,
+            allowed_lateness_ms: 0,
             _k: PhantomData,
         }
     }

@@ -290,3 +290,20 @@ fn first_job_counts_words_and_a_second_run_has_nothing_left() {
     assert!(!second.contains("print[0]>"), "{second}");
     assert!(second.contains("done: restored from checkpoint Some(1)"), "{second}");
 }
+
+#[test]
+fn sessionization_counts_sessions_and_sends_the_late_view_to_its_own_sink() {
+    let stdout = run("sessionization", &[]);
+    assert_lines(
+        &stdout,
+        &[
+            "session ann 0s-70s: 3 views",
+            "session ann 120s-150s: 1 views",
+            "session ann 230s-260s: 1 views",
+            "session bob 10s-70s: 3 views",
+            "session bob 200s-230s: 1 views",
+            "late view bob at 50s",
+        ],
+    );
+    assert_eq!(stdout.lines().count(), 6, "{stdout}");
+}

@@ -1,5 +1,6 @@
 //! Built-in incremental aggregations for `aggregate` and the window
-//! operators: count, sum, min, max, average, over an `i64` field.
+//! operators: count; sum, min and max over a field of any [`Numeric`] type
+//! (integers, floats); average over an `i64` field.
 //!
 //! Each is also a [`MergeAggregator`], so it works on session windows, whose
 //! accumulators merge when sessions do.
@@ -18,7 +19,70 @@
 //! assert_eq!(avg.result(&acc), 1.5);
 //! ```
 
-use crate::keyed::Aggregator;
+use crate::keyed::{Aggregator, StateValue};
+
+/// A number a [`Sum`], [`Min`] or [`Max`] aggregates: the integers and the
+/// floats. Integer sums saturate instead of wrapping.
+pub trait Numeric: StateValue + Copy + PartialOrd {
+    /// The sum of nothing.
+    const ZERO: Self;
+    /// Below every value (where `Max` starts).
+    const LOWEST: Self;
+    /// Above every value (where `Min` starts).
+    const HIGHEST: Self;
+    /// `self + other`, saturating for integers.
+    fn plus(self, other: Self) -> Self;
+}
+
+macro_rules! numeric_int {
+    ($($t:ty),*) => {$(
+        impl Numeric for $t {
+            const ZERO: Self = 0;
+            const LOWEST: Self = <$t>::MIN;
+            const HIGHEST: Self = <$t>::MAX;
+            #[inline]
+            fn plus(self, other: Self) -> Self {
+                self.saturating_add(other)
+            }
+        }
+    )*};
+}
+numeric_int!(i8, i16, i32, i64, i128, u8, u16, u32, u64, u128, isize, usize);
+
+macro_rules! numeric_float {
+    ($($t:ty),*) => {$(
+        impl Numeric for $t {
+            const ZERO: Self = 0.0;
+            const LOWEST: Self = <$t>::NEG_INFINITY;
+            const HIGHEST: Self = <$t>::INFINITY;
+            #[inline]
+            fn plus(self, other: Self) -> Self {
+                self + other
+            }
+        }
+    )*};
+}
+numeric_float!(f32, f64);
+
+/// The smaller of two (a NaN never wins).
+#[inline]
+fn smaller<N: Numeric>(a: N, b: N) -> N {
+    if b < a {
+        b
+    } else {
+        a
+    }
+}
+
+/// The larger of two (a NaN never wins).
+#[inline]
+fn larger<N: Numeric>(a: N, b: N) -> N {
+    if b > a {
+        b
+    } else {
+        a
+    }
+}
 
 /// An aggregation whose accumulators can be combined (needed by session
 /// windows: two sessions bridged by a record become one).
@@ -51,75 +115,76 @@ impl<I> MergeAggregator<I, u64> for Count {
     }
 }
 
-/// The sum of a field (wrapping on overflow is avoided by saturating).
+/// The sum of a field of any [`Numeric`] type (integers saturate instead of
+/// wrapping).
 #[derive(Debug, Clone, Copy)]
 pub struct Sum<F>(pub F);
 
-impl<I, F: Fn(&I) -> i64 + Clone + Send + 'static> Aggregator<I, i64> for Sum<F> {
-    type Acc = i64;
-    fn create(&self) -> i64 {
-        0
+impl<I, N: Numeric, F: Fn(&I) -> N + Clone + Send + 'static> Aggregator<I, N> for Sum<F> {
+    type Acc = N;
+    fn create(&self) -> N {
+        N::ZERO
     }
     #[inline]
-    fn add(&self, acc: &mut i64, record: &I) {
-        *acc = acc.saturating_add((self.0)(record));
+    fn add(&self, acc: &mut N, record: &I) {
+        *acc = acc.plus((self.0)(record));
     }
-    fn result(&self, acc: &i64) -> i64 {
+    fn result(&self, acc: &N) -> N {
         *acc
     }
 }
 
-impl<I, F: Fn(&I) -> i64 + Clone + Send + 'static> MergeAggregator<I, i64> for Sum<F> {
-    fn merge(&self, into: &mut i64, other: i64) {
-        *into = into.saturating_add(other);
+impl<I, N: Numeric, F: Fn(&I) -> N + Clone + Send + 'static> MergeAggregator<I, N> for Sum<F> {
+    fn merge(&self, into: &mut N, other: N) {
+        *into = into.plus(other);
     }
 }
 
-/// The smallest value of a field.
+/// The smallest value of a field of any [`Numeric`] type.
 #[derive(Debug, Clone, Copy)]
 pub struct Min<F>(pub F);
 
-impl<I, F: Fn(&I) -> i64 + Clone + Send + 'static> Aggregator<I, i64> for Min<F> {
-    type Acc = i64;
-    fn create(&self) -> i64 {
-        i64::MAX
+impl<I, N: Numeric, F: Fn(&I) -> N + Clone + Send + 'static> Aggregator<I, N> for Min<F> {
+    type Acc = N;
+    fn create(&self) -> N {
+        N::HIGHEST
     }
     #[inline]
-    fn add(&self, acc: &mut i64, record: &I) {
-        *acc = (*acc).min((self.0)(record));
+    fn add(&self, acc: &mut N, record: &I) {
+        *acc = smaller(*acc, (self.0)(record));
     }
-    fn result(&self, acc: &i64) -> i64 {
+    fn result(&self, acc: &N) -> N {
         *acc
     }
 }
 
-impl<I, F: Fn(&I) -> i64 + Clone + Send + 'static> MergeAggregator<I, i64> for Min<F> {
-    fn merge(&self, into: &mut i64, other: i64) {
-        *into = (*into).min(other);
+impl<I, N: Numeric, F: Fn(&I) -> N + Clone + Send + 'static> MergeAggregator<I, N> for Min<F> {
+    fn merge(&self, into: &mut N, other: N) {
+        *into = smaller(*into, other);
     }
 }
 
-/// The largest value of a field.
+/// The largest value of a field of any [`Numeric`] type.
 #[derive(Debug, Clone, Copy)]
 pub struct Max<F>(pub F);
 
-impl<I, F: Fn(&I) -> i64 + Clone + Send + 'static> Aggregator<I, i64> for Max<F> {
-    type Acc = i64;
-    fn create(&self) -> i64 {
-        i64::MIN
+impl<I, N: Numeric, F: Fn(&I) -> N + Clone + Send + 'static> Aggregator<I, N> for Max<F> {
+    type Acc = N;
+    fn create(&self) -> N {
+        N::LOWEST
     }
     #[inline]
-    fn add(&self, acc: &mut i64, record: &I) {
-        *acc = (*acc).max((self.0)(record));
+    fn add(&self, acc: &mut N, record: &I) {
+        *acc = larger(*acc, (self.0)(record));
     }
-    fn result(&self, acc: &i64) -> i64 {
+    fn result(&self, acc: &N) -> N {
         *acc
     }
 }
 
-impl<I, F: Fn(&I) -> i64 + Clone + Send + 'static> MergeAggregator<I, i64> for Max<F> {
-    fn merge(&self, into: &mut i64, other: i64) {
-        *into = (*into).max(other);
+impl<I, N: Numeric, F: Fn(&I) -> N + Clone + Send + 'static> MergeAggregator<I, N> for Max<F> {
+    fn merge(&self, into: &mut N, other: N) {
+        *into = larger(*into, other);
     }
 }
 
@@ -176,5 +241,19 @@ mod tests {
         assert_eq!(run(&Min(|x: &i64| *x), &v), -3);
         assert_eq!(run(&Max(|x: &i64| *x), &v), 12);
         assert_eq!(run(&Avg(|x: &i64| *x), &v), 4.2);
+    }
+
+    #[test]
+    fn sum_min_and_max_take_any_numeric_field() {
+        let v = [5, -3, 12, 7, 0];
+        assert_eq!(run(&Sum(|x: &i64| *x as f64 / 2.0), &v), 10.5);
+        assert_eq!(run(&Max(|x: &i64| *x as u8), &v), 253, "-3 as u8");
+        assert_eq!(run(&Min(|x: &i64| *x as f32), &v), -3.0);
+        assert_eq!(run(&Sum(|_: &i64| u8::MAX), &v), u8::MAX, "integers saturate");
+        assert_eq!(
+            run(&Max(|x: &i64| if *x == 12 { f64::NAN } else { *x as f64 }), &v),
+            7.0,
+            "NaN never wins"
+        );
     }
 }

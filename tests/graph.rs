@@ -378,3 +378,55 @@ fn a_teed_stream_feeds_two_sinks_and_a_split_routes_without_copying_across_resta
     let odds: std::collections::HashSet<String> = odds1.into_iter().chain(odds2).collect();
     assert_eq!(odds.len(), 10_000);
 }
+
+/// Keeps every index of a key in a list state and the largest in a named value state.
+#[derive(Clone, Copy)]
+struct ListAndMax;
+impl weir::operators::KeyedProcess<u64, W1Event, (u64, u64, usize)> for ListAndMax {
+    type State = ();
+    fn process(
+        &mut self,
+        key: &u64,
+        _: &mut Option<()>,
+        r: W1Event,
+        ctx: &mut weir::operators::KeyedContext<'_, (u64, u64, usize)>,
+    ) -> Result<(), OperatorError> {
+        let max = ctx.value::<u64>("max").get()?.unwrap_or(0).max(r.index);
+        ctx.value("max").set(&max)?;
+        ctx.list::<u64>("indices").append(&r.index)?;
+        let len = ctx.list::<u64>("indices").get()?.len();
+        ctx.emit((*key, max, len));
+        Ok(())
+    }
+}
+
+#[test]
+fn named_value_and_list_states_live_in_rocksdb_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |records: u64| {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let job = JobBuilder::new("states").default_parallelism(2);
+        job.source("gen", Generator::w1_factory_keys(Some(records), None, 50))
+            .uid("gen")
+            .key_by(|e: &W1Event| e.key)
+            .process("list-and-max", ListAndMax)
+            .uid("list-and-max")
+            .sink("out", CollectSink::factory(out.clone()));
+        job.build().unwrap().run(config(dir.path())).unwrap();
+        let rows: Vec<(u64, u64, usize)> = out.lock().unwrap().clone();
+        rows
+    };
+    let first = run(2_000);
+    let second = run(4_000);
+    let mut last: std::collections::HashMap<u64, (u64, usize)> = std::collections::HashMap::new();
+    for (k, max, len) in first.into_iter().chain(second) {
+        let e = last.entry(k).or_default();
+        *e = (e.0.max(max), e.1.max(len));
+    }
+    assert_eq!(
+        last.values().map(|(_, len)| len).sum::<usize>(),
+        4_000,
+        "every index once in its key's list"
+    );
+    assert!(last.values().all(|(max, _)| *max < 4_000));
+}

@@ -25,6 +25,7 @@ pub mod key;
 pub mod keyed;
 pub mod message;
 pub mod operator;
+pub mod state_types;
 pub mod window;
 pub mod window_ops;
 
@@ -39,5 +40,6 @@ pub use keyed::{
 };
 pub use message::{Barrier, CheckpointId, Message, Timestamp};
 pub use operator::{Filter, FlatMap, Inspect, Map, Operator, OperatorError, TryMap};
+pub use state_types::{ListState, ValueState};
 pub use window::{Assigner, Sessions, Sliding, Tumbling, Window};
 pub use window_ops::{OpenWindow, OpenWindows, SessionAggregate, WindowAggregate, WindowProcess, Windowed};

@@ -1,0 +1,138 @@
+//! More keyed state kinds beside the function's own value state and map
+//! states, built on map states (so they live in RocksDB behind the
+//! write-back overlay and are in every checkpoint): several named value
+//! states and list states per key (Flink's `ValueState`, `ListState`).
+//!
+//! ```
+//! use weir_operators::{KeyedContext, KeyedHarness, KeyedProcess, OperatorError};
+//! #[derive(Clone)]
+//! struct Track;
+//! impl KeyedProcess<u64, u64, (u64, u64, usize)> for Track {
+//!     type State = ();
+//!     fn process(&mut self, key: &u64, _: &mut Option<()>, r: u64, ctx: &mut KeyedContext<'_, (u64, u64, usize)>)
+//!         -> Result<(), OperatorError> {
+//!         let max = ctx.value::<u64>("max").get()?.unwrap_or(0).max(r);
+//!         ctx.value("max").set(&max)?;
+//!         ctx.list::<u64>("seen").append(&r)?;
+//!         let seen = ctx.list::<u64>("seen").get()?.len();
+//!         ctx.emit((*key, max, seen));
+//!         Ok(())
+//!     }
+//! }
+//! let mut h = KeyedHarness::new(Track);
+//! assert_eq!(h.feed(|_| 1, [5, 3, 9]), [(1, 5, 1), (1, 5, 2), (1, 9, 3)]);
+//! ```
+//!
+//! Names beginning with U+0001 are reserved for these kinds.
+
+use crate::keyed::{KeyedContext, MapState, StateValue};
+use crate::operator::OperatorError;
+
+impl<'a, O> KeyedContext<'a, O> {
+    /// The current key's value state `name`: one value of type `V` per key,
+    /// beside the function's own `State` (Flink's named `ValueState`).
+    pub fn value<V: StateValue>(&mut self, name: &str) -> ValueState<'_, V> {
+        ValueState {
+            map: self.map(&format!("\u{1}value:{name}")),
+        }
+    }
+
+    /// The current key's list state `name`: values of type `V` in the order
+    /// appended (Flink's `ListState`).
+    pub fn list<V: StateValue>(&mut self, name: &str) -> ListState<'_, 'a, V, O> {
+        ListState {
+            items: format!("\u{1}list:{name}"),
+            length: format!("\u{1}list-length:{name}"),
+            ctx: self,
+            _v: std::marker::PhantomData,
+        }
+    }
+}
+
+/// A named value state of the current key.
+pub struct ValueState<'s, V> {
+    map: MapState<'s, u8, V>,
+}
+
+impl<V: StateValue> ValueState<'_, V> {
+    /// The value, if set.
+    ///
+    /// # Errors
+    /// A state store failure or an undecodable value.
+    pub fn get(&mut self) -> Result<Option<V>, OperatorError> {
+        self.map.get(&0)
+    }
+
+    /// Sets the value.
+    ///
+    /// # Errors
+    /// A state store failure or an unencodable value.
+    pub fn set(&mut self, value: &V) -> Result<(), OperatorError> {
+        self.map.insert(&0, value)
+    }
+
+    /// Removes the value.
+    ///
+    /// # Errors
+    /// A state store failure.
+    pub fn clear(&mut self) -> Result<(), OperatorError> {
+        self.map.remove(&0)
+    }
+}
+
+/// A named list state of the current key: entries keyed by their position
+/// (big-endian, so a scan returns them in order), and the length beside
+/// them, so that appending is one read and two writes.
+pub struct ListState<'s, 'a, V, O> {
+    ctx: &'s mut KeyedContext<'a, O>,
+    items: String,
+    length: String,
+    _v: std::marker::PhantomData<fn() -> V>,
+}
+
+impl<V: StateValue, O> ListState<'_, '_, V, O> {
+    fn len(&mut self) -> Result<u64, OperatorError> {
+        Ok(self.ctx.map::<u8, u64>(&self.length).get(&0)?.unwrap_or(0))
+    }
+
+    /// Every value, in the order appended.
+    ///
+    /// # Errors
+    /// A state store failure or an undecodable value.
+    pub fn get(&mut self) -> Result<Vec<V>, OperatorError> {
+        let entries = self.ctx.map::<u64, V>(&self.items).entries()?;
+        Ok(entries.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// Appends `value`.
+    ///
+    /// # Errors
+    /// A state store failure or an unencodable value.
+    pub fn append(&mut self, value: &V) -> Result<(), OperatorError> {
+        let next = self.len()?;
+        self.ctx.map::<u64, V>(&self.items).insert(&next, value)?;
+        self.ctx.map::<u8, u64>(&self.length).insert(&0, &(next + 1))
+    }
+
+    /// Replaces the whole list.
+    ///
+    /// # Errors
+    /// A state store failure or an unencodable value.
+    pub fn update(&mut self, values: &[V]) -> Result<(), OperatorError> {
+        self.clear()?;
+        let mut items = self.ctx.map::<u64, V>(&self.items);
+        for (i, v) in values.iter().enumerate() {
+            items.insert(&(i as u64), v)?;
+        }
+        self.ctx.map::<u8, u64>(&self.length).insert(&0, &(values.len() as u64))
+    }
+
+    /// Empties the list.
+    ///
+    /// # Errors
+    /// A state store failure.
+    pub fn clear(&mut self) -> Result<(), OperatorError> {
+        self.ctx.map::<u64, V>(&self.items).clear()?;
+        self.ctx.map::<u8, u64>(&self.length).remove(&0)
+    }
+}

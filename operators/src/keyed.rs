@@ -330,6 +330,17 @@ impl<K: Clone, I, O, A: Aggregator<I, O>> KeyedProcess<K, I, (K, O)> for Aggrega
     }
 }
 
+/// What a [`KeyedHarness`] keeps, encoded as a checkpoint holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HarnessSnapshot {
+    values: Vec<(Vec<u8>, Vec<u8>)>,
+    maps: BTreeMap<(Vec<u8>, Vec<u8>), Vec<u8>>,
+    timers: std::collections::BTreeSet<(i64, Vec<u8>, Vec<u8>)>,
+    processing_timers: std::collections::BTreeSet<(i64, Vec<u8>, Vec<u8>)>,
+    watermark: Timestamp,
+    processing_time: Timestamp,
+}
+
 /// Runs a [`KeyedProcess`] over records with state in memory: the test
 /// harness for keyed logic.
 pub struct KeyedHarness<K, P: KeyedProcess<K, I, O>, I, O> {
@@ -412,6 +423,67 @@ impl<K: StateKey, I, O, P: KeyedProcess<K, I, O>> KeyedHarness<K, P, I, O> {
             processing_time: Timestamp(0),
             _types: std::marker::PhantomData,
         }
+    }
+
+    /// The event-time timers registered and not fired: (key, time, namespace),
+    /// in time order.
+    pub fn event_timers(&self) -> Vec<(K, Timestamp, Vec<u8>)> {
+        Self::decoded(&self.timers)
+    }
+
+    /// The processing-time timers registered and not fired, likewise.
+    pub fn processing_timers(&self) -> Vec<(K, Timestamp, Vec<u8>)> {
+        Self::decoded(&self.processing_timers)
+    }
+
+    fn decoded(timers: &std::collections::BTreeSet<(i64, Vec<u8>, Vec<u8>)>) -> Vec<(K, Timestamp, Vec<u8>)> {
+        timers
+            .iter()
+            .filter_map(|(at, key, ns)| Some((K::decode_key(key)?, Timestamp(*at), ns.clone())))
+            .collect()
+    }
+
+    /// Everything the function keeps, encoded with the checkpoint codec: what
+    /// a checkpoint would hold. Restore it with [`KeyedHarness::restore`] to
+    /// test that state survives a restart (and that it encodes at all).
+    ///
+    /// # Errors
+    /// A value state that does not encode.
+    pub fn snapshot(&self) -> Result<HarnessSnapshot, OperatorError> {
+        let mut values = Vec::with_capacity(self.state.len());
+        for (k, v) in &self.state {
+            let (mut key, mut value) = (Vec::new(), Vec::new());
+            k.encode_key(&mut key);
+            crate::codec::encode_value(v, &mut value)?;
+            values.push((key, value));
+        }
+        values.sort();
+        Ok(HarnessSnapshot {
+            values,
+            maps: self.maps.clone(),
+            timers: self.timers.clone(),
+            processing_timers: self.processing_timers.clone(),
+            watermark: self.watermark,
+            processing_time: self.processing_time,
+        })
+    }
+
+    /// A harness running `function` from `snapshot` (a restart).
+    ///
+    /// # Errors
+    /// A key or value state that does not decode.
+    pub fn restore(function: P, snapshot: &HarnessSnapshot) -> Result<Self, OperatorError> {
+        let mut harness = Self::new(function);
+        for (key, value) in &snapshot.values {
+            let k = K::decode_key(key).ok_or_else(|| OperatorError("undecodable key in the snapshot".into()))?;
+            harness.state.insert(k, crate::codec::decode_value(value)?);
+        }
+        harness.maps = snapshot.maps.clone();
+        harness.timers = snapshot.timers.clone();
+        harness.processing_timers = snapshot.processing_timers.clone();
+        harness.watermark = snapshot.watermark;
+        harness.processing_time = snapshot.processing_time;
+        Ok(harness)
     }
 
     /// Feeds records, keyed by `key_of`, and returns the outputs.

@@ -36,7 +36,8 @@ pub use key::{
     key_group_of, key_group_range, key_hash, subtask_for_key_group, KeyGroup, StateKey, DEFAULT_MAX_PARALLELISM,
 };
 pub use keyed::{
-    Aggregate, Aggregator, KeyedContext, KeyedHarness, KeyedProcess, KeyedStore, MapState, Reduce, StateValue,
+    Aggregate, Aggregator, HarnessSnapshot, KeyedContext, KeyedHarness, KeyedProcess, KeyedStore, MapState, Reduce,
+    StateValue,
 };
 pub use message::{Barrier, CheckpointId, Message, Timestamp};
 pub use operator::{Filter, FlatMap, Inspect, Map, Operator, OperatorError, TryMap};

@@ -136,3 +136,58 @@ impl<V: StateValue, O> ListState<'_, '_, V, O> {
         self.ctx.map::<u8, u64>(&self.length).remove(&0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{KeyedContext, KeyedHarness, KeyedProcess, OperatorError, Timestamp};
+
+    /// Counts a key's records, lists them, and reports the list 100 ms after each.
+    #[derive(Clone)]
+    struct Remind;
+
+    impl KeyedProcess<u64, u64, (u64, usize)> for Remind {
+        type State = u64;
+        fn process(
+            &mut self,
+            _key: &u64,
+            count: &mut Option<u64>,
+            r: u64,
+            ctx: &mut KeyedContext<'_, (u64, usize)>,
+        ) -> Result<(), OperatorError> {
+            *count.get_or_insert(0) += 1;
+            ctx.list::<u64>("seen").append(&r)?;
+            ctx.register_event_timer(Timestamp(r as i64 + 100), b"remind");
+            Ok(())
+        }
+        fn on_timer(
+            &mut self,
+            key: &u64,
+            _count: &mut Option<u64>,
+            _at: Timestamp,
+            _namespace: &[u8],
+            ctx: &mut KeyedContext<'_, (u64, usize)>,
+        ) -> Result<(), OperatorError> {
+            let seen = ctx.list::<u64>("seen").get()?.len();
+            ctx.emit((*key, seen));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_harness_shows_its_timers_and_its_state_survives_a_snapshot_and_restore() {
+        let mut h = KeyedHarness::new(Remind);
+        h.feed(|_| 7, [1, 2]);
+        let timers: Vec<(u64, i64)> = h.event_timers().iter().map(|(k, at, _)| (*k, at.0)).collect();
+        assert_eq!(timers, [(7, 101), (7, 102)]);
+        let snapshot = h.snapshot().unwrap();
+        let mut restored = KeyedHarness::restore(Remind, &snapshot).unwrap();
+        assert_eq!(
+            restored.snapshot().unwrap(),
+            snapshot,
+            "a restore holds what was snapshotted"
+        );
+        assert_eq!(restored.state.get(&7), Some(&2));
+        assert_eq!(restored.advance_watermark(Timestamp(101)), [(7, 2)]);
+        assert_eq!(restored.event_timers().len(), 1);
+    }
+}

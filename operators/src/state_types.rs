@@ -37,6 +37,19 @@ impl<'a, O> KeyedContext<'a, O> {
         }
     }
 
+    /// The current key's value state `name` with a time to live (Flink's
+    /// `StateTtlConfig`, processing time): a value not set again within
+    /// `ttl_ms` of wall-clock time reads as absent and is removed when read.
+    /// The expiry is stored with the value, so it holds across restarts.
+    pub fn value_with_ttl<V: StateValue>(&mut self, name: &str, ttl_ms: i64) -> TtlValueState<'_, V> {
+        let now = self.processing_time().0;
+        TtlValueState {
+            map: self.map(&format!("\u{1}ttl-value:{name}")),
+            now,
+            ttl_ms: ttl_ms.max(0),
+        }
+    }
+
     /// The current key's list state `name`: values of type `V` in the order
     /// appended (Flink's `ListState`).
     pub fn list<V: StateValue>(&mut self, name: &str) -> ListState<'_, 'a, V, O> {
@@ -69,6 +82,49 @@ impl<V: StateValue> ValueState<'_, V> {
     /// A state store failure or an unencodable value.
     pub fn set(&mut self, value: &V) -> Result<(), OperatorError> {
         self.map.insert(&0, value)
+    }
+
+    /// Removes the value.
+    ///
+    /// # Errors
+    /// A state store failure.
+    pub fn clear(&mut self) -> Result<(), OperatorError> {
+        self.map.remove(&0)
+    }
+}
+
+/// A named value state of the current key that expires `ttl_ms` after it
+/// was last set.
+pub struct TtlValueState<'s, V> {
+    map: MapState<'s, u8, (V, i64)>,
+    /// Processing time of the call (ms since the epoch).
+    now: i64,
+    ttl_ms: i64,
+}
+
+impl<V: StateValue> TtlValueState<'_, V> {
+    /// The value, unless it expired (then it is removed).
+    ///
+    /// # Errors
+    /// A state store failure or an undecodable value.
+    pub fn get(&mut self) -> Result<Option<V>, OperatorError> {
+        match self.map.get(&0)? {
+            Some((value, expires)) if self.now < expires => Ok(Some(value)),
+            Some(_) => {
+                self.map.remove(&0)?;
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Sets the value; it lives `ttl_ms` from now.
+    ///
+    /// # Errors
+    /// A state store failure or an unencodable value.
+    pub fn set(&mut self, value: &V) -> Result<(), OperatorError> {
+        let expires = self.now.saturating_add(self.ttl_ms);
+        self.map.insert(&0, &(value.clone(), expires))
     }
 
     /// Removes the value.
@@ -171,6 +227,46 @@ mod tests {
             ctx.emit((*key, seen));
             Ok(())
         }
+    }
+
+    /// Remembers the last record of a key for 1 s of processing time.
+    #[derive(Clone)]
+    struct LastSeen;
+
+    impl KeyedProcess<u64, u64, (u64, Option<u64>)> for LastSeen {
+        type State = ();
+        fn process(
+            &mut self,
+            key: &u64,
+            _: &mut Option<()>,
+            r: u64,
+            ctx: &mut KeyedContext<'_, (u64, Option<u64>)>,
+        ) -> Result<(), OperatorError> {
+            let before = ctx.value_with_ttl::<u64>("last", 1_000).get()?;
+            ctx.value_with_ttl("last", 1_000).set(&r)?;
+            ctx.emit((*key, before));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_value_with_a_time_to_live_expires_also_across_a_restore() {
+        let mut h = KeyedHarness::new(LastSeen);
+        h.advance_processing_time(Timestamp(10_000));
+        assert_eq!(h.feed(|_| 1, [5, 6]), [(1, None), (1, Some(5))]);
+        let mut restored = KeyedHarness::restore(LastSeen, &h.snapshot().unwrap()).unwrap();
+        restored.advance_processing_time(Timestamp(10_999));
+        assert_eq!(
+            restored.feed(|_| 1, [7]),
+            [(1, Some(6))],
+            "set at 10 000, alive until 11 000"
+        );
+        restored.advance_processing_time(Timestamp(12_000));
+        assert_eq!(
+            restored.feed(|_| 1, [8]),
+            [(1, None)],
+            "set at 10 999, expired at 11 999"
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //!
 //! Names beginning with U+0001 are reserved for these kinds.
 
-use crate::keyed::{KeyedContext, MapState, StateValue};
+use crate::keyed::{Aggregator, KeyedContext, MapState, StateValue};
 use crate::operator::OperatorError;
 
 impl<'a, O> KeyedContext<'a, O> {
@@ -47,6 +47,29 @@ impl<'a, O> KeyedContext<'a, O> {
             map: self.map(&format!("\u{1}ttl-value:{name}")),
             now,
             ttl_ms: ttl_ms.max(0),
+        }
+    }
+
+    /// The current key's reducing state `name`: one value, folded with
+    /// `reduce` as values are added (Flink's `ReducingState`).
+    pub fn reducing<V: StateValue, R: Fn(&V, &V) -> V>(&mut self, name: &str, reduce: R) -> ReducingState<'_, V, R> {
+        ReducingState {
+            map: self.map(&format!("\u{1}reducing:{name}")),
+            reduce,
+        }
+    }
+
+    /// The current key's aggregating state `name`: an accumulator of
+    /// `aggregator` that values are added to (Flink's `AggregatingState`).
+    pub fn aggregating<'g, I, R, A: Aggregator<I, R>>(
+        &mut self,
+        name: &str,
+        aggregator: &'g A,
+    ) -> AggregatingState<'_, 'g, I, R, A> {
+        AggregatingState {
+            map: self.map(&format!("\u{1}aggregating:{name}")),
+            aggregator,
+            _types: std::marker::PhantomData,
         }
     }
 
@@ -85,6 +108,80 @@ impl<V: StateValue> ValueState<'_, V> {
     }
 
     /// Removes the value.
+    ///
+    /// # Errors
+    /// A state store failure.
+    pub fn clear(&mut self) -> Result<(), OperatorError> {
+        self.map.remove(&0)
+    }
+}
+
+/// A named reducing state of the current key.
+pub struct ReducingState<'s, V, R> {
+    map: MapState<'s, u8, V>,
+    reduce: R,
+}
+
+impl<V: StateValue, R: Fn(&V, &V) -> V> ReducingState<'_, V, R> {
+    /// The reduction of everything added, if anything was.
+    ///
+    /// # Errors
+    /// A state store failure or an undecodable value.
+    pub fn get(&mut self) -> Result<Option<V>, OperatorError> {
+        self.map.get(&0)
+    }
+
+    /// Folds `value` into the reduction.
+    ///
+    /// # Errors
+    /// A state store failure or an unencodable value.
+    pub fn add(&mut self, value: &V) -> Result<(), OperatorError> {
+        let next = match self.map.get(&0)? {
+            Some(current) => (self.reduce)(&current, value),
+            None => value.clone(),
+        };
+        self.map.insert(&0, &next)
+    }
+
+    /// Forgets the reduction.
+    ///
+    /// # Errors
+    /// A state store failure.
+    pub fn clear(&mut self) -> Result<(), OperatorError> {
+        self.map.remove(&0)
+    }
+}
+
+/// A named aggregating state of the current key.
+pub struct AggregatingState<'s, 'g, I, R, A: Aggregator<I, R>> {
+    map: MapState<'s, u8, A::Acc>,
+    aggregator: &'g A,
+    _types: std::marker::PhantomData<fn(I) -> R>,
+}
+
+impl<I, R, A: Aggregator<I, R>> AggregatingState<'_, '_, I, R, A> {
+    /// The aggregate of everything added, if anything was.
+    ///
+    /// # Errors
+    /// A state store failure or an undecodable accumulator.
+    pub fn get(&mut self) -> Result<Option<R>, OperatorError> {
+        Ok(self.map.get(&0)?.map(|acc| self.aggregator.result(&acc)))
+    }
+
+    /// Adds `record` to the accumulator.
+    ///
+    /// # Errors
+    /// A state store failure or an unencodable accumulator.
+    pub fn add(&mut self, record: &I) -> Result<(), OperatorError> {
+        let mut acc = match self.map.get(&0)? {
+            Some(acc) => acc,
+            None => self.aggregator.create(),
+        };
+        self.aggregator.add(&mut acc, record);
+        self.map.insert(&0, &acc)
+    }
+
+    /// Forgets the accumulator.
     ///
     /// # Errors
     /// A state store failure.
@@ -267,6 +364,40 @@ mod tests {
             [(1, None)],
             "set at 10 999, expired at 11 999"
         );
+    }
+
+    /// The largest record of a key and the mean of its records, in named states.
+    #[derive(Clone)]
+    struct Stats;
+
+    impl KeyedProcess<u64, i64, (u64, i64, f64)> for Stats {
+        type State = ();
+        fn process(
+            &mut self,
+            key: &u64,
+            _: &mut Option<()>,
+            r: i64,
+            ctx: &mut KeyedContext<'_, (u64, i64, f64)>,
+        ) -> Result<(), OperatorError> {
+            let mut max = ctx.reducing("max", |a: &i64, b: &i64| (*a).max(*b));
+            max.add(&r)?;
+            let max = max.get()?.unwrap_or(i64::MIN);
+            let mean = crate::aggregators::Avg(|x: &i64| *x);
+            let mut avg = ctx.aggregating("mean", &mean);
+            avg.add(&r)?;
+            let avg = avg.get()?.unwrap_or(0.0);
+            ctx.emit((*key, max, avg));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn reducing_and_aggregating_states_fold_what_is_added() {
+        let mut h = KeyedHarness::new(Stats);
+        let out = h.feed(|_| 3, [4, 10, 1]);
+        assert_eq!(out, [(3, 4, 4.0), (3, 10, 7.0), (3, 10, 5.0)]);
+        let mut restored = KeyedHarness::restore(Stats, &h.snapshot().unwrap()).unwrap();
+        assert_eq!(restored.feed(|_| 3, [5]), [(3, 10, 5.0)]);
     }
 
     #[test]

@@ -43,4 +43,6 @@ pub use message::{Barrier, CheckpointId, Message, Timestamp};
 pub use operator::{Filter, FlatMap, Inspect, Map, Operator, OperatorError, TryMap};
 pub use state_types::{AggregatingState, ListState, ReducingState, TtlValueState, ValueState};
 pub use window::{Assigner, Sessions, Sliding, Tumbling, Window};
-pub use window_ops::{OpenWindow, OpenWindows, SessionAggregate, WindowAggregate, WindowProcess, Windowed};
+pub use window_ops::{
+    CountWindowAggregate, OpenWindow, OpenWindows, SessionAggregate, WindowAggregate, WindowProcess, Windowed,
+};

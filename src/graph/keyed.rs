@@ -195,6 +195,19 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
         )
     }
 
+    /// Count windows (Flink's `countWindow`): per key, every `size` records
+    /// form a window, aggregated incrementally; emits `(key, result)` when a
+    /// window is full. An unfilled window is keyed state (kept across
+    /// restarts and bounded runs). Stateful: give it a uid.
+    pub fn count_window_aggregate<O: Send + 'static, A: Aggregator<T, O> + Clone>(
+        self,
+        name: &str,
+        size: u64,
+        aggregator: A,
+    ) -> Stream<(K, O)> {
+        self.process(name, weir_operators::CountWindowAggregate { size, aggregator })
+    }
+
     /// Runs an incremental aggregation per key; emits `(key, result)` after each record.
     pub fn aggregate<O: Send + 'static, A: Aggregator<T, O> + Clone>(
         self,

@@ -592,7 +592,10 @@ mod count_window_tests {
         assert_eq!(restored.feed(|r: &(u8, i64)| u64::from(r.0), [(2, 30)]), [(2, 60)]);
     }
 
-    fn h_function() -> CountWindowAggregate<Sum<fn(&(u8, i64)) -> i64>> {
+    /// The aggregation of the test, by a function pointer (another type than the closure's).
+    type ByPointer = CountWindowAggregate<Sum<fn(&(u8, i64)) -> i64>>;
+
+    fn h_function() -> ByPointer {
         fn value(r: &(u8, i64)) -> i64 {
             r.1
         }

@@ -114,6 +114,18 @@ fn kafka_count(broker: &Broker, dir: &Path, topics: (&str, &str), extra: &[&str]
     cmd
 }
 
+/// A bounded `kafka-count` run `in` -> `out` on the store in `dir`, to its end.
+fn bounded_kafka_count(broker: &Broker, dir: &Path) -> std::process::Output {
+    kafka_count(
+        broker,
+        dir,
+        ("in", "out"),
+        &["--bounded", "--checkpoint-interval-ms", "100"],
+    )
+    .output()
+    .unwrap()
+}
+
 #[test]
 fn a_new_store_of_a_job_commits_its_pending_output_whatever_markers_an_earlier_store_left() {
     let broker = Broker::start();
@@ -312,14 +324,7 @@ fn a_job_whose_broker_stops_answering_is_cancelled_in_bounded_time() {
     );
 
     // Exactly-once holds across the messy end: a bounded run finishes the input.
-    let again = kafka_count(
-        &broker,
-        dir.path(),
-        ("in", "out"),
-        &["--bounded", "--checkpoint-interval-ms", "100"],
-    )
-    .output()
-    .unwrap();
+    let again = bounded_kafka_count(&broker, dir.path());
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     let out = output(&broker, "out");
     let (lost, duplicated) = compare(&expected(20_000), &out);
@@ -347,14 +352,7 @@ fn a_paused_kafka_run_keeps_its_store_and_exactly_once_holds_when_it_resumes() {
     wait_for_checkpoints(&complete, 2, "A");
     signal(&a, libc::SIGSTOP);
     // B on the same store: refused while A holds it, paused or not.
-    let b = kafka_count(
-        &broker,
-        dir.path(),
-        ("in", "out"),
-        &["--bounded", "--checkpoint-interval-ms", "100"],
-    )
-    .output()
-    .unwrap();
+    let b = bounded_kafka_count(&broker, dir.path());
     let b_err = String::from_utf8_lossy(&b.stderr);
     assert!(!b.status.success() && b_err.contains("is in use by"), "{b_err}");
     signal(&a, libc::SIGCONT);
@@ -365,14 +363,7 @@ fn a_paused_kafka_run_keeps_its_store_and_exactly_once_holds_when_it_resumes() {
     let a_log = a_log.join().unwrap();
     assert!(a_status.success(), "{a_log}");
     // Then B finishes what is left.
-    let b = kafka_count(
-        &broker,
-        dir.path(),
-        ("in", "out"),
-        &["--bounded", "--checkpoint-interval-ms", "100"],
-    )
-    .output()
-    .unwrap();
+    let b = bounded_kafka_count(&broker, dir.path());
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
     let out = output(&broker, "out");
     let (lost, duplicated) = compare(&expected(25_000), &out);

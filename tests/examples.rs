@@ -1,8 +1,12 @@
 //! Runs every example binary (`examples/*.rs`) and checks what it prints:
 //! the examples are documentation, and these tests keep them true. The Kafka
-//! examples use librdkafka's in-process mock cluster, the service example a
-//! port on 127.0.0.1; nothing else leaves the process.
+//! examples run twice: on librdkafka's in-process mock cluster (their
+//! default) and on Apache Kafka (`--brokers`, the exactly-once sink), which
+//! must print the same; the service example uses a port on 127.0.0.1.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../cli/tests/support/broker.rs"]
+mod broker;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -88,8 +92,28 @@ fn assert_lines(stdout: &str, expected: &[&str]) {
 
 #[test]
 fn kafka_word_count_prints_the_count_of_every_word() {
-    let stdout = run("kafka_word_count", &[]);
-    assert_lines(&stdout, &["22 output records"]);
+    check_word_count(&run("kafka_word_count", &[]));
+}
+
+#[test]
+fn kafka_word_count_on_apache_kafka_prints_the_same_counts() {
+    let broker = broker::Broker::shared();
+    let stdout = run(
+        "kafka_word_count",
+        &[
+            "--brokers",
+            &broker.bootstrap,
+            "--input",
+            "wc-lines",
+            "--output",
+            "wc-counts",
+        ],
+    );
+    check_word_count(&stdout);
+}
+
+fn check_word_count(stdout: &str) {
+    assert_lines(stdout, &["22 output records"]);
     let counts: BTreeMap<&str, u64> = stdout
         .lines()
         .skip_while(|l| !l.ends_with("output records"))
@@ -148,7 +172,28 @@ fn join_emits_each_matching_order_once() {
 
 #[test]
 fn nightly_batch_second_run_reads_only_new_records_and_continues_the_totals() {
-    let stdout = run("nightly_batch", &[]);
+    check_nightly_batch(&run("nightly_batch", &[]));
+}
+
+#[test]
+fn nightly_batch_on_apache_kafka_prints_the_same_totals() {
+    let broker = broker::Broker::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = run(
+        "nightly_batch",
+        &[
+            "--brokers",
+            &broker.bootstrap,
+            "--topic",
+            "nightly-orders",
+            "--checkpoint-dir",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    check_nightly_batch(&stdout);
+}
+
+fn check_nightly_batch(stdout: &str) {
     let (night1, night2) = stdout.split_once("night 2:").unwrap();
     assert_lines(
         night1,

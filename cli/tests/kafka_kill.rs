@@ -52,7 +52,7 @@ fn start(broker: &Broker, dir: &Path, bounded: bool, failpoints: &str) -> Child 
 
 #[test]
 fn sigkill_through_kafka_loses_and_duplicates_nothing() {
-    let broker = Broker::start();
+    let broker = Broker::shared();
     broker.create_topic("in", 4);
     broker.create_topic("out", 4);
     let dir = tempfile::tempdir().unwrap();
@@ -92,7 +92,7 @@ fn sigkill_through_kafka_loses_and_duplicates_nothing() {
             8 => "restored=kill",
             _ => "snapshot-async=sleep(30)",
         };
-        let mut child = start(&broker, dir.path(), false, failpoints);
+        let mut child = start(broker, dir.path(), false, failpoints);
         // A run armed to die at a commit gets as long as it needs to reach
         // one (a loaded CI machine may take seconds to start and fetch); the
         // others are killed at a random moment.
@@ -128,17 +128,17 @@ fn sigkill_through_kafka_loses_and_duplicates_nothing() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let records = feeder.join().unwrap();
 
-    let mut last = start(&broker, dir.path(), true, "");
+    let mut last = start(broker, dir.path(), true, "");
     let status = wait_for_exit(&mut last, Duration::from_secs(120), "the final bounded run");
     let mut log = String::new();
     std::io::Read::read_to_string(last.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert!(status.success(), "final bounded run failed: {status}\n{log}");
 
-    let out = output(&broker, "out");
+    let out = output(broker, "out");
     let (lost, duplicated) = compare(&expected(records), &out);
     publish_summary(
         "kafka_kill",
-        &format!("kafka: kills={kills} lost={lost} duplicated={duplicated} (between checkpoint and commit={before_commit} after a commit={after_commit} in restore={in_restore} runs={runs} output={} seed={seed})", out.len()),
+        &format!("kafka: broker={} kills={kills} lost={lost} duplicated={duplicated} (between checkpoint and commit={before_commit} after a commit={after_commit} in restore={in_restore} runs={runs} output={} seed={seed})", broker::broker_name(), out.len()),
     );
     assert_eq!((lost, duplicated), (0, 0));
     assert_eq!(out.len() as u64, records);

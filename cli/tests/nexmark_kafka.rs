@@ -54,7 +54,7 @@ fn nexmark(broker: &Broker, dir: &Path, query: Query, source: &str, sink: &str, 
 
 #[test]
 fn every_query_over_kafka_matches_the_reference_in_one_run_and_in_two() {
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let events = perturbed(EVENTS);
     let all = records(&events);
     let half = all.len() / 2;
@@ -69,7 +69,7 @@ fn every_query_over_kafka_matches_the_reference_in_one_run_and_in_two() {
         broker.create_topic(&sink, 2);
         let job = format!("{}-one", query.name());
         nexmark(
-            &broker,
+            broker,
             dir.path(),
             query,
             "events",
@@ -80,22 +80,14 @@ fn every_query_over_kafka_matches_the_reference_in_one_run_and_in_two() {
         let sink = format!("{}-two", query.name());
         broker.create_topic(&sink, 2);
         let job = format!("{}-two", query.name());
-        nexmark(
-            &broker,
-            dir.path(),
-            query,
-            "events-growing",
-            &sink,
-            &job,
-            &["--bounded"],
-        );
+        nexmark(broker, dir.path(), query, "events-growing", &sink, &job, &["--bounded"]);
     }
     broker.produce("events-growing", &all[half..]);
     let mut summary = Vec::new();
     for query in Query::ALL {
         let (sink, job) = (format!("{}-two", query.name()), format!("{}-two", query.name()));
         nexmark(
-            &broker,
+            broker,
             dir.path(),
             query,
             "events-growing",
@@ -121,7 +113,8 @@ fn every_query_over_kafka_matches_the_reference_in_one_run_and_in_two() {
     common::publish_summary(
         "nexmark_kafka",
         &format!(
-            "nexmark over kafka: rows equal to the reference in 1 and 2 bounded runs: {}",
+            "nexmark over kafka (broker={}): rows equal to the reference in 1 and 2 bounded runs: {}",
+            broker::broker_name(),
             summary.join(" ")
         ),
     );

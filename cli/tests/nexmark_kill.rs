@@ -50,7 +50,7 @@ fn stderr_of(child: &mut Child) -> String {
 
 #[test]
 fn sigkill_during_a_windowed_query_loses_and_duplicates_no_row() {
-    let broker = Broker::start();
+    let broker = Broker::shared();
     broker.create_topic("events", PARTITIONS);
     broker.create_topic("rows", 2);
     let events = perturbed(EVENTS);
@@ -81,7 +81,7 @@ fn sigkill_during_a_windowed_query_loses_and_duplicates_no_row() {
         } else {
             "snapshot-async=sleep(30)"
         };
-        let mut child = start(&broker, dir.path(), false, failpoints);
+        let mut child = start(broker, dir.path(), false, failpoints);
         // A run armed to die at its first commit gets as long as it needs to
         // reach it (a loaded CI machine may take seconds to start and fetch);
         // the others are killed at a random moment.
@@ -108,7 +108,7 @@ fn sigkill_during_a_windowed_query_loses_and_duplicates_no_row() {
         broker.produce("events", batch);
     }
 
-    let mut last = start(&broker, dir.path(), true, "");
+    let mut last = start(broker, dir.path(), true, "");
     let status = wait_for_exit(&mut last, Duration::from_secs(180), "the final bounded run");
     assert!(status.success(), "final run failed: {status}\n{}", stderr_of(&mut last));
 
@@ -118,7 +118,8 @@ fn sigkill_during_a_windowed_query_loses_and_duplicates_no_row() {
     common::publish_summary(
         "nexmark_kill",
         &format!(
-            "nexmark q5 over kafka: kills={kills} lost={lost} duplicated={duplicated} (between checkpoint and commit={before_commit} runs={runs} rows={} seed={seed})",
+            "nexmark q5 over kafka: broker={} kills={kills} lost={lost} duplicated={duplicated} (between checkpoint and commit={before_commit} runs={runs} rows={} seed={seed})",
+            broker::broker_name(),
             got.len()
         ),
     );

@@ -61,11 +61,14 @@ fn a_paused_run_keeps_its_store_and_a_second_start_is_refused_until_it_ends() {
     assert_eq!(expected_lines.len() as u64, RECORDS);
 
     let dir = tempfile::tempdir().unwrap();
-    let mut a = demo(dir.path(), RECORDS, Some(100_000)).spawn().unwrap();
+    // Paced to take ~15 s, so A is far from its end when it is paused even on
+    // a loaded machine (a run that already ended would hold no lock).
+    let mut a = demo(dir.path(), RECORDS, Some(20_000)).spawn().unwrap();
     let (_, complete, a_log) = follow(&mut a);
     wait_for_checkpoints(&complete, 2, "A");
     // A zombie: paused right after a checkpoint completed, its sinks mid-epoch.
     signal(&a, libc::SIGSTOP);
+    assert!(a.try_wait().unwrap().is_none(), "A ended before it could be paused");
     let started = Instant::now();
     let b = demo(dir.path(), RECORDS, None).output().unwrap();
     let refused_in = started.elapsed();
@@ -114,31 +117,31 @@ fn kafka_count(broker: &Broker, dir: &Path, topics: (&str, &str), extra: &[&str]
     cmd
 }
 
-/// A bounded `kafka-count` run `in` -> `out` on the store in `dir`, to its end.
-fn bounded_kafka_count(broker: &Broker, dir: &Path) -> std::process::Output {
-    kafka_count(
-        broker,
-        dir,
-        ("in", "out"),
-        &["--bounded", "--checkpoint-interval-ms", "100"],
-    )
-    .output()
-    .unwrap()
+/// A bounded `kafka-count` run `topics.0` -> `topics.1` on the store in `dir`, to its end.
+fn bounded_kafka_count(broker: &Broker, dir: &Path, topics: (&str, &str)) -> std::process::Output {
+    kafka_count(broker, dir, topics, &["--bounded", "--checkpoint-interval-ms", "100"])
+        .output()
+        .unwrap()
 }
 
 #[test]
 fn a_new_store_of_a_job_commits_its_pending_output_whatever_markers_an_earlier_store_left() {
-    let broker = Broker::start();
-    for topic in ["in", "out", "in2", "out2"] {
+    let broker = Broker::shared();
+    for topic in [
+        "incarnation-in",
+        "incarnation-out",
+        "incarnation-in2",
+        "incarnation-out2",
+    ] {
         broker.create_topic(topic, 2);
     }
     // The earlier incarnation: many checkpoints, so high commit markers.
-    broker.produce("in", &input(0..60_000, 2));
+    broker.produce("incarnation-in", &input(0..60_000, 2));
     let first = tempfile::tempdir().unwrap();
     let run = kafka_count(
-        &broker,
+        broker,
         first.path(),
-        ("in", "out"),
+        ("incarnation-in", "incarnation-out"),
         &["--bounded", "--checkpoint-interval-ms", "50"],
     )
     .output()
@@ -148,12 +151,12 @@ fn a_new_store_of_a_job_commits_its_pending_output_whatever_markers_an_earlier_s
     // The same job name with a fresh checkpoint directory over a new topic,
     // killed between its (only, final) checkpoint and its commit: checkpoint 1
     // holds the whole output, and the earlier store's markers are all higher.
-    broker.produce("in2", &input(0..20_000, 2));
+    broker.produce("incarnation-in2", &input(0..20_000, 2));
     let second = tempfile::tempdir().unwrap();
     let killed = kafka_count(
-        &broker,
+        broker,
         second.path(),
-        ("in2", "out2"),
+        ("incarnation-in2", "incarnation-out2"),
         &["--bounded", "--checkpoint-interval-ms", "0"],
     )
     .env("WEIR_FAILPOINTS", "kafka-before-commit=kill")
@@ -166,9 +169,9 @@ fn a_new_store_of_a_job_commits_its_pending_output_whatever_markers_an_earlier_s
         String::from_utf8_lossy(&killed.stderr)
     );
     let again = kafka_count(
-        &broker,
+        broker,
         second.path(),
-        ("in2", "out2"),
+        ("incarnation-in2", "incarnation-out2"),
         &["--bounded", "--checkpoint-interval-ms", "0"],
     )
     .output()
@@ -180,7 +183,7 @@ fn a_new_store_of_a_job_commits_its_pending_output_whatever_markers_an_earlier_s
         "the earlier store's markers are found and said to be ignored:\n{log}"
     );
 
-    let out = output(&broker, "out2");
+    let out = output(broker, "incarnation-out2");
     let (lost, duplicated) = compare(&expected(20_000), &out);
     publish_summary(
         "zombie_incarnation",
@@ -198,16 +201,16 @@ fn a_writer_fenced_off_by_a_newer_one_stops_with_fenced_and_never_fences_back() 
     use weir::connectors::kafka::KafkaSink;
     use weir::connectors::{ConnectorContext, Sink};
     use weir::operators::CheckpointId;
-    let broker = Broker::start();
-    broker.create_topic("out", 1);
+    let broker = Broker::shared();
+    broker.create_topic("fenced-out", 1);
     // Two subtasks of one store (the same transactional id): A is the zombie
     // a lock failure or a paused process would leave, B its replacement.
     let ctx = ConnectorContext {
         job: "fence".into(),
         incarnation: "00aa00aa00aa00aa".into(),
-        ..ConnectorContext::standalone("out", 0, 1)
+        ..ConnectorContext::standalone("fenced-out", 0, 1)
     };
-    let factory = KafkaSink::new(&broker.bootstrap, "out", kafka_data::line).factory();
+    let factory = KafkaSink::new(&broker.bootstrap, "fenced-out", kafka_data::line).factory();
     let mut a = factory(ctx.clone()).unwrap();
     a.write(&mut vec!["from A".to_string()]).unwrap();
     a.snapshot(CheckpointId(1)).unwrap();
@@ -225,7 +228,7 @@ fn a_writer_fenced_off_by_a_newer_one_stops_with_fenced_and_never_fences_back() 
     b.commit(CheckpointId(1)).unwrap();
     b.finish().unwrap();
     let rows: Vec<String> = broker
-        .consume_all("out", true)
+        .consume_all("fenced-out", true)
         .into_iter()
         .map(|c| String::from_utf8(c.3).unwrap())
         .collect();
@@ -238,37 +241,37 @@ fn a_writer_fenced_off_by_a_newer_one_stops_with_fenced_and_never_fences_back() 
 
 #[test]
 fn input_deleted_before_it_was_read_fails_the_job_naming_it_unless_skipping_was_chosen() {
-    let broker = Broker::start();
-    broker.create_topic("in", 1);
-    broker.create_topic("out", 1);
+    let broker = Broker::shared();
+    broker.create_topic("lost-in", 1);
+    broker.create_topic("lost-out", 1);
     let dir = tempfile::tempdir().unwrap();
-    broker.produce("in", &input(0..1_000, 1));
+    broker.produce("lost-in", &input(0..1_000, 1));
     let bounded = ["--bounded", "--checkpoint-interval-ms", "0"];
-    let first = kafka_count(&broker, dir.path(), ("in", "out"), &bounded)
+    let first = kafka_count(broker, dir.path(), ("lost-in", "lost-out"), &bounded)
         .output()
         .unwrap();
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     // While the job is down, retention deletes records it has not read.
-    broker.produce("in", &input(1_000..2_000, 1));
-    let low = broker.delete_records("in", 0, 1_500);
+    broker.produce("lost-in", &input(1_000..2_000, 1));
+    let low = broker.delete_records("lost-in", 0, 1_500);
     assert_eq!(low, 1_500);
-    let refused = kafka_count(&broker, dir.path(), ("in", "out"), &bounded)
+    let refused = kafka_count(broker, dir.path(), ("lost-in", "lost-out"), &bounded)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "resuming past lost input must fail:\n{err}");
     assert!(
         err.contains("input lost")
-            && err.contains("in/0")
+            && err.contains("lost-in/0")
             && err.contains("offset 1000")
             && err.contains("starts at 1500"),
         "the error names topic, partition, stored offset and log start:\n{err}"
     );
     // Skipping is an explicit, counted choice.
     let skipped = kafka_count(
-        &broker,
+        broker,
         dir.path(),
-        ("in", "out"),
+        ("lost-in", "lost-out"),
         &[&bounded[..], &["--skip-lost-input", "--json"]].concat(),
     )
     .stdout(Stdio::piped())
@@ -280,7 +283,7 @@ fn input_deleted_before_it_was_read_fails_the_job_naming_it_unless_skipping_was_
         summary.contains("\"records\":500"),
         "only what is left is read: {summary}"
     );
-    let rows = output(&broker, "out").len();
+    let rows = output(broker, "lost-out").len();
     publish_summary(
         "zombie_lost_input",
         &format!(
@@ -292,6 +295,7 @@ fn input_deleted_before_it_was_read_fails_the_job_naming_it_unless_skipping_was_
 
 #[test]
 fn a_job_whose_broker_stops_answering_is_cancelled_in_bounded_time() {
+    // Its own broker: this test freezes it.
     let broker = Broker::start();
     for topic in ["in", "out"] {
         broker.create_topic(topic, 2);
@@ -324,7 +328,7 @@ fn a_job_whose_broker_stops_answering_is_cancelled_in_bounded_time() {
     );
 
     // Exactly-once holds across the messy end: a bounded run finishes the input.
-    let again = bounded_kafka_count(&broker, dir.path());
+    let again = bounded_kafka_count(&broker, dir.path(), ("in", "out"));
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     let out = output(&broker, "out");
     let (lost, duplicated) = compare(&expected(20_000), &out);
@@ -339,33 +343,38 @@ fn a_job_whose_broker_stops_answering_is_cancelled_in_bounded_time() {
 
 #[test]
 fn a_paused_kafka_run_keeps_its_store_and_exactly_once_holds_when_it_resumes() {
-    let broker = Broker::start();
-    for topic in ["in", "out"] {
+    let broker = Broker::shared();
+    for topic in ["paused-in", "paused-out"] {
         broker.create_topic(topic, 2);
     }
-    broker.produce("in", &input(0..20_000, 2));
+    broker.produce("paused-in", &input(0..20_000, 2));
     let dir = tempfile::tempdir().unwrap();
-    let mut a = kafka_count(&broker, dir.path(), ("in", "out"), &["--checkpoint-interval-ms", "100"])
-        .spawn()
-        .unwrap();
+    let mut a = kafka_count(
+        broker,
+        dir.path(),
+        ("paused-in", "paused-out"),
+        &["--checkpoint-interval-ms", "100"],
+    )
+    .spawn()
+    .unwrap();
     let (_, complete, a_log) = follow(&mut a);
     wait_for_checkpoints(&complete, 2, "A");
     signal(&a, libc::SIGSTOP);
     // B on the same store: refused while A holds it, paused or not.
-    let b = bounded_kafka_count(&broker, dir.path());
+    let b = bounded_kafka_count(broker, dir.path(), ("paused-in", "paused-out"));
     let b_err = String::from_utf8_lossy(&b.stderr);
     assert!(!b.status.success() && b_err.contains("is in use by"), "{b_err}");
     signal(&a, libc::SIGCONT);
-    broker.produce("in", &input(20_000..25_000, 2));
+    broker.produce("paused-in", &input(20_000..25_000, 2));
     std::thread::sleep(Duration::from_secs(2));
     signal(&a, libc::SIGTERM); // stop with a final checkpoint
     let a_status = wait_for_exit(&mut a, Duration::from_secs(60), "A after its stop");
     let a_log = a_log.join().unwrap();
     assert!(a_status.success(), "{a_log}");
     // Then B finishes what is left.
-    let b = bounded_kafka_count(&broker, dir.path());
+    let b = bounded_kafka_count(broker, dir.path(), ("paused-in", "paused-out"));
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
-    let out = output(&broker, "out");
+    let out = output(broker, "paused-out");
     let (lost, duplicated) = compare(&expected(25_000), &out);
     publish_summary(
         "zombie_paused_kafka",

@@ -1,4 +1,4 @@
-//! W1 through Kafka on noida-db: topic `in` (4 partitions, values
+//! W1 through Kafka on Apache Kafka (`scripts/kafka.sh`): topic `in` (4 partitions, values
 //! `id,key,value`) -> key_by -> running count and sum in RocksDB -> topic
 //! `out`, exactly-once, checkpoint every 1 s, bounded; next to a **raw
 //! pipe** measured in the same run: a plain rdkafka consumer copying `in` to
@@ -6,8 +6,8 @@
 //! (the client settings the job uses, no engine), timed like the job from
 //! creating its clients to its last commit. Prints one JSON line each.
 //!
-//! `cargo bench --bench kafka_w1 [-- --records N]` (needs noida-db:
-//! `bash scripts/install-noida.sh`, or `WEIR_NOIDA_DB=/path/to/noida-db`).
+//! `cargo bench --bench kafka_w1 [-- --records N]` (needs Java 17+ and Maven:
+//! the broker's jars are fetched on first use).
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -37,35 +37,50 @@ impl Drop for Broker {
 }
 
 fn start_broker() -> Result<Broker, Error> {
-    let binary = std::env::var("WEIR_NOIDA_DB").unwrap_or_else(|_| "/var/tmp/weir-tools/noida_db/noida-db".into());
+    // scripts/kafka.sh fetches Apache Kafka's jars (Maven) and formats a
+    // KRaft data dir; `run` execs the JVM, so the child is the broker.
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let child = Command::new(&binary)
+    let free = || -> Result<u16, Error> { Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
+    let (port, controller) = (free()?, free()?);
+    let data = dir.path().to_str().ok_or("temp dir path is not UTF-8")?;
+    let format = Command::new("bash")
         .args([
-            "start",
-            "--only",
-            "kafka",
-            "--host",
-            "127.0.0.1",
-            "--kafka-port",
+            "scripts/kafka.sh",
+            "format",
+            data,
             &port.to_string(),
-            "--data-dir",
+            &controller.to_string(),
         ])
-        .arg(dir.path().join("data"))
-        .stdout(Stdio::null())
+        .current_dir(root)
+        .output()?;
+    if !format.status.success() {
+        return Err(format!(
+            "scripts/kafka.sh format failed: {}",
+            String::from_utf8_lossy(&format.stderr)
+        )
+        .into());
+    }
+    let log = dir.path().join("broker.log");
+    let child = Command::new("bash")
+        .args(["scripts/kafka.sh", "run", data])
+        .current_dir(root)
+        .stdout(std::fs::File::create(&log)?)
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot start {binary}: {e} (run scripts/install-noida.sh)"))?;
-    let addr = format!("127.0.0.1:{port}");
+        .map_err(|e| format!("cannot run scripts/kafka.sh: {e}"))?;
+    let broker = Broker(child, format!("127.0.0.1:{port}"), dir);
     let started = Instant::now();
-    while std::net::TcpStream::connect(&addr).is_err() {
-        if started.elapsed() > Duration::from_secs(10) {
-            return Err("noida-db did not start".into());
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("Kafka Server started")
+    {
+        if started.elapsed() > Duration::from_secs(90) {
+            return Err(format!("Apache Kafka did not start (log: {})", log.display()).into());
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(300));
-    Ok(Broker(child, addr, dir))
+    Ok(broker)
 }
 
 fn create_topics(brokers: &str, topics: &[&str]) -> Result<(), Error> {
@@ -173,9 +188,8 @@ fn main() -> Result<(), Error> {
         .position(|a| a == "--records")
         .and_then(|i| args.get(i + 1))
         .map_or(Ok(2_000_000), |s| s.parse())?;
-    // A fresh broker with only the input for each measurement: noida-db
-    // slows down as it holds more data (its periodic save), so a run on a
-    // broker that already holds an earlier run's output is not comparable.
+    // A fresh broker with only the input for each measurement: every run
+    // starts from the same broker state (page cache, log segments).
     let fresh_broker = || -> Result<Broker, Error> {
         let broker = start_broker()?;
         create_topics(&broker.1, &["in", "out", "pipe-out"])?;

@@ -1,15 +1,19 @@
-//! A real Kafka-protocol broker for integration tests: noida-db (a prebuilt
-//! binary from a PyPI wheel, installed by `scripts/install-noida.sh`), started
-//! per test on a free port of 127.0.0.1 with its own data dir, and stopped by
-//! its PID when the [`Broker`] is dropped.
+//! Apache Kafka for integration tests: a KRaft broker (one combined broker +
+//! controller on 127.0.0.1, free ports) from the jars `scripts/kafka.sh`
+//! fetches with Maven, formatted in a temp dir.
 //!
-//! Include it with `#[path = "support/broker.rs"] mod broker;`. The binary is
-//! taken from `WEIR_NOIDA_DB`, else `${WEIR_TOOLS_DIR:-/var/tmp/weir-tools}/noida_db/noida-db`,
-//! and installed there if missing.
+//! [`Broker::shared`] is the one broker of a test binary, started on first
+//! use: tests that share it use topics of their own. A test that stops,
+//! restarts or freezes its broker takes one of its own with
+//! [`Broker::start`] (or [`Broker::start_with`]), stopped by its PID when
+//! dropped. Every broker the harness starts dies with the test binary
+//! (`PR_SET_PDEATHSIG`), so none outlives a crashed or aborted run.
+//!
+//! Include it with `#[path = "support/broker.rs"] mod broker;`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,13 +32,17 @@ use rdkafka::{Offset, TopicPartitionList};
 
 /// How long a client call (metadata, watermarks, flush) may take.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the broker may take to accept TCP connections after its start.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the broker may take to start (a JVM on a loaded 2-core machine).
+const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long the broker may take to exit after SIGTERM before it gets SIGKILL.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// `consume_all` gives up on partitions that delivered nothing for this long
 /// (transaction markers occupy offsets that no message is returned for).
 const CONSUME_STALL: Duration = Duration::from_secs(3);
+/// The file in a broker's dir naming the test process that owns it.
+const OWNER: &str = "owner.pid";
+/// The line the broker logs once it serves clients.
+const STARTED: &str = "Kafka Server started";
 
 /// One record for [`Broker::produce`]: (key, payload, partition).
 #[allow(dead_code)]
@@ -44,73 +52,75 @@ pub type ToProduce = (Option<Vec<u8>>, Vec<u8>, i32);
 #[allow(dead_code)]
 pub type Consumed = (i32, i64, Option<Vec<u8>>, Vec<u8>);
 
-/// One running noida-db broker (Kafka protocol only), stopped on drop.
+/// How a test broker is formatted.
+#[allow(dead_code)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BrokerOptions {
+    /// The `transaction.version` feature: 1 (the classic protocol) or 2
+    /// (KIP-890, the 4.x default, when `None`).
+    pub transaction_version: Option<u8>,
+}
+
+/// How [`Broker::restart`] stops the broker.
+#[allow(dead_code)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM: a controlled shutdown.
+    Term,
+    /// SIGKILL: a crash, nothing flushed.
+    Kill,
+}
+
+/// One running Apache Kafka broker, stopped on drop.
 #[allow(dead_code)]
 pub struct Broker {
     /// `host:port` to give clients as `bootstrap.servers`.
     pub bootstrap: String,
     child: Child,
     log_path: PathBuf,
-    data_dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
-/// The noida-db binary: `WEIR_NOIDA_DB`, else the tools dir, installing it there if missing.
+/// What the kill summaries name as the broker under the proof.
 #[allow(dead_code)]
-pub fn noida_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(find_or_install).clone()
+pub fn broker_name() -> String {
+    let pom = include_str!("../../../tools/kafka/pom.xml");
+    let version = pom
+        .split("<kafka.version>")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or("?");
+    format!("apache-kafka-{version}")
 }
 
-fn find_or_install() -> PathBuf {
-    if let Some(path) = std::env::var_os("WEIR_NOIDA_DB").filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "WEIR_NOIDA_DB={} is not a file (unset it to install noida-db with scripts/install-noida.sh)",
-            path.display()
-        );
-        return path;
+/// The workspace root: the test binaries of the root package and of its
+/// members include this file.
+fn root() -> &'static Path {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if manifest.join("scripts/kafka.sh").is_file() {
+        manifest
+    } else {
+        manifest.parent().expect("a member crate lives in the workspace")
     }
-    let tools = std::env::var_os("WEIR_TOOLS_DIR")
-        .filter(|p| !p.is_empty())
-        .map_or_else(|| PathBuf::from("/var/tmp/weir-tools"), PathBuf::from);
-    let path = tools.join("noida_db").join("noida-db");
-    if path.is_file() {
-        return path;
-    }
-    // The workspace root (the test binaries of every package include this file).
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    eprintln!("broker: {} missing, running scripts/install-noida.sh", path.display());
+}
+
+/// Runs `scripts/kafka.sh ARGS`, panicking with its output when it fails.
+fn kafka_sh(args: &[&str]) -> String {
     let out = Command::new("bash")
-        .arg("scripts/install-noida.sh")
-        .current_dir(root)
+        .arg("scripts/kafka.sh")
+        .args(args)
+        .current_dir(root())
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run bash scripts/install-noida.sh in {root}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run bash scripts/kafka.sh in {}: {e}", root().display()));
     assert!(
         out.status.success(),
-        "scripts/install-noida.sh failed ({}):\n{}\n{}",
+        "scripts/kafka.sh {args:?} failed ({}):\n{}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let printed = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| PathBuf::from(l.trim()));
-    match printed {
-        Some(p) if p.is_file() => p,
-        _ => {
-            assert!(
-                path.is_file(),
-                "scripts/install-noida.sh succeeded but {} is missing; it printed:\n{stdout}",
-                path.display()
-            );
-            path
-        }
-    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A port that was free on 127.0.0.1 a moment ago.
@@ -125,123 +135,116 @@ fn read_log(path: &Path) -> String {
 
 #[allow(dead_code)]
 impl Broker {
-    /// Starts a broker on a free port with a fresh data dir; returns once it accepts connections.
+    /// The broker of this test binary, started on first use and killed when
+    /// the binary exits. Tests sharing it use topics of their own and must
+    /// not stop it.
+    pub fn shared() -> &'static Broker {
+        static SHARED: OnceLock<Broker> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            // The death signal follows the *thread* that spawned the broker:
+            // spawn it from one that lives as long as the process.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("shared-broker".into())
+                .spawn(move || {
+                    let broker = std::panic::catch_unwind(Broker::start);
+                    let _ = tx.send(broker);
+                    loop {
+                        std::thread::park();
+                    }
+                })
+                .expect("cannot spawn the shared broker's thread");
+            match rx.recv().expect("the shared broker's thread answers") {
+                Ok(broker) => broker,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+
+    /// Starts a broker of this test's own (default features).
     pub fn start() -> Broker {
-        let binary = noida_binary();
-        // The port is free when picked but could be taken before noida-db binds
-        // it: retry a few times with a new port if the broker exits early.
+        Self::start_with(BrokerOptions::default())
+    }
+
+    /// Starts a broker of this test's own, formatted with `options`; returns
+    /// once it serves clients.
+    pub fn start_with(options: BrokerOptions) -> Broker {
+        kafka_sh(&["install"]);
+        remove_stale_dirs();
+        // A picked port may be taken before the JVM binds it: then the broker
+        // exits at once, and a new pair of ports is tried.
         let mut failures = Vec::new();
         for _ in 0..3 {
-            match Self::try_start(&binary) {
+            match Self::try_start(options) {
                 Ok(broker) => return broker,
                 Err(e) => failures.push(e),
             }
         }
-        panic!("noida-db did not start:\n{}", failures.join("\n---\n"));
+        panic!("Apache Kafka did not start:\n{}", failures.join("\n---\n"));
     }
 
-    fn try_start(binary: &Path) -> Result<Broker, String> {
-        let data_dir = tempfile::Builder::new()
-            .prefix("weir-noida-")
+    fn try_start(options: BrokerOptions) -> Result<Broker, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("weir-kafka-")
             .tempdir()
             .expect("cannot create a temp dir for the broker");
-        let log_path = data_dir.path().join("noida-db.log");
-        let log = File::create(&log_path).expect("cannot create the broker log file");
-        let port = free_port();
-        let started = Instant::now();
-        let mut child = Command::new(binary)
-            .args(["start", "--only", "kafka", "--host", "127.0.0.1", "--kafka-port"])
-            .arg(port.to_string())
-            .arg("--data-dir")
-            .arg(data_dir.path().join("data"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("cannot clone the log file handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        // Another process may have taken the port meanwhile: then noida-db
-        // exits at once ("error: kafka: port N is already in use"), so a
-        // connection counts only while noida-db runs and once it has printed
-        // its `kafka 127.0.0.1:PORT` line (just after it listens), or has
-        // stayed up for a moment after the first connection.
-        let banner = format!("127.0.0.1:{port}");
-        let mut first_accept: Option<Instant> = None;
-        loop {
-            let exited = child.try_wait().expect("try_wait on noida-db");
-            if exited.is_none() {
-                if first_accept.is_none() && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    first_accept = Some(Instant::now());
-                }
-                if let Some(at) = first_accept {
-                    if read_log(&log_path).contains(&banner) || at.elapsed() > Duration::from_millis(300) {
-                        break;
-                    }
-                }
-            }
-            if let Some(status) = exited {
-                return Err(format!(
-                    "noida-db exited with {status} before accepting on {addr}; its log:\n{}",
-                    read_log(&log_path)
-                ));
-            }
-            if started.elapsed() > START_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "noida-db did not accept connections on {addr} within {START_TIMEOUT:?}; its log:\n{}",
-                    read_log(&log_path)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Ok(Broker {
-            bootstrap: addr.to_string(),
-            child,
+        std::fs::write(dir.path().join(OWNER), std::process::id().to_string()).expect("cannot write the owner file");
+        let (port, controller_port) = (free_port(), free_port());
+        let dir_arg = dir.path().to_str().expect("temp dir path is UTF-8");
+        let tv = options.transaction_version.map(|v| v.to_string()).unwrap_or_default();
+        kafka_sh(&["format", dir_arg, &port.to_string(), &controller_port.to_string(), &tv]);
+        let log_path = dir.path().join("broker.log");
+        let mut broker = Broker {
+            bootstrap: format!("127.0.0.1:{port}"),
+            child: spawn(dir.path(), &log_path)?,
             log_path,
-            data_dir,
-        })
+            dir,
+        };
+        match broker.wait_ready(0) {
+            Ok(()) => Ok(broker),
+            Err(e) => {
+                broker.stop(Stop::Kill);
+                Err(e)
+            }
+        }
     }
 
-    /// Stops the broker (SIGTERM) and starts it again on the same port with
-    /// the same data: clients see the broker go away and come back.
-    pub fn restart(&mut self, down_for: Duration) {
-        self.stop();
-        std::thread::sleep(down_for);
-        let port: u16 = self
-            .bootstrap
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port of bootstrap");
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.log_path)
-            .expect("broker log");
-        self.child = Command::new(noida_binary())
-            .args(["start", "--only", "kafka", "--host", "127.0.0.1", "--kafka-port"])
-            .arg(port.to_string())
-            .arg("--data-dir")
-            .arg(self.data_dir.path().join("data"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("cannot clone the log file handle"))
-            .stderr(log)
-            .spawn()
-            .expect("cannot restart noida-db");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    /// Waits until the broker logged its start for the `n`-th time (0 = the
+    /// first start) and accepts connections.
+    fn wait_ready(&mut self, n: usize) -> Result<(), String> {
+        let addr: SocketAddr = self.bootstrap.parse().expect("bootstrap is an address");
         let started = Instant::now();
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                started.elapsed() < START_TIMEOUT,
-                "noida-db did not come back on {addr}:\n{}",
-                self.log()
-            );
-            assert!(
-                self.child.try_wait().expect("try_wait").is_none(),
-                "noida-db exited on restart:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(5));
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait on the broker") {
+                return Err(format!(
+                    "the broker exited with {status} before serving on {addr}; its log:\n{}",
+                    self.log()
+                ));
+            }
+            if self.log().matches(STARTED).count() > n
+                && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            {
+                return Ok(());
+            }
+            if started.elapsed() > START_TIMEOUT {
+                return Err(format!(
+                    "the broker did not serve on {addr} within {START_TIMEOUT:?}; its log:\n{}",
+                    self.log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the broker (SIGTERM or SIGKILL) and starts it again on the same
+    /// ports and data after `down_for`: clients see it go away and come back.
+    pub fn restart(&mut self, down_for: Duration, how: Stop) {
+        let starts = self.log().matches(STARTED).count();
+        self.stop(how);
+        std::thread::sleep(down_for);
+        self.child = spawn(self.dir.path(), &self.log_path).expect("cannot restart the broker");
+        if let Err(e) = self.wait_ready(starts) {
+            panic!("the broker did not come back after {how:?}: {e}");
         }
     }
 
@@ -495,15 +498,23 @@ impl Broker {
         out
     }
 
-    /// Stops the broker: SIGTERM, up to 5 s to exit, then SIGKILL; always reaped.
-    fn stop(&mut self) {
+    /// Stops the broker: SIGKILL, or SIGTERM with up to 30 s to exit, then
+    /// SIGKILL; always reaped.
+    fn stop(&mut self, how: Stop) {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
         let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits in pid_t");
+        // A frozen broker (a test sent SIGSTOP) must be able to act on SIGTERM.
+        let signal = if how == Stop::Kill {
+            libc::SIGKILL
+        } else {
+            libc::SIGTERM
+        };
         // SAFETY: kill(2) on the PID of our own child, which is not reaped yet.
         unsafe {
-            libc::kill(pid, libc::SIGTERM);
+            libc::kill(pid, libc::SIGCONT);
+            libc::kill(pid, signal);
         }
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {
@@ -512,7 +523,7 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        eprintln!("broker: noida-db (pid {pid}) ignored SIGTERM for {STOP_TIMEOUT:?}, sending SIGKILL");
+        eprintln!("broker: Apache Kafka (pid {pid}) ignored SIGTERM for {STOP_TIMEOUT:?}, sending SIGKILL");
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -520,7 +531,7 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        self.stop();
+        self.stop(Stop::Term);
         if std::thread::panicking() {
             eprintln!("broker {} log:\n{}", self.bootstrap, self.log());
         }
@@ -549,6 +560,60 @@ impl ProducerContext for Deliveries {
                     .lock()
                     .expect("delivery errors lock")
                     .push(format!("{}/{}: {e}", m.topic(), m.partition()))
+            }
+        }
+    }
+}
+
+/// Starts the broker formatted in `dir` (`scripts/kafka.sh run` execs the
+/// JVM, so the child is the broker), appending its output to `log_path`.
+fn spawn(dir: &Path, log_path: &Path) -> Result<Child, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+    let mut cmd = Command::new("bash");
+    cmd.arg("scripts/kafka.sh")
+        .arg("run")
+        .arg(dir)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log);
+    // SAFETY: prctl is async-signal-safe; the closure touches no memory of
+    // the parent. The broker is killed when the thread that spawned it (for
+    // the shared broker: one that lives as long as the test binary) ends.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|e| format!("cannot run scripts/kafka.sh run: {e}"))
+}
+
+/// Removes the dirs of brokers whose test binary is gone: a shared broker's
+/// dir outlives its binary (a static is never dropped).
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let named = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("weir-kafka-"));
+        let owner = std::fs::read_to_string(path.join(OWNER))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        // SAFETY: kill(pid, 0) only asks whether the process exists.
+        if let (true, Some(pid)) = (named, owner) {
+            if pid != std::process::id() as i32 && unsafe { libc::kill(pid, 0) } != 0 {
+                let _ = std::fs::remove_dir_all(&path);
             }
         }
     }

@@ -610,9 +610,10 @@ fn remove_stale_dirs() {
         let owner = std::fs::read_to_string(path.join(OWNER))
             .ok()
             .and_then(|p| p.trim().parse::<i32>().ok());
-        // SAFETY: kill(pid, 0) only asks whether the process exists.
         if let (true, Some(pid)) = (named, owner) {
-            if pid != std::process::id() as i32 && unsafe { libc::kill(pid, 0) } != 0 {
+            // SAFETY: kill(pid, 0) sends nothing: it only asks whether the process exists.
+            let gone = unsafe { libc::kill(pid, 0) } != 0;
+            if pid != std::process::id() as i32 && gone {
                 let _ = std::fs::remove_dir_all(&path);
             }
         }

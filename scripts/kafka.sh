@@ -9,7 +9,10 @@
 #       writes DIR/server.properties (listeners on 127.0.0.1:PORT and
 #       :CONTROLLER_PORT, replication factor 1 everywhere) and formats DIR/data;
 #       TRANSACTION_VERSION is the `transaction.version` feature (1, or 2 =
-#       KIP-890, the 4.x default).
+#       KIP-890, the 4.x default). With KAFKA_EXTRA_CONFIG=FILE, FILE's lines
+#       are appended (later keys win: TLS/SASL listeners); with
+#       KAFKA_ADD_SCRAM='SCRAM-SHA-512=[name=U,password=P]', that SCRAM
+#       credential is stored at format time.
 #   scripts/kafka.sh run DIR
 #       runs the broker formatted in DIR in the foreground (exec: the caller's
 #       child *is* the JVM, so it is stopped by its PID).
@@ -82,8 +85,10 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 PROPS
+  if [ -n "${KAFKA_EXTRA_CONFIG:-}" ]; then cat "$KAFKA_EXTRA_CONFIG" >>"$dir/server.properties"; fi
   local features=()
   if [ -n "$tv" ]; then features=(--feature "transaction.version=$tv"); fi
+  if [ -n "${KAFKA_ADD_SCRAM:-}" ]; then features+=(--add-scram "$KAFKA_ADD_SCRAM"); fi
   # shellcheck disable=SC2046
   java $(java_opts) -cp "$libs/*" kafka.tools.StorageTool format --ignore-formatted \
     -t "$(java -cp "$libs/*" kafka.tools.StorageTool random-uuid)" \

@@ -97,7 +97,7 @@ fn number(r: &KafkaRecord<'_>) -> Result<u64, String> {
 
 /// A bounded, read_uncommitted source of numbers.
 fn source(mock: &Mock, topics: &[&str]) -> KafkaSource<u64, Number> {
-    KafkaSource::new(&mock.bootstrap_servers(), topics)
+    KafkaSource::new(mock.bootstrap_servers(), topics)
         .bounded(true)
         .read_committed(false)
         .deserializer(number as Number)
@@ -197,7 +197,7 @@ fn a_second_bounded_run_seeks_to_the_stored_offsets() {
     let offsets = offsets_in_checkpoint(dir.path(), "resume");
     assert_eq!(offsets.len(), 2, "{offsets:?}");
     let ends = weir::connectors::kafka::end_offsets(
-        &mock.bootstrap_servers(),
+        mock.bootstrap_servers(),
         offsets.iter().map(|o| (o.topic.as_str(), o.partition)),
     )
     .unwrap();
@@ -505,7 +505,7 @@ fn a_source_that_cannot_reach_its_brokers_names_them() {
     let err = run("unreachable", 1, dir.path(), unreachable).unwrap_err();
     eprintln!("failed after {:?}: {err:?}", started.elapsed());
     let text = err.to_string();
-    assert!(text.contains("cannot read metadata of topic `in`"), "{text}");
+    assert!(text.contains("cannot reach the cluster"), "{text}");
     assert!(text.contains("(bootstrap servers: 127.0.0.1:1)"), "{text}");
     assert!(
         matches!(err, weir::WeirError::Kafka { .. }),

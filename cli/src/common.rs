@@ -1,10 +1,62 @@
 //! Flags every job command shares, and how they layer over the config file
 //! and the environment.
 
-use crate::config_file::ConfigFile;
+use crate::config_file::{ConfigFile, KafkaSettings};
 use anyhow::Context;
 use std::path::PathBuf;
+use weir::connectors::kafka::KafkaConnection;
 use weir::JobConfig;
+
+/// How a command reaches Kafka: bootstrap servers and client properties.
+#[derive(clap::Args, Default)]
+pub(crate) struct KafkaArgs {
+    /// Kafka bootstrap servers [default: `kafka.brokers` of --config].
+    #[arg(long)]
+    pub(crate) brokers: Option<String>,
+    /// A librdkafka property of every Kafka client, e.g.
+    /// `security.protocol=SASL_SSL`, `sasl.mechanism=SCRAM-SHA-512`,
+    /// `ssl.ca.location=ca.pem` (repeatable; over the `[kafka.properties]`
+    /// table of --config). A value `${NAME}` is read from the environment
+    /// variable NAME: keep passwords off the command line.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
+    pub(crate) properties: Vec<String>,
+}
+
+impl KafkaArgs {
+    /// The cluster: flags over the `[kafka]` table of the config file;
+    /// `None` without bootstrap servers.
+    pub(crate) fn connection(&self, file: &KafkaSettings) -> anyhow::Result<Option<KafkaConnection>> {
+        let Some(brokers) = self.brokers.clone().or(file.brokers.clone()) else {
+            return Ok(None);
+        };
+        let mut cluster = KafkaConnection::new(&brokers);
+        for (key, value) in &file.properties {
+            cluster.set(
+                key,
+                &expand(value).with_context(|| format!("`{key}` in the [kafka.properties] table"))?,
+            );
+        }
+        for flag in &self.properties {
+            let Some((key, value)) = flag.split_once('=') else {
+                anyhow::bail!("--kafka-property takes KEY=VALUE, and `{flag}` has no `=`");
+            };
+            cluster.set(
+                key.trim(),
+                &expand(value).with_context(|| format!("--kafka-property {}", key.trim()))?,
+            );
+        }
+        Ok(Some(cluster))
+    }
+}
+
+/// A property value: `${NAME}` is the environment variable NAME (an error
+/// naming it when unset), anything else is itself.
+pub(crate) fn expand(value: &str) -> anyhow::Result<String> {
+    match value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+        Some(name) => std::env::var(name).with_context(|| format!("the environment variable {name} is not set")),
+        None => Ok(value.to_string()),
+    }
+}
 
 /// Checkpoint, config, metrics and status flags of a job command.
 #[derive(clap::Args)]

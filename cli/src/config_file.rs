@@ -24,6 +24,8 @@ use weir::{JobConfig, Result, WeirError};
 /// brokers = "127.0.0.1:9092"
 /// delivery = "exactly-once"      # or "at-least-once", "none"
 /// bad_records = "dlq:bad-input"  # or "fail", "skip"
+/// properties = { "security.protocol" = "SASL_SSL", "sasl.mechanism" = "SCRAM-SHA-512",
+///                "sasl.username" = "weir", "sasl.password" = "${KAFKA_PASSWORD}" }
 /// consumer = { "fetch.max.bytes" = "1048576" }
 /// producer = { "linger.ms" = "5" }
 /// ```
@@ -76,6 +78,11 @@ pub struct KafkaSettings {
     pub delivery: Option<Delivery>,
     /// Input records that do not parse: `fail`, `skip` or `dlq:TOPIC`.
     pub bad_records: Option<BadRecordsSetting>,
+    /// librdkafka properties of every client (TLS, SASL: `security.protocol`,
+    /// `sasl.mechanism`, `sasl.username`, `sasl.password`, `ssl.ca.location`...);
+    /// a value `${NAME}` is read from the environment variable NAME.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
     /// librdkafka properties of every consumer (they override weir's).
     #[serde(default)]
     pub consumer: std::collections::BTreeMap<String, String>,

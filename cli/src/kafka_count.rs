@@ -1,6 +1,6 @@
 //! `weir run kafka-count`: Kafka -> key_by -> running count and sum -> Kafka.
 
-use crate::common::CommonArgs;
+use crate::common::{CommonArgs, KafkaArgs};
 use crate::config_file::BadRecordsSetting;
 use crate::session::{run_until_signalled, summary_json, ProgressOf};
 use anyhow::Context;
@@ -10,9 +10,8 @@ use weir_workloads::jobs::{kafka_count_job, KafkaCountOptions};
 /// The flags of `weir run kafka-count`.
 #[derive(clap::Args)]
 pub(crate) struct KafkaCountArgs {
-    /// Kafka bootstrap servers [default: `kafka.brokers` of --config].
-    #[arg(long)]
-    pub(crate) brokers: Option<String>,
+    #[command(flatten)]
+    pub(crate) kafka: KafkaArgs,
     /// Input topic.
     #[arg(long)]
     pub(crate) input: String,
@@ -49,7 +48,7 @@ pub(crate) struct KafkaCountArgs {
 /// Runs the Kafka count job until it ends (bounded) or is stopped by a signal.
 pub(crate) fn run(args: KafkaCountArgs) -> anyhow::Result<()> {
     let KafkaCountArgs {
-        brokers,
+        kafka: kafka_args,
         input,
         output,
         bounded,
@@ -64,7 +63,7 @@ pub(crate) fn run(args: KafkaCountArgs) -> anyhow::Result<()> {
     common.serve_metrics()?;
     // Flags, then the `[kafka]` table of the config file, then defaults.
     let kafka = common.file()?.kafka;
-    let Some(brokers) = brokers.or(kafka.brokers) else {
+    let Some(cluster) = kafka_args.connection(&kafka)? else {
         anyhow::bail!("kafka-count needs --brokers (or `brokers` in the [kafka] table of --config)");
     };
     let bad_records = match bad_records {
@@ -78,7 +77,7 @@ pub(crate) fn run(args: KafkaCountArgs) -> anyhow::Result<()> {
     let delivery = delivery.or(kafka.delivery).unwrap_or(Delivery::ExactlyOnce);
     let options = KafkaCountOptions {
         job,
-        brokers,
+        cluster,
         input,
         output,
         parallelism,

@@ -32,9 +32,8 @@ pub(crate) struct NexmarkArgs {
     /// exit without running the query (input for --source-file, Kafka or another engine).
     #[arg(long)]
     write_events: Option<PathBuf>,
-    /// Kafka bootstrap servers.
-    #[arg(long)]
-    brokers: Option<String>,
+    #[command(flatten)]
+    kafka: crate::common::KafkaArgs,
     /// Kafka topic of JSON events.
     #[arg(long)]
     source_topic: Option<String>,
@@ -75,7 +74,7 @@ pub(crate) fn run(args: NexmarkArgs) -> anyhow::Result<()> {
     use weir_workloads::nexmark::{generator::GeneratorConfig, nexmark_job, EventSource, RowSink, RunStats, Schedule};
     let query = args.query;
     let job_name = args.job.clone().unwrap_or_else(|| format!("nexmark-{}", query.name()));
-    let kafka = args.brokers.is_some() || args.source_topic.is_some() || args.sink_topic.is_some();
+    let kafka = args.kafka.brokers.is_some() || args.source_topic.is_some() || args.sink_topic.is_some();
     let modes = [args.generator, kafka, args.source_file.is_some()];
     anyhow::ensure!(
         modes.iter().filter(|m| **m).count() == 1,
@@ -121,20 +120,20 @@ pub(crate) fn run(args: NexmarkArgs) -> anyhow::Result<()> {
     let mut config = args.common.config()?;
     let started = std::time::Instant::now();
     if kafka {
-        let brokers = args.brokers.or(args.common.file()?.kafka.brokers);
-        let (Some(brokers), Some(source_topic), Some(sink_topic)) = (brokers, args.source_topic, args.sink_topic)
+        let cluster = args.kafka.connection(&args.common.file()?.kafka)?;
+        let (Some(cluster), Some(source_topic), Some(sink_topic)) = (cluster, args.source_topic, args.sink_topic)
         else {
             anyhow::bail!(
                 "a Kafka run needs --brokers (or `brokers` in the [kafka] table of --config), --source-topic and --sink-topic"
             );
         };
         let source = EventSource::Kafka {
-            brokers: brokers.clone(),
+            cluster: cluster.clone(),
             topic: source_topic,
             bounded: args.bounded,
         };
         let sink = RowSink::Kafka {
-            brokers,
+            cluster,
             topic: sink_topic,
         };
         let (job, progress) = nexmark_job(&job_name, query, &source, sink, args.parallelism)?;

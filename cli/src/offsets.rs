@@ -12,9 +12,9 @@ pub(crate) struct OffsetsArgs {
     /// The job name.
     #[arg(long)]
     pub(crate) job: String,
-    /// Kafka bootstrap servers: also show the lag to each partition's end.
-    #[arg(long)]
-    pub(crate) brokers: Option<String>,
+    /// With --brokers: also show the lag to each partition's end.
+    #[command(flatten)]
+    pub(crate) kafka: crate::common::KafkaArgs,
     /// Print JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -22,18 +22,14 @@ pub(crate) struct OffsetsArgs {
 
 /// Prints the offsets (and, with brokers, the lag) as a table or JSON.
 pub(crate) fn run(args: OffsetsArgs) -> anyhow::Result<()> {
-    let OffsetsArgs {
-        dir,
-        job,
-        brokers,
-        json,
-    } = args;
+    let OffsetsArgs { dir, job, kafka, json } = args;
+    let cluster = kafka.connection(&Default::default())?;
     let store = CheckpointStore::open_existing(&dir, &job)?;
     let manifest = store.restore_point()?.context("no checkpoint")?;
     let offsets = weir::connectors::kafka::stored_offsets(&manifest);
-    let ends = match &brokers {
-        Some(b) => Some(weir::connectors::kafka::end_offsets(
-            b,
+    let ends = match &cluster {
+        Some(cluster) => Some(weir::connectors::kafka::end_offsets(
+            cluster,
             offsets.iter().map(|o| (o.topic.as_str(), o.partition)),
         )?),
         None => None,

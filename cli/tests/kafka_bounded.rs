@@ -24,7 +24,7 @@ use weir_workloads::jobs::{kafka_count_job, KafkaCountOptions};
 fn options(broker: &Broker, prefix: &str, bad_records: BadRecordPolicy) -> KafkaCountOptions {
     KafkaCountOptions {
         job: "kafka-count".into(),
-        brokers: broker.bootstrap.clone(),
+        cluster: broker.bootstrap.as_str().into(),
         input: format!("{prefix}-in"),
         output: format!("{prefix}-out"),
         parallelism: 2,

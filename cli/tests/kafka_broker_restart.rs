@@ -30,6 +30,7 @@ fn rides_out_restarts(transaction_version: u8) {
     }
     let mut broker = Broker::start_with(BrokerOptions {
         transaction_version: Some(transaction_version),
+        ..BrokerOptions::default()
     });
     let mut lines = Vec::new();
     for how in [Stop::Term, Stop::Kill] {
@@ -41,7 +42,7 @@ fn rides_out_restarts(transaction_version: u8) {
         let dir = tempfile::tempdir().unwrap();
         let options = KafkaCountOptions {
             job: "restart".into(),
-            brokers: broker.bootstrap.clone(),
+            cluster: broker.bootstrap.as_str().into(),
             input: input_topic,
             output: output_topic.clone(),
             parallelism: 2,

@@ -208,7 +208,7 @@ fn main() -> Result<(), Error> {
         let dir = tempfile::tempdir()?;
         let options = KafkaCountOptions {
             job: format!("kafka-w1-p{p}"),
-            brokers: broker.1.clone(),
+            cluster: broker.1.as_str().into(),
             input: "in".into(),
             output: "out".into(),
             parallelism: p,

@@ -150,8 +150,8 @@ where
 pub struct KafkaCountOptions {
     /// Job name (its directory in the checkpoint store).
     pub job: String,
-    /// `host:port,...`
-    pub brokers: String,
+    /// Bootstrap servers and client properties (TLS, SASL) of every client.
+    pub cluster: weir::connectors::kafka::KafkaConnection,
     /// Input topic: values `id,key,value` (UTF-8 integers).
     pub input: String,
     /// Output topic: values `id,key,count,sum`.
@@ -194,7 +194,7 @@ fn parse_input(r: &weir::connectors::kafka::KafkaRecord<'_>) -> std::result::Res
 /// An invalid parallelism.
 pub fn kafka_count_job(options: &KafkaCountOptions) -> Result<(Job, Arc<weir::connectors::kafka::source::Progress>)> {
     use weir::connectors::kafka::{format::display_value, KafkaSink, KafkaSource};
-    let mut source = KafkaSource::new(&options.brokers, &[options.input.as_str()]);
+    let mut source = KafkaSource::new(&options.cluster, &[options.input.as_str()]);
     for (k, v) in &options.source_properties {
         source = source.property(k, v);
     }
@@ -207,7 +207,7 @@ pub fn kafka_count_job(options: &KafkaCountOptions) -> Result<(Job, Arc<weir::co
         );
     let progress = source.progress();
     let mut sink =
-        KafkaSink::new(&options.brokers, &options.output, display_value::<OutputLine>()).delivery(options.delivery);
+        KafkaSink::new(&options.cluster, &options.output, display_value::<OutputLine>()).delivery(options.delivery);
     for (k, v) in &options.sink_properties {
         sink = sink.property(k, v);
     }

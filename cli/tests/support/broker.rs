@@ -59,7 +59,31 @@ pub struct BrokerOptions {
     /// The `transaction.version` feature: 1 (the classic protocol) or 2
     /// (KIP-890, the 4.x default, when `None`).
     pub transaction_version: Option<u8>,
+    /// Also listen with TLS (`SSL`) and SASL/SCRAM-SHA-512 over TLS
+    /// (`SASL_SSL`), with certificates made for this broker: see [`Secured`].
+    pub secured: bool,
 }
+
+/// The secured listeners of a broker started with [`BrokerOptions::secured`].
+#[allow(dead_code)]
+#[derive(Clone, Debug)]
+pub struct Secured {
+    /// `127.0.0.1:PORT` of the TLS listener (no client authentication).
+    pub ssl: String,
+    /// `127.0.0.1:PORT` of the SASL_SSL listener (SCRAM-SHA-512).
+    pub sasl_ssl: String,
+    /// The CA that signed the broker's certificate (PEM).
+    pub ca: PathBuf,
+    /// Another CA, which did not: a client trusting only it must refuse the broker.
+    pub untrusted_ca: PathBuf,
+    /// The SCRAM user and its password.
+    pub user: (&'static str, &'static str),
+}
+
+/// The SCRAM credential a secured broker is formatted with.
+const SCRAM_USER: (&str, &str) = ("weir", "weir-scram-secret");
+/// The password of the broker's PKCS#12 keystore.
+const KEYSTORE_PASSWORD: &str = "weir-keystore";
 
 /// How [`Broker::restart`] stops the broker.
 #[allow(dead_code)]
@@ -76,6 +100,8 @@ pub enum Stop {
 pub struct Broker {
     /// `host:port` to give clients as `bootstrap.servers`.
     pub bootstrap: String,
+    /// The TLS and SASL listeners, when started with [`BrokerOptions::secured`].
+    pub secured: Option<Secured>,
     child: Child,
     log_path: PathBuf,
     dir: tempfile::TempDir,
@@ -106,9 +132,15 @@ fn root() -> &'static Path {
 
 /// Runs `scripts/kafka.sh ARGS`, panicking with its output when it fails.
 fn kafka_sh(args: &[&str]) -> String {
+    kafka_sh_with(args, &[])
+}
+
+/// [`kafka_sh`] with environment variables.
+fn kafka_sh_with(args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new("bash")
         .arg("scripts/kafka.sh")
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(root())
         .stdin(Stdio::null())
         .output()
@@ -140,25 +172,29 @@ impl Broker {
     /// not stop it.
     pub fn shared() -> &'static Broker {
         static SHARED: OnceLock<Broker> = OnceLock::new();
-        SHARED.get_or_init(|| {
-            // The death signal follows the *thread* that spawned the broker:
-            // spawn it from one that lives as long as the process.
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::Builder::new()
-                .name("shared-broker".into())
-                .spawn(move || {
-                    let broker = std::panic::catch_unwind(Broker::start);
-                    let _ = tx.send(broker);
-                    loop {
-                        std::thread::park();
-                    }
-                })
-                .expect("cannot spawn the shared broker's thread");
-            match rx.recv().expect("the shared broker's thread answers") {
-                Ok(broker) => broker,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
+        SHARED.get_or_init(|| Broker::start_for_binary(BrokerOptions::default()))
+    }
+
+    /// Starts a broker that lives as long as the test binary (for a static
+    /// of a binary whose tests share it): the death signal follows the
+    /// *thread* that spawned the broker, so it is spawned from one that never
+    /// ends. Such a broker must not be restarted.
+    pub fn start_for_binary(options: BrokerOptions) -> Broker {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("test-binary-broker".into())
+            .spawn(move || {
+                let broker = std::panic::catch_unwind(|| Broker::start_with(options));
+                let _ = tx.send(broker);
+                loop {
+                    std::thread::park();
+                }
+            })
+            .expect("cannot spawn the broker's thread");
+        match rx.recv().expect("the broker's thread answers") {
+            Ok(broker) => broker,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 
     /// Starts a broker of this test's own (default features).
@@ -192,10 +228,21 @@ impl Broker {
         let (port, controller_port) = (free_port(), free_port());
         let dir_arg = dir.path().to_str().expect("temp dir path is UTF-8");
         let tv = options.transaction_version.map(|v| v.to_string()).unwrap_or_default();
-        kafka_sh(&["format", dir_arg, &port.to_string(), &controller_port.to_string(), &tv]);
+        let format = ["format", dir_arg, &port.to_string(), &controller_port.to_string(), &tv];
+        let secured = if options.secured {
+            let (secured, extra) = secure(dir.path(), port, controller_port);
+            let scram = format!("SCRAM-SHA-512=[name={},password={}]", SCRAM_USER.0, SCRAM_USER.1);
+            let extra = extra.to_str().expect("temp dir path is UTF-8");
+            kafka_sh_with(&format, &[("KAFKA_EXTRA_CONFIG", extra), ("KAFKA_ADD_SCRAM", &scram)]);
+            Some(secured)
+        } else {
+            kafka_sh(&format);
+            None
+        };
         let log_path = dir.path().join("broker.log");
         let mut broker = Broker {
             bootstrap: format!("127.0.0.1:{port}"),
+            secured,
             child: spawn(dir.path(), &log_path)?,
             log_path,
             dir,
@@ -618,4 +665,120 @@ fn remove_stale_dirs() {
             }
         }
     }
+}
+
+/// Makes a CA, a broker certificate it signs (for IP 127.0.0.1) in a PKCS#12
+/// keystore and an unrelated CA, and writes the TLS and SASL_SSL listener
+/// settings; returns them and the settings file for `kafka.sh format`.
+fn secure(dir: &Path, port: u16, controller_port: u16) -> (Secured, PathBuf) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let days = ["-days", "2"];
+    let new_key = ["-newkey", "rsa:2048", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &new_key,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=weir-test-ca"],
+            &days,
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &new_key,
+            &[
+                "-keyout",
+                "other.key",
+                "-out",
+                "untrusted-ca.pem",
+                "-subj",
+                "/CN=untrusted",
+            ],
+            &days,
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &new_key,
+            &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
+        ]
+        .concat(),
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write san.ext");
+    openssl(
+        &[
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+            ][..],
+            &["-out", "server.pem", "-extfile", "san.ext"],
+            &days,
+        ]
+        .concat(),
+    );
+    let pass = format!("pass:{KEYSTORE_PASSWORD}");
+    openssl(&[
+        "pkcs12",
+        "-export",
+        "-in",
+        "server.pem",
+        "-inkey",
+        "server.key",
+        "-certfile",
+        "ca.pem",
+        "-out",
+        "server.p12",
+        "-passout",
+        &pass,
+    ]);
+    let (ssl, sasl_ssl) = (free_port(), free_port());
+    let keystore = dir.join("server.p12");
+    let extra = dir.join("secured.properties");
+    std::fs::write(
+        &extra,
+        format!(
+            "listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port},SSL://127.0.0.1:{ssl},SASL_SSL://127.0.0.1:{sasl_ssl}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port},SSL://127.0.0.1:{ssl},SASL_SSL://127.0.0.1:{sasl_ssl}\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL\n\
+             sasl.enabled.mechanisms=SCRAM-SHA-512\n\
+             listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+             ssl.keystore.type=PKCS12\n\
+             ssl.keystore.location={}\n\
+             ssl.keystore.password={KEYSTORE_PASSWORD}\n\
+             ssl.key.password={KEYSTORE_PASSWORD}\n\
+             ssl.client.auth=none\n",
+            keystore.display()
+        ),
+    )
+    .expect("write the secured listener settings");
+    let secured = Secured {
+        ssl: format!("127.0.0.1:{ssl}"),
+        sasl_ssl: format!("127.0.0.1:{sasl_ssl}"),
+        ca: dir.join("ca.pem"),
+        untrusted_ca: dir.join("untrusted-ca.pem"),
+        user: SCRAM_USER,
+    };
+    (secured, extra)
 }

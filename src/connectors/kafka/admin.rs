@@ -5,6 +5,7 @@
 //! connector and, for an unreachable broker, the bootstrap servers.
 
 use super::assign::Watermarks;
+use super::connection::KafkaConnection;
 use super::offset::NextOffset;
 use super::{broker_error, connector_error};
 use crate::error::{Result, WeirError};
@@ -12,7 +13,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -121,25 +122,35 @@ fn concrete(offset: Option<Offset>) -> Option<NextOffset> {
 /// How long `weir offsets` waits for each end offset.
 const END_OFFSETS_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The current end offsets (last stable offsets, read_committed) of these partitions.
+/// The current end offsets (last stable offsets, read_committed) of these
+/// partitions, asked of `cluster` (bootstrap servers, or a
+/// [`KafkaConnection`] with TLS/SASL properties).
 ///
 /// # Errors
 /// When the brokers cannot be reached (the message names them).
 pub fn end_offsets<'a>(
-    brokers: &str,
+    cluster: impl Into<KafkaConnection>,
     partitions: impl IntoIterator<Item = (&'a str, i32)>,
 ) -> Result<HashMap<(String, i32), NextOffset>> {
     const TOOL: &str = "weir offsets";
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let cluster = cluster.into();
+    let reached_at = cluster.describe();
+    let consumer: BaseConsumer = cluster
+        .client_config()
         .set("group.id", "weir-offsets")
         .set("isolation.level", "read_committed")
         .create()
-        .map_err(|e| broker_error(TOOL, "cannot create consumer", brokers, e))?;
+        .map_err(|e| broker_error(TOOL, "cannot create consumer", &reached_at, e))?;
     let mut out = HashMap::new();
     for (topic, partition) in partitions {
-        let marks = watermarks(&consumer, topic, partition, END_OFFSETS_TIMEOUT)
-            .map_err(|e| broker_error(TOOL, &format!("cannot read the end of {topic}/{partition}"), brokers, e))?;
+        let marks = watermarks(&consumer, topic, partition, END_OFFSETS_TIMEOUT).map_err(|e| {
+            broker_error(
+                TOOL,
+                &format!("cannot read the end of {topic}/{partition}"),
+                &reached_at,
+                e,
+            )
+        })?;
         out.insert((topic.to_string(), partition), marks.high);
     }
     Ok(out)
@@ -147,8 +158,8 @@ pub fn end_offsets<'a>(
 
 /// Partitions of `topic` in the cluster's metadata (0: no such topic), asked
 /// by a probe client of its own.
-pub(crate) fn partitions_of(brokers: &str, topic: &str, timeout: Duration) -> KafkaResult<usize> {
-    let probe: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+pub(crate) fn partitions_of(cluster: &KafkaConnection, topic: &str, timeout: Duration) -> KafkaResult<usize> {
+    let probe: BaseConsumer = cluster.client_config().create()?;
     Ok(partition_ids(&probe, topic, timeout)?.len())
 }
 
@@ -164,8 +175,8 @@ pub(crate) struct TopicSpec<'a> {
 }
 
 /// Brokers in the cluster's metadata, asked by a probe client of its own.
-pub(crate) fn broker_count(brokers: &str, timeout: Duration) -> KafkaResult<usize> {
-    let probe: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+pub(crate) fn broker_count(cluster: &KafkaConnection, timeout: Duration) -> KafkaResult<usize> {
+    let probe: BaseConsumer = cluster.client_config().create()?;
     Ok(probe.fetch_metadata(None, timeout)?.brokers().len())
 }
 
@@ -173,8 +184,12 @@ pub(crate) fn broker_count(brokers: &str, timeout: Duration) -> KafkaResult<usiz
 /// is not an error. The admin client is async: it runs on a runtime of its
 /// own, on a thread of its own, so that a job started from inside a tokio
 /// runtime does not nest one runtime in another.
-pub(crate) fn create_topic(brokers: &str, topic: &str, spec: TopicSpec<'_>) -> std::result::Result<(), AdminError> {
-    let (brokers, topic) = (brokers.to_string(), topic.to_string());
+pub(crate) fn create_topic(
+    cluster: &KafkaConnection,
+    topic: &str,
+    spec: TopicSpec<'_>,
+) -> std::result::Result<(), AdminError> {
+    let (client, topic) = (cluster.client_config(), topic.to_string());
     let config: Vec<(String, String)> = spec
         .config
         .iter()
@@ -182,8 +197,7 @@ pub(crate) fn create_topic(brokers: &str, topic: &str, spec: TopicSpec<'_>) -> s
         .collect();
     let (partitions, replication) = (spec.partitions, spec.replication);
     let create = move || -> std::result::Result<(), AdminError> {
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
+        let admin: AdminClient<DefaultClientContext> = client.create()?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

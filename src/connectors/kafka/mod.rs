@@ -18,10 +18,13 @@
 //! - [`offset`]: [`NextOffset`], the type of every position.
 //! - [`position`]: what a source stores in a checkpoint.
 //! - [`admin`]: metadata, watermarks, end offsets, topic creation.
+//! - [`connection`]: bootstrap servers and the TLS/SASL properties every
+//!   client of a connector gets; secrets never shown.
 //! - [`sink`]: the sink, and its commit thread (`sink/commit.rs`).
 
 pub mod admin;
 mod assign;
+pub mod connection;
 pub mod format;
 pub mod offset;
 pub mod position;
@@ -31,6 +34,7 @@ pub mod source;
 pub use format::{bytes, json, json_value, utf8, Deserializer, KafkaRecord, Serializer};
 
 pub use admin::end_offsets;
+pub use connection::KafkaConnection;
 pub use offset::NextOffset;
 pub use position::{stored_offsets, KafkaPosition, PartitionPosition, StoredOffset};
 pub use sink::{Delivery, KafkaSink};
@@ -67,14 +71,15 @@ pub(crate) fn kafka_error(connector: &str, action: &str, e: KafkaError) -> WeirE
 }
 
 /// As [`kafka_error`], for a request to the cluster: when the error says no
-/// broker could be reached, the message also names the bootstrap servers
-/// asked (a wrong address is the usual cause). Only `bootstrap.servers` is
-/// printed, never another client setting (those may hold passwords).
-pub(crate) fn broker_error(connector: &str, action: &str, bootstrap: &str, e: KafkaError) -> WeirError {
+/// broker could be reached or would let the client in, the message also
+/// names the bootstrap servers asked and how (`reached_at`: security
+/// protocol, SASL mechanism and user; a wrong address, certificate or
+/// password is the usual cause). Never a password, key or token.
+pub(crate) fn broker_error(connector: &str, action: &str, reached_at: &str, e: KafkaError) -> WeirError {
     if !unreachable(&e) {
         return kafka_error(connector, action, e);
     }
-    WeirError::kafka(connector, format!("{action}: {e} (bootstrap servers: {bootstrap})"), e)
+    WeirError::kafka(connector, format!("{action}: {e} (bootstrap servers: {reached_at})"), e)
 }
 
 /// A connector error whose cause is not a client error (a fact weir checked,
@@ -99,14 +104,17 @@ fn unreachable(e: &KafkaError) -> bool {
                 | RDKafkaErrorCode::RequestTimedOut
                 | RDKafkaErrorCode::BrokerNotAvailable
                 | RDKafkaErrorCode::NetworkException
+                | RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::SSL
         )
     )
 }
 
-/// The bootstrap servers a client configuration connects to (a property set
-/// by the user overrides the builder's brokers), for error messages.
-pub(crate) fn bootstrap_of(config: &rdkafka::ClientConfig) -> &str {
-    config.get("bootstrap.servers").unwrap_or("")
+/// The bootstrap servers a client configuration connects to, and how (a
+/// property set by the user overrides the builder's), for error messages.
+pub(crate) fn bootstrap_of(config: &rdkafka::ClientConfig) -> String {
+    connection::reached_at(config)
 }
 
 #[cfg(test)]

@@ -31,8 +31,8 @@ pub enum EventSource {
     Generator(GeneratorConfig),
     /// A Kafka topic of JSON events (one per message value; key ignored).
     Kafka {
-        /// Bootstrap servers.
-        brokers: String,
+        /// Bootstrap servers and client properties.
+        cluster: weir::connectors::kafka::KafkaConnection,
         /// The topic.
         topic: String,
         /// Stop at the end offsets seen at start.
@@ -52,8 +52,8 @@ pub enum EventSource {
 pub enum RowSink {
     /// A Kafka topic, exactly-once: one JSON object per message value.
     Kafka {
-        /// Bootstrap servers.
-        brokers: String,
+        /// Bootstrap servers and client properties.
+        cluster: weir::connectors::kafka::KafkaConnection,
         /// The topic.
         topic: String,
     },
@@ -114,11 +114,11 @@ pub fn nexmark_job(
             })
         }
         EventSource::Kafka {
-            brokers,
+            cluster,
             topic,
             bounded,
         } => {
-            let source = KafkaSource::new(brokers, &[topic.as_str()])
+            let source = KafkaSource::new(cluster, &[topic.as_str()])
                 .bounded(*bounded)
                 .deserializer(move |r: &KafkaRecord<'_>| parse(r.payload.unwrap_or_default()))
                 .event_time(Event::date_time)
@@ -137,7 +137,7 @@ pub fn nexmark_job(
     .uid("nexmark-source");
     let rows = queries::build(query, events);
     match sink {
-        RowSink::Kafka { brokers, topic } => {
+        RowSink::Kafka { cluster, topic } => {
             let serialize = |o: &Output, _key: &mut Vec<u8>, value: &mut Vec<u8>| {
                 serde_json::to_writer(value, &o.row)
                     .map(|()| None)
@@ -145,7 +145,7 @@ pub fn nexmark_job(
             };
             rows.sink(
                 "nexmark-kafka-out",
-                KafkaSink::new(&brokers, &topic, serialize).factory(),
+                KafkaSink::new(cluster, &topic, serialize).factory(),
             )
             .uid("nexmark-sink");
         }

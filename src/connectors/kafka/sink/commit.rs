@@ -4,6 +4,7 @@
 //! sink's module doc.
 
 use super::super::admin::AdminError;
+use super::super::connection::KafkaConnection;
 use super::super::offset::NextOffset;
 use super::super::{bootstrap_of, broker_error, kafka_error, QuietEof};
 use super::{DeliveryReport, OutRecord, Pending, CLIENT_TIMEOUT};
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 pub(super) struct Output {
     /// The producer's configuration, to create it again after a fatal error.
     pub(super) client: ClientConfig,
-    pub(super) brokers: String,
+    pub(super) cluster: KafkaConnection,
     pub(super) name: String,
     pub(super) topic: String,
     pub(super) producer: BaseProducer<DeliveryReport>,
@@ -169,7 +170,7 @@ impl Output {
     /// The newest epoch whose marker is committed.
     pub(super) fn committed_epoch(&self) -> Result<Option<u64>> {
         last_committed_epoch(
-            &self.brokers,
+            &self.cluster,
             &self.marker_topic,
             self.marker_partition,
             &self.marker_key,
@@ -178,7 +179,7 @@ impl Output {
             e.into_error(
                 &self.name,
                 &format!("cannot read commit markers from `{}`", self.marker_topic),
-                &self.brokers,
+                &self.cluster.describe(),
             )
         })
     }
@@ -219,7 +220,7 @@ impl Output {
                 match self.client.create_with_context(DeliveryReport::default()) {
                     Ok(p) => p,
                     Err(e) => {
-                        last_error = broker_error(&self.name, "cannot create producer", bootstrap_of(&self.client), e);
+                        last_error = broker_error(&self.name, "cannot create producer", &bootstrap_of(&self.client), e);
                         continue;
                     }
                 };
@@ -227,7 +228,7 @@ impl Output {
                 last_error = broker_error(
                     &self.name,
                     "cannot initialize transactions",
-                    bootstrap_of(&self.client),
+                    &bootstrap_of(&self.client),
                     e,
                 );
                 continue;
@@ -296,7 +297,7 @@ impl Output {
 
     /// Writes `records` of checkpoint `epoch` and its marker in one transaction.
     fn commit_epoch(&mut self, epoch: u64, records: &[OutRecord]) -> Result<()> {
-        let fail = |name: &str, action: &str, e: KafkaError| broker_error(name, action, bootstrap_of(&self.client), e);
+        let fail = |name: &str, action: &str, e: KafkaError| broker_error(name, action, &bootstrap_of(&self.client), e);
         self.producer
             .begin_transaction()
             .map_err(|e| fail(&self.name, "cannot begin transaction", e))?;
@@ -354,13 +355,13 @@ const MARKER_WINDOW: i64 = 1_000;
 /// Markers of other incarnations of the same (job, sink, subtask) are not
 /// this run's: they are ignored, and their presence is logged.
 fn last_committed_epoch(
-    brokers: &str,
+    cluster: &KafkaConnection,
     topic: &str,
     partition: i32,
     key: &str,
 ) -> std::result::Result<Option<u64>, AdminError> {
-    let consumer: BaseConsumer<QuietEof> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer<QuietEof> = cluster
+        .client_config()
         .set("group.id", "weir-marker-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")

@@ -37,6 +37,7 @@
 //! completes, as with Flink's exactly-once Kafka sink.
 
 use super::admin::{self, AdminError};
+use super::connection::KafkaConnection;
 use super::format::Serializer;
 use super::{bootstrap_of, broker_error, connector_error, kafka_error};
 use crate::connectors::{ConnectorContext, Sink};
@@ -45,7 +46,6 @@ use commit::{Committer, Output};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
-use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -102,7 +102,7 @@ impl std::str::FromStr for Delivery {
 /// [`crate::Stream::sink`].
 #[derive(Clone)]
 pub struct KafkaSink<T, S> {
-    brokers: String,
+    cluster: KafkaConnection,
     topic: String,
     delivery: Delivery,
     serializer: S,
@@ -136,10 +136,12 @@ pub fn marker_topic(prefix: &str, job: &str, uid: &str) -> String {
 }
 
 impl<T: Send + 'static, S: Serializer<T>> KafkaSink<T, S> {
-    /// A sink writing to `topic` with `serializer`, exactly-once.
-    pub fn new(brokers: &str, topic: &str, serializer: S) -> Self {
+    /// A sink writing to `topic` of `cluster` (bootstrap servers
+    /// `host:port,...`, or a [`KafkaConnection`] with TLS/SASL properties)
+    /// with `serializer`, exactly-once.
+    pub fn new(cluster: impl Into<KafkaConnection>, topic: &str, serializer: S) -> Self {
         KafkaSink {
-            brokers: brokers.to_string(),
+            cluster: cluster.into(),
             topic: topic.to_string(),
             delivery: Delivery::ExactlyOnce,
             serializer,
@@ -155,8 +157,14 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaSink<T, S> {
         self.delivery = delivery;
         self
     }
-    /// Sets a librdkafka producer property.
+    /// Sets a librdkafka producer property. A [connection
+    /// property](super::connection::is_connection_property) (TLS, SASL,
+    /// sockets) reaches every client of the sink: its producer, the commit
+    /// marker reader and the admin client that creates the marker topic.
     pub fn property(mut self, key: &str, value: &str) -> Self {
+        if super::connection::is_connection_property(key) {
+            self.cluster.set(key, value);
+        }
         self.properties.push((key.to_string(), value.to_string()));
         self
     }
@@ -293,8 +301,13 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
     fn open(config: &KafkaSink<T, S>, ctx: &ConnectorContext) -> Result<Self> {
         let name = format!("{}[{}]", ctx.uid, ctx.subtask);
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &config.brokers).set("linger.ms", "5");
+        // A wrong password or certificate fails here, saying so, at once.
+        config
+            .cluster
+            .check_access(CLIENT_TIMEOUT)
+            .map_err(|e| e.into_error(&name, &config.cluster))?;
+        let mut c = config.cluster.client_config();
+        c.set("linger.ms", "5");
         match config.delivery {
             Delivery::None => {
                 c.set("acks", "1");
@@ -321,10 +334,10 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
         }
         let producer: BaseProducer<DeliveryReport> = c
             .create_with_context(DeliveryReport::default())
-            .map_err(|e| broker_error(&name, "cannot create producer", bootstrap_of(&c), e))?;
+            .map_err(|e| broker_error(&name, "cannot create producer", &bootstrap_of(&c), e))?;
         let mut out = Output {
             client: c,
-            brokers: config.brokers.clone(),
+            cluster: config.cluster.clone(),
             name: name.clone(),
             topic: config.topic.clone(),
             producer,
@@ -366,12 +379,12 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
                     source: Box::new(e),
                 }
             } else {
-                broker_error(&name, "cannot initialize transactions", bootstrap_of(&out.client), e)
+                broker_error(&name, "cannot initialize transactions", &bootstrap_of(&out.client), e)
             });
         }
         let topic = out.marker_topic.clone();
-        ensure_topic(&config.brokers, &topic, ctx.parallelism)
-            .map_err(|e| e.into_error(&name, &format!("marker topic `{topic}`"), &config.brokers))?;
+        ensure_topic(&config.cluster, &topic, ctx.parallelism)
+            .map_err(|e| e.into_error(&name, &format!("marker topic `{topic}`"), &config.cluster.describe()))?;
         if let Some(bytes) = &ctx.restored {
             let state: SinkState =
                 postcard::from_bytes(bytes).map_err(|e| connector_error(&name, "restored sink state is damaged", e))?;
@@ -533,14 +546,14 @@ pub(super) fn transactional_id(job: &str, uid: &str, subtask: usize, incarnation
 /// deleted by retention) and replicated like the broker's own state, up to
 /// three copies with two in sync (one with fewer brokers, so that one broker
 /// down never stops the commits).
-fn ensure_topic(brokers: &str, topic: &str, partitions: usize) -> std::result::Result<(), AdminError> {
+fn ensure_topic(cluster: &KafkaConnection, topic: &str, partitions: usize) -> std::result::Result<(), AdminError> {
     // An existing topic needs no admin request (and no runtime).
-    if admin::partitions_of(brokers, topic, CLIENT_TIMEOUT)? == 0 {
-        let replication = admin::broker_count(brokers, CLIENT_TIMEOUT)?.clamp(1, 3) as i32;
+    if admin::partitions_of(cluster, topic, CLIENT_TIMEOUT)? == 0 {
+        let replication = admin::broker_count(cluster, CLIENT_TIMEOUT)?.clamp(1, 3) as i32;
         // Two in sync where a broker may fail without stopping commits (3 replicas).
         let in_sync = (replication - 1).clamp(1, 2).to_string();
         admin::create_topic(
-            brokers,
+            cluster,
             topic,
             admin::TopicSpec {
                 partitions,
@@ -555,7 +568,7 @@ fn ensure_topic(brokers: &str, topic: &str, partitions: usize) -> std::result::R
             },
         )?;
     }
-    let have = admin::partitions_of(brokers, topic, CLIENT_TIMEOUT)?;
+    let have = admin::partitions_of(cluster, topic, CLIENT_TIMEOUT)?;
     if have < partitions {
         return Err(AdminError::Other(format!(
             "it has {have} partitions and the sink has {partitions} subtasks: it needs one partition per subtask \

@@ -9,6 +9,7 @@
 //!
 //! [`BadRecordPolicy::DeadLetter`]: super::BadRecordPolicy::DeadLetter
 
+use super::super::connection::KafkaConnection;
 use super::super::sink::DeliveryReport;
 use super::super::{bootstrap_of, broker_error, connector_error, kafka_error};
 use crate::error::Result;
@@ -16,7 +17,6 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
 use std::time::Duration;
 
 /// A record the deserializer rejected, owned so that the consumer can be used again.
@@ -45,13 +45,13 @@ pub(super) struct DeadLetters {
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl DeadLetters {
-    /// A producer to `topic` on `brokers`.
-    pub(super) fn open(name: &str, brokers: &str, topic: &str) -> Result<Self> {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", brokers).set("enable.idempotence", "true");
+    /// A producer to `topic` on `cluster`.
+    pub(super) fn open(name: &str, cluster: &KafkaConnection, topic: &str) -> Result<Self> {
+        let mut c = cluster.client_config();
+        c.set("enable.idempotence", "true");
         let producer = c
             .create_with_context(DeliveryReport::default())
-            .map_err(|e| broker_error(name, "cannot create dead-letter producer", bootstrap_of(&c), e))?;
+            .map_err(|e| broker_error(name, "cannot create dead-letter producer", &bootstrap_of(&c), e))?;
         Ok(DeadLetters {
             topic: topic.to_string(),
             producer,

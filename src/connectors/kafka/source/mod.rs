@@ -25,6 +25,7 @@
 //! also skips trailing transaction markers) completes it. When every assigned
 //! partition is complete the source ends and the job takes its final checkpoint.
 
+use super::connection::KafkaConnection;
 use super::format::{Deserializer, KafkaRecord};
 use crate::connectors::ConnectorContext;
 use crate::error::Result;
@@ -102,7 +103,7 @@ impl WatermarkStrategy {
 /// [`crate::JobBuilder::source`].
 #[derive(Clone)]
 pub struct KafkaSource<T, D> {
-    brokers: String,
+    cluster: KafkaConnection,
     topics: Vec<String>,
     group_id: Option<String>,
     properties: Vec<(String, String)>,
@@ -133,15 +134,16 @@ pub struct Progress {
 }
 
 impl KafkaSource<Vec<u8>, fn(&KafkaRecord<'_>) -> std::result::Result<Vec<u8>, String>> {
-    /// A source reading `topics` from `brokers` (`host:port,...`) as raw value
-    /// bytes, from the earliest offsets, read_committed, unbounded, failing on
-    /// bad records.
-    pub fn new(brokers: &str, topics: &[&str]) -> Self {
+    /// A source reading `topics` from `cluster` (bootstrap servers
+    /// `host:port,...`, or a [`KafkaConnection`] with TLS/SASL properties) as
+    /// raw value bytes, from the earliest offsets, read_committed, unbounded,
+    /// failing on bad records.
+    pub fn new(cluster: impl Into<KafkaConnection>, topics: &[&str]) -> Self {
         fn raw(r: &KafkaRecord<'_>) -> std::result::Result<Vec<u8>, String> {
             Ok(r.payload.unwrap_or_default().to_vec())
         }
         KafkaSource {
-            brokers: brokers.to_string(),
+            cluster: cluster.into(),
             topics: topics.iter().map(|t| t.to_string()).collect(),
             group_id: None,
             properties: Vec::new(),
@@ -163,7 +165,7 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaSource<T, D> {
     /// Reads values with `deserializer` (see [`super::format`]).
     pub fn deserializer<T2: Send + 'static, D2: Deserializer<T2>>(self, deserializer: D2) -> KafkaSource<T2, D2> {
         KafkaSource {
-            brokers: self.brokers,
+            cluster: self.cluster,
             topics: self.topics,
             group_id: self.group_id,
             properties: self.properties,
@@ -185,8 +187,13 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaSource<T, D> {
         self.group_id = Some(group.to_string());
         self
     }
-    /// Sets a librdkafka consumer property.
+    /// Sets a librdkafka consumer property. A [connection
+    /// property](super::connection::is_connection_property) (TLS, SASL,
+    /// sockets) reaches every client of the source, its dead-letter producer too.
     pub fn property(mut self, key: &str, value: &str) -> Self {
+        if super::connection::is_connection_property(key) {
+            self.cluster.set(key, value);
+        }
         self.properties.push((key.to_string(), value.to_string()));
         self
     }
@@ -238,29 +245,28 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaSource<T, D> {
     }
 
     fn client_config(&self, ctx: &ConnectorContext) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers)
-            .set(
-                "group.id",
-                self.group_id
-                    .clone()
-                    .unwrap_or_else(|| format!("weir-{}-{}", ctx.job, ctx.uid)),
-            )
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            // Never jump silently: a position that falls off the log is an
-            // error the reader handles by the lost-input policy.
-            .set("auto.offset.reset", "error")
-            .set("fetch.wait.max.ms", "20")
-            .set(
-                "isolation.level",
-                if self.read_committed {
-                    "read_committed"
-                } else {
-                    "read_uncommitted"
-                },
-            );
+        let mut c = self.cluster.client_config();
+        c.set(
+            "group.id",
+            self.group_id
+                .clone()
+                .unwrap_or_else(|| format!("weir-{}-{}", ctx.job, ctx.uid)),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        // Never jump silently: a position that falls off the log is an
+        // error the reader handles by the lost-input policy.
+        .set("auto.offset.reset", "error")
+        .set("fetch.wait.max.ms", "20")
+        .set(
+            "isolation.level",
+            if self.read_committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        );
         for (k, v) in &self.properties {
             c.set(k, v);
         }

@@ -171,7 +171,7 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
         let name = format!("{}[{}]", ctx.uid, ctx.subtask);
         let client = config.client_config(ctx);
         let bootstrap = bootstrap_of(&client);
-        let asked = |action: &str, e: KafkaError| broker_error(&name, action, bootstrap, e);
+        let asked = |action: &str, e: KafkaError| broker_error(&name, action, &bootstrap, e);
         let consumer: Arc<BaseConsumer<QuietEof>> = Arc::new(
             client
                 .create_with_context(QuietEof)
@@ -182,6 +182,11 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
         let restored = Restored::decode(&ctx.restored_all)
             .ok_or_else(|| connector_error(&name, "restored position", "not a Kafka position"))?;
 
+        // A wrong password or certificate fails here, saying so, at once.
+        config
+            .cluster
+            .check_access(METADATA_TIMEOUT)
+            .map_err(|e| e.into_error(&name, &config.cluster))?;
         let mut topics = Vec::with_capacity(config.topics.len());
         for topic in &config.topics {
             let ids = admin::partition_ids(&*consumer, topic, METADATA_TIMEOUT)
@@ -278,7 +283,7 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
             });
         }
         let dead_letters = match &config.bad_records {
-            BadRecordPolicy::DeadLetter(topic) => Some(DeadLetters::open(&name, &config.brokers, topic)?),
+            BadRecordPolicy::DeadLetter(topic) => Some(DeadLetters::open(&name, &config.cluster, topic)?),
             _ => None,
         };
         let emitted_watermark = partitions.iter().filter_map(|p| p.watermark).min();

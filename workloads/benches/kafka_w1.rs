@@ -4,7 +4,9 @@
 //! pipe** measured in the same run: a plain rdkafka consumer copying `in` to
 //! another topic through a transactional producer that commits every second
 //! (the client settings the job uses, no engine), timed like the job from
-//! creating its clients to its last commit. Prints one JSON line each.
+//! creating its clients to its last commit; and **Kafka Streams** 4.4
+//! (`benches/peers/kafka-streams`: exactly_once_v2, RocksDB store, one
+//! thread, 1 s commits) on the same input. Prints one JSON line each.
 //!
 //! `cargo bench --bench kafka_w1 [-- --records N]` (needs Java 17+ and Maven:
 //! the broker's jars are fetched on first use).
@@ -203,6 +205,7 @@ fn main() -> Result<(), Error> {
         "{{\"bench\":\"kafka-raw-pipe\",\"records\":{n},\"records_per_s\":{pipe:.0},\"commit_interval_ms\":1000}}"
     );
 
+    let mut weir_p1 = 0.0;
     for p in [1usize, 2] {
         let broker = fresh_broker()?;
         let dir = tempfile::tempdir()?;
@@ -234,6 +237,46 @@ fn main() -> Result<(), Error> {
             summary.checkpoints_completed,
             summary.elapsed.as_secs_f64()
         );
+        if p == 1 {
+            weir_p1 = rate;
+        }
     }
+
+    // The peer: Kafka Streams, exactly_once_v2, RocksDB store, one thread,
+    // commit interval 1 s, on a fresh broker with the same input.
+    let broker = fresh_broker()?;
+    let state = tempfile::tempdir()?;
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let peer = Command::new("bash")
+        .arg("benches/peers/kafka-streams/run.sh")
+        .args([
+            "--bootstrap",
+            &broker.1,
+            "--input",
+            "in",
+            "--output",
+            "out",
+            "--records",
+            &n.to_string(),
+        ])
+        .args(["--threads", "1", "--commit-interval-ms", "1000", "--state-dir"])
+        .arg(state.path())
+        .current_dir(root)
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !peer.status.success() {
+        return Err(format!("the Kafka Streams peer failed ({})", peer.status).into());
+    }
+    let line = String::from_utf8_lossy(&peer.stdout);
+    let json: serde_json::Value = serde_json::from_str(line.trim())?;
+    let streams = json["records_per_s"]
+        .as_f64()
+        .ok_or("the peer printed no records_per_s")?;
+    println!(
+        "{{\"bench\":\"kafka-W1-exactly-once\",\"peer\":\"kafka-streams\",\"p\":1,\"records\":{n},\"records_per_s\":{streams:.0},\"ratio_to_raw_pipe\":{:.2},\"weir_p1_to_peer\":{:.2},\"seconds\":{}}}",
+        streams / pipe,
+        weir_p1 / streams,
+        json["seconds"]
+    );
     Ok(())
 }

@@ -44,5 +44,6 @@ pub use operator::{Filter, FlatMap, Inspect, Map, Operator, OperatorError, TryMa
 pub use state_types::{AggregatingState, ListState, ReducingState, TtlValueState, ValueState};
 pub use window::{Assigner, Sessions, Sliding, Tumbling, Window};
 pub use window_ops::{
-    CountWindowAggregate, OpenWindow, OpenWindows, SessionAggregate, WindowAggregate, WindowProcess, Windowed,
+    CountWindowAggregate, OpenWindow, OpenWindows, ProcessingTimeWindowAggregate, SessionAggregate, WindowAggregate,
+    WindowProcess, Windowed,
 };

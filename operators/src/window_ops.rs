@@ -571,6 +571,150 @@ where
     }
 }
 
+/// Tumbling processing-time windows (Flink's
+/// `TumblingProcessingTimeWindows`): a record belongs to the window of the
+/// wall-clock time it arrives at; per key, a window's aggregate is emitted as
+/// `(key, window, result)` when the clock passes its end (a processing-time
+/// timer), or earlier, when a record of a later window arrives before that
+/// timer ran. Nothing is ever late. The open window is keyed state.
+#[derive(Clone)]
+pub struct ProcessingTimeWindowAggregate<A> {
+    /// Window length in milliseconds (at least 1).
+    pub size_ms: i64,
+    /// The aggregation of a window's records.
+    pub aggregator: A,
+}
+
+impl<A> ProcessingTimeWindowAggregate<A> {
+    fn window_of(&self, now: Timestamp) -> Window {
+        let size = self.size_ms.max(1);
+        let start = now.0 - now.0.rem_euclid(size);
+        Window {
+            start,
+            end: start.saturating_add(size),
+        }
+    }
+}
+
+impl<K, I, O, A> KeyedProcess<K, I, (K, Window, O)> for ProcessingTimeWindowAggregate<A>
+where
+    K: Clone,
+    A: Aggregator<I, O> + Clone + Send + 'static,
+{
+    /// The open window: its start and accumulator.
+    type State = (i64, A::Acc);
+
+    fn process(
+        &mut self,
+        key: &K,
+        state: &mut Option<(i64, A::Acc)>,
+        record: I,
+        ctx: &mut KeyedContext<'_, (K, Window, O)>,
+    ) -> Result<(), OperatorError> {
+        let window = self.window_of(ctx.processing_time());
+        if let Some((start, acc)) = state.as_ref() {
+            if *start != window.start {
+                // An earlier window whose timer has not run yet: it is over.
+                let closed = Window {
+                    start: *start,
+                    end: start.saturating_add(self.size_ms.max(1)),
+                };
+                ctx.emit((key.clone(), closed, self.aggregator.result(acc)));
+                ctx.delete_processing_timer(closed.max_timestamp(), &[]);
+                *state = None;
+            }
+        }
+        let (_, acc) = state.get_or_insert_with(|| {
+            ctx.register_processing_timer(window.max_timestamp(), &[]);
+            (window.start, self.aggregator.create())
+        });
+        self.aggregator.add(acc, &record);
+        Ok(())
+    }
+
+    fn on_processing_timer(
+        &mut self,
+        key: &K,
+        state: &mut Option<(i64, A::Acc)>,
+        at: Timestamp,
+        _namespace: &[u8],
+        ctx: &mut KeyedContext<'_, (K, Window, O)>,
+    ) -> Result<(), OperatorError> {
+        if let Some((start, acc)) = state.as_ref() {
+            let window = self.window_of(Timestamp(*start));
+            if window.max_timestamp() <= at {
+                ctx.emit((key.clone(), window, self.aggregator.result(acc)));
+                *state = None;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod processing_window_tests {
+    use super::*;
+    use crate::aggregators::Count;
+    use crate::KeyedHarness;
+
+    fn w(start: i64) -> Window {
+        Window {
+            start,
+            end: start + 100,
+        }
+    }
+
+    #[test]
+    fn a_processing_time_window_fires_when_the_clock_passes_its_end() {
+        let mut h = KeyedHarness::new(ProcessingTimeWindowAggregate {
+            size_ms: 100,
+            aggregator: Count,
+        });
+        h.advance_processing_time(Timestamp(1_010));
+        assert!(h.feed(|r: &u8| u64::from(*r), [1, 1, 2]).is_empty());
+        assert!(
+            h.advance_watermark(Timestamp::MAX).is_empty(),
+            "event time does not close them"
+        );
+        assert_eq!(h.processing_timers().len(), 2, "one timer per key and window");
+        h.advance_processing_time(Timestamp(1_050));
+        assert!(h.feed(|r: &u8| u64::from(*r), [1]).is_empty());
+        assert_eq!(h.advance_processing_time(Timestamp(1_098)), vec![]);
+        let mut fired = h.advance_processing_time(Timestamp(1_099));
+        fired.sort_by_key(|f| f.0);
+        assert_eq!(fired, vec![(1, w(1_000), 3), (2, w(1_000), 1)]);
+        // The open window survives a snapshot and fires after the restore.
+        h.advance_processing_time(Timestamp(1_150));
+        h.feed(|r: &u8| u64::from(*r), [2, 2]);
+        let mut restored: KeyedHarness<u64, _, u8, _> = KeyedHarness::restore(
+            ProcessingTimeWindowAggregate {
+                size_ms: 100,
+                aggregator: Count,
+            },
+            &h.snapshot().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            restored.advance_processing_time(Timestamp(1_199)),
+            vec![(2, w(1_100), 2)]
+        );
+    }
+
+    #[test]
+    fn a_record_of_a_later_window_closes_the_earlier_one_when_its_timer_is_late() {
+        let mut h = KeyedHarness::new(ProcessingTimeWindowAggregate {
+            size_ms: 100,
+            aggregator: Count,
+        });
+        h.set_processing_time_without_firing(Timestamp(1_010));
+        h.feed(|r: &u8| u64::from(*r), [1]);
+        // The clock moved past the window's end, but its timer did not run yet.
+        h.set_processing_time_without_firing(Timestamp(1_120));
+        assert_eq!(h.feed(|r: &u8| u64::from(*r), [1]), vec![(1, w(1_000), 1)]);
+        assert_eq!(h.advance_processing_time(Timestamp(1_199)), vec![(1, w(1_100), 1)]);
+    }
+}
+
 #[cfg(test)]
 mod count_window_tests {
     use super::*;

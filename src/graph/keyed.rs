@@ -208,6 +208,25 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
         self.process(name, weir_operators::CountWindowAggregate { size, aggregator })
     }
 
+    /// Aggregates per key and tumbling *processing-time* window of `size`
+    /// (Flink's `TumblingProcessingTimeWindows`): a record counts in the
+    /// window of the wall-clock time it arrives at; `(key, window, result)`
+    /// is emitted when the clock passes the window's end. No watermarks and
+    /// nothing late; results depend on arrival times (not reproducible on
+    /// replay, as in Flink). The open window is keyed state: give it a uid.
+    pub fn processing_time_window_aggregate<O: Send + 'static, A: Aggregator<T, O> + Clone>(
+        self,
+        name: &str,
+        size: std::time::Duration,
+        aggregator: A,
+    ) -> Stream<(K, weir_operators::Window, O)> {
+        let size_ms = i64::try_from(size.as_millis()).unwrap_or(i64::MAX).max(1);
+        self.process(
+            name,
+            weir_operators::ProcessingTimeWindowAggregate { size_ms, aggregator },
+        )
+    }
+
     /// Runs an incremental aggregation per key; emits `(key, result)` after each record.
     pub fn aggregate<O: Send + 'static, A: Aggregator<T, O> + Clone>(
         self,

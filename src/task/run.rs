@@ -287,7 +287,7 @@ pub(crate) fn run_input<T: Send>(
     // When the first barrier of the checkpoint being aligned arrived.
     let mut aligning_since: Option<Instant> = None;
     // The earliest processing-time timer of the chain, checked after every message.
-    let mut next_timer = chain.next_processing_timer();
+    let mut next_timer = next_call(&*chain, false);
 
     loop {
         // The set of readable inputs changes only at barriers and ends, so the
@@ -303,8 +303,12 @@ pub(crate) fn run_input<T: Send>(
             if let Some(due) = next_timer {
                 let now = wall_clock_ms();
                 if now >= due {
-                    chain.processing_time(now)?;
-                    next_timer = chain.next_processing_timer();
+                    // Once the final barrier has passed, the job is ending:
+                    // due timers stay in its checkpoint (they fire in the next
+                    // run); only snapshot work goes on.
+                    let ending = final_checkpoint.is_forwarded();
+                    chain.processing_time(if ending { i64::MIN } else { now })?;
+                    next_timer = next_call(&*chain, ending);
                 }
             }
             let op = match select.try_select() {
@@ -333,7 +337,7 @@ pub(crate) fn run_input<T: Send>(
                 Message::Records(mut batch) => {
                     bump(&rt.stats.records_in, batch.len() as u64);
                     chain.records(&mut batch)?;
-                    next_timer = chain.next_processing_timer();
+                    next_timer = next_call(&*chain, final_checkpoint.is_forwarded());
                     continue;
                 }
                 Message::Watermark(w) => {
@@ -341,7 +345,7 @@ pub(crate) fn run_input<T: Send>(
                         watermarks[i] = w;
                         advance_watermark(&watermarks, &open, &mut current_watermark, &mut *chain)?;
                         rt.stats.watermark.store(current_watermark.0, Ordering::Relaxed);
-                        next_timer = chain.next_processing_timer();
+                        next_timer = next_call(&*chain, final_checkpoint.is_forwarded());
                     }
                     continue;
                 }
@@ -379,7 +383,7 @@ pub(crate) fn run_input<T: Send>(
                 final_checkpoint.forwarded(barrier);
                 // A keyed stage now takes its changed state step by step and
                 // asks to be called right away for it, idle input or not.
-                next_timer = chain.next_processing_timer();
+                next_timer = next_call(&*chain, final_checkpoint.is_forwarded());
             }
             if aligner.all_ended() {
                 // Sinks commit the final checkpoint before the task ends.
@@ -390,6 +394,20 @@ pub(crate) fn run_input<T: Send>(
             }
             break; // readable inputs changed: rebuild the Select
         }
+    }
+}
+
+/// When the run loop must call the chain's `processing_time` next: at its
+/// earliest processing-time timer, or, once the final checkpoint's barrier
+/// has passed (`ending`), only for snapshot work in progress (asked as
+/// `i64::MIN`): timers that fire then would emit output after the final
+/// checkpoint, which the next run emits again from the restored timers.
+fn next_call<T>(chain: &dyn Downstream<T>, ending: bool) -> Option<i64> {
+    let next = chain.next_processing_timer();
+    if ending {
+        next.filter(|&at| at == i64::MIN)
+    } else {
+        next
     }
 }
 

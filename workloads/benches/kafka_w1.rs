@@ -11,127 +11,19 @@
 //! `cargo bench --bench kafka_w1 [-- --records N]` (needs Java 17+ and Maven:
 //! the broker's jars are fetched on first use).
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use weir::connectors::generator::w1_event;
 use weir::connectors::kafka::{BadRecordPolicy, Delivery};
 use weir::JobConfig;
 use weir_workloads::jobs::{kafka_count_job, KafkaCountOptions};
 
-type Error = Box<dyn std::error::Error>;
-
-/// The broker process, its address, and its data directory (removed on drop).
-struct Broker(Child, String, #[allow(dead_code)] tempfile::TempDir);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
-
-fn start_broker() -> Result<Broker, Error> {
-    // scripts/kafka.sh fetches Apache Kafka's jars (Maven) and formats a
-    // KRaft data dir; `run` execs the JVM, so the child is the broker.
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let dir = tempfile::tempdir()?;
-    let free = || -> Result<u16, Error> { Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
-    let (port, controller) = (free()?, free()?);
-    let data = dir.path().to_str().ok_or("temp dir path is not UTF-8")?;
-    let format = Command::new("bash")
-        .args([
-            "scripts/kafka.sh",
-            "format",
-            data,
-            &port.to_string(),
-            &controller.to_string(),
-        ])
-        .current_dir(root)
-        .output()?;
-    if !format.status.success() {
-        return Err(format!(
-            "scripts/kafka.sh format failed: {}",
-            String::from_utf8_lossy(&format.stderr)
-        )
-        .into());
-    }
-    let log = dir.path().join("broker.log");
-    let child = Command::new("bash")
-        .args(["scripts/kafka.sh", "run", data])
-        .current_dir(root)
-        .stdout(std::fs::File::create(&log)?)
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run scripts/kafka.sh: {e}"))?;
-    let broker = Broker(child, format!("127.0.0.1:{port}"), dir);
-    let started = Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("Kafka Server started")
-    {
-        if started.elapsed() > Duration::from_secs(90) {
-            return Err(format!("Apache Kafka did not start (log: {})", log.display()).into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(broker)
-}
-
-fn create_topics(brokers: &str, topics: &[&str]) -> Result<(), Error> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, 4, TopicReplication::Fixed(1)))
-        .collect();
-    for r in rt.block_on(admin.create_topics(&new, &AdminOptions::new()))? {
-        r.map_err(|(t, e)| format!("create {t}: {e}"))?;
-    }
-    Ok(())
-}
-
-fn send(p: &BaseProducer, topic: &str, value: &[u8], partition: Option<i32>) -> Result<(), Error> {
-    let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(value);
-    if let Some(part) = partition {
-        record = record.partition(part);
-    }
-    loop {
-        match p.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                p.poll(Duration::from_millis(5));
-                record = r;
-            }
-            Err((e, _)) => return Err(e.into()),
-        }
-    }
-}
-
-fn produce_input(brokers: &str, n: u64) -> Result<(), Error> {
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .create()?;
-    for i in 0..n {
-        let e = w1_event(i, 0);
-        send(
-            &p,
-            "in",
-            format!("{},{},{}", e.index, e.key, e.value).as_bytes(),
-            Some((i % 4) as i32),
-        )?;
-    }
-    p.flush(Duration::from_secs(120))?;
-    Ok(())
-}
+#[path = "support/kafka.rs"]
+mod kafka;
+use kafka::{create_topics, produce_input, send, start_broker, Broker, Error};
 
 /// Copies `in` to `pipe-out` with the job's client settings and no engine.
 /// Timed like the job: from creating its clients (the job's time includes
@@ -196,7 +88,7 @@ fn main() -> Result<(), Error> {
         let broker = start_broker()?;
         create_topics(&broker.1, &["in", "out", "pipe-out"])?;
         let t = Instant::now();
-        produce_input(&broker.1, n)?;
+        produce_input(&broker.1, 0..n)?;
         eprintln!("produced {n} records in {:.1?}", t.elapsed());
         Ok(broker)
     };

@@ -301,11 +301,13 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
     fn open(config: &KafkaSink<T, S>, ctx: &ConnectorContext) -> Result<Self> {
         let name = format!("{}[{}]", ctx.uid, ctx.subtask);
+        let opening = std::time::Instant::now();
         // A wrong password or certificate fails here, saying so, at once.
         config
             .cluster
             .check_access(CLIENT_TIMEOUT)
             .map_err(|e| e.into_error(&name, &config.cluster))?;
+        tracing::debug!("{name}: cluster access checked after {:?}", opening.elapsed());
         let mut c = config.cluster.client_config();
         c.set("linger.ms", "5");
         match config.delivery {
@@ -382,9 +384,11 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
                 broker_error(&name, "cannot initialize transactions", &bootstrap_of(&out.client), e)
             });
         }
+        tracing::debug!("{name}: transactions initialized after {:?}", opening.elapsed());
         let topic = out.marker_topic.clone();
         ensure_topic(&config.cluster, &topic, ctx.parallelism)
             .map_err(|e| e.into_error(&name, &format!("marker topic `{topic}`"), &config.cluster.describe()))?;
+        tracing::debug!("{name}: marker topic checked after {:?}", opening.elapsed());
         if let Some(bytes) = &ctx.restored {
             let state: SinkState =
                 postcard::from_bytes(bytes).map_err(|e| connector_error(&name, "restored sink state is damaged", e))?;
@@ -405,6 +409,7 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
         let pending = Pending::default();
         let mut w = writer(Writes::Transactions(Committer::start(out, pending.clone())?));
         w.pending = pending;
+        tracing::debug!("{name}: open after {:?}", opening.elapsed());
         Ok(w)
     }
 }

@@ -429,6 +429,58 @@ fn lateness_does_not_depend_on_the_batch_size() {
     assert!(one.contains(&(0, 100, 2)) && one.contains(&(0, 600, 1)), "{one:?}");
 }
 
+/// The windows of in-memory events whose records at multiples of 100 carry
+/// a watermark (punctuated), at a given batch size.
+fn punctuated_windows(batch_size: usize) -> Vec<(i64, i64, u64)> {
+    use weir::connectors::memory::ElementSource;
+    use weir::operators::Windowed;
+    // 300 carries watermark 300: 250 after it is late; 350 is not (300 < 350).
+    let times = vec![120i64, 200, 180, 300, 250, 350, 420, 500, 460];
+    let dir = tempfile::tempdir().unwrap();
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let job = JobBuilder::new("punctuated");
+    job.source("times", ElementSource::factory(times))
+        .uid("times")
+        .assign_timestamps_and_punctuated_watermarks(|t: &i64| *t, |_t: &i64, ts| (ts % 100 == 0).then_some(ts))
+        .key_by(|_: &i64| 0u64)
+        .window_aggregate("count", Tumbling::of(100), |t: &i64| *t, Count)
+        .uid("count")
+        .map(|(k, w): (u64, Windowed<u64, i64>)| match w {
+            Windowed::Result { window, value } => (k as i64, window.start, value),
+            Windowed::Late(t) => (k as i64, -1, t as u64),
+        })
+        .sink("collect", CollectSink::factory(out.clone()));
+    let config = JobConfig {
+        batch_size,
+        drain_at_end: true,
+        ..JobConfig::with_checkpoint_dir(dir.path())
+    };
+    job.build().unwrap().run(config).unwrap();
+    let mut v = out.lock().unwrap().clone();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn punctuated_watermarks_make_the_same_records_late_at_any_batch_size() {
+    let one = punctuated_windows(1);
+    assert_eq!(one, punctuated_windows(1024), "batch size 1 and 1024 agree");
+    assert_eq!(
+        one,
+        vec![
+            (0, -1, 180),
+            (0, -1, 250),
+            (0, -1, 460),
+            (0, 100, 1),
+            (0, 200, 1),
+            (0, 300, 2),
+            (0, 400, 1),
+            (0, 500, 1)
+        ],
+        "180 after 200's watermark, 250 after 300's and 460 after 500's are late"
+    );
+}
+
 #[test]
 fn allowed_lateness_on_a_window_builder_keeps_windows_open_for_late_records() {
     let got = windows_of_elements_late(1024, 200);

@@ -23,6 +23,9 @@ pub(crate) struct DemoArgs {
     /// Directory of the committed output files.
     #[arg(long, default_value = "weir-output")]
     pub(crate) output: PathBuf,
+    /// Also write a copy of the output here (a second sink fed by a tee).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) tee: Option<PathBuf>,
     /// Print the run's summary and per-task counters as one JSON line.
     #[arg(long)]
     pub(crate) json: bool,
@@ -36,6 +39,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         parallelism,
         common,
         output,
+        tee,
         json,
     } = args;
     common.serve_metrics()?;
@@ -44,6 +48,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         rate: (rate > 0).then_some(rate),
         parallelism,
         output: output.clone(),
+        tee_output: tee,
     };
     let progress = if records > 0 {
         ProgressOf::Records(records)

@@ -32,6 +32,9 @@ fn start(dir: &Path, rate: Option<u64>, failpoints: &str) -> Child {
     .arg(dir.join("checkpoints"))
     .arg("--output")
     .arg(dir.join("out"))
+    // Fan-out: a tee feeds a second exactly-once sink in the same task.
+    .arg("--tee")
+    .arg(dir.join("tee"))
     .env("WEIR_FAILPOINTS", failpoints)
     .env(
         "WEIR_CHECKPOINT_TIMEOUT_MS",
@@ -116,14 +119,21 @@ fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     run_to_end(dir.path(), "");
     let actual = committed_lines(&dir.path().join("out"));
     let (lost, duplicated) = compare(&expected, &actual);
+    let teed = committed_lines(&dir.path().join("tee"));
+    let (tee_lost, tee_duplicated) = compare(&expected, &teed);
     publish_summary(
         "kill_recovery",
-        &format!("kills={kills} lost={lost} duplicated={duplicated} (mid_checkpoint={mid_checkpoint} after_manifest={after_manifest} checkpoints aborted by timeout={aborted} runs={runs} seed={seed})"),
+        &format!("kills={kills} lost={lost} duplicated={duplicated}, tee branch lost={tee_lost} duplicated={tee_duplicated} (mid_checkpoint={mid_checkpoint} after_manifest={after_manifest} checkpoints aborted by timeout={aborted} runs={runs} seed={seed})"),
     );
     assert_eq!(
         (lost, duplicated),
         (0, 0),
         "committed output differs from the failure-free run"
+    );
+    assert_eq!(
+        (tee_lost, tee_duplicated),
+        (0, 0),
+        "the tee's branch differs from the failure-free run"
     );
     assert_eq!(actual.len(), expected.len());
 }

@@ -18,6 +18,7 @@ fn options(dir: &Path, records: u64, parallelism: usize) -> DemoOptions {
         rate: None,
         parallelism,
         output: dir.join("out"),
+        tee_output: None,
     }
 }
 
@@ -259,6 +260,7 @@ fn on_demand_checkpoints_and_a_graceful_stop_of_an_endless_job() {
         rate: Some(50_000),
         parallelism: 2,
         output: dir.path().join("out"),
+        tee_output: None,
     };
     let cfg = JobConfig {
         checkpoint_interval: None,

@@ -40,6 +40,7 @@ fn the_handle_shows_records_rates_latency_and_checkpoints_of_a_running_job() {
         rate: Some(20_000),
         parallelism: 2,
         output: dir.path().join("out"),
+        tee_output: None,
     };
     let handle = demo_job(&opts).unwrap().start(config(dir.path())).unwrap();
     let controller = handle.controller();

@@ -38,7 +38,7 @@ use crate::runtime::plan::{ErasedEdge, OperatorInfo, Plan, TaskBody, TaskContext
 use crate::runtime::{JobHandle, JobSummary};
 use crate::task::chain::{ChannelOut, Downstream, KeyRouter, RoundRobin, Router, SinkTail, Stage};
 use crate::task::run::{run_input, run_source};
-use crate::task::watermarks::WatermarkStage;
+use crate::task::watermarks::{Punctuated, WatermarkStage};
 use crossbeam_channel::{Receiver, Sender};
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -577,6 +577,38 @@ impl<T: Send + 'static> Stream<T> {
         let stage: StageMaker<T, T> = Box::new(move |_cx, next| {
             Ok(
                 Box::new(WatermarkStage::new(timestamp_of.clone(), out_of_orderness_ms, next))
+                    as Box<dyn Downstream<T>>,
+            )
+        });
+        let inner = self.take();
+        Stream::new(
+            self.graph.clone(),
+            self.vertex,
+            op,
+            Box::new(ChainPending { inner, stage }),
+        )
+    }
+
+    /// Event time from `timestamp_of` (ms since the epoch) and watermarks
+    /// that records carry (Flink's punctuated watermarks): after a record
+    /// for which `watermark_of(record, timestamp)` returns `Some(w)`, the
+    /// watermark `w` goes out (if it is ahead of the last one), so a record
+    /// is late exactly when it is behind a watermark carried by a record
+    /// before it, whatever the batching. It replaces the event time from
+    /// upstream.
+    pub fn assign_timestamps_and_punctuated_watermarks<F, P>(mut self, timestamp_of: F, watermark_of: P) -> Stream<T>
+    where
+        F: FnMut(&T) -> i64 + Clone + Send + 'static,
+        P: FnMut(&T, i64) -> Option<i64> + Clone + Send + 'static,
+    {
+        let op = self.graph.borrow_mut().add_operator("timestamps", false, self.vertex);
+        let stage: StageMaker<T, T> = Box::new(move |_cx, next| {
+            let generator = Punctuated {
+                watermark_of: watermark_of.clone(),
+                newest: None,
+            };
+            Ok(
+                Box::new(WatermarkStage::with_generator(timestamp_of.clone(), generator, next))
                     as Box<dyn Downstream<T>>,
             )
         });

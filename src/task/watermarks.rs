@@ -1,6 +1,7 @@
 //! The timestamp and watermark assigner of any stream
-//! (`Stream::assign_timestamps_and_watermarks`): event time with a bounded
-//! out-of-orderness, whatever the source.
+//! (`Stream::assign_timestamps_and_watermarks`, `..._punctuated_watermarks`):
+//! event time with a bounded out-of-orderness, or watermarks that records
+//! carry, whatever the source.
 //!
 //! # Lateness does not depend on batching
 //! Records move in batches, and a watermark sent after a batch would let a
@@ -15,41 +16,114 @@ use crate::error::Result;
 use std::time::Instant;
 use weir_operators::{Barrier, CheckpointId, Timestamp};
 
-/// Assigns event time with `timestamp_of` and emits
-/// `max timestamp seen - out_of_orderness_ms` as the watermark.
-pub(crate) struct WatermarkStage<T, F> {
-    pub(crate) timestamp_of: F,
-    pub(crate) out_of_orderness_ms: i64,
+/// How a [`WatermarkStage`] derives watermarks from the records it sees.
+pub(crate) trait WatermarkGenerator<T>: Send {
+    /// Whether the watermark of the records before one with event time `ts`
+    /// must go out before it (the record is behind that watermark).
+    fn cut_before(&self, ts: i64) -> bool;
+    /// Sees a record; `true` when the watermark must go out right after it.
+    fn observe(&mut self, record: &T, ts: i64) -> bool;
+    /// The watermark the records seen so far produce, if any.
+    fn current(&self) -> Option<Timestamp>;
+}
+
+/// Bounded out-of-orderness: `max timestamp seen - out_of_orderness_ms`.
+pub(crate) struct BoundedOutOfOrderness {
+    out_of_orderness_ms: i64,
     /// The newest timestamp seen (`i64::MIN`: none yet).
-    pub(crate) max_seen: i64,
+    max_seen: i64,
+}
+
+impl BoundedOutOfOrderness {
+    /// A generator allowing records `out_of_orderness_ms` behind the newest.
+    pub(crate) fn new(out_of_orderness_ms: i64) -> Self {
+        BoundedOutOfOrderness {
+            out_of_orderness_ms: out_of_orderness_ms.max(0),
+            max_seen: i64::MIN,
+        }
+    }
+}
+
+impl<T> WatermarkGenerator<T> for BoundedOutOfOrderness {
+    fn cut_before(&self, ts: i64) -> bool {
+        WatermarkGenerator::<T>::current(self).is_some_and(|w| Timestamp(ts) < w)
+    }
+    fn observe(&mut self, _record: &T, ts: i64) -> bool {
+        self.max_seen = self.max_seen.max(ts);
+        false
+    }
+    fn current(&self) -> Option<Timestamp> {
+        (self.max_seen != i64::MIN).then(|| Timestamp(self.max_seen.saturating_sub(self.out_of_orderness_ms)))
+    }
+}
+
+/// Punctuated: a record may carry a watermark (Flink's punctuated
+/// `WatermarkGenerator::onEvent`), which goes out right after it.
+pub(crate) struct Punctuated<P> {
+    /// The watermark a record carries, from the record and its event time.
+    pub(crate) watermark_of: P,
+    /// The newest watermark carried so far.
+    pub(crate) newest: Option<Timestamp>,
+}
+
+impl<T, P: FnMut(&T, i64) -> Option<i64> + Send> WatermarkGenerator<T> for Punctuated<P> {
+    fn cut_before(&self, _ts: i64) -> bool {
+        false // every watermark already went out right after its record
+    }
+    fn observe(&mut self, record: &T, ts: i64) -> bool {
+        match (self.watermark_of)(record, ts) {
+            Some(w) if self.newest.is_none_or(|n| Timestamp(w) > n) => {
+                self.newest = Some(Timestamp(w));
+                true
+            }
+            _ => false,
+        }
+    }
+    fn current(&self) -> Option<Timestamp> {
+        self.newest
+    }
+}
+
+/// Assigns event time with `timestamp_of` and emits the watermarks of a
+/// [`WatermarkGenerator`], never going backwards.
+pub(crate) struct WatermarkStage<T, F, G> {
+    pub(crate) timestamp_of: F,
+    pub(crate) generator: G,
     /// The newest watermark sent on.
     pub(crate) emitted: Timestamp,
     pub(crate) out: Vec<T>,
     pub(crate) next: Box<dyn Downstream<T>>,
 }
 
-impl<T, F> WatermarkStage<T, F> {
-    /// A stage in front of `next`.
+impl<T, F> WatermarkStage<T, F, BoundedOutOfOrderness> {
+    /// A bounded out-of-orderness stage in front of `next`.
     pub(crate) fn new(timestamp_of: F, out_of_orderness_ms: i64, next: Box<dyn Downstream<T>>) -> Self {
+        Self::with_generator(timestamp_of, BoundedOutOfOrderness::new(out_of_orderness_ms), next)
+    }
+}
+
+impl<T, F, G> WatermarkStage<T, F, G> {
+    /// A stage with `generator` in front of `next`.
+    pub(crate) fn with_generator(timestamp_of: F, generator: G, next: Box<dyn Downstream<T>>) -> Self {
         WatermarkStage {
             timestamp_of,
-            out_of_orderness_ms: out_of_orderness_ms.max(0),
-            max_seen: i64::MIN,
+            generator,
             emitted: Timestamp::MIN,
             out: Vec::new(),
             next,
         }
     }
+}
 
-    /// The watermark the records seen so far produce.
-    fn current(&self) -> Timestamp {
-        Timestamp(self.max_seen.saturating_sub(self.out_of_orderness_ms))
+impl<T, F, G: WatermarkGenerator<T>> WatermarkStage<T, F, G> {
+    /// Whether the generator's watermark is ahead of what was sent.
+    fn advanced(&self) -> bool {
+        self.generator.current().is_some_and(|w| w > self.emitted)
     }
 
     /// Sends what is buffered, then the current watermark if it advanced.
     fn send_watermark(&mut self) -> Result<()> {
-        let watermark = self.current();
-        if self.max_seen != i64::MIN && watermark > self.emitted {
+        if let Some(watermark) = self.generator.current().filter(|w| *w > self.emitted) {
             if !self.out.is_empty() {
                 self.next.records(&mut self.out)?;
             }
@@ -60,17 +134,20 @@ impl<T, F> WatermarkStage<T, F> {
     }
 }
 
-impl<T: Send, F: FnMut(&T) -> i64 + Send> Downstream<T> for WatermarkStage<T, F> {
+impl<T: Send, F: FnMut(&T) -> i64 + Send, G: WatermarkGenerator<T>> Downstream<T> for WatermarkStage<T, F, G> {
     fn records(&mut self, batch: &mut Vec<T>) -> Result<()> {
         for record in batch.drain(..) {
             let ts = (self.timestamp_of)(&record);
             // Behind the watermark of the records before it: that watermark
             // goes first, so the record is judged against it.
-            if Timestamp(ts) < self.current() && self.current() > self.emitted {
+            if self.generator.cut_before(ts) && self.advanced() {
                 self.send_watermark()?;
             }
-            self.max_seen = self.max_seen.max(ts);
+            let after = self.generator.observe(&record, ts);
             self.out.push(record);
+            if after {
+                self.send_watermark()?;
+            }
         }
         if !self.out.is_empty() {
             self.next.records(&mut self.out)?;
@@ -164,6 +241,28 @@ mod tests {
         }
         let out = seen.lock().unwrap().clone();
         out
+    }
+
+    #[test]
+    fn a_punctuated_watermark_goes_out_right_after_its_record_whatever_the_batching() {
+        let run = |batches: &[&[i64]]| {
+            let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            // Records at multiples of 100 carry a watermark at their time.
+            let punctuated = Punctuated {
+                watermark_of: |_r: &i64, ts: i64| (ts % 100 == 0).then_some(ts),
+                newest: None,
+            };
+            let mut stage = WatermarkStage::with_generator(|t: &i64| *t, punctuated, Box::new(Seen(seen.clone())));
+            for b in batches {
+                stage.records(&mut b.to_vec()).unwrap();
+            }
+            let out = seen.lock().unwrap().clone();
+            out
+        };
+        let whole = run(&[&[50, 100, 70, 200, 150, 100]]);
+        assert_eq!(whole, ["r50", "r100", "w100", "r70", "r200", "w200", "r150", "r100"]);
+        let single: Vec<&[i64]> = vec![&[50], &[100], &[70], &[200], &[150], &[100]];
+        assert_eq!(run(&single), whole, "a lower or equal watermark never goes out again");
     }
 
     #[test]

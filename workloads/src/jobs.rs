@@ -23,6 +23,10 @@ pub struct DemoOptions {
     pub parallelism: usize,
     /// Directory of the committed output files.
     pub output: PathBuf,
+    /// A second, identical copy of the output in this directory, through
+    /// `Stream::tee` into a second exactly-once file sink (fan-out under the
+    /// kill tests).
+    pub tee_output: Option<PathBuf>,
 }
 
 /// One output line of the demo: record `index` was the `count`-th of its key,
@@ -73,17 +77,26 @@ impl KeyedProcess<u64, W1Event, DemoOutput> for RunningCountSum {
 /// An invalid parallelism.
 pub fn demo_job(options: &DemoOptions) -> Result<Job> {
     let job = JobBuilder::new("demo").default_parallelism(options.parallelism);
-    job.source("generator", Generator::w1_factory(options.records, options.rate))
+    let counted = job
+        .source("generator", Generator::w1_factory(options.records, options.rate))
         .uid("generator")
         .key_by(|e: &W1Event| e.key)
         .process("running-count-sum", RunningCountSum)
-        .uid("running-count-sum")
-        .sink(
-            "file-sink",
-            FileSink::factory(options.output.clone(), |r: &DemoOutput, line: &mut String| {
-                let _ = write!(line, "{},{},{},{}", r.index, r.key, r.count, r.sum);
-            }),
-        )
+        .uid("running-count-sum");
+    let line = |r: &DemoOutput, line: &mut String| {
+        let _ = write!(line, "{},{},{},{}", r.index, r.key, r.count, r.sum);
+    };
+    let counted = match &options.tee_output {
+        Some(dir) => {
+            let (counted, copy) = counted.tee();
+            copy.sink("file-sink-tee", FileSink::factory(dir.clone(), line))
+                .uid("file-sink-tee");
+            counted
+        }
+        None => counted,
+    };
+    counted
+        .sink("file-sink", FileSink::factory(options.output.clone(), line))
         .uid("file-sink");
     job.build()
 }

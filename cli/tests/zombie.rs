@@ -212,9 +212,11 @@ fn a_writer_fenced_off_by_a_newer_one_stops_with_fenced_and_never_fences_back() 
     };
     let factory = KafkaSink::new(&broker.bootstrap, "fenced-out", kafka_data::line).factory();
     let mut a = factory(ctx.clone()).unwrap();
+    a.open().unwrap();
     a.write(&mut vec!["from A".to_string()]).unwrap();
     a.snapshot(CheckpointId(1)).unwrap();
-    let mut b = factory(ctx.clone()).unwrap(); // init_transactions: A is fenced
+    let mut b = factory(ctx.clone()).unwrap();
+    b.open().unwrap(); // init_transactions: A is fenced
     let a_end = a.commit(CheckpointId(1)).and_then(|()| a.finish());
     let err = a_end.expect_err("the fenced writer must fail");
     assert!(

@@ -178,6 +178,16 @@ pub trait Sink<T>: Send + 'static {
     {
         true
     }
+    /// Connects and recovers before the first record (Flink's `open`): the
+    /// runtime calls it on the task's own thread, so the subtasks of a job
+    /// open side by side; whatever the factory did ran one subtask after
+    /// another. By default nothing.
+    ///
+    /// # Errors
+    /// A failure ends the job.
+    fn open(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Writes (drains) a batch.
     ///
     /// # Errors

@@ -34,6 +34,12 @@ pub(crate) struct SnapshotBuilder {
 
 /// Receives what flows through a task, stage by stage.
 pub(crate) trait Downstream<T>: Send {
+    /// Before the first message, on the task's thread: sinks connect
+    /// ([`crate::connectors::Sink::open`]); stages pass it on. Tails that
+    /// are channels have nothing to open.
+    fn open(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Processes (drains) a batch.
     fn records(&mut self, batch: &mut Vec<T>) -> Result<()>;
     /// Event time advanced.
@@ -100,6 +106,9 @@ impl<I, O, Op> Stage<I, O, Op> {
 }
 
 impl<I: Send, O: Send, Op: Operator<I, O>> Downstream<I> for Stage<I, O, Op> {
+    fn open(&mut self) -> Result<()> {
+        self.next.open()
+    }
     #[inline]
     fn records(&mut self, batch: &mut Vec<I>) -> Result<()> {
         for record in batch.drain(..) {
@@ -347,6 +356,9 @@ fn inline_state(bytes: &[u8]) -> SubtaskState {
 }
 
 impl<T: Send, S: Sink<T>> Downstream<T> for SinkTail<T, S> {
+    fn open(&mut self) -> Result<()> {
+        self.sink.open()
+    }
     #[inline]
     fn records(&mut self, batch: &mut Vec<T>) -> Result<()> {
         bump(&self.stats.records_out, batch.len() as u64);

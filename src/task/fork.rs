@@ -34,6 +34,10 @@ impl<T, A, B, F> ForkStage<T, A, B, F> {
 }
 
 impl<T: Send, A: Send, B: Send, F: FnMut(T, &mut Vec<A>, &mut Vec<B>) + Send> Downstream<T> for ForkStage<T, A, B, F> {
+    fn open(&mut self) -> Result<()> {
+        self.left.open()?;
+        self.right.open()
+    }
     fn records(&mut self, batch: &mut Vec<T>) -> Result<()> {
         for record in batch.drain(..) {
             (self.route)(record, &mut self.out_left, &mut self.out_right);

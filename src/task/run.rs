@@ -193,6 +193,7 @@ pub(crate) fn run_source<T: Send, S: Source<T>>(
     drain_at_end: bool,
     rt: TaskRuntime,
 ) -> Result<()> {
+    chain.open()?;
     let mut buf = Vec::with_capacity(batch_size);
     let mut next_marker = Instant::now() + LATENCY_MARKER_INTERVAL;
     let mut final_checkpoint = FinalCheckpoint::default();
@@ -277,6 +278,7 @@ pub(crate) fn run_input<T: Send>(
     mut chain: Box<dyn Downstream<T>>,
     rt: TaskRuntime,
 ) -> Result<()> {
+    chain.open()?;
     let n = inputs.len();
     let mut aligner = BarrierAligner::new(n);
     let mut watermarks = vec![Timestamp::MIN; n];

@@ -135,6 +135,9 @@ impl<T, F, G: WatermarkGenerator<T>> WatermarkStage<T, F, G> {
 }
 
 impl<T: Send, F: FnMut(&T) -> i64 + Send, G: WatermarkGenerator<T>> Downstream<T> for WatermarkStage<T, F, G> {
+    fn open(&mut self) -> Result<()> {
+        self.next.open()
+    }
     fn records(&mut self, batch: &mut Vec<T>) -> Result<()> {
         for record in batch.drain(..) {
             let ts = (self.timestamp_of)(&record);

@@ -288,6 +288,10 @@ where
     P: KeyedProcess<K, I, O>,
     F: Fn(&I) -> K + Send,
 {
+    fn open(&mut self) -> Result<()> {
+        self.next.open()
+    }
+
     fn records(&mut self, batch: &mut Vec<I>) -> Result<()> {
         self.check_snapshots()?;
         // Processing time as of this batch: one clock read per batch.

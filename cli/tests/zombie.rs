@@ -330,10 +330,31 @@ fn a_job_whose_broker_stops_answering_is_cancelled_in_bounded_time() {
     );
 
     // Exactly-once holds across the messy end: a bounded run finishes the input.
-    let again = bounded_kafka_count(&broker, dir.path(), ("in", "out"));
-    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let again = kafka_count(
+        &broker,
+        dir.path(),
+        ("in", "out"),
+        &["--bounded", "--checkpoint-interval-ms", "100"],
+    )
+    .env("WEIR_LOG", "info,weir::connectors::kafka::sink=debug")
+    .output()
+    .unwrap();
+    let again_log = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{again_log}");
     let out = output(&broker, "out");
     let (lost, duplicated) = compare(&expected(20_000), &out);
+    if (lost, duplicated) != (0, 0) {
+        let mut ids: Vec<u64> = out.iter().map(|l| l.index).collect();
+        ids.sort_unstable();
+        let missing: Vec<u64> = (0..20_000u64)
+            .filter(|i| ids.binary_search(i).is_err())
+            .take(20)
+            .collect();
+        eprintln!(
+            "lost={lost} duplicated={duplicated} rows={} first missing ids {missing:?}\nfirst run:\n{log}\nsecond run:\n{again_log}",
+            out.len()
+        );
+    }
     publish_summary(
         "zombie_cancel_frozen_broker",
         &format!(

@@ -68,14 +68,47 @@ pub(crate) fn partition_ids<C: ConsumerContext>(
         .map_or_else(Vec::new, |t| t.partitions().iter().map(|p| p.id()).collect()))
 }
 
-/// The partition's log start and end (the last stable offset under read_committed).
+/// Whether a request failed only because the partition has no leader at
+/// the moment (an election, a broker just unfenced after a pause): asked
+/// again, it succeeds once the cluster settled.
+fn leaderless(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::FencedLeaderEpoch
+                | RDKafkaErrorCode::UnknownLeaderEpoch
+        )
+    )
+}
+
+/// `request` again while it fails for want of a leader, until `timeout`
+/// (then its last error).
+fn until_led<T>(timeout: Duration, mut request: impl FnMut(Duration) -> KafkaResult<T>) -> KafkaResult<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match request(left) {
+            Err(e) if leaderless(&e) && !left.is_zero() => {
+                tracing::debug!("no leader yet ({e}): asking again");
+                std::thread::sleep(Duration::from_millis(100).min(left));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The partition's log start and end (the last stable offset under
+/// read_committed), waiting up to `timeout` for a leader.
 pub(crate) fn watermarks<C: ConsumerContext>(
     client: &impl Consumer<C>,
     topic: &str,
     partition: i32,
     timeout: Duration,
 ) -> KafkaResult<Watermarks> {
-    let (low, high) = client.fetch_watermarks(topic, partition, timeout)?;
+    let (low, high) = until_led(timeout, |left| client.fetch_watermarks(topic, partition, left))?;
     Ok(Watermarks {
         low: NextOffset::new(low),
         high: NextOffset::new(high),
@@ -224,4 +257,37 @@ pub(crate) fn create_topic(
         .map_err(|e| AdminError::Other(e.to_string()))?
         .join()
         .unwrap_or_else(|_| Err(AdminError::Other("the thread creating the topic panicked".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_without_a_leader_is_asked_again_and_other_errors_are_not() {
+        let mut calls = 0;
+        let led = until_led(Duration::from_secs(5), |_| {
+            calls += 1;
+            if calls < 3 {
+                Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownPartition))
+            } else {
+                Ok(7)
+            }
+        });
+        assert_eq!((led.ok(), calls), (Some(7), 3));
+
+        let mut calls = 0;
+        let failed: KafkaResult<()> = until_led(Duration::from_secs(5), |_| {
+            calls += 1;
+            Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition))
+        });
+        assert!(failed.is_err());
+        assert_eq!(calls, 1, "a missing topic is not waited for");
+
+        let started = std::time::Instant::now();
+        let timed_out: KafkaResult<()> = until_led(Duration::from_millis(300), |_| {
+            Err(KafkaError::MetadataFetch(RDKafkaErrorCode::LeaderNotAvailable))
+        });
+        assert!(timed_out.is_err() && started.elapsed() < Duration::from_secs(2));
+    }
 }

@@ -259,6 +259,10 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaSource<T, D> {
         // error the reader handles by the lost-input policy.
         .set("auto.offset.reset", "error")
         .set("fetch.wait.max.ms", "20")
+        // librdkafka waits this long after a fetch that came back empty (a
+        // partition at its end) before fetching it again: its 500 ms default
+        // put up to half a second between a record's arrival and its read.
+        .set("fetch.error.backoff.ms", "20")
         .set(
             "isolation.level",
             if self.read_committed {

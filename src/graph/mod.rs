@@ -38,7 +38,7 @@ use crate::runtime::plan::{ErasedEdge, OperatorInfo, Plan, TaskBody, TaskContext
 use crate::runtime::{JobHandle, JobSummary};
 use crate::task::chain::{ChannelOut, Downstream, KeyRouter, RoundRobin, Router, SinkTail, Stage};
 use crate::task::run::{run_input, run_source};
-use crate::task::watermarks::{Punctuated, WatermarkStage};
+use crate::task::watermarks::{BoundedOutOfOrderness, Punctuated, WatermarkGenerator, WatermarkStage};
 use crossbeam_channel::{Receiver, Sender};
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -569,24 +569,11 @@ impl<T: Send + 'static> Stream<T> {
     /// on how records are batched: a record behind the watermark of the
     /// records before it is sent after that watermark.
     pub fn assign_timestamps_and_watermarks<F: FnMut(&T) -> i64 + Clone + Send + 'static>(
-        mut self,
+        self,
         timestamp_of: F,
         out_of_orderness_ms: i64,
     ) -> Stream<T> {
-        let op = self.graph.borrow_mut().add_operator("timestamps", false, self.vertex);
-        let stage: StageMaker<T, T> = Box::new(move |_cx, next| {
-            Ok(
-                Box::new(WatermarkStage::new(timestamp_of.clone(), out_of_orderness_ms, next))
-                    as Box<dyn Downstream<T>>,
-            )
-        });
-        let inner = self.take();
-        Stream::new(
-            self.graph.clone(),
-            self.vertex,
-            op,
-            Box::new(ChainPending { inner, stage }),
-        )
+        self.timestamps(move || (timestamp_of.clone(), BoundedOutOfOrderness::new(out_of_orderness_ms)))
     }
 
     /// Event time from `timestamp_of` (ms since the epoch) and watermarks
@@ -596,21 +583,31 @@ impl<T: Send + 'static> Stream<T> {
     /// is late exactly when it is behind a watermark carried by a record
     /// before it, whatever the batching. It replaces the event time from
     /// upstream.
-    pub fn assign_timestamps_and_punctuated_watermarks<F, P>(mut self, timestamp_of: F, watermark_of: P) -> Stream<T>
+    pub fn assign_timestamps_and_punctuated_watermarks<F, P>(self, timestamp_of: F, watermark_of: P) -> Stream<T>
     where
         F: FnMut(&T) -> i64 + Clone + Send + 'static,
         P: FnMut(&T, i64) -> Option<i64> + Clone + Send + 'static,
     {
-        let op = self.graph.borrow_mut().add_operator("timestamps", false, self.vertex);
-        let stage: StageMaker<T, T> = Box::new(move |_cx, next| {
+        self.timestamps(move || {
             let generator = Punctuated {
                 watermark_of: watermark_of.clone(),
                 newest: None,
             };
-            Ok(
-                Box::new(WatermarkStage::with_generator(timestamp_of.clone(), generator, next))
-                    as Box<dyn Downstream<T>>,
-            )
+            (timestamp_of.clone(), generator)
+        })
+    }
+
+    /// A timestamp and watermark stage; `make` gives each subtask its
+    /// timestamp function and watermark generator.
+    fn timestamps<F, G>(mut self, make: impl Fn() -> (F, G) + Send + 'static) -> Stream<T>
+    where
+        F: FnMut(&T) -> i64 + Send + 'static,
+        G: WatermarkGenerator<T> + 'static,
+    {
+        let op = self.graph.borrow_mut().add_operator("timestamps", false, self.vertex);
+        let stage: StageMaker<T, T> = Box::new(move |_cx, next| {
+            let (timestamp_of, generator) = make();
+            Ok(Box::new(WatermarkStage::with_generator(timestamp_of, generator, next)) as Box<dyn Downstream<T>>)
         });
         let inner = self.take();
         Stream::new(

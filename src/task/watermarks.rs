@@ -95,13 +95,6 @@ pub(crate) struct WatermarkStage<T, F, G> {
     pub(crate) next: Box<dyn Downstream<T>>,
 }
 
-impl<T, F> WatermarkStage<T, F, BoundedOutOfOrderness> {
-    /// A bounded out-of-orderness stage in front of `next`.
-    pub(crate) fn new(timestamp_of: F, out_of_orderness_ms: i64, next: Box<dyn Downstream<T>>) -> Self {
-        Self::with_generator(timestamp_of, BoundedOutOfOrderness::new(out_of_orderness_ms), next)
-    }
-}
-
 impl<T, F, G> WatermarkStage<T, F, G> {
     /// A stage with `generator` in front of `next`.
     pub(crate) fn with_generator(timestamp_of: F, generator: G, next: Box<dyn Downstream<T>>) -> Self {
@@ -238,7 +231,11 @@ mod tests {
 
     fn run(batches: &[&[i64]]) -> Vec<String> {
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut stage = WatermarkStage::new(|t: &i64| *t, 50, Box::new(Seen(seen.clone())));
+        let mut stage = WatermarkStage::with_generator(
+            |t: &i64| *t,
+            BoundedOutOfOrderness::new(50),
+            Box::new(Seen(seen.clone())),
+        );
         for b in batches {
             stage.records(&mut b.to_vec()).unwrap();
         }

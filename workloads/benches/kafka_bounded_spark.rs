@@ -16,31 +16,18 @@
 #[path = "support/kafka.rs"]
 mod kafka;
 
-use kafka::{create_topics, produce_input, start_broker, Error};
+use kafka::{arg, count_options, create_topics, produce_input, start_broker, Error};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use weir::connectors::kafka::{BadRecordPolicy, Delivery};
 use weir::JobConfig;
-use weir_workloads::jobs::{kafka_count_job, KafkaCountOptions};
+use weir_workloads::jobs::kafka_count_job;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 /// One bounded weir run `in` -> `out-weir` on the store in `dir`: (seconds, records read).
 fn weir_run(brokers: &str, dir: &std::path::Path) -> Result<(f64, u64), Error> {
     let started = Instant::now();
-    let options = KafkaCountOptions {
-        job: "nightly".into(),
-        cluster: brokers.into(),
-        input: "in".into(),
-        output: "out-weir".into(),
-        parallelism: 2,
-        bounded: true,
-        delivery: Delivery::ExactlyOnce,
-        bad_records: BadRecordPolicy::Fail,
-        lost_input: Default::default(),
-        source_properties: Vec::new(),
-        sink_properties: Vec::new(),
-    };
+    let options = count_options(brokers, "nightly", "out-weir", 2, true);
     let (job, progress) = kafka_count_job(&options)?;
     job.run(JobConfig {
         checkpoint_interval: Some(Duration::from_secs(1)),
@@ -94,14 +81,6 @@ fn verify(brokers: &str, output: &str) -> Result<String, Error> {
         return Err(format!("{output} does not verify: {text}").into());
     }
     Ok(text)
-}
-
-fn arg(args: &[String], name: &str, default: u64) -> Result<u64, Error> {
-    Ok(args
-        .iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map_or(Ok(default), |s| s.parse())?)
 }
 
 fn main() -> Result<(), Error> {

@@ -23,7 +23,7 @@
 #[path = "support/kafka.rs"]
 mod kafka;
 
-use kafka::{create_topics, send, start_broker, Error};
+use kafka::{arg, count_options, create_topics, send, start_broker, Error};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, Producer};
@@ -33,9 +33,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir::connectors::generator::w1_event;
-use weir::connectors::kafka::{BadRecordPolicy, Delivery};
 use weir::JobConfig;
-use weir_workloads::jobs::{kafka_count_job, KafkaCountOptions};
+use weir_workloads::jobs::kafka_count_job;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 /// Records produced in the first seconds are not measured (start, JIT, rebalances).
@@ -166,14 +165,6 @@ fn measure(
     Ok(())
 }
 
-fn arg(args: &[String], name: &str, default: u64) -> Result<u64, Error> {
-    Ok(args
-        .iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map_or(Ok(default), |s| s.parse())?)
-}
-
 fn main() -> Result<(), Error> {
     // `WEIR_LOG=info` shows the job's checkpoints with times.
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG") {
@@ -203,19 +194,7 @@ fn main() -> Result<(), Error> {
     for &interval_ms in weir_intervals {
         measure("weir", interval_ms, rate, seconds, |brokers, _n| {
             let dir = tempfile::tempdir()?;
-            let options = KafkaCountOptions {
-                job: "latency".into(),
-                cluster: brokers.into(),
-                input: "in".into(),
-                output: "out".into(),
-                parallelism: 1,
-                bounded: false,
-                delivery: Delivery::ExactlyOnce,
-                bad_records: BadRecordPolicy::Fail,
-                lost_input: Default::default(),
-                source_properties: Vec::new(),
-                sink_properties: Vec::new(),
-            };
+            let options = count_options(brokers, "latency", "out", 1, false);
             let (job, _) = kafka_count_job(&options)?;
             let handle = job.start(JobConfig {
                 checkpoint_interval: Some(Duration::from_millis(interval_ms)),

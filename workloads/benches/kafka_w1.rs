@@ -17,13 +17,12 @@ use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use weir::connectors::kafka::{BadRecordPolicy, Delivery};
 use weir::JobConfig;
-use weir_workloads::jobs::{kafka_count_job, KafkaCountOptions};
+use weir_workloads::jobs::kafka_count_job;
 
 #[path = "support/kafka.rs"]
 mod kafka;
-use kafka::{create_topics, produce_input, send, start_broker, Broker, Error};
+use kafka::{count_options, create_topics, produce_input, send, start_broker, Broker, Error};
 
 /// Copies `in` to `pipe-out` with the job's client settings and no engine:
 /// one consumer whose partitions are split into queues of their own (as the
@@ -125,19 +124,7 @@ fn main() -> Result<(), Error> {
     for p in [1usize, 2] {
         let broker = fresh_broker()?;
         let dir = tempfile::tempdir()?;
-        let options = KafkaCountOptions {
-            job: format!("kafka-w1-p{p}"),
-            cluster: broker.1.as_str().into(),
-            input: "in".into(),
-            output: "out".into(),
-            parallelism: p,
-            bounded: true,
-            delivery: Delivery::ExactlyOnce,
-            bad_records: BadRecordPolicy::Fail,
-            lost_input: Default::default(),
-            source_properties: Vec::new(),
-            sink_properties: Vec::new(),
-        };
+        let options = count_options(&broker.1, &format!("kafka-w1-p{p}"), "out", p, true);
         let (job, progress) = kafka_count_job(&options)?;
         let config = JobConfig {
             checkpoint_interval: Some(Duration::from_secs(1)),

@@ -123,3 +123,35 @@ pub fn produce_input(brokers: &str, range: std::ops::Range<u64>) -> Result<(), E
     p.flush(Duration::from_secs(120))?;
     Ok(())
 }
+
+/// The value of flag `name` (`--name VALUE`) as a number, else `default`.
+pub fn arg(args: &[String], name: &str, default: u64) -> Result<u64, Error> {
+    Ok(args
+        .iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map_or(Ok(default), |s| s.parse())?)
+}
+
+/// `kafka-count` from `in` to `output` on `brokers`, exactly-once, failing on bad records.
+pub fn count_options(
+    brokers: &str,
+    job: &str,
+    output: &str,
+    parallelism: usize,
+    bounded: bool,
+) -> weir_workloads::jobs::KafkaCountOptions {
+    weir_workloads::jobs::KafkaCountOptions {
+        job: job.into(),
+        cluster: brokers.into(),
+        input: "in".into(),
+        output: output.into(),
+        parallelism,
+        bounded,
+        delivery: weir::connectors::kafka::Delivery::ExactlyOnce,
+        bad_records: weir::connectors::kafka::BadRecordPolicy::Fail,
+        lost_input: Default::default(),
+        source_properties: Vec::new(),
+        sink_properties: Vec::new(),
+    }
+}

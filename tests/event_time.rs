@@ -389,16 +389,29 @@ fn windows_of_elements(batch_size: usize) -> Vec<(i64, i64, u64)> {
 }
 
 fn windows_of_elements_late(batch_size: usize, allowed_lateness_ms: i64) -> Vec<(i64, i64, u64)> {
-    use weir::connectors::memory::ElementSource;
-    use weir::operators::Windowed;
     // 10 comes after 300: behind the watermark 300 - 50 of the records before it.
     let times = vec![100i64, 120, 200, 300, 10, 310, 420, 150, 500, 630];
+    window_counts("elements", times, batch_size, allowed_lateness_ms, |s| {
+        s.assign_timestamps_and_watermarks(|t: &i64| *t, 50)
+    })
+}
+
+/// Tumbling 100 ms window counts of in-memory event times, event time and
+/// watermarks assigned by `timed`, at a given batch size, bounded + drain:
+/// (key, window start or -1 for a late record, count or the late time).
+fn window_counts(
+    name: &str,
+    times: Vec<i64>,
+    batch_size: usize,
+    allowed_lateness_ms: i64,
+    timed: impl FnOnce(weir::Stream<i64>) -> weir::Stream<i64>,
+) -> Vec<(i64, i64, u64)> {
+    use weir::connectors::memory::ElementSource;
+    use weir::operators::Windowed;
     let dir = tempfile::tempdir().unwrap();
     let out = Arc::new(Mutex::new(Vec::new()));
-    let job = JobBuilder::new("elements");
-    job.source("times", ElementSource::factory(times))
-        .uid("times")
-        .assign_timestamps_and_watermarks(|t: &i64| *t, 50)
+    let job = JobBuilder::new(name);
+    timed(job.source("times", ElementSource::factory(times)).uid("times"))
         .key_by(|_: &i64| 0u64)
         .allowed_lateness(allowed_lateness_ms)
         .window_aggregate("count", Tumbling::of(100), |t: &i64| *t, Count)
@@ -432,33 +445,11 @@ fn lateness_does_not_depend_on_the_batch_size() {
 /// The windows of in-memory events whose records at multiples of 100 carry
 /// a watermark (punctuated), at a given batch size.
 fn punctuated_windows(batch_size: usize) -> Vec<(i64, i64, u64)> {
-    use weir::connectors::memory::ElementSource;
-    use weir::operators::Windowed;
     // 300 carries watermark 300: 250 after it is late; 350 is not (300 < 350).
     let times = vec![120i64, 200, 180, 300, 250, 350, 420, 500, 460];
-    let dir = tempfile::tempdir().unwrap();
-    let out = Arc::new(Mutex::new(Vec::new()));
-    let job = JobBuilder::new("punctuated");
-    job.source("times", ElementSource::factory(times))
-        .uid("times")
-        .assign_timestamps_and_punctuated_watermarks(|t: &i64| *t, |_t: &i64, ts| (ts % 100 == 0).then_some(ts))
-        .key_by(|_: &i64| 0u64)
-        .window_aggregate("count", Tumbling::of(100), |t: &i64| *t, Count)
-        .uid("count")
-        .map(|(k, w): (u64, Windowed<u64, i64>)| match w {
-            Windowed::Result { window, value } => (k as i64, window.start, value),
-            Windowed::Late(t) => (k as i64, -1, t as u64),
-        })
-        .sink("collect", CollectSink::factory(out.clone()));
-    let config = JobConfig {
-        batch_size,
-        drain_at_end: true,
-        ..JobConfig::with_checkpoint_dir(dir.path())
-    };
-    job.build().unwrap().run(config).unwrap();
-    let mut v = out.lock().unwrap().clone();
-    v.sort_unstable();
-    v
+    window_counts("punctuated", times, batch_size, 0, |s| {
+        s.assign_timestamps_and_punctuated_watermarks(|t: &i64| *t, |_t: &i64, ts| (ts % 100 == 0).then_some(ts))
+    })
 }
 
 #[test]

@@ -23,7 +23,7 @@
 #[path = "support/kafka.rs"]
 mod kafka;
 
-use kafka::{arg, count_options, create_topics, send, start_broker, Error};
+use kafka::{arg, count_options, create_topics, send_w1, start_broker, Error};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, Producer};
@@ -32,7 +32,6 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir::connectors::generator::w1_event;
 use weir::JobConfig;
 use weir_workloads::jobs::kafka_count_job;
 
@@ -61,14 +60,8 @@ fn produce_paced(brokers: &str, clock: &Clock, rate: u64) -> Result<(), Error> {
         if due > now {
             std::thread::sleep(due - now);
         }
-        let e = w1_event(i, 0);
         clock.produced[i as usize].store(clock.t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        send(
-            &p,
-            "in",
-            format!("{},{},{}", e.index, e.key, e.value).as_bytes(),
-            Some((i % 4) as i32),
-        )?;
+        send_w1(&p, i)?;
         if i % 256 == 0 {
             p.poll(Duration::ZERO);
         }

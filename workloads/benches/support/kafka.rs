@@ -87,6 +87,17 @@ pub fn create_topics(brokers: &str, topics: &[&str]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Sends the W1 value `id,key,value` of id `i` to topic `in`, partition `i % 4`.
+pub fn send_w1(p: &BaseProducer, i: u64) -> Result<(), Error> {
+    let e = w1_event(i, 0);
+    send(
+        p,
+        "in",
+        format!("{},{},{}", e.index, e.key, e.value).as_bytes(),
+        Some((i % 4) as i32),
+    )
+}
+
 /// Sends one value, waiting while the producer queue is full.
 pub fn send(p: &BaseProducer, topic: &str, value: &[u8], partition: Option<i32>) -> Result<(), Error> {
     let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(value);
@@ -112,13 +123,7 @@ pub fn produce_input(brokers: &str, range: std::ops::Range<u64>) -> Result<(), E
         .set("linger.ms", "5")
         .create()?;
     for i in range {
-        let e = w1_event(i, 0);
-        send(
-            &p,
-            "in",
-            format!("{},{},{}", e.index, e.key, e.value).as_bytes(),
-            Some((i % 4) as i32),
-        )?;
+        send_w1(&p, i)?;
     }
     p.flush(Duration::from_secs(120))?;
     Ok(())

@@ -481,3 +481,122 @@ fn allowed_lateness_on_a_window_builder_keeps_windows_open_for_late_records() {
     );
     assert!(got.contains(&(0, 0, 1)) && got.contains(&(0, 100, 3)), "{got:?}");
 }
+
+/// Subtask 0 emits event times `0..1000` and then has nothing more; every
+/// other subtask never has a record (a partition-less or quiet source
+/// subtask). Never ends: a continuous job.
+struct OneBusySubtask {
+    next: i64,
+    busy: bool,
+}
+
+impl Source<i64> for OneBusySubtask {
+    fn poll(&mut self, out: &mut Vec<i64>, max: usize) -> weir::Result<SourcePoll> {
+        if !self.busy || self.next >= 1000 {
+            return Ok(SourcePoll::Idle(Duration::from_millis(10)));
+        }
+        let n = (max as i64).min(1000 - self.next);
+        out.extend(self.next..self.next + n);
+        self.next += n;
+        Ok(SourcePoll::Ready)
+    }
+    fn position(&mut self) -> weir::Result<Vec<u8>> {
+        Ok(self.next.to_be_bytes().to_vec())
+    }
+}
+
+/// The tumbling 100 ms windows that fire within `wait` in a continuous job
+/// at parallelism 2 whose second source subtask never has a record.
+fn windows_with_a_quiet_subtask(idleness: Option<Duration>, wait: Duration) -> Vec<(u64, i64, u64)> {
+    use weir::operators::aggregators::Count;
+    use weir::operators::Windowed;
+    let dir = tempfile::tempdir().unwrap();
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let job = JobBuilder::new("quiet-subtask");
+    let timed = job
+        .source("times", |c: ConnectorContext| {
+            Ok(OneBusySubtask {
+                next: 0,
+                busy: c.subtask == 0,
+            })
+        })
+        .uid("times")
+        .parallelism(2)
+        .assign_timestamps_and_watermarks(|t: &i64| *t, 0);
+    let timed = match idleness {
+        Some(timeout) => timed.with_idleness(timeout),
+        None => timed,
+    };
+    timed
+        .key_by(|t: &i64| (*t % 2) as u64)
+        .window_aggregate("count", Tumbling::of(100), |t: &i64| *t, Count)
+        .uid("count")
+        .parallelism(2)
+        .sink("collect", CollectSink::factory(out.clone()));
+    let handle = job
+        .build()
+        .unwrap()
+        .start(JobConfig::with_checkpoint_dir(dir.path()))
+        .unwrap();
+    let deadline = std::time::Instant::now() + wait;
+    // The 10 windows of each key can fire (event time reaches 999).
+    while out.lock().unwrap().len() < 20 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    handle.cancel();
+    let _ = handle.join();
+    let mut v: Vec<(u64, i64, u64)> = out
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, w): &(u64, Windowed<u64, i64>)| match w {
+            Windowed::Result { window, value } => (*k, window.start, *value),
+            Windowed::Late(t) => (*k, -1, *t as u64),
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn an_idle_source_subtask_does_not_hold_event_time_back() {
+    // Without idleness the quiet subtask's watermark (none) holds every window.
+    let held = windows_with_a_quiet_subtask(None, Duration::from_millis(1_500));
+    assert_eq!(held, vec![], "no window can fire while a subtask has no event time");
+    // With it, the quiet subtask is idle after 100 ms and the windows fire.
+    let fired = windows_with_a_quiet_subtask(Some(Duration::from_millis(100)), Duration::from_secs(30));
+    let expected: Vec<(u64, i64, u64)> = [0u64, 1]
+        .into_iter()
+        .flat_map(|k| (0..10).map(move |w| (k, w * 100, 50u64)))
+        .collect();
+    assert_eq!(fired, expected, "every closed window once, with all its records");
+}
+
+#[test]
+fn a_global_window_keeps_its_records_across_bounded_runs_until_event_time_ends() {
+    use weir::connectors::memory::ElementSource;
+    use weir::operators::aggregators::Count;
+    use weir::operators::{FireMode, Trigger};
+    let dir = tempfile::tempdir().unwrap();
+    let run = |drain: bool| {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let job = JobBuilder::new("global-window");
+        job.source("numbers", ElementSource::factory((0..100i64).collect()))
+            .uid("numbers")
+            .key_by(|t: &i64| (t % 3) as u64)
+            .global_window_aggregate("per-key", Trigger::EndOfEventTime, FireMode::Purge, Count)
+            .uid("per-key")
+            .sink("collect", CollectSink::factory(out.clone()));
+        let config = JobConfig {
+            drain_at_end: drain,
+            ..JobConfig::with_checkpoint_dir(dir.path())
+        };
+        job.build().unwrap().run(config).unwrap();
+        let mut v = out.lock().unwrap().clone();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(run(false), vec![], "the window stays open at a bounded run's end");
+    // The next run reads nothing new; draining fires what the first one kept.
+    assert_eq!(run(true), vec![(0, 34), (1, 33), (2, 33)]);
+}

@@ -438,3 +438,54 @@ fn an_exactly_once_sink_asks_for_a_checkpoint_when_its_epoch_outgrows_the_bound(
     assert!(summary.checkpoints_completed >= 2, "{summary:?}");
     assert_eq!(rows, 20_000);
 }
+
+#[test]
+fn a_source_subtask_without_partitions_is_idle_and_does_not_hold_event_time_back() {
+    use std::sync::{Arc, Mutex};
+    use weir::connectors::collect::CollectSink;
+    use weir::connectors::kafka::{utf8, KafkaSource, WatermarkStrategy};
+    use weir::operators::aggregators::Count;
+    use weir::operators::{Tumbling, Windowed};
+    let broker = Broker::shared();
+    broker.create_topic("idle-in", 1);
+    // Event time = the value: 0..1000 ms, in order, on the only partition.
+    let records: Vec<broker::ToProduce> = (0..1000).map(|t: u32| (None, t.to_string().into_bytes(), 0)).collect();
+    broker.produce("idle-in", &records);
+    let dir = tempfile::tempdir().unwrap();
+    let out = Arc::new(Mutex::new(Vec::new()));
+    // Two source subtasks for one partition: subtask 1 has none.
+    let job = weir::JobBuilder::new("idle-subtask").default_parallelism(2);
+    let source = KafkaSource::new(&broker.bootstrap, &["idle-in"])
+        .deserializer(utf8())
+        .watermarks(WatermarkStrategy::bounded_out_of_orderness(0))
+        .event_time(|line: &String| line.parse().unwrap_or(0));
+    job.source("kafka", source.factory())
+        .uid("kafka")
+        .key_by(|_: &String| 0u64)
+        .window_aggregate("count", Tumbling::of(100), |l: &String| l.parse().unwrap_or(0), Count)
+        .uid("count")
+        .sink("collect", CollectSink::factory(out.clone()));
+    let handle = job
+        .build()
+        .unwrap()
+        .start(JobConfig::with_checkpoint_dir(dir.path()))
+        .unwrap();
+    // The watermark reaches 998 (newest - 0 - 1): windows up to 800..900 close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while out.lock().unwrap().len() < 9 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    handle.cancel();
+    let _ = handle.join();
+    let mut got: Vec<(i64, u64)> = out
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(_, w): &(u64, Windowed<u64, String>)| match w {
+            Windowed::Result { window, value } => Some((window.start, *value)),
+            Windowed::Late(_) => None,
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..9).map(|w| (w * 100, 100)).collect::<Vec<_>>());
+}

@@ -431,6 +431,13 @@ impl<K: StateKey, I, O, P: KeyedProcess<K, I, O>> KeyedHarness<K, P, I, O> {
         Self::decoded(&self.timers)
     }
 
+    /// How many entries the keys' map states and named states (value, list,
+    /// TTL) hold together, not counting the function's own value state: to
+    /// test that state is cleaned up.
+    pub fn map_state_entries(&self) -> usize {
+        self.maps.len()
+    }
+
     /// The processing-time timers registered and not fired, likewise.
     pub fn processing_timers(&self) -> Vec<(K, Timestamp, Vec<u8>)> {
         Self::decoded(&self.processing_timers)
@@ -569,7 +576,10 @@ impl<K: StateKey, I, O, P: KeyedProcess<K, I, O>> KeyedHarness<K, P, I, O> {
                 processing_time: self.processing_time,
             };
             let mut ctx = KeyedContext::new(&mut out, &mut store);
-            let fired = if processing {
+            let fired = if let Some(cleaned) = crate::state_types::fire_state_timer(&namespace, Timestamp(at), &mut ctx)
+            {
+                cleaned
+            } else if processing {
                 self.function
                     .on_processing_timer(&key, &mut slot, Timestamp(at), &namespace, &mut ctx)
             } else {

@@ -20,17 +20,20 @@
 
 pub mod aggregators;
 pub mod codec;
+pub mod global_window;
 pub mod join;
 pub mod key;
 pub mod keyed;
 pub mod message;
 pub mod operator;
+pub mod serde_key;
 pub mod state_types;
 pub mod window;
 pub mod window_ops;
 
 pub use aggregators::MergeAggregator;
 pub use codec::{decode_value, encode_state_key, encode_value, CodecError};
+pub use global_window::{FireMode, GlobalWindowAggregate, GlobalWindowState, Trigger};
 pub use join::{Either, InnerJoin, IntervalJoin, JoinBuffers, WindowJoin};
 pub use key::{
     key_group_of, key_group_range, key_hash, subtask_for_key_group, KeyGroup, StateKey, DEFAULT_MAX_PARALLELISM,

@@ -43,6 +43,10 @@ pub enum Message<T> {
     Records(Vec<T>),
     /// Event-time progress of the sending subtask: no later record is older.
     Watermark(Timestamp),
+    /// The sender is idle (Flink's `WatermarkStatus.IDLE`): it has no input
+    /// for now, so the receiver's event time must not wait for its
+    /// watermark. Its next `Records` or `Watermark` makes it active again.
+    Idle,
     /// Checkpoint barrier.
     Barrier(Barrier),
     /// The sender has no more input.

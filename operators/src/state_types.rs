@@ -26,6 +26,7 @@
 //! Names beginning with U+0001 are reserved for these kinds.
 
 use crate::keyed::{Aggregator, KeyedContext, MapState, StateValue};
+use crate::message::Timestamp;
 use crate::operator::OperatorError;
 
 impl<'a, O> KeyedContext<'a, O> {
@@ -39,15 +40,25 @@ impl<'a, O> KeyedContext<'a, O> {
 
     /// The current key's value state `name` with a time to live (Flink's
     /// `StateTtlConfig`, processing time): a value not set again within
-    /// `ttl_ms` of wall-clock time reads as absent and is removed when read.
-    /// The expiry is stored with the value, so it holds across restarts.
-    pub fn value_with_ttl<V: StateValue>(&mut self, name: &str, ttl_ms: i64) -> TtlValueState<'_, V> {
+    /// `ttl_ms` of wall-clock time reads as absent, and is removed when read
+    /// or, unread, by a cleanup timer soon after it expires (so keys that
+    /// are never seen again do not keep their state). The expiry is stored
+    /// with the value, so it holds across restarts.
+    pub fn value_with_ttl<V: StateValue>(&mut self, name: &str, ttl_ms: i64) -> TtlValueState<'_, 'a, V, O> {
         let now = self.processing_time().0;
-        TtlValueState {
-            map: self.map(&format!("\u{1}ttl-value:{name}")),
-            now,
-            ttl_ms: ttl_ms.max(0),
-        }
+        TtlValueState::new(self, name, TtlTime::Processing, now, ttl_ms)
+    }
+
+    /// The current key's value state `name` with a time to live in *event
+    /// time* (as Kafka Streams' retention: by the data's time, so a replay
+    /// or a backfill expires state as the live run did): a value set at
+    /// event time `t` ([`TtlValueState::set_at`], with the record's time)
+    /// reads as absent once the watermark reaches `t + ttl_ms`, and a
+    /// cleanup timer removes it then if it is not read. `set` takes the
+    /// current watermark as the time.
+    pub fn value_with_event_time_ttl<V: StateValue>(&mut self, name: &str, ttl_ms: i64) -> TtlValueState<'_, 'a, V, O> {
+        let now = self.watermark().0;
+        TtlValueState::new(self, name, TtlTime::Event, now, ttl_ms)
     }
 
     /// The current key's reducing state `name`: one value, folded with
@@ -190,38 +201,121 @@ impl<I, R, A: Aggregator<I, R>> AggregatingState<'_, '_, I, R, A> {
     }
 }
 
-/// A named value state of the current key that expires `ttl_ms` after it
-/// was last set.
-pub struct TtlValueState<'s, V> {
-    map: MapState<'s, u8, (V, i64)>,
-    /// Processing time of the call (ms since the epoch).
-    now: i64,
-    ttl_ms: i64,
+/// Which clock a time to live runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TtlTime {
+    /// The wall clock: processing-time timers clean up.
+    Processing,
+    /// The watermark: event-time timers clean up.
+    Event,
 }
 
-impl<V: StateValue> TtlValueState<'_, V> {
+impl TtlTime {
+    /// The map that holds a TTL value state `name`: `(expires, value)` under
+    /// map key 0. The expiry comes first so that cleanup can read it without
+    /// knowing the value's type.
+    fn map_name(self, name: &str) -> String {
+        match self {
+            TtlTime::Processing => format!("\u{1}ttl-value:{name}"),
+            TtlTime::Event => format!("\u{1}event-ttl-value:{name}"),
+        }
+    }
+
+    /// The namespace of the cleanup timers of TTL value state `name`.
+    fn timer_namespace(self, name: &str) -> Vec<u8> {
+        let prefix = match self {
+            TtlTime::Processing => PROCESSING_TTL_TIMER,
+            TtlTime::Event => EVENT_TTL_TIMER,
+        };
+        [prefix, name.as_bytes()].concat()
+    }
+}
+
+/// Namespaces of weir's own cleanup timers (U+0001 is reserved): the state
+/// name follows.
+const PROCESSING_TTL_TIMER: &[u8] = b"\x01ttl\0";
+const EVENT_TTL_TIMER: &[u8] = b"\x01event-ttl\0";
+
+/// A named value state of the current key that expires `ttl_ms` after it
+/// was last set (see [`KeyedContext::value_with_ttl`] and
+/// [`KeyedContext::value_with_event_time_ttl`]).
+pub struct TtlValueState<'s, 'a, V, O> {
+    ctx: &'s mut KeyedContext<'a, O>,
+    name: String,
+    time: TtlTime,
+    /// The time of the call on the state's clock (ms).
+    now: i64,
+    ttl_ms: i64,
+    _v: std::marker::PhantomData<fn() -> V>,
+}
+
+impl<'s, 'a, V: StateValue, O> TtlValueState<'s, 'a, V, O> {
+    fn new(ctx: &'s mut KeyedContext<'a, O>, name: &str, time: TtlTime, now: i64, ttl_ms: i64) -> Self {
+        TtlValueState {
+            ctx,
+            name: name.to_string(),
+            time,
+            now,
+            ttl_ms: ttl_ms.max(0),
+            _v: std::marker::PhantomData,
+        }
+    }
+
+    fn map(&mut self) -> MapState<'_, u8, (i64, V)> {
+        let name = self.time.map_name(&self.name);
+        self.ctx.map(&name)
+    }
+
     /// The value, unless it expired (then it is removed).
     ///
     /// # Errors
     /// A state store failure or an undecodable value.
     pub fn get(&mut self) -> Result<Option<V>, OperatorError> {
-        match self.map.get(&0)? {
-            Some((value, expires)) if self.now < expires => Ok(Some(value)),
+        let now = self.now;
+        let mut map = self.map();
+        match map.get(&0)? {
+            Some((expires, value)) if now < expires => Ok(Some(value)),
             Some(_) => {
-                self.map.remove(&0)?;
+                map.remove(&0)?;
                 Ok(None)
             }
             None => Ok(None),
         }
     }
 
-    /// Sets the value; it lives `ttl_ms` from now.
+    /// Sets the value; it lives `ttl_ms` from now (processing time: the
+    /// wall clock; event time: the current watermark).
     ///
     /// # Errors
     /// A state store failure or an unencodable value.
     pub fn set(&mut self, value: &V) -> Result<(), OperatorError> {
-        let expires = self.now.saturating_add(self.ttl_ms);
-        self.map.insert(&0, &(value.clone(), expires))
+        self.set_at(value, Timestamp(self.now))
+    }
+
+    /// Sets the value as of time `at` (for event time, the record's time):
+    /// it lives until `at + ttl_ms`.
+    ///
+    /// # Errors
+    /// A state store failure or an unencodable value.
+    pub fn set_at(&mut self, value: &V, at: Timestamp) -> Result<(), OperatorError> {
+        let expires = at.0.saturating_add(self.ttl_ms);
+        self.map().insert(&0, &(expires, value.clone()))?;
+        // One cleanup timer per 1/16 of the TTL, not one per set: a key set
+        // a million times keeps at most 17 timers, and the timer that fires
+        // after the last set's expiry removes the value.
+        let granule = (self.ttl_ms / 16).max(1);
+        let cleanup = Timestamp(
+            expires
+                .saturating_add(granule - 1)
+                .div_euclid(granule)
+                .saturating_mul(granule),
+        );
+        let namespace = self.time.timer_namespace(&self.name);
+        match self.time {
+            TtlTime::Processing => self.ctx.register_processing_timer(cleanup, &namespace),
+            TtlTime::Event => self.ctx.register_event_timer(cleanup, &namespace),
+        }
+        Ok(())
     }
 
     /// Removes the value.
@@ -229,8 +323,38 @@ impl<V: StateValue> TtlValueState<'_, V> {
     /// # Errors
     /// A state store failure.
     pub fn clear(&mut self) -> Result<(), OperatorError> {
-        self.map.remove(&0)
+        self.map().remove(&0)
     }
+}
+
+/// Runs weir's own timers of a key, the cleanup of expired TTL values, and
+/// returns `Some` when `namespace` was one (the function's timer hook is then
+/// not called); `None` for the function's own timers. The runtime and
+/// [`crate::KeyedHarness`] call it for every timer that fires.
+///
+/// # Errors
+/// A state store failure.
+pub fn fire_state_timer<O>(
+    namespace: &[u8],
+    at: Timestamp,
+    ctx: &mut KeyedContext<'_, O>,
+) -> Option<Result<(), OperatorError>> {
+    if namespace.first() != Some(&1) {
+        return None; // the common case: a function's own timer
+    }
+    let (time, name) = if let Some(name) = namespace.strip_prefix(PROCESSING_TTL_TIMER) {
+        (TtlTime::Processing, name)
+    } else {
+        (TtlTime::Event, namespace.strip_prefix(EVENT_TTL_TIMER)?)
+    };
+    let name = std::str::from_utf8(name).ok()?;
+    let mut map = ctx.map::<u8, i64>(&time.map_name(name));
+    // Only the expiry is decoded: it is the first field of `(expires, value)`.
+    Some(match map.get(&0) {
+        Ok(Some(expires)) if expires <= at.0 => map.remove(&0),
+        Ok(_) => Ok(()), // set again since, or gone: a later timer cleans up
+        Err(e) => Err(e),
+    })
 }
 
 /// A named list state of the current key: entries keyed by their position
@@ -344,6 +468,62 @@ mod tests {
             ctx.emit((*key, before));
             Ok(())
         }
+    }
+
+    #[test]
+    fn an_expired_value_that_is_never_read_again_is_cleaned_up() {
+        let mut h = KeyedHarness::new(LastSeen);
+        h.advance_processing_time(Timestamp(10_000));
+        // Many sets share a few cleanup timers (one per 1/16 of the TTL).
+        for t in 0..1_000 {
+            h.set_processing_time_without_firing(Timestamp(10_000 + t));
+            h.feed(|_| 1, [t as u64]);
+        }
+        assert!(h.processing_timers().len() <= 17, "{:?}", h.processing_timers().len());
+        assert_eq!(h.map_state_entries(), 1);
+        // Last set at 10 999: alive until 11 999, removed by the timer after it.
+        assert_eq!(h.advance_processing_time(Timestamp(11_998)), []);
+        assert_eq!(h.map_state_entries(), 1, "not expired yet");
+        h.advance_processing_time(Timestamp(12_100));
+        assert_eq!(h.map_state_entries(), 0, "removed without a read");
+        assert_eq!(h.processing_timers(), []);
+    }
+
+    /// Remembers the last record of a key for 100 ms of event time (the
+    /// record is its own time).
+    #[derive(Clone)]
+    struct LastSeenInEventTime;
+
+    impl KeyedProcess<u64, u64, (u64, Option<u64>)> for LastSeenInEventTime {
+        type State = ();
+        fn process(
+            &mut self,
+            key: &u64,
+            _: &mut Option<()>,
+            r: u64,
+            ctx: &mut KeyedContext<'_, (u64, Option<u64>)>,
+        ) -> Result<(), OperatorError> {
+            let mut last = ctx.value_with_event_time_ttl::<u64>("last", 100);
+            let before = last.get()?;
+            last.set_at(&r, Timestamp(r as i64))?;
+            ctx.emit((*key, before));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_event_time_ttl_expires_with_the_watermark_also_across_a_restore() {
+        let mut h = KeyedHarness::new(LastSeenInEventTime);
+        assert_eq!(h.feed(|_| 1, [1_000, 1_050]), [(1, None), (1, Some(1_000))]);
+        // The wall clock does not matter, the watermark does.
+        h.advance_processing_time(Timestamp(i64::MAX / 2));
+        h.advance_watermark(Timestamp(1_149));
+        assert_eq!(h.map_state_entries(), 1, "set at 1 050, alive until 1 150");
+        let mut restored = KeyedHarness::restore(LastSeenInEventTime, &h.snapshot().unwrap()).unwrap();
+        assert_eq!(restored.feed(|_| 1, [1_100]), [(1, Some(1_050))]);
+        restored.advance_watermark(Timestamp(1_210));
+        assert_eq!(restored.map_state_entries(), 0, "expired at 1 200 and removed unread");
+        assert_eq!(restored.feed(|_| 1, [1_300]), [(1, None)]);
     }
 
     #[test]

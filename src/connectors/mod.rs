@@ -147,6 +147,14 @@ pub trait Source<T>: Send + 'static {
     fn watermark(&mut self) -> Option<Timestamp> {
         None
     }
+    /// Whether the subtask is idle: it has nothing to read for now (no
+    /// split, or its splits quiet past an idleness timeout), so the tasks
+    /// after it must not hold their event time back for its watermark.
+    /// Asked when a poll returns [`SourcePoll::Idle`]; the subtask counts
+    /// as active again with its next records or watermark. Default: never.
+    fn is_idle(&self) -> bool {
+        false
+    }
     /// The position after the last record returned, to store in a checkpoint
     /// (called at a barrier; also the moment to make side outputs durable).
     ///

@@ -208,6 +208,29 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
         self.process(name, weir_operators::CountWindowAggregate { size, aggregator })
     }
 
+    /// Aggregates per key in one global window (Flink's `GlobalWindows`):
+    /// `(key, result)` goes out whenever `trigger` fires (every n records,
+    /// at the end of each busy processing-time interval, or when event time
+    /// ends in a bounded + drain run); `mode` says whether a firing starts a
+    /// new window or keeps accumulating. The window is keyed state: give it
+    /// a uid.
+    pub fn global_window_aggregate<O: Send + 'static, A: Aggregator<T, O> + Clone>(
+        self,
+        name: &str,
+        trigger: weir_operators::Trigger,
+        mode: weir_operators::FireMode,
+        aggregator: A,
+    ) -> Stream<(K, O)> {
+        self.process(
+            name,
+            weir_operators::GlobalWindowAggregate {
+                trigger,
+                mode,
+                aggregator,
+            },
+        )
+    }
+
     /// Aggregates per key and tumbling *processing-time* window of `size`
     /// (Flink's `TumblingProcessingTimeWindows`): a record counts in the
     /// window of the wall-clock time it arrives at; `(key, window, result)`

@@ -38,7 +38,7 @@ use crate::runtime::plan::{ErasedEdge, OperatorInfo, Plan, TaskBody, TaskContext
 use crate::runtime::{JobHandle, JobSummary};
 use crate::task::chain::{ChannelOut, Downstream, KeyRouter, RoundRobin, Router, SinkTail, Stage};
 use crate::task::run::{run_input, run_source};
-use crate::task::watermarks::{BoundedOutOfOrderness, Punctuated, WatermarkGenerator, WatermarkStage};
+use crate::task::watermarks::{BoundedOutOfOrderness, IdlenessStage, Punctuated, WatermarkGenerator, WatermarkStage};
 use crossbeam_channel::{Receiver, Sender};
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -609,6 +609,27 @@ impl<T: Send + 'static> Stream<T> {
             let (timestamp_of, generator) = make();
             Ok(Box::new(WatermarkStage::with_generator(timestamp_of, generator, next)) as Box<dyn Downstream<T>>)
         });
+        let inner = self.take();
+        Stream::new(
+            self.graph.clone(),
+            self.vertex,
+            op,
+            Box::new(ChainPending { inner, stage }),
+        )
+    }
+
+    /// Marks the stream idle once no record has passed for `timeout`
+    /// (Flink's `WatermarkStrategy::withIdleness`): the tasks after it then
+    /// take their event time from their other inputs instead of waiting for
+    /// this subtask's watermark, so one quiet partition or source subtask
+    /// does not stop every window. The next record makes the stream active
+    /// again; a record that is then behind the event time the others moved
+    /// on to is late. Put it after the timestamp assigner of the stream.
+    pub fn with_idleness(mut self, timeout: std::time::Duration) -> Stream<T> {
+        let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        let op = self.graph.borrow_mut().add_operator("idleness", false, self.vertex);
+        let stage: StageMaker<T, T> =
+            Box::new(move |_cx, next| Ok(Box::new(IdlenessStage::new(timeout_ms, next)) as Box<dyn Downstream<T>>));
         let inner = self.take();
         Stream::new(
             self.graph.clone(),

@@ -44,6 +44,9 @@ pub(crate) trait Downstream<T>: Send {
     fn records(&mut self, batch: &mut Vec<T>) -> Result<()>;
     /// Event time advanced.
     fn watermark(&mut self, watermark: Timestamp) -> Result<()>;
+    /// The task's input went idle ([`weir_operators::Message::Idle`]): pass
+    /// it on; a channel tail tells every receiver, after what it buffered.
+    fn idle(&mut self) -> Result<()>;
     /// The wall clock reached `now_ms` (ms since the epoch): fire due
     /// processing-time timers, then pass it on. Tails ignore it.
     fn processing_time(&mut self, _now_ms: i64) -> Result<()> {
@@ -124,6 +127,9 @@ impl<I: Send, O: Send, Op: Operator<I, O>> Downstream<I> for Stage<I, O, Op> {
             .map_err(|e| self.fail(e))?;
         self.push()?;
         self.next.watermark(watermark)
+    }
+    fn idle(&mut self) -> Result<()> {
+        self.next.idle()
     }
     fn processing_time(&mut self, now_ms: i64) -> Result<()> {
         self.next.processing_time(now_ms)
@@ -301,6 +307,9 @@ impl<T: Send, R: Router<T>> Downstream<T> for ChannelOut<T, R> {
     fn watermark(&mut self, watermark: Timestamp) -> Result<()> {
         self.broadcast(|| Message::Watermark(watermark))
     }
+    fn idle(&mut self) -> Result<()> {
+        self.broadcast(|| Message::Idle)
+    }
     fn flush(&mut self) -> Result<()> {
         for i in 0..self.buffers.len() {
             if !self.buffers[i].is_empty() {
@@ -365,6 +374,9 @@ impl<T: Send, S: Sink<T>> Downstream<T> for SinkTail<T, S> {
         self.sink.write(batch)
     }
     fn watermark(&mut self, _watermark: Timestamp) -> Result<()> {
+        Ok(())
+    }
+    fn idle(&mut self) -> Result<()> {
         Ok(())
     }
     fn flush(&mut self) -> Result<()> {

@@ -56,6 +56,11 @@ impl<T: Send, A: Send, B: Send, F: FnMut(T, &mut Vec<A>, &mut Vec<B>) + Send> Do
         self.right.watermark(watermark)
     }
 
+    fn idle(&mut self) -> Result<()> {
+        self.left.idle()?;
+        self.right.idle()
+    }
+
     fn processing_time(&mut self, now_ms: i64) -> Result<()> {
         self.left.processing_time(now_ms)?;
         self.right.processing_time(now_ms)

@@ -199,6 +199,10 @@ pub(crate) fn run_source<T: Send, S: Source<T>>(
     let mut final_checkpoint = FinalCheckpoint::default();
     let mut at_end = false;
     let mut watermark = Timestamp::MIN;
+    // Idle was sent on, and no record or watermark since.
+    let mut announced_idle = false;
+    // The earliest processing-time timer of the chain (an idleness timeout).
+    let mut next_timer = next_call(&*chain, false);
     loop {
         let command = if final_checkpoint.is_forwarded() || at_end {
             Some(rt.next_command())
@@ -208,11 +212,13 @@ pub(crate) fn run_source<T: Send, S: Source<T>>(
             match source.poll(&mut buf, batch_size)? {
                 SourcePoll::Ready => {
                     if !buf.is_empty() {
+                        announced_idle = false;
                         bump(&rt.stats.records_in, buf.len() as u64);
                         chain.records(&mut buf)?;
                     }
                     if let Some(w) = source.watermark() {
                         if w > watermark {
+                            announced_idle = false;
                             watermark = w;
                             rt.stats.watermark.store(w.0, Ordering::Relaxed);
                             chain.watermark(w)?;
@@ -227,7 +233,14 @@ pub(crate) fn run_source<T: Send, S: Source<T>>(
                 }
                 SourcePoll::Idle(wait) => {
                     chain.flush()?;
-                    rt.command_within(wait.min(POLL))
+                    if !announced_idle && source.is_idle() {
+                        announced_idle = true;
+                        chain.idle()?;
+                    }
+                    let until_timer = next_timer.map_or(POLL, |due| {
+                        Duration::from_millis(due.saturating_sub(wall_clock_ms()).max(0) as u64)
+                    });
+                    rt.command_within(wait.min(POLL).min(until_timer))
                 }
                 SourcePoll::End => {
                     if drain_at_end {
@@ -241,6 +254,11 @@ pub(crate) fn run_source<T: Send, S: Source<T>>(
                 }
             }
         };
+        if next_timer.is_some_and(|due| wall_clock_ms() >= due) {
+            let ending = final_checkpoint.is_forwarded();
+            chain.processing_time(if ending { i64::MIN } else { wall_clock_ms() })?;
+        }
+        next_timer = next_call(&*chain, final_checkpoint.is_forwarded());
         match command {
             None => {}
             Some(TaskCommand::Trigger(barrier)) => {
@@ -283,6 +301,10 @@ pub(crate) fn run_input<T: Send>(
     let mut aligner = BarrierAligner::new(n);
     let mut watermarks = vec![Timestamp::MIN; n];
     let mut open = vec![true; n];
+    // Inputs that said they are idle (`Message::Idle`) and sent nothing since.
+    let mut idle = vec![false; n];
+    // This task's output was marked idle, and nothing reactivated an input since.
+    let mut announced_idle = false;
     let mut current_watermark = Timestamp::MIN;
     let mut final_checkpoint = FinalCheckpoint::default();
     let alignment = metrics::histogram!("weir_checkpoint_alignment_seconds", "task" => rt.name.clone());
@@ -337,18 +359,35 @@ pub(crate) fn run_input<T: Send>(
             let message = op.recv(&inputs[i]).map_err(|_| WeirError::Cancelled)?;
             let aligned = match message {
                 Message::Records(mut batch) => {
+                    if idle[i] {
+                        idle[i] = false;
+                        announced_idle = false;
+                    }
                     bump(&rt.stats.records_in, batch.len() as u64);
                     chain.records(&mut batch)?;
                     next_timer = next_call(&*chain, final_checkpoint.is_forwarded());
                     continue;
                 }
                 Message::Watermark(w) => {
-                    if w > watermarks[i] {
-                        watermarks[i] = w;
-                        advance_watermark(&watermarks, &open, &mut current_watermark, &mut *chain)?;
+                    let woke = std::mem::replace(&mut idle[i], false);
+                    announced_idle &= !woke;
+                    if w > watermarks[i] || woke {
+                        watermarks[i] = watermarks[i].max(w);
+                        advance_watermark(&watermarks, &open, &idle, &mut current_watermark, &mut *chain)?;
                         rt.stats.watermark.store(current_watermark.0, Ordering::Relaxed);
                         next_timer = next_call(&*chain, final_checkpoint.is_forwarded());
                     }
+                    continue;
+                }
+                Message::Idle => {
+                    idle[i] = true;
+                    advance_watermark(&watermarks, &open, &idle, &mut current_watermark, &mut *chain)?;
+                    rt.stats.watermark.store(current_watermark.0, Ordering::Relaxed);
+                    if !announced_idle && (0..n).all(|j| !open[j] || idle[j]) {
+                        announced_idle = true;
+                        chain.idle()?;
+                    }
+                    next_timer = next_call(&*chain, final_checkpoint.is_forwarded());
                     continue;
                 }
                 Message::LatencyMarker(emitted) => {
@@ -362,7 +401,7 @@ pub(crate) fn run_input<T: Send>(
                 Message::End => {
                     open[i] = false;
                     let aligned = aligner.on_end(i);
-                    advance_watermark(&watermarks, &open, &mut current_watermark, &mut *chain)?;
+                    advance_watermark(&watermarks, &open, &idle, &mut current_watermark, &mut *chain)?;
                     aligned
                 }
             };
@@ -468,17 +507,26 @@ impl FinalCheckpoint {
     }
 }
 
-/// Event time of a multi-input task: the minimum over inputs still open. An
-/// input that ended does not hold the others back, and when all ended the
-/// watermark stays (a bounded run must not fire windows by ending).
+/// Event time of a multi-input task: the minimum over inputs still open and
+/// not idle. An input that ended or is idle does not hold the others back;
+/// when every open input is idle, the newest of their watermarks (as
+/// Flink's watermark valve does: nothing is coming, so what they reached is
+/// safe until one wakes); when all ended the watermark stays (a bounded run
+/// must not fire windows by ending).
 fn advance_watermark<T>(
     watermarks: &[Timestamp],
     open: &[bool],
+    idle: &[bool],
     current: &mut Timestamp,
     chain: &mut dyn Downstream<T>,
 ) -> Result<()> {
-    let min = watermarks.iter().zip(open).filter(|(_, o)| **o).map(|(w, _)| *w).min();
-    match min {
+    let open_inputs = || (0..watermarks.len()).filter(|&i| open[i]);
+    let active = open_inputs().filter(|&i| !idle[i]).map(|i| watermarks[i]).min();
+    let next = match active {
+        Some(m) => Some(m),
+        None => open_inputs().map(|i| watermarks[i]).max(),
+    };
+    match next {
         Some(m) if m > *current => {
             *current = m;
             chain.watermark(m)
@@ -501,6 +549,9 @@ mod tests {
             Ok(())
         }
         fn watermark(&mut self, _: Timestamp) -> Result<()> {
+            Ok(())
+        }
+        fn idle(&mut self) -> Result<()> {
             Ok(())
         }
         fn flush(&mut self) -> Result<()> {

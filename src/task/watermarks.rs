@@ -161,6 +161,11 @@ impl<T: Send, F: FnMut(&T) -> i64 + Send, G: WatermarkGenerator<T>> Downstream<T
         Ok(())
     }
 
+    fn idle(&mut self) -> Result<()> {
+        // No input, no records to time: the stream after is idle too.
+        self.next.idle()
+    }
+
     fn processing_time(&mut self, now_ms: i64) -> Result<()> {
         self.next.processing_time(now_ms)
     }
@@ -194,6 +199,92 @@ impl<T: Send, F: FnMut(&T) -> i64 + Send, G: WatermarkGenerator<T>> Downstream<T
     }
 }
 
+/// Marks its stream idle once no record has passed for a while
+/// (`Stream::with_idleness`, Flink's `WatermarkStrategy.withIdleness`): the
+/// tasks after it then take their event time from their other inputs
+/// instead of waiting for this one's watermark. The next record makes the
+/// stream active again.
+pub(crate) struct IdlenessStage<T> {
+    timeout_ms: i64,
+    /// Wall-clock ms of the last record (the start before the first).
+    last_record_ms: i64,
+    /// Idle was sent on, and no record passed since.
+    announced: bool,
+    next: Box<dyn Downstream<T>>,
+}
+
+impl<T> IdlenessStage<T> {
+    /// A stage in front of `next` that marks the stream idle after `timeout_ms`.
+    pub(crate) fn new(timeout_ms: i64, next: Box<dyn Downstream<T>>) -> Self {
+        IdlenessStage {
+            timeout_ms: timeout_ms.max(0),
+            last_record_ms: crate::clock::wall_clock_ms(),
+            announced: false,
+            next,
+        }
+    }
+
+    fn announce(&mut self) -> Result<()> {
+        if self.announced {
+            return Ok(());
+        }
+        self.announced = true;
+        self.next.idle()
+    }
+}
+
+impl<T: Send> Downstream<T> for IdlenessStage<T> {
+    fn open(&mut self) -> Result<()> {
+        self.next.open()
+    }
+    fn records(&mut self, batch: &mut Vec<T>) -> Result<()> {
+        if !batch.is_empty() {
+            // Once per batch: the records after it make the stream active.
+            self.last_record_ms = crate::clock::wall_clock_ms();
+            self.announced = false;
+        }
+        self.next.records(batch)
+    }
+    fn watermark(&mut self, watermark: Timestamp) -> Result<()> {
+        self.next.watermark(watermark)
+    }
+    fn idle(&mut self) -> Result<()> {
+        self.announce()
+    }
+    fn processing_time(&mut self, now_ms: i64) -> Result<()> {
+        // `i64::MIN`: the job is ending, and only snapshot work runs.
+        if now_ms != i64::MIN && !self.announced && now_ms >= self.last_record_ms.saturating_add(self.timeout_ms) {
+            self.announce()?;
+        }
+        self.next.processing_time(now_ms)
+    }
+    fn next_processing_timer(&self) -> Option<i64> {
+        let own = (!self.announced).then(|| self.last_record_ms.saturating_add(self.timeout_ms));
+        match (own, self.next.next_processing_timer()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.next.flush()
+    }
+    fn barrier(&mut self, barrier: Barrier, snap: &mut SnapshotBuilder) -> Result<()> {
+        self.next.barrier(barrier, snap)
+    }
+    fn checkpoint_complete(&mut self, id: CheckpointId) -> Result<()> {
+        self.next.checkpoint_complete(id)
+    }
+    fn checkpoint_aborted(&mut self, id: CheckpointId) -> Result<()> {
+        self.next.checkpoint_aborted(id)
+    }
+    fn end(&mut self) -> Result<()> {
+        self.next.end()
+    }
+    fn latency_marker(&mut self, emitted: Instant) -> Result<()> {
+        self.next.latency_marker(emitted)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -210,6 +301,10 @@ mod tests {
         }
         fn watermark(&mut self, w: Timestamp) -> Result<()> {
             self.0.lock().unwrap().push(format!("w{}", w.0));
+            Ok(())
+        }
+        fn idle(&mut self) -> Result<()> {
+            self.0.lock().unwrap().push("idle".into());
             Ok(())
         }
         fn flush(&mut self) -> Result<()> {

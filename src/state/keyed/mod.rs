@@ -82,6 +82,7 @@ use overlay::{CurrentKeyStore, MapLayers};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
+use weir_operators::state_types::fire_state_timer;
 use weir_operators::{Barrier, CheckpointId, KeyedContext, KeyedProcess, StateKey, Timestamp};
 use work::StateWork;
 use write_behind::{SlicePolicy, WriteBehind};
@@ -349,7 +350,11 @@ where
                     .state_error(format!("a timer of `{}` has an undecodable key", self.name))
             })?;
             self.with_key(&key, &[], |f, state, ctx| {
-                f.on_timer(&key, state, Timestamp(at), namespace_of(&timer), ctx)
+                let namespace = namespace_of(&timer);
+                match fire_state_timer(namespace, Timestamp(at), ctx) {
+                    Some(cleaned) => cleaned,
+                    None => f.on_timer(&key, state, Timestamp(at), namespace, ctx),
+                }
             })?;
         }
         if !self.out.is_empty() {
@@ -369,7 +374,11 @@ where
                 ))
             })?;
             self.with_key(&key, &[], |f, state, ctx| {
-                f.on_processing_timer(&key, state, Timestamp(at), namespace_of(&timer), ctx)
+                let namespace = namespace_of(&timer);
+                match fire_state_timer(namespace, Timestamp(at), ctx) {
+                    Some(cleaned) => cleaned,
+                    None => f.on_processing_timer(&key, state, Timestamp(at), namespace, ctx),
+                }
             })?;
         }
         if !self.out.is_empty() {
@@ -399,6 +408,10 @@ where
 
     fn latency_marker(&mut self, emitted: std::time::Instant) -> Result<()> {
         self.next.latency_marker(emitted)
+    }
+
+    fn idle(&mut self) -> Result<()> {
+        self.next.idle()
     }
 
     fn barrier(&mut self, barrier: Barrier, snap: &mut SnapshotBuilder) -> Result<()> {

@@ -79,6 +79,9 @@ impl Downstream<Record> for Collect {
     fn watermark(&mut self, _watermark: Timestamp) -> Result<()> {
         Ok(())
     }
+    fn idle(&mut self) -> Result<()> {
+        Ok(())
+    }
     fn flush(&mut self) -> Result<()> {
         Ok(())
     }

@@ -7,7 +7,8 @@ use super::super::admin::AdminError;
 use super::super::connection::KafkaConnection;
 use super::super::offset::NextOffset;
 use super::super::{bootstrap_of, broker_error, kafka_error, QuietEof};
-use super::{DeliveryReport, OutRecord, Pending, CLIENT_TIMEOUT};
+use super::epoch::EpochOutput;
+use super::{DeliveryReport, Pending, CLIENT_TIMEOUT};
 use crate::error::{Result, WeirError};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -36,7 +37,7 @@ pub(super) struct Output {
 /// commit produces a whole interval's output and waits for the broker).
 /// At most [`COMMITS_QUEUED`] epochs wait for it: then the sink waits too.
 pub(super) struct Committer {
-    epochs: Option<crossbeam_channel::Sender<(u64, Arc<Vec<OutRecord>>)>>,
+    epochs: Option<crossbeam_channel::Sender<(u64, Arc<EpochOutput>)>>,
     /// Why committing failed: the sink fails with it at its next call.
     failure: Arc<Mutex<Option<CommitFailure>>>,
     /// Set when the sink is dropped without finishing (cancelled, or another
@@ -81,7 +82,7 @@ impl Committer {
     /// Starts the commit thread, which owns `out` and removes each epoch
     /// from `pending` once committed.
     pub(super) fn start(mut out: Output, pending: Pending) -> Result<Self> {
-        let (epochs, queue) = crossbeam_channel::bounded::<(u64, Arc<Vec<OutRecord>>)>(COMMITS_QUEUED);
+        let (epochs, queue) = crossbeam_channel::bounded::<(u64, Arc<EpochOutput>)>(COMMITS_QUEUED);
         let failure = Arc::new(Mutex::new(None));
         let failed = failure.clone();
         let stop = Arc::new(AtomicBool::new(false));
@@ -139,7 +140,7 @@ impl Committer {
     }
 
     /// Queues `epoch` for committing (waits while [`COMMITS_QUEUED`] wait).
-    pub(super) fn queue(&self, name: &str, epoch: u64, records: Arc<Vec<OutRecord>>) -> Result<()> {
+    pub(super) fn queue(&self, name: &str, epoch: u64, records: Arc<EpochOutput>) -> Result<()> {
         let sent = self.epochs.as_ref().is_some_and(|q| q.send((epoch, records)).is_ok());
         if !sent {
             self.check(name)?;
@@ -190,7 +191,7 @@ impl Output {
     /// fact committed, so that nothing is written twice.
     /// Gives up between attempts once `stop` is set (the sink is gone; the
     /// epoch stays pending in its checkpoint for the next run).
-    pub(super) fn commit_durably(&mut self, epoch: u64, records: &[OutRecord], stop: &AtomicBool) -> Result<()> {
+    pub(super) fn commit_durably(&mut self, epoch: u64, records: &EpochOutput, stop: &AtomicBool) -> Result<()> {
         const ATTEMPTS: u32 = 6;
         let mut last_error = match self.commit_epoch(epoch, records) {
             Ok(()) => return Ok(()),
@@ -296,13 +297,13 @@ impl Output {
     }
 
     /// Writes `records` of checkpoint `epoch` and its marker in one transaction.
-    fn commit_epoch(&mut self, epoch: u64, records: &[OutRecord]) -> Result<()> {
+    fn commit_epoch(&mut self, epoch: u64, records: &EpochOutput) -> Result<()> {
         let fail = |name: &str, action: &str, e: KafkaError| broker_error(name, action, &bootstrap_of(&self.client), e);
         self.producer
             .begin_transaction()
             .map_err(|e| fail(&self.name, "cannot begin transaction", e))?;
-        for r in records {
-            self.send(&self.topic, r.key.as_deref(), &r.value, r.partition)?;
+        for r in records.iter() {
+            self.send(&self.topic, r.key, r.value, r.partition)?;
         }
         self.send(
             &self.marker_topic,

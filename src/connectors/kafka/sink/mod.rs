@@ -43,6 +43,7 @@ use super::{bootstrap_of, broker_error, connector_error, kafka_error};
 use crate::connectors::{ConnectorContext, Sink};
 use crate::error::{Result, WeirError};
 use commit::{Committer, Output};
+use epoch::EpochOutput;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
@@ -56,6 +57,7 @@ use std::time::Duration;
 use weir_operators::CheckpointId;
 
 mod commit;
+mod epoch;
 
 /// Delivery guarantee of a [`KafkaSink`]; written `none`, `at-least-once` or
 /// `exactly-once` in config files and on the command line.
@@ -241,33 +243,25 @@ impl ProducerContext for DeliveryReport {
     }
 }
 
-/// One serialized output record.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct OutRecord {
-    key: Option<Vec<u8>>,
-    value: Vec<u8>,
-    partition: Option<i32>,
-}
-
 /// What the sink stores in a checkpoint: output of epochs not known to be committed.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct SinkState {
-    pending: BTreeMap<u64, Vec<OutRecord>>,
+    pending: BTreeMap<u64, EpochOutput>,
 }
 
 /// Output of epochs not known to be committed, shared by the sink and its
 /// committer thread (which removes an epoch once committed).
-type Pending = Arc<Mutex<BTreeMap<u64, Arc<Vec<OutRecord>>>>>;
+type Pending = Arc<Mutex<BTreeMap<u64, Arc<EpochOutput>>>>;
 
 /// [`SinkState`] borrowed, for encoding: the same bytes.
 struct SinkStateRef<'a> {
-    pending: &'a BTreeMap<u64, Arc<Vec<OutRecord>>>,
+    pending: &'a BTreeMap<u64, Arc<EpochOutput>>,
 }
 
 impl Serialize for SinkStateRef<'_> {
     fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> std::result::Result<Ser::Ok, Ser::Error> {
         use serde::ser::SerializeStruct;
-        struct Epochs<'a>(&'a BTreeMap<u64, Arc<Vec<OutRecord>>>);
+        struct Epochs<'a>(&'a BTreeMap<u64, Arc<EpochOutput>>);
         impl Serialize for Epochs<'_> {
             fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> std::result::Result<Ser::Ok, Ser::Error> {
                 s.collect_map(self.0.iter().map(|(epoch, records)| (epoch, &**records)))
@@ -290,7 +284,7 @@ pub struct KafkaWriter<T, S> {
     /// Opens the subtask (taken by the first open).
     opener: Option<Opener>,
     /// Records of the current epoch (exactly-once).
-    epoch: Vec<OutRecord>,
+    epoch: EpochOutput,
     /// Their bytes (keys and values), and the bound past which a checkpoint
     /// is asked for, once per epoch.
     epoch_bytes: usize,
@@ -336,7 +330,7 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
             opener: Some(Box::new(move |pending: &Pending| {
                 open_writes(&opening_config, &opening_ctx, &opening_name, pending)
             })),
-            epoch: Vec::new(),
+            epoch: EpochOutput::default(),
             epoch_bytes: 0,
             max_epoch_bytes: config.max_epoch_bytes,
             asked: false,
@@ -486,17 +480,13 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
                     connector: self.name.clone(),
                     message: format!("cannot serialize a record: {e}"),
                 })?;
-            let key = (!self.key_buf.is_empty()).then(|| self.key_buf.clone());
+            let key = (!self.key_buf.is_empty()).then_some(&self.key_buf[..]);
             match &self.out {
                 Some(Writes::Transactions(_)) => {
                     self.epoch_bytes += self.key_buf.len() + self.value_buf.len();
-                    self.epoch.push(OutRecord {
-                        key,
-                        value: self.value_buf.clone(),
-                        partition,
-                    })
+                    self.epoch.push(key, &self.value_buf, partition)
                 }
-                Some(Writes::Direct(out)) => out.send(&out.topic, key.as_deref(), &self.value_buf, partition)?,
+                Some(Writes::Direct(out)) => out.send(&out.topic, key, &self.value_buf, partition)?,
                 None => return Err(WeirError::Internal(format!("sink {} is not open", self.name))),
             }
         }
@@ -556,7 +546,7 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
         if id.0 <= self.handed {
             return Ok(()); // handed over already
         }
-        let ready: Vec<(u64, Arc<Vec<OutRecord>>)> = self
+        let ready: Vec<(u64, Arc<EpochOutput>)> = self
             .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -667,17 +657,19 @@ mod tests {
 
     #[test]
     fn the_borrowed_state_encodes_as_the_state_decodes() {
-        let record = |v: &[u8], k: Option<&[u8]>, p| OutRecord {
-            key: k.map(<[u8]>::to_vec),
-            value: v.to_vec(),
-            partition: p,
+        type Record<'a> = (&'a [u8], Option<&'a [u8]>, Option<i32>);
+        let epoch = |records: &[Record<'_>]| {
+            let mut out = EpochOutput::default();
+            for (value, key, partition) in records {
+                out.push(*key, value, *partition);
+            }
+            out
         };
         let pending = BTreeMap::from([
-            (3, vec![record(b"a", None, None), record(b"b", Some(b"k"), Some(2))]),
-            (5, vec![record(b"", None, Some(0))]),
+            (3, epoch(&[(b"a", None, None), (b"b", Some(b"k"), Some(2))])),
+            (5, epoch(&[(b"", None, Some(0))])),
         ]);
-        let shared: BTreeMap<u64, Arc<Vec<OutRecord>>> =
-            pending.iter().map(|(e, r)| (*e, Arc::new(r.clone()))).collect();
+        let shared: BTreeMap<u64, Arc<EpochOutput>> = pending.iter().map(|(e, r)| (*e, Arc::new(r.clone()))).collect();
         let bytes = postcard::to_stdvec(&SinkStateRef { pending: &shared }).unwrap();
         let state: SinkState = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(state.pending, pending);

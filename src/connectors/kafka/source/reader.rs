@@ -612,6 +612,26 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
         Ok(SourcePoll::Idle(Duration::ZERO))
     }
 
+    /// With event time: a subtask without partitions (more subtasks than
+    /// partitions) is idle from the start, as Flink's split-less readers
+    /// are, and one whose partitions are all quiet past the idleness timeout
+    /// is idle until a record comes.
+    fn is_idle(&self) -> bool {
+        let Some(strategy) = self.watermarks else {
+            return false;
+        };
+        if self.partitions.is_empty() {
+            return true;
+        }
+        let Some(timeout) = strategy.idle_timeout else {
+            return false;
+        };
+        let now = Instant::now();
+        self.partitions
+            .iter()
+            .all(|p| now.duration_since(p.last_record) > timeout)
+    }
+
     fn watermark(&mut self) -> Option<Timestamp> {
         let strategy = self.watermarks?;
         let now = Instant::now();

@@ -24,10 +24,10 @@
 //!
 //! # The encoding (frozen: it decides key groups and stored state)
 //! Each value is written as a *component* of a composite key, the same bytes
-//! [`StateKey::encode_component`] writes for the built-in key types, so a
+//! [`StateKey::encode_component`](crate::StateKey::encode_component) writes for the built-in key types, so a
 //! struct and the tuple of its fields encode alike and sort alike:
 //! - `bool` one byte; integers fixed-width big-endian (as
-//!   [`StateKey`]'s integers, so a signed integer sorts negative values after
+//!   [`StateKey`](crate::StateKey)'s integers, so a signed integer sorts negative values after
 //!   the positive ones); `char` as its `u32`; `f32`/`f64` as their bits with
 //!   the sign bit flipped (all bits for negative numbers), so that they sort
 //!   as numbers;

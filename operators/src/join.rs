@@ -346,7 +346,7 @@ fn expire<V: StateValue>(ctx: &mut KeyedContext<'_, impl Sized>, side: &str, bou
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keyed::KeyedHarness;
+    use crate::harness::KeyedHarness;
     use crate::window::Tumbling;
 
     type In = Either<(u8, i64), (u8, i64)>;

@@ -21,6 +21,7 @@
 pub mod aggregators;
 pub mod codec;
 pub mod global_window;
+pub mod harness;
 pub mod join;
 pub mod key;
 pub mod keyed;
@@ -34,14 +35,12 @@ pub mod window_ops;
 pub use aggregators::MergeAggregator;
 pub use codec::{decode_value, encode_state_key, encode_value, CodecError};
 pub use global_window::{FireMode, GlobalWindowAggregate, GlobalWindowState, Trigger};
+pub use harness::{HarnessSnapshot, KeyedHarness};
 pub use join::{Either, InnerJoin, IntervalJoin, JoinBuffers, WindowJoin};
 pub use key::{
     key_group_of, key_group_range, key_hash, subtask_for_key_group, KeyGroup, StateKey, DEFAULT_MAX_PARALLELISM,
 };
-pub use keyed::{
-    Aggregate, Aggregator, HarnessSnapshot, KeyedContext, KeyedHarness, KeyedProcess, KeyedStore, MapState, Reduce,
-    StateValue,
-};
+pub use keyed::{Aggregate, Aggregator, KeyedContext, KeyedProcess, KeyedStore, MapState, Reduce, StateValue};
 pub use message::{Barrier, CheckpointId, Message, Timestamp};
 pub use operator::{Filter, FlatMap, Inspect, Map, Operator, OperatorError, TryMap};
 pub use state_types::{AggregatingState, ListState, ReducingState, TtlValueState, ValueState};

@@ -418,7 +418,7 @@ where
 mod tests {
     use super::*;
     use crate::aggregators::Count;
-    use crate::keyed::KeyedHarness;
+    use crate::harness::KeyedHarness;
     use crate::window::{Sliding, Tumbling};
 
     type Rec = (u8, i64);

@@ -1,15 +1,36 @@
 //! Job configuration: one struct, sensible defaults.
 
 use crate::error::{Result, WeirError};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// Key-value settings of an object store; `Debug` shows the keys only
+/// (values hold credentials).
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct StoreOptions(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
 
 /// How a job runs. Defaults: checkpoints every 1 s into `./weir-checkpoints`,
 /// 10 min timeout, 3 retained, parallelism 1, 128 key groups.
 #[derive(Debug, Clone)]
 pub struct JobConfig {
     /// Root of the checkpoint store; the job's checkpoints go to `<dir>/<job name>/`.
+    /// A directory, a `file://` URL, or an object store prefix
+    /// `s3://bucket/prefix` (credentials and endpoint from the `AWS_*`
+    /// environment variables).
     pub checkpoint_dir: PathBuf,
+    /// Settings of an object-store `checkpoint_dir`, over the `AWS_*`
+    /// environment variables: `object_store`'s S3 keys (`endpoint`,
+    /// `region`, `access_key_id`, `secret_access_key`, `allow_http`...).
+    /// Values are never printed.
+    pub checkpoint_store_options: StoreOptions,
     /// Interval between checkpoints; `None` disables periodic checkpoints
     /// (on-demand and final checkpoints still work).
     pub checkpoint_interval: Option<Duration>,
@@ -18,7 +39,8 @@ pub struct JobConfig {
     /// How many complete checkpoints to keep.
     pub retained_checkpoints: usize,
     /// Where the working RocksDB instances live. Default `<checkpoint_dir>/<job>/local`,
-    /// which lets snapshots hard-link SST files into the store.
+    /// which lets snapshots hard-link SST files into the store; with an
+    /// object store (`s3://...`) `$TMPDIR/weir-state/<job>`.
     pub local_state_dir: Option<PathBuf>,
     /// Bytes of the block cache shared by every RocksDB instance of the job.
     pub state_block_cache_bytes: usize,
@@ -63,6 +85,7 @@ impl Default for JobConfig {
     fn default() -> Self {
         JobConfig {
             checkpoint_dir: PathBuf::from("weir-checkpoints"),
+            checkpoint_store_options: StoreOptions::default(),
             checkpoint_interval: Some(Duration::from_secs(1)),
             checkpoint_timeout: Duration::from_secs(600),
             retained_checkpoints: 3,

@@ -10,7 +10,11 @@
 //! task hears the checkpoint is complete), `before-notify` (after `LATEST`),
 //! `kafka-before-commit` / `kafka-after-commit` (around an exactly-once
 //! sink's transaction commit), `restored` (every task made from the restored
-//! checkpoint, sinks' pending output re-committed, no thread started yet).
+//! checkpoint, sinks' pending output re-committed, no thread started yet),
+//! `store-put-file` (before each state file is put into the checkpoint
+//! store: kills mid-upload), `before-manifest` (every state file stored, the
+//! manifest not yet created), `restore-fetch` (before each state file of a
+//! restore is fetched from the store).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

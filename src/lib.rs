@@ -62,7 +62,7 @@ mod state;
 mod stats;
 mod task;
 
-pub use config::JobConfig;
+pub use config::{JobConfig, StoreOptions};
 pub use error::{Result, WeirError};
 pub use graph::{Job, JobBuilder, KeyedStream, SinkRef, Stream};
 pub use runtime::{

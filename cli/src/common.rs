@@ -65,7 +65,8 @@ pub(crate) struct CommonArgs {
     /// `WEIR_<KEY>` environment variables override it, flags override both.
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
-    /// Root directory of the checkpoint store [default: weir-checkpoints].
+    /// Root of the checkpoint store: a directory or s3://bucket/prefix (S3 settings from
+    /// the AWS_* environment variables) [default: weir-checkpoints].
     #[arg(long)]
     pub(crate) checkpoint_dir: Option<PathBuf>,
     /// Milliseconds between checkpoints, 0 = only the final one [default: 1000].
@@ -138,6 +139,9 @@ impl CommonArgs {
             ..ConfigFile::default()
         }
         .apply(&mut config);
+        for (key, value) in config.checkpoint_store_options.0.iter_mut() {
+            *value = expand(value).with_context(|| format!("`{key}` in the [checkpoint] table"))?;
+        }
         config.validate()?;
         Ok(config)
     }

@@ -28,6 +28,11 @@ use weir::{JobConfig, Result, WeirError};
 ///                "sasl.username" = "weir", "sasl.password" = "${KAFKA_PASSWORD}" }
 /// consumer = { "fetch.max.bytes" = "1048576" }
 /// producer = { "linger.ms" = "5" }
+///
+/// [checkpoint]                   # an s3:// checkpoint_dir, over the AWS_* variables
+/// endpoint = "http://127.0.0.1:9000"
+/// allow_http = "true"
+/// secret_access_key = "${S3_SECRET}"
 /// ```
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +71,11 @@ pub struct ConfigFile {
     /// Settings of the Kafka connectors of the built-in jobs.
     #[serde(default)]
     pub kafka: KafkaSettings,
+    /// Settings of an `s3://` checkpoint store ([`JobConfig::checkpoint_store_options`]):
+    /// `endpoint`, `region`, `access_key_id`, `secret_access_key`,
+    /// `allow_http`...; a value `${NAME}` is read from the environment variable NAME.
+    #[serde(default)]
+    pub checkpoint: weir::StoreOptions,
 }
 
 /// The `[kafka]` table of a config file.
@@ -113,12 +123,12 @@ impl TryFrom<String> for BadRecordsSetting {
 /// The top-level keys of [`ConfigFile`] (taken from the struct itself, so the
 /// list cannot fall behind it), which are also read from the environment as
 /// `WEIR_<KEY>` (upper case), e.g. `WEIR_CHECKPOINT_INTERVAL_MS=500`. The
-/// `[kafka]` table is read from files only.
+/// `[kafka]` and `[checkpoint]` tables are read from files only.
 pub fn config_keys() -> Vec<&'static str> {
     field_names::<ConfigFile>()
         .iter()
         .copied()
-        .filter(|k| *k != "kafka")
+        .filter(|k| *k != "kafka" && *k != "checkpoint")
         .collect()
 }
 
@@ -232,6 +242,9 @@ impl ConfigFile {
         }
         if let Some(v) = self.allow_non_restored_state {
             config.allow_non_restored_state = v;
+        }
+        for (k, v) in &self.checkpoint.0 {
+            config.checkpoint_store_options.0.insert(k.clone(), v.clone());
         }
     }
 }

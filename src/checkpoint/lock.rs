@@ -7,11 +7,12 @@
 //! refused until it is really gone. The file holds who took the lock (pid,
 //! host, since when, which job), only to name the holder in the refusal.
 //!
-//! A lock file protects a directory on one machine's file system. Stores
-//! without locks (object stores) rely on the second rule of the store: a
-//! checkpoint's manifest is created only if absent (see
-//! [`super::store::CheckpointStore`]), so of two writers racing for a
-//! checkpoint id exactly one wins and the other stops.
+//! A lock file protects a directory on one machine's file system. Object
+//! stores have no locks: there a writer claims the store with a create-only
+//! `owners/<n>` object and checks for a newer claim before each commit
+//! ([`super::store::CheckpointStore::lock`]), and a checkpoint's manifest is
+//! created only if absent, so of two writers racing for a checkpoint id
+//! exactly one wins and the other stops.
 
 use crate::error::{Result, WeirError};
 use std::fs::{File, OpenOptions};
@@ -38,7 +39,7 @@ impl DirLock {
     /// another process (or another run in this one) holds it;
     /// [`WeirError::Io`] when the lock file cannot be opened.
     pub fn acquire(dir: &Path, job: &str) -> Result<Self> {
-        super::store::create_dir_durable(dir)?;
+        super::local::create_dir_durable(dir)?;
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
             .read(true)
@@ -89,7 +90,7 @@ impl DirLock {
 }
 
 /// This machine's host name, or `unknown`.
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its whole length, and gethostname
     // writes at most that many bytes.

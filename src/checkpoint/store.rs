@@ -1,7 +1,9 @@
-//! The checkpoint store on a local (or mounted) file system.
+//! The checkpoint store: a directory on a local (or mounted) file system,
+//! or a prefix of an object store (`s3://bucket/prefix`), laid out alike.
 //!
 //! ```text
 //! <checkpoint-dir>/<job>/
+//!   INCARNATION                  random id of this store (output names carry it)
 //!   shared/<instance-id>/<sst>   SST files, referenced by manifests
 //!   chk-<n>/MANIFEST             the checkpoint (JSON, see manifest.rs)
 //!   chk-<n>/<uid>-<subtask>/     private RocksDB metadata files of checkpoint n
@@ -9,27 +11,63 @@
 //! ```
 //!
 //! A checkpoint is complete exactly when its MANIFEST exists: the manifest is
-//! written to a temporary file, fsynced and renamed, after every file it names
-//! is durable. Recovery takes the newest readable manifest whose files are all
-//! present, falling back to older ones with a warning naming the path.
+//! created (create-only: a file system's hard link, an object store's
+//! `If-None-Match: *` put) after every file it names is durable. Recovery
+//! lists the checkpoints and takes the newest readable manifest whose files
+//! are all present, falling back to older ones with a warning naming the
+//! path; `LATEST` is for people, never trusted.
 
+use super::backend::Backend;
+use super::local::{create_dir_durable, random_id, LocalBackend};
 use super::lock::DirLock;
 use super::manifest::{Manifest, SubtaskState, MANIFEST_FORMAT};
+use super::object::{is_object_url, ObjectBackend};
+use crate::config::StoreOptions;
 use crate::error::{Result, WeirError};
 use std::collections::HashSet;
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use weir_operators::CheckpointId;
 
-/// A job's checkpoint directory.
+/// A job's checkpoint store.
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
     job: String,
-    dir: PathBuf,
+    backend: Arc<dyn Backend>,
     /// See [`CheckpointStore::incarnation`].
     incarnation: String,
+    /// The ownership this process claimed of an object store (see
+    /// [`CheckpointStore::lock`]); 0 before a claim. Shared by clones.
+    owner: Arc<AtomicU64>,
+    /// What snapshots put into the store since [`CheckpointStore::take_upload_stats`].
+    traffic: Arc<Traffic>,
 }
+
+/// What the snapshots of one checkpoint put into the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct UploadStats {
+    /// New files put into the store.
+    pub files_uploaded: u64,
+    /// Their bytes.
+    pub bytes_uploaded: u64,
+    /// Files referenced again, already in the store (incremental checkpoints).
+    pub files_reused: u64,
+    /// Time spent putting files, summed over the snapshot threads.
+    pub upload_seconds: f64,
+}
+
+#[derive(Debug, Default)]
+struct Traffic {
+    files: AtomicU64,
+    bytes: AtomicU64,
+    reused: AtomicU64,
+    micros: AtomicU64,
+}
+
+/// Where the ownership claims of an object store are: `owners/<n>`, one
+/// per writer that ever ran, created only if absent.
+const OWNERS: &str = "owners";
 
 const MANIFEST: &str = "MANIFEST";
 
@@ -40,21 +78,62 @@ const INCARNATION: &str = "INCARNATION";
 /// its output and markers keep their old names.
 pub const LEGACY_INCARNATION: &str = "legacy";
 
+/// `root` as a local directory: a plain path, or a `file://` URL.
+fn local_path(root: &Path) -> PathBuf {
+    match root.to_str().and_then(|r| r.strip_prefix("file://")) {
+        Some(path) => PathBuf::from(path),
+        None => root.to_path_buf(),
+    }
+}
+
+/// `root` as an object store URL, when it is one.
+fn object_url(root: &Path) -> Option<&str> {
+    root.to_str().filter(|r| is_object_url(r))
+}
+
+fn backend_for(root: &Path, job: &str, options: &StoreOptions) -> Result<Arc<dyn Backend>> {
+    Ok(match object_url(root) {
+        Some(url) => Arc::new(ObjectBackend::open(url, job, options)?),
+        None => Arc::new(LocalBackend::new(local_path(root).join(job))),
+    })
+}
+
 impl CheckpointStore {
-    /// Opens (creating if needed) `<root>/<job>` and checks that it is writable.
+    /// Opens (creating if needed) the store of `job` under `root` (a
+    /// directory, `file://...` or `s3://bucket/prefix`) and checks that it
+    /// is writable.
     ///
     /// # Errors
-    /// [`WeirError::Io`] naming the directory when it cannot be created or written.
+    /// [`WeirError::Io`] naming the directory when it cannot be created or
+    /// written; [`WeirError::Checkpoint`] naming the URL when the object
+    /// store refuses a write; [`WeirError::Config`] for a malformed URL.
     pub fn open(root: &Path, job: &str) -> Result<Self> {
-        let dir = root.join(job);
-        create_dir_durable(&dir.join("shared"))?;
-        let probe = dir.join(".write-probe");
-        fs::write(&probe, b"weir").map_err(|e| WeirError::io("checkpoint directory is not writable", &dir, e))?;
-        let _ = fs::remove_file(&probe);
+        Self::open_with(root, job, &StoreOptions::default())
+    }
+
+    /// [`CheckpointStore::open`] with settings for an object store (over
+    /// the `AWS_*` environment variables).
+    ///
+    /// # Errors
+    /// As [`CheckpointStore::open`]; [`WeirError::Config`] naming an
+    /// unknown setting.
+    pub fn open_with(root: &Path, job: &str, options: &StoreOptions) -> Result<Self> {
+        let backend = backend_for(root, job, options)?;
+        if let Some(dir) = backend.local_root() {
+            create_dir_durable(&dir.join("shared"))?;
+        }
+        let probe = ".write-probe";
+        backend.put(probe, b"weir").map_err(|e| match e {
+            WeirError::Io { path, source, .. } => WeirError::io("checkpoint directory is not writable", path, source),
+            other => other,
+        })?;
+        let _ = backend.delete(probe);
         let mut store = CheckpointStore {
             job: job.to_string(),
-            dir,
+            backend,
             incarnation: String::new(),
+            owner: Arc::default(),
+            traffic: Arc::default(),
         };
         store.incarnation = store.read_or_create_incarnation()?;
         Ok(store)
@@ -70,8 +149,8 @@ impl CheckpointStore {
     }
 
     fn read_or_create_incarnation(&self) -> Result<String> {
-        let path = self.dir.join(INCARNATION);
-        if let Ok(text) = fs::read_to_string(&path) {
+        if let Some(bytes) = self.backend.get(INCARNATION)? {
+            let text = String::from_utf8_lossy(&bytes);
             let id = text.trim();
             if !id.is_empty() {
                 return Ok(id.to_string());
@@ -83,13 +162,10 @@ impl CheckpointStore {
         } else {
             LEGACY_INCARNATION.to_string()
         };
-        match create_only(&path, format!("{id}\n").as_bytes()) {
+        match self.backend.create(INCARNATION, format!("{id}\n").as_bytes()) {
             Ok(()) => Ok(id),
             // Created meanwhile by another opener: theirs stands.
-            Err(WeirError::Fenced { .. }) => Ok(fs::read_to_string(&path)
-                .map_err(|e| WeirError::io("cannot read", &path, e))?
-                .trim()
-                .to_string()),
+            Err(WeirError::Fenced { .. }) => Ok(String::from_utf8_lossy(&self.read(INCARNATION)?).trim().to_string()),
             Err(e) => Err(e),
         }
     }
@@ -98,13 +174,17 @@ impl CheckpointStore {
     /// look (`weir checkpoints`, `weir offsets`): nothing is created.
     ///
     /// # Errors
-    /// [`WeirError::Checkpoint`] when `<root>/<job>` does not exist, naming
-    /// what was looked for and the jobs `root` does hold.
+    /// [`WeirError::Checkpoint`] when the job has no store under `root`,
+    /// naming what was looked for and the jobs `root` does hold.
     pub fn open_existing(root: &Path, job: &str) -> Result<Self> {
-        let dir = root.join(job);
-        if !dir.is_dir() {
+        let backend = backend_for(root, job, &StoreOptions::default())?;
+        let exists = match backend.local_root() {
+            Some(dir) => dir.is_dir(),
+            None => !backend.list("")?.is_empty(),
+        };
+        if !exists {
             let jobs = Self::jobs_in(root);
-            let holds = if !root.is_dir() {
+            let holds = if backend.local_root().is_some() && !local_path(root).is_dir() {
                 "the directory does not exist".to_string()
             } else if jobs.is_empty() {
                 "it holds no job's checkpoints".to_string()
@@ -112,72 +192,166 @@ impl CheckpointStore {
                 format!("it holds the checkpoints of job(s): {}", jobs.join(", "))
             };
             return Err(WeirError::Checkpoint {
-                path: dir,
+                path: backend.location(""),
                 message: format!("no checkpoints of job `{job}` in {} ({holds})", root.display()),
             });
         }
-        let incarnation = fs::read_to_string(dir.join(INCARNATION))
-            .map(|t| t.trim().to_string())
-            .unwrap_or_else(|_| LEGACY_INCARNATION.to_string());
+        let incarnation = backend
+            .get(INCARNATION)
+            .ok()
+            .flatten()
+            .map(|t| String::from_utf8_lossy(&t).trim().to_string())
+            .unwrap_or_else(|| LEGACY_INCARNATION.to_string());
         Ok(CheckpointStore {
             job: job.to_string(),
-            dir,
+            backend,
             incarnation,
+            owner: Arc::default(),
+            traffic: Arc::default(),
         })
     }
 
     /// The names of the jobs with a checkpoint store under `root` (sorted).
     pub fn jobs_in(root: &Path) -> Vec<String> {
-        let Ok(entries) = fs::read_dir(root) else {
+        let Ok(backend) = backend_for(root, "", &StoreOptions::default()) else {
             return Vec::new();
         };
-        let mut jobs: Vec<String> = entries
-            .flatten()
-            .filter(|e| e.path().join("shared").is_dir())
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        let Ok(names) = backend.list("") else {
+            return Vec::new();
+        };
+        let mut jobs: Vec<String> = names
+            .into_iter()
+            .filter(|job| {
+                backend
+                    .list(job)
+                    .is_ok_and(|entries| entries.iter().any(|e| e == "shared" || e == INCARNATION))
+            })
             .collect();
         jobs.sort();
         jobs
     }
 
-    /// The job's directory in the store.
-    pub fn job_dir(&self) -> &Path {
-        &self.dir
+    /// Where the job's checkpoints are: its directory, or its URL.
+    pub fn job_dir(&self) -> PathBuf {
+        self.backend.location("")
     }
 
-    /// `chk-<id>` directory.
+    /// The job's directory when the store is on a file system (`None` on
+    /// an object store).
+    pub fn local_dir(&self) -> Option<&Path> {
+        self.backend.local_root()
+    }
+
+    /// Where checkpoint `id` is: its directory, or its URL prefix.
     pub fn checkpoint_path(&self, id: CheckpointId) -> PathBuf {
-        self.dir.join(format!("chk-{}", id.0))
+        self.backend.location(&format!("chk-{}", id.0))
     }
 
-    /// Where a task's private files of checkpoint `id` go (relative path too).
-    pub(crate) fn private_dir(&self, id: CheckpointId, task: &str) -> (PathBuf, String) {
-        let rel = format!("chk-{}/{}", id.0, task);
-        (self.dir.join(&rel), rel)
+    /// Where a store path (as manifests record them) is: a path or a URL.
+    pub fn location_of(&self, rel: &str) -> PathBuf {
+        self.backend.location(rel)
     }
 
-    /// Where an instance's shared SSTs go (relative path too).
-    pub(crate) fn shared_dir(&self, instance: &str) -> (PathBuf, String) {
-        let rel = format!("shared/{instance}");
-        (self.dir.join(&rel), rel)
+    /// The store path of a task's private files of checkpoint `id`.
+    pub(crate) fn private_rel(&self, id: CheckpointId, task: &str) -> String {
+        format!("chk-{}/{task}", id.0)
+    }
+
+    /// The store path of an instance's shared SSTs.
+    pub(crate) fn shared_rel(&self, instance: &str) -> String {
+        format!("shared/{instance}")
+    }
+
+    /// Puts immutable local files into the store (`(src, store path)`), in
+    /// parallel where the store gains from it, and makes them durable.
+    /// Returns each file's size and CRC-32.
+    pub(crate) fn put_files(&self, files: &[(PathBuf, String)], dirs: &[&str]) -> Result<Vec<(u64, u32)>> {
+        let started = std::time::Instant::now();
+        let stored = self.backend.put_files(files)?;
+        for dir in dirs {
+            self.backend.sync(dir)?;
+        }
+        let t = &self.traffic;
+        t.files.fetch_add(stored.len() as u64, Ordering::Relaxed);
+        t.bytes
+            .fetch_add(stored.iter().map(|(size, _)| size).sum(), Ordering::Relaxed);
+        t.micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        Ok(stored)
+    }
+
+    /// Counts files a snapshot referenced again instead of putting them.
+    pub(crate) fn note_reused(&self, files: u64) {
+        self.traffic.reused.fetch_add(files, Ordering::Relaxed);
+    }
+
+    /// What snapshots put into the store since the last call (the driver
+    /// takes it when a checkpoint completes).
+    pub(crate) fn take_upload_stats(&self) -> UploadStats {
+        let t = &self.traffic;
+        UploadStats {
+            files_uploaded: t.files.swap(0, Ordering::Relaxed),
+            bytes_uploaded: t.bytes.swap(0, Ordering::Relaxed),
+            files_reused: t.reused.swap(0, Ordering::Relaxed),
+            upload_seconds: t.micros.swap(0, Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+
+    /// Writes a small file of a checkpoint (atomically, replacing).
+    pub(crate) fn put(&self, rel: &str, bytes: &[u8]) -> Result<()> {
+        self.backend.put(rel, bytes)
+    }
+
+    /// Reads a file of the store.
+    ///
+    /// # Errors
+    /// [`WeirError::Checkpoint`] naming it when it is missing.
+    pub(crate) fn read(&self, rel: &str) -> Result<Vec<u8>> {
+        self.backend.get(rel)?.ok_or_else(|| WeirError::Checkpoint {
+            path: self.backend.location(rel),
+            message: "missing".into(),
+        })
+    }
+
+    /// The size of a file of the store, `None` when it is absent.
+    pub(crate) fn size_of(&self, rel: &str) -> Result<Option<u64>> {
+        self.backend.size(rel)
+    }
+
+    /// Makes the stored file `rel` available as the local file `dest`,
+    /// checking its bytes against `crc32` when the fetch read them.
+    ///
+    /// # Errors
+    /// [`WeirError::Checkpoint`] naming the file when its bytes differ.
+    pub(crate) fn fetch(&self, rel: &str, dest: &Path, crc32: Option<u32>) -> Result<()> {
+        crate::failpoint::hit("restore-fetch");
+        if let (Some(found), Some(expected)) = (self.backend.fetch(rel, dest)?, crc32) {
+            if found != expected {
+                return Err(WeirError::Checkpoint {
+                    path: self.backend.location(rel),
+                    message: format!(
+                        "state file has another checksum than recorded (crc32 {found:08x}, recorded \
+                         {expected:08x}): it is corrupt"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Ids of every `chk-<n>` directory, complete or not, and of those moved
     /// aside as `chk-<n>.<anything>`, ascending, without repeats.
     ///
     /// # Errors
-    /// When the directory cannot be listed.
+    /// When the store cannot be listed.
     pub fn checkpoint_ids(&self) -> Result<Vec<CheckpointId>> {
         let mut ids = Vec::new();
-        let entries =
-            fs::read_dir(&self.dir).map_err(|e| WeirError::io("cannot list checkpoint directory", &self.dir, e))?;
-        for entry in entries.flatten() {
+        for name in self.backend.list("")? {
             // `chk-<n>` and anything named after it (`chk-7.damaged`, moved
             // aside by hand): an id once used is never used again, or a
             // Kafka commit marker of the old checkpoint n would be taken for
             // the new one's.
-            let name = entry.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("chk-")) else {
+            let Some(rest) = name.strip_prefix("chk-") else {
                 continue;
             };
             let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
@@ -190,16 +364,22 @@ impl CheckpointStore {
         Ok(ids)
     }
 
+    fn manifest_rel(id: CheckpointId) -> String {
+        format!("chk-{}/{MANIFEST}", id.0)
+    }
+
     /// Ids of complete checkpoints (a MANIFEST exists), ascending.
     ///
     /// # Errors
-    /// When the directory cannot be listed.
+    /// When the store cannot be listed.
     pub fn complete_ids(&self) -> Result<Vec<CheckpointId>> {
-        Ok(self
-            .checkpoint_ids()?
-            .into_iter()
-            .filter(|id| self.checkpoint_path(*id).join(MANIFEST).exists())
-            .collect())
+        let mut complete = Vec::new();
+        for id in self.checkpoint_ids()? {
+            if self.backend.size(&Self::manifest_rel(id))?.is_some() {
+                complete.push(id);
+            }
+        }
+        Ok(complete)
     }
 
     /// Reads and checks one manifest: it parses, belongs to this job, and
@@ -208,17 +388,20 @@ impl CheckpointStore {
     /// # Errors
     /// [`WeirError::Checkpoint`] naming the manifest or the missing file.
     pub fn read_manifest(&self, id: CheckpointId) -> Result<Manifest> {
-        let path = self.checkpoint_path(id).join(MANIFEST);
-        let bytes = fs::read(&path).map_err(|e| WeirError::io("cannot read manifest", &path, e))?;
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| WeirError::Checkpoint {
-            path: path.clone(),
-            message: format!("damaged manifest: {e}"),
-        })?;
+        let rel = Self::manifest_rel(id);
+        let path = self.backend.location(&rel);
         let bad = |message: String| {
             Err(WeirError::Checkpoint {
                 path: path.clone(),
                 message,
             })
+        };
+        let Some(bytes) = self.backend.get(&rel)? else {
+            return bad("cannot read manifest: it is missing".into());
+        };
+        let manifest: Manifest = match serde_json::from_slice(&bytes) {
+            Ok(m) => m,
+            Err(e) => return bad(format!("damaged manifest: {e}")),
         };
         if manifest.format != MANIFEST_FORMAT {
             return bad(format!(
@@ -234,37 +417,32 @@ impl CheckpointStore {
         }
         for (uid, op) in &manifest.operators {
             for state in &op.subtasks {
-                if let SubtaskState::File { path: rel, size } = state {
-                    let p = self.dir.join(rel);
-                    match fs::metadata(&p) {
-                        Ok(m) if m.len() == *size => {}
-                        _ => {
+                let files: Vec<(&str, u64)> = match state {
+                    SubtaskState::File { path: rel, size } => vec![(rel.as_str(), *size)],
+                    SubtaskState::Rocks(handle) => handle
+                        .shared
+                        .iter()
+                        .chain(&handle.private)
+                        .map(|f| (f.path.as_str(), f.size))
+                        .collect(),
+                    SubtaskState::Bytes { .. } => Vec::new(),
+                };
+                for (rel, size) in files {
+                    let p = self.backend.location(rel);
+                    match self.backend.size(rel) {
+                        Ok(Some(found)) if found == size => {}
+                        Ok(Some(found)) => {
                             return bad(format!(
-                                "state file {} of operator `{uid}` is missing or has the wrong size",
+                                "state file {} of operator `{uid}` has {found} bytes, expected {size}",
                                 p.display()
                             ))
                         }
-                    }
-                }
-                if let SubtaskState::Rocks(handle) = state {
-                    for file in handle.shared.iter().chain(&handle.private) {
-                        let p = self.dir.join(&file.path);
-                        match fs::metadata(&p) {
-                            Ok(m) if m.len() == file.size => {}
-                            Ok(m) => {
-                                return bad(format!(
-                                    "state file {} of operator `{uid}` has {} bytes, expected {}",
-                                    p.display(),
-                                    m.len(),
-                                    file.size
-                                ))
-                            }
-                            Err(e) => {
-                                return bad(format!(
-                                    "state file {} of operator `{uid}` is missing: {e}",
-                                    p.display()
-                                ))
-                            }
+                        Ok(None) => return bad(format!("state file {} of operator `{uid}` is missing", p.display())),
+                        Err(e) => {
+                            return bad(format!(
+                                "state file {} of operator `{uid}` cannot be looked at: {e}",
+                                p.display()
+                            ))
                         }
                     }
                 }
@@ -276,7 +454,8 @@ impl CheckpointStore {
     /// Reads every state file `manifest` records a checksum for and compares:
     /// a file of the right size with other bytes (a flipped bit, a torn
     /// write) makes the checkpoint damaged. Done for the checkpoint being
-    /// restored only (it reads all its files).
+    /// restored only (it reads all its files). On an object store the
+    /// bytes are checked while they are downloaded for the restore instead.
     ///
     /// # Errors
     /// [`WeirError::Checkpoint`] naming the corrupt file.
@@ -287,15 +466,16 @@ impl CheckpointStore {
                 let SubtaskState::Rocks(handle) = state else { continue };
                 for file in handle.shared.iter().chain(&handle.private) {
                     let Some(expected) = file.crc32 else { continue };
-                    let p = self.dir.join(&file.path);
-                    let (_, found) = file_crc32(&p)?;
+                    let Some(found) = self.backend.checksum(&file.path)? else {
+                        continue;
+                    };
                     if found != expected {
                         return Err(WeirError::Checkpoint {
-                            path: self.checkpoint_path(id).join(MANIFEST),
+                            path: self.backend.location(&Self::manifest_rel(id)),
                             message: format!(
                                 "state file {} of operator `{uid}` has the recorded size but another checksum \
                                  (crc32 {found:08x}, recorded {expected:08x}): it is corrupt",
-                                p.display()
+                                self.backend.location(&file.path).display()
                             ),
                         });
                     }
@@ -353,62 +533,132 @@ impl CheckpointStore {
             Ok((None, problems))
         } else {
             Err(WeirError::NoUsableCheckpoint {
-                dir: self.dir.clone(),
+                dir: self.job_dir(),
                 count: problems.len(),
                 details: problems.join("\n"),
             })
         }
     }
 
-    /// Takes the store's lock for a run (or `weir checkpoints gc`): one
-    /// writer per store. Hold it until the run ends.
+    /// Takes the store for a run (or `weir checkpoints gc`): one writer per
+    /// store. On a file system, an exclusive lock held until the returned
+    /// lock is dropped: a second writer is refused at once. On an object
+    /// store (no locks there), an ownership claim: `owners/<n>` is created
+    /// only if absent with the next number, and from then on every
+    /// reservation, commit and pruning of this store first checks that no
+    /// later claim exists. A paused or cut-off writer that comes back after
+    /// another took over is fenced before it commits or deletes anything;
+    /// only a writer frozen inside that check and the create-only commit
+    /// can still commit one checkpoint, which the newer writer never
+    /// restores over (its own ids are reserved create-only too).
     ///
     /// # Errors
     /// [`WeirError::StoreInUse`] naming the directory and the holder.
-    pub fn lock(&self) -> Result<DirLock> {
-        DirLock::acquire(&self.dir, &self.job)
-    }
-
-    /// Reserves checkpoint `id` for this run: its directory is created only
-    /// if absent, so ids are never reused (also after a crash, output staged
-    /// for an abandoned checkpoint is never taken for a later one's), and a
-    /// second writer that picked the same id learns it is fenced off.
-    ///
-    /// # Errors
-    /// [`WeirError::Fenced`] when the directory exists; [`WeirError::Io`].
-    pub(crate) fn reserve(&self, id: CheckpointId) -> Result<()> {
-        let dir = self.checkpoint_path(id);
-        match fs::create_dir(&dir) {
-            // The entry outlives a power cut before the manifest does.
-            Ok(()) => sync_dir(&self.dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(WeirError::Fenced {
-                what: format!("checkpoint {}", dir.display()),
-            }),
-            Err(e) => Err(WeirError::io("cannot create checkpoint directory", &dir, e)),
+    pub fn lock(&self) -> Result<Option<DirLock>> {
+        match self.backend.local_root() {
+            Some(dir) => DirLock::acquire(dir, &self.job).map(Some),
+            None => {
+                self.claim()?;
+                Ok(None)
+            }
         }
     }
 
+    /// The numbers of the ownership claims made on this store.
+    fn claims(&self) -> Result<Vec<u64>> {
+        Ok(self
+            .backend
+            .list(OWNERS)?
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect())
+    }
+
+    fn claim(&self) -> Result<()> {
+        let holder = format!(
+            "job `{}`, pid {} on host {}, since {}",
+            self.job,
+            std::process::id(),
+            super::lock::hostname(),
+            crate::clock::format_utc(crate::clock::wall_clock_ms().max(0) as u64)
+        );
+        loop {
+            let next = self.claims()?.into_iter().max().unwrap_or(0) + 1;
+            match self.backend.create(&format!("{OWNERS}/{next}"), holder.as_bytes()) {
+                Ok(()) => {
+                    self.owner.store(next, Ordering::Relaxed);
+                    return Ok(());
+                }
+                // Another writer claimed that number first: take the next.
+                Err(WeirError::Fenced { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether this writer claimed an object store and still holds it: a
+    /// checkpoint id it found taken was then reserved by an older writer
+    /// just before this one's claim fenced it, and the id is skipped.
+    pub(crate) fn holds_claim(&self) -> Result<bool> {
+        Ok(self.owner.load(Ordering::Relaxed) != 0 && self.check_owner().is_ok())
+    }
+
+    /// Fails when another writer claimed the store after this one.
+    ///
+    /// # Errors
+    /// [`WeirError::Fenced`] naming the store and the newer holder.
+    fn check_owner(&self) -> Result<()> {
+        let mine = self.owner.load(Ordering::Relaxed);
+        if mine == 0 {
+            return Ok(());
+        }
+        if let Some(newer) = self.claims()?.into_iter().filter(|n| *n > mine).max() {
+            let holder = self
+                .backend
+                .get(&format!("{OWNERS}/{newer}"))?
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            return Err(WeirError::Fenced {
+                what: format!("checkpoint store {} (now held by {holder})", self.job_dir().display()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reserves checkpoint `id` for this run: its directory (its marker
+    /// object) is created only if absent, so ids are never reused (also
+    /// after a crash, output staged for an abandoned checkpoint is never
+    /// taken for a later one's), and a second writer that picked the same
+    /// id learns it is fenced off.
+    ///
+    /// # Errors
+    /// [`WeirError::Fenced`] when it exists; [`WeirError::Io`].
+    pub(crate) fn reserve(&self, id: CheckpointId) -> Result<()> {
+        self.check_owner()?;
+        self.backend.reserve(&format!("chk-{}", id.0))
+    }
+
     /// Commits `manifest`: the checkpoint exists from the moment its MANIFEST
-    /// does. The file is written aside, synced, then linked into place only
-    /// if no MANIFEST exists (create-only, as an object store's conditional
-    /// put), and the directory is synced; `LATEST` then names it (for people
-    /// and tools; recovery lists the checkpoints instead of trusting it).
+    /// does. It is created only if no MANIFEST exists (a file system's hard
+    /// link of a synced file, an object store's conditional put); `LATEST`
+    /// then names it (for people and tools; recovery lists the checkpoints
+    /// instead of trusting it).
     ///
     /// # Errors
     /// [`WeirError::Fenced`] when another writer committed this checkpoint
     /// first; [`WeirError::Io`] naming the file that could not be written.
     pub(crate) fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
         let id = CheckpointId(manifest.checkpoint_id);
-        let dir = self.checkpoint_path(id);
-        fs::create_dir_all(&dir).map_err(|e| WeirError::io("cannot create checkpoint", &dir, e))?;
         let bytes = serde_json::to_vec_pretty(manifest).map_err(|e| WeirError::Checkpoint {
-            path: dir.clone(),
+            path: self.checkpoint_path(id),
             message: format!("cannot encode manifest: {e}"),
         })?;
-        create_only(&dir.join(MANIFEST), &bytes)?;
+        crate::failpoint::hit("before-manifest");
+        self.check_owner()?;
+        self.backend.create(&Self::manifest_rel(id), &bytes)?;
         crate::failpoint::hit("manifest-written");
         // The checkpoint exists now; LATEST is only a pointer for people.
-        if let Err(e) = write_atomic(&self.dir.join("LATEST"), format!("chk-{}\n", id.0).as_bytes()) {
+        if let Err(e) = self.backend.put("LATEST", format!("chk-{}\n", id.0).as_bytes()) {
             tracing::warn!("checkpoint {id} is complete, but LATEST was not updated: {e}");
         }
         Ok(())
@@ -421,6 +671,7 @@ impl CheckpointStore {
     /// # Errors
     /// When a retained manifest cannot be read (nothing is deleted then).
     pub fn prune(&self, remove: &[CheckpointId], keep: &[CheckpointId]) -> Result<()> {
+        self.check_owner()?;
         let mut referenced = HashSet::new();
         for id in keep {
             let m = self.read_manifest(*id)?;
@@ -436,192 +687,38 @@ impl CheckpointStore {
         let complete: HashSet<CheckpointId> = keep.iter().copied().collect();
         for id in self.checkpoint_ids()? {
             if remove.contains(&id) || (id < newest_kept && !complete.contains(&id)) {
-                let p = self.checkpoint_path(id);
-                if let Err(e) = fs::remove_dir_all(&p) {
-                    tracing::warn!("cannot delete old checkpoint {}: {e}", p.display());
+                let rel = format!("chk-{}", id.0);
+                if let Err(e) = self.backend.delete_dir(&rel) {
+                    tracing::warn!(
+                        "cannot delete old checkpoint {}: {e}",
+                        self.backend.location(&rel).display()
+                    );
                 }
             }
         }
-        let shared = self.dir.join("shared");
-        for instance in fs::read_dir(&shared)
-            .map_err(|e| WeirError::io("cannot list", &shared, e))?
-            .flatten()
-        {
-            let Ok(files) = fs::read_dir(instance.path()) else {
-                continue;
-            };
+        for instance in self.backend.list("shared")? {
+            let dir = format!("shared/{instance}");
             let mut left = 0;
-            for f in files.flatten() {
-                let rel = format!(
-                    "shared/{}/{}",
-                    instance.file_name().to_string_lossy(),
-                    f.file_name().to_string_lossy()
-                );
+            for rel in self.backend.list_files(&dir)? {
                 if referenced.contains(&rel) {
                     left += 1;
-                } else if let Err(e) = fs::remove_file(f.path()) {
-                    tracing::warn!("cannot delete unreferenced state file {}: {e}", f.path().display());
+                } else if let Err(e) = self.backend.delete(&rel) {
+                    tracing::warn!("cannot delete unreferenced state file: {e}");
                 }
             }
             if left == 0 {
-                let _ = fs::remove_dir(instance.path());
+                let _ = self.backend.delete_dir(&dir);
             }
         }
         Ok(())
     }
 }
 
-/// Creates `path` with `bytes` only if it does not exist, atomically: a
-/// temporary file, fsync, a hard link to `path` (which fails if it exists),
-/// fsync of the directory.
-///
-/// # Errors
-/// [`WeirError::Fenced`] when `path` exists; [`WeirError::Io`] naming the path.
-pub(crate) fn create_only(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    written.map_err(|e| WeirError::io("cannot write", &tmp, e))?;
-    let linked = fs::hard_link(&tmp, path);
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(WeirError::Fenced {
-                what: path.display().to_string(),
-            })
-        }
-        Err(e) => return Err(WeirError::io("cannot create", path, e)),
-    }
-    // Linked: the file exists. If its entry cannot be made durable the
-    // outcome is unknown, which is not an ordinary failure to retry.
-    match path.parent() {
-        Some(dir) => sync_dir(dir).map_err(|e| WeirError::Checkpoint {
-            path: path.to_path_buf(),
-            message: format!("created, but its directory entry could not be made durable: {e}"),
-        }),
-        None => Ok(()),
-    }
-}
-
-/// 16 hex digits from the kernel's random source (the clock and pid when it
-/// cannot be read): ids that must differ between stores and runs.
-pub(crate) fn random_id() -> String {
-    let mut bytes = [0u8; 8];
-    let read = fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
-    if read.is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        bytes = (nanos ^ u64::from(std::process::id()).rotate_left(40)).to_be_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync dir.
-///
-/// # Errors
-/// [`WeirError::Io`] naming the path.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::File::create(&tmp).map_err(|e| WeirError::io("cannot create", &tmp, e))?;
-    f.write_all(bytes).map_err(|e| WeirError::io("cannot write", &tmp, e))?;
-    f.sync_all().map_err(|e| WeirError::io("cannot fsync", &tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(|e| WeirError::io("cannot rename into place", path, e))?;
-    if let Some(parent) = path.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(())
-}
-
-/// fsyncs a directory so that renames and new files in it are durable.
-///
-/// # Errors
-/// [`WeirError::Io`] naming the directory.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| WeirError::io("cannot fsync directory", dir, e))
-}
-
-/// Creates `dir` and its missing parents, and makes each new directory's
-/// entry durable (an fsync of its parent): a SIGKILL cannot lose an entry,
-/// a power cut can, and a manifest must never outlive a directory its files
-/// are in. Nothing is synced when `dir` exists.
-///
-/// # Errors
-/// [`WeirError::Io`] naming the directory.
-pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut missing = Vec::new();
-    let mut at = Some(dir);
-    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-        missing.push(d);
-        at = d.parent();
-    }
-    fs::create_dir_all(dir).map_err(|e| WeirError::io("cannot create directory", dir, e))?;
-    for d in missing.iter().rev() {
-        match d.parent().filter(|p| !p.as_os_str().is_empty()) {
-            Some(parent) => sync_dir(parent)?,
-            None => sync_dir(Path::new("."))?,
-        }
-    }
-    Ok(())
-}
-
-/// Puts an immutable file into the store at `dest`: a hard link when both
-/// are on one file system (SSTs never change), otherwise a copy; either way
-/// through a temporary name and a rename, so `dest` is whole or absent.
-///
-/// # Errors
-/// [`WeirError::Io`] naming the file.
-pub(crate) fn store_file(src: &Path, dest: &Path, durable: bool) -> Result<(u64, u32)> {
-    let tmp = dest.with_extension("partial");
-    let _ = fs::remove_file(&tmp);
-    if fs::hard_link(src, &tmp).is_err() {
-        fs::copy(src, &tmp).map_err(|e| WeirError::io("cannot copy state file to", &tmp, e))?;
-        if durable {
-            fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| WeirError::io("cannot fsync", &tmp, e))?;
-        }
-    }
-    let (size, crc) = file_crc32(&tmp)?;
-    fs::rename(&tmp, dest).map_err(|e| WeirError::io("cannot rename into place", dest, e))?;
-    Ok((size, crc))
-}
-
-/// The length and CRC-32 of a file's bytes (read in 1 MiB pieces).
-///
-/// # Errors
-/// [`WeirError::Io`] naming the file.
-pub(crate) fn file_crc32(path: &Path) -> Result<(u64, u32)> {
-    let read = || -> std::io::Result<(u64, u32)> {
-        let mut file = fs::File::open(path)?;
-        let mut buf = vec![0u8; 1 << 20];
-        let (mut hasher, mut len) = (crc32fast::Hasher::new(), 0u64);
-        loop {
-            let n = std::io::Read::read(&mut file, &mut buf)?;
-            if n == 0 {
-                return Ok((len, hasher.finalize()));
-            }
-            hasher.update(&buf[..n]);
-            len += n as u64;
-        }
-    };
-    read().map_err(|e| WeirError::io("cannot read state file", path, e))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::fs;
 
     fn manifest(job: &str, id: u64) -> Manifest {
         Manifest {
@@ -678,7 +775,7 @@ mod tests {
     fn a_store_has_one_lock_holder_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::open(dir.path(), "job").unwrap();
-        let held = store.lock().unwrap();
+        let held = store.lock().unwrap().unwrap();
         assert!(matches!(store.lock(), Err(WeirError::StoreInUse { .. })));
         drop(held);
         store.lock().unwrap();

@@ -20,7 +20,8 @@
 //! part to it and goes on appending (what came after is replayed).
 
 use super::{ConnectorContext, DeferredSync, Sink};
-use crate::checkpoint::store::{create_dir_durable, sync_dir, LEGACY_INCARNATION};
+use crate::checkpoint::local::{create_dir_durable, sync_dir};
+use crate::checkpoint::store::LEGACY_INCARNATION;
 use crate::error::{Result, WeirError};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;

@@ -264,7 +264,22 @@ impl Driver {
     fn execute(&mut self, action: Action<TaskSnapshot>) -> Result<Vec<Action<TaskSnapshot>>> {
         match action {
             Action::Trigger { id, then_stop } => {
-                self.on_store("reserving the checkpoint", move |store| store.reserve(id))?;
+                match self.on_store("reserving the checkpoint", move |store| store.reserve(id)) {
+                    Ok(()) => {}
+                    // The older writer this run fenced reserved the id just
+                    // before: give the id up, the next checkpoint takes the next.
+                    Err(WeirError::Fenced { .. })
+                        if self.on_store("checking the claim", |store| store.holds_claim())? =>
+                    {
+                        let reason = format!("checkpoint id {id} was taken by the fenced previous writer");
+                        return Ok(self.coordinator.on_decline(id, reason));
+                    }
+                    Err(e @ WeirError::Fenced { .. }) => return Err(e),
+                    // The store did not answer (in time): an id reserved or
+                    // not is harmless (ids are never reused), so this
+                    // checkpoint is given up and a later one tries again.
+                    Err(e) => return Ok(self.coordinator.on_decline(id, e.to_string())),
+                }
                 tracing::info!("checkpoint {id} triggered{}", if then_stop { " (final)" } else { "" });
                 self.triggered_at = Some(Instant::now());
                 self.update_checkpoints(|c| c.in_flight = Some(id.0));
@@ -305,6 +320,12 @@ impl Driver {
                 }
                 let duration = duration.unwrap_or_default();
                 metrics::gauge!("weir_last_checkpoint_bytes", "job" => self.job.clone()).set(self.last_bytes as f64);
+                let upload = self.store.take_upload_stats();
+                let labels = [("job", self.job.clone())];
+                metrics::counter!("weir_checkpoint_uploaded_bytes_total", &labels).increment(upload.bytes_uploaded);
+                metrics::counter!("weir_checkpoint_uploaded_files_total", &labels).increment(upload.files_uploaded);
+                metrics::counter!("weir_checkpoint_reused_files_total", &labels).increment(upload.files_reused);
+                metrics::histogram!("weir_checkpoint_upload_seconds", &labels).record(upload.upload_seconds);
                 let (completed, bytes) = (self.completed, self.last_bytes);
                 self.update_checkpoints(|c| {
                     c.completed = completed;
@@ -314,6 +335,7 @@ impl Driver {
                         duration,
                         bytes,
                         final_checkpoint: then_stop,
+                        upload,
                     });
                 });
                 metrics::counter!("weir_checkpoints_completed_total", "job" => self.job.clone()).increment(1);
@@ -338,8 +360,11 @@ impl Driver {
                 Ok(Vec::new())
             }
             Action::Prune { remove, keep } => {
-                if let Err(e) = self.on_store("pruning", move |store| store.prune(&remove, &keep)) {
-                    tracing::warn!("pruning old checkpoints: {e}");
+                match self.on_store("pruning", move |store| store.prune(&remove, &keep)) {
+                    // A newer writer holds the store: stop before touching it again.
+                    Err(e @ WeirError::Fenced { .. }) => return Err(e),
+                    Err(e) => tracing::warn!("pruning old checkpoints: {e}"),
+                    Ok(()) => {}
                 }
                 Ok(Vec::new())
             }

@@ -54,11 +54,11 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
     } = plan;
     config.validate()?;
     let started = Instant::now();
-    let store = CheckpointStore::open(&config.checkpoint_dir, &name)?;
+    let store = CheckpointStore::open_with(&config.checkpoint_dir, &name, &config.checkpoint_store_options)?;
     // One writer per store, from before the restore point is read until the
     // driver ends: a second run of the job on this directory is refused at
     // once, naming this one.
-    let mut locks = vec![store.lock()?];
+    let mut locks: Vec<DirLock> = store.lock()?.into_iter().collect();
     let (restore, skipped) = if config.restore {
         store.restore_point_and_skipped()?
     } else {
@@ -95,14 +95,13 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
         }
     }
     // Working directories of different jobs never share a folder; one job's
-    // is locked like its store (two stores, one local directory).
-    let local_root = match &config.local_state_dir {
-        Some(dir) => {
-            let root = dir.join(&name);
-            locks.push(DirLock::acquire(&root, &name)?);
-            root
-        }
-        None => store.job_dir().join("local"),
+    // is locked like its store (two stores, one local directory). Beside a
+    // store on a file system by default (snapshots hard-link SSTs into it);
+    // for an object store under the system's temporary directory.
+    let local_root = match (&config.local_state_dir, store.local_dir()) {
+        (None, Some(dir)) => dir.join("local"),
+        (Some(dir), _) => lock_local_root(dir, &name, &mut locks)?,
+        (None, None) => lock_local_root(&std::env::temp_dir().join("weir-state"), &name, &mut locks)?,
     };
     let state = Arc::new(StateEnv::new(
         store.clone(),
@@ -134,7 +133,7 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
         operators: operators.clone(),
         restore,
         union_only,
-        state,
+        state: state.clone(),
     };
     let (events_tx, events_rx) = crossbeam_channel::unbounded();
     let mut bodies = Vec::new();
@@ -163,6 +162,14 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
         }
     }
     drop(env);
+    state.drop_restore_cache();
+    if restored_from.is_some() {
+        tracing::info!(
+            "job {name}: state restored: {} file(s) fetched from the store, {} reused from local disk",
+            state.fetched_at_restore.load(Ordering::Relaxed),
+            state.reused_at_restore.load(Ordering::Relaxed)
+        );
+    }
     crate::failpoint::hit("restored");
     let board = Arc::new(StatusBoard::new(
         name.clone(),
@@ -272,6 +279,13 @@ fn parallelism_by_uid(operators: &[OperatorInfo], parallelism: &[usize]) -> BTre
         .iter()
         .filter_map(|o| Some((o.uid.clone()?, parallelism[o.vertex])))
         .collect()
+}
+
+/// `<dir>/<job>`, locked for this run.
+fn lock_local_root(dir: &std::path::Path, job: &str, locks: &mut Vec<DirLock>) -> Result<std::path::PathBuf> {
+    let root = dir.join(job);
+    locks.push(DirLock::acquire(&root, job)?);
+    Ok(root)
 }
 
 /// A checkpoint must fit the job: same uids with state, same parallelism.

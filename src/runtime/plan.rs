@@ -146,10 +146,7 @@ impl JobEnv {
                 path: self.store_dir(),
                 message: format!("state of `{uid}` subtask {subtask} is not valid hex"),
             }),
-            SubtaskState::File { path, .. } => {
-                let p = self.state.store.job_dir().join(path);
-                std::fs::read(&p).map_err(|e| WeirError::io("cannot read operator state", p, e))
-            }
+            SubtaskState::File { path, .. } => self.state.store.read(path),
             SubtaskState::Rocks(_) => Err(WeirError::Checkpoint {
                 path: self.store_dir(),
                 message: format!("state of `{uid}` is keyed state, expected a position"),

@@ -100,6 +100,9 @@ pub struct LastCheckpoint {
     pub bytes: u64,
     /// A final checkpoint (end of a bounded run, or stop).
     pub final_checkpoint: bool,
+    /// What its snapshots put into the checkpoint store (new files only:
+    /// checkpoints are incremental).
+    pub upload: crate::checkpoint::store::UploadStats,
 }
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -283,10 +286,14 @@ impl std::fmt::Display for JobStatus {
         if let Some(l) = &c.last {
             write!(
                 f,
-                "; last {} took {:.0} ms, {} bytes",
+                "; last {} took {:.0} ms, {} bytes ({} files / {} bytes uploaded in {:.0} ms, {} files reused)",
                 l.id,
                 l.duration.as_secs_f64() * 1000.0,
-                l.bytes
+                l.bytes,
+                l.upload.files_uploaded,
+                l.upload.bytes_uploaded,
+                l.upload.upload_seconds * 1000.0,
+                l.upload.files_reused
             )?;
         }
         Ok(())

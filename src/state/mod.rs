@@ -22,15 +22,21 @@ mod cache;
 pub(crate) mod keyed;
 pub(crate) mod timers;
 
+use crate::checkpoint::local::random_id;
 use crate::checkpoint::manifest::{RocksHandle, StoredFile};
-use crate::checkpoint::store::{create_dir_durable, random_id, store_file, sync_dir, CheckpointStore};
+use crate::checkpoint::store::CheckpointStore;
 use crate::error::{Result, WeirError};
 use rocksdb::{BlockBasedOptions, Cache, Options, WriteBatch, WriteBufferManager, WriteOptions, DB};
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use weir_operators::CheckpointId;
+
+/// Where a run keeps the working directories of earlier runs until its
+/// tasks are restored (see [`StateEnv::clean_stale_local_dirs`]).
+const RESTORE_CACHE: &str = "restore-cache";
 
 /// Value-state changes of one snapshot, encoded into one arena (no
 /// allocation per entry), to be sorted and written into an SST.
@@ -118,6 +124,9 @@ pub(crate) struct StateEnv {
     local_root: PathBuf,
     run_id: String,
     pub(crate) store: CheckpointStore,
+    /// State files a restore took from the restore cache / fetched from the store.
+    pub(crate) reused_at_restore: std::sync::atomic::AtomicU64,
+    pub(crate) fetched_at_restore: std::sync::atomic::AtomicU64,
     /// Entries written by write-behind, over every instance (see `keyed`).
     pub(crate) written_behind: Arc<std::sync::atomic::AtomicU64>,
     /// Timers (open windows among them) that final checkpoints kept for the
@@ -153,21 +162,56 @@ impl StateEnv {
             local_root,
             run_id,
             store,
+            reused_at_restore: Default::default(),
+            fetched_at_restore: Default::default(),
             written_behind: Default::default(),
             timers_kept: Default::default(),
         })
     }
 
-    /// Deletes working directories left by earlier (crashed) runs.
+    /// Moves the working directories left by earlier (crashed) runs aside:
+    /// a restore takes the state files it finds there (same instance, name,
+    /// size and checksum) instead of fetching them from the store, which on
+    /// an object store is a download. [`StateEnv::drop_restore_cache`]
+    /// deletes them once every task is made.
     pub(crate) fn clean_stale_local_dirs(&self) {
+        let cache = self.local_root.join(RESTORE_CACHE);
+        let _ = fs::remove_dir_all(&cache);
+        let _ = fs::create_dir_all(&cache);
         if let Ok(entries) = fs::read_dir(&self.local_root) {
             // The lock file stays: deleting it would let a second run lock a new one.
             for e in entries
                 .flatten()
-                .filter(|e| e.file_name() != crate::checkpoint::lock::LOCK_FILE)
+                .filter(|e| e.file_name() != crate::checkpoint::lock::LOCK_FILE && e.file_name() != RESTORE_CACHE)
             {
-                let _ = fs::remove_dir_all(e.path());
+                if fs::rename(e.path(), cache.join(e.file_name())).is_err() {
+                    let _ = fs::remove_dir_all(e.path());
+                }
             }
+        }
+    }
+
+    /// Deletes what [`StateEnv::clean_stale_local_dirs`] moved aside.
+    pub(crate) fn drop_restore_cache(&self) {
+        let _ = fs::remove_dir_all(self.local_root.join(RESTORE_CACHE));
+    }
+
+    /// A file of `instance` left in the restore cache with `f`'s name, size
+    /// and checksum.
+    fn cached(&self, instance: &str, f: &StoredFile) -> Option<PathBuf> {
+        let path = self
+            .local_root
+            .join(RESTORE_CACHE)
+            .join(instance)
+            .join("db")
+            .join(&f.name);
+        let len = fs::metadata(&path).ok()?.len();
+        if len != f.size {
+            return None;
+        }
+        match (f.crc32, crate::checkpoint::local::file_crc32(&path)) {
+            (Some(expected), Ok((_, found))) if found == expected => Some(path),
+            _ => None,
         }
     }
 
@@ -297,11 +341,21 @@ impl RocksInstance {
                 });
             }
             for f in handle.shared.iter().chain(&handle.private) {
-                let src = env.store.job_dir().join(&f.path);
                 let dest = db_dir.join(&f.name);
-                if fs::hard_link(&src, &dest).is_err() {
-                    fs::copy(&src, &dest).map_err(|e| WeirError::io("cannot restore state file", &src, e))?;
-                }
+                // Only the immutable SSTs: the private files (MANIFEST,
+                // OPTIONS) of a working directory are not the checkpoint's.
+                let local = if f.name.ends_with(".sst") && env.store.local_dir().is_none() {
+                    env.cached(&handle.instance, f)
+                } else {
+                    None
+                };
+                match local {
+                    Some(src) if fs::hard_link(&src, &dest).is_ok() => env.reused_at_restore.fetch_add(1, Relaxed),
+                    _ => {
+                        env.store.fetch(&f.path, &dest, f.crc32)?;
+                        env.fetched_at_restore.fetch_add(1, Relaxed)
+                    }
+                };
             }
             for f in &handle.shared {
                 in_store.insert(f.name.clone(), f.clone());
@@ -554,48 +608,48 @@ impl RocksInstance {
     }
 
     fn upload(&self, id: CheckpointId, local: &Path) -> Result<RocksHandle> {
-        let (shared_abs, shared_rel) = self.store.shared_dir(&self.instance);
-        let (private_abs, private_rel) = self.store.private_dir(id, &self.task);
-        create_dir_durable(&shared_abs)?;
-        fs::create_dir_all(&private_abs).map_err(|e| WeirError::io("cannot create", &private_abs, e))?;
+        let shared_rel = self.store.shared_rel(&self.instance);
+        let private_rel = self.store.private_rel(id, &self.task);
         let mut in_store = self
             .in_store
             .lock()
             .map_err(|_| self.state_error("snapshot bookkeeping poisoned"))?;
-        let (mut shared, mut private) = (Vec::new(), Vec::new());
+        let (mut shared, mut new) = (Vec::new(), Vec::new());
         for entry in fs::read_dir(local).map_err(|e| WeirError::io("cannot list", local, e))? {
             let entry = entry.map_err(|e| WeirError::io("cannot list", local, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let src = entry.path();
-            if name.ends_with(".sst") {
-                let reuse = in_store
-                    .get(&name)
-                    .filter(|f| fs::metadata(self.store.job_dir().join(&f.path)).is_ok_and(|m| m.len() == f.size));
-                if let Some(f) = reuse {
-                    shared.push(f.clone());
-                } else {
-                    let (size, crc) = store_file(&src, &shared_abs.join(&name), true)?;
-                    let f = StoredFile {
-                        path: format!("{shared_rel}/{name}"),
-                        name: name.clone(),
-                        size,
-                        crc32: Some(crc),
-                    };
-                    in_store.insert(name, f.clone());
-                    shared.push(f);
+            let is_sst = name.ends_with(".sst");
+            if is_sst {
+                // Still in the store (pruning may have taken the file of an
+                // abandoned checkpoint): referenced, not put again.
+                if let Some(f) = in_store.get(&name) {
+                    if self.store.size_of(&f.path)? == Some(f.size) {
+                        shared.push(f.clone());
+                        continue;
+                    }
                 }
+            }
+            let dir = if is_sst { &shared_rel } else { &private_rel };
+            new.push((entry.path(), format!("{dir}/{name}"), name, is_sst));
+        }
+        self.store.note_reused(shared.len() as u64);
+        let files: Vec<(PathBuf, String)> = new.iter().map(|(src, rel, ..)| (src.clone(), rel.clone())).collect();
+        let stored = self.store.put_files(&files, &[&shared_rel, &private_rel])?;
+        let mut private = Vec::new();
+        for ((_, path, name, is_sst), (size, crc)) in new.into_iter().zip(stored) {
+            let f = StoredFile {
+                path,
+                name: name.clone(),
+                size,
+                crc32: Some(crc),
+            };
+            if is_sst {
+                in_store.insert(name, f.clone());
+                shared.push(f);
             } else {
-                let (size, crc) = store_file(&src, &private_abs.join(&name), true)?;
-                private.push(StoredFile {
-                    path: format!("{private_rel}/{name}"),
-                    name,
-                    size,
-                    crc32: Some(crc),
-                });
+                private.push(f);
             }
         }
-        sync_dir(&shared_abs)?;
-        sync_dir(&private_abs)?;
         shared.sort();
         private.sort();
         Ok(RocksHandle {

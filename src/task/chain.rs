@@ -7,7 +7,7 @@
 //! per record.
 
 use crate::checkpoint::manifest::{to_hex, SubtaskState};
-use crate::checkpoint::store::{write_atomic, CheckpointStore};
+use crate::checkpoint::store::CheckpointStore;
 use crate::connectors::Sink;
 use crate::error::{Result, WeirError};
 use crate::stats::{bump, TaskStats};
@@ -397,7 +397,8 @@ impl<T: Send, S: Sink<T>> Downstream<T> for SinkTail<T, S> {
             return Ok(());
         }
         // An fsync of the output, or large state (uncommitted output), off the record path.
-        let (dir, rel_dir) = self.store.private_dir(barrier.id, &format!("{uid}-{}", self.subtask));
+        let rel_dir = self.store.private_rel(barrier.id, &format!("{uid}-{}", self.subtask));
+        let store = self.store.clone();
         snap.pending.push((
             uid.clone(),
             self.subtask,
@@ -408,10 +409,10 @@ impl<T: Send, S: Sink<T>> Downstream<T> for SinkTail<T, S> {
                 if bytes.len() <= INLINE_STATE_BYTES {
                     return Ok(inline_state(&bytes));
                 }
-                std::fs::create_dir_all(&dir).map_err(|e| WeirError::io("cannot create", &dir, e))?;
-                write_atomic(&dir.join("sink.state"), &bytes)?;
+                let path = format!("{rel_dir}/sink.state");
+                store.put(&path, &bytes)?;
                 Ok(SubtaskState::File {
-                    path: format!("{rel_dir}/sink.state"),
+                    path,
                     size: bytes.len() as u64,
                 })
             }),

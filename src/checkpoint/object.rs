@@ -1,0 +1,391 @@
+//! The checkpoint store's backend on an object store: `s3://bucket/prefix`
+//! (AWS S3 or any S3-compatible server), through the `object_store` crate.
+//!
+//! Credentials, region and endpoint come from the standard `AWS_*`
+//! environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_REGION`, `AWS_ENDPOINT_URL`/`AWS_ENDPOINT`, `AWS_ALLOW_HTTP`); they
+//! are never printed (only the bucket and prefix are). Requests are retried
+//! (8 times, 30 s in all) before a call fails; the driver's checkpoint
+//! timeout bounds every store operation on top of that.
+//!
+//! The backend is blocking: it runs its own small tokio runtime, so the
+//! checkpoint threads that call it need none, and a library user's own
+//! runtime is never blocked (a call from inside one runs on a scoped thread).
+
+use super::backend::{join, Backend};
+use crate::config::StoreOptions;
+use crate::error::{Result, WeirError};
+use futures::stream::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Files up to this size are put in one request; larger ones in parts.
+const SINGLE_PUT_MAX: u64 = 16 << 20;
+/// The part size of a multipart upload.
+const PART_BYTES: usize = 8 << 20;
+/// Parts of one file in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+/// Files of one snapshot uploaded at once.
+pub(crate) const UPLOADS_IN_FLIGHT: usize = 4;
+/// The marker object that reserves a checkpoint id (object stores have no
+/// directories to create).
+const RESERVED: &str = "RESERVED";
+
+/// A job's checkpoint store under a bucket prefix.
+pub(crate) struct ObjectBackend {
+    store: Arc<dyn ObjectStore>,
+    /// `s3://bucket/prefix/job`, for messages.
+    url: String,
+    /// `prefix/job` inside the bucket.
+    root: String,
+    runtime: OwnRuntime,
+}
+
+impl std::fmt::Debug for ObjectBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the store's own Debug: it would show credentials.
+        f.debug_struct("ObjectBackend").field("url", &self.url).finish()
+    }
+}
+
+/// The URL schemes an object store backend serves.
+pub(crate) fn is_object_url(location: &str) -> bool {
+    location.starts_with("s3://") || location.starts_with("s3a://")
+}
+
+impl ObjectBackend {
+    /// The store of `job` under `url` (`s3://bucket/prefix`).
+    ///
+    /// # Errors
+    /// [`WeirError::Config`] naming the URL when it is not a bucket URL or
+    /// the S3 settings in the environment are incomplete.
+    pub(crate) fn open(url: &str, job: &str, options: &StoreOptions) -> Result<Self> {
+        let bad = |message: String| WeirError::Config {
+            key: "checkpoint_dir".into(),
+            message,
+        };
+        let rest = url
+            .strip_prefix("s3://")
+            .or_else(|| url.strip_prefix("s3a://"))
+            .ok_or_else(|| bad(format!("`{url}` is not an s3:// URL")))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad(format!("`{url}` names no bucket (expected s3://bucket/prefix)")));
+        }
+        let retry = object_store::RetryConfig {
+            max_retries: 8,
+            retry_timeout: Duration::from_secs(30),
+            ..Default::default()
+        };
+        let client = object_store::ClientOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(60));
+        // Our timeouts and retries first: the environment and the options
+        // may override them (`with_client_options` would replace them all).
+        let mut builder = AmazonS3Builder::new().with_retry(retry).with_client_options(client);
+        for (key, value) in std::env::vars_os() {
+            let (Some(key), Some(value)) = (key.to_str(), value.to_str()) else {
+                continue;
+            };
+            if let Some(parsed) = key
+                .starts_with("AWS_")
+                .then(|| key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>().ok())
+                .flatten()
+            {
+                builder = builder.with_config(parsed, value);
+            }
+        }
+        for (key, value) in &options.0 {
+            let parsed: AmazonS3ConfigKey = key.parse().map_err(|_| WeirError::Config {
+                key: format!("checkpoint.{key}"),
+                message: "not an S3 setting (endpoint, region, access_key_id, secret_access_key, session_token, \
+                          allow_http, ...)"
+                    .into(),
+            })?;
+            builder = builder.with_config(parsed, value);
+        }
+        let store = builder
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(|e| bad(format!("cannot use `{url}`: {e}")))?;
+        let root = join(prefix.trim_matches('/'), job);
+        Ok(ObjectBackend {
+            store: Arc::new(store),
+            url: format!("s3://{bucket}/{root}"),
+            root,
+            runtime: OwnRuntime::new()?,
+        })
+    }
+
+    fn key(&self, rel: &str) -> ObjectPath {
+        ObjectPath::from(join(&self.root, rel).as_str())
+    }
+
+    fn url_of(&self, rel: &str) -> String {
+        join(&self.url, rel)
+    }
+
+    fn error(&self, action: &str, rel: &str, e: impl std::fmt::Display) -> WeirError {
+        WeirError::Checkpoint {
+            path: PathBuf::from(self.url_of(rel)),
+            message: format!("{action}: {e}"),
+        }
+    }
+
+    /// Uploads one local file, computing its CRC-32 on the way.
+    async fn upload(&self, src: &Path, rel: &str) -> Result<(u64, u32)> {
+        crate::failpoint::hit("store-put-file");
+        let key = self.key(rel);
+        let mut file = std::fs::File::open(src).map_err(|e| WeirError::io("cannot read state file", src, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| WeirError::io("cannot read state file", src, e))?
+            .len();
+        let mut hasher = crc32fast::Hasher::new();
+        if len <= SINGLE_PUT_MAX {
+            let mut bytes = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut bytes)
+                .map_err(|e| WeirError::io("cannot read state file", src, e))?;
+            hasher.update(&bytes);
+            let size = bytes.len() as u64;
+            self.store
+                .put(&key, PutPayload::from(bytes))
+                .await
+                .map_err(|e| self.error("cannot upload", rel, e))?;
+            return Ok((size, hasher.finalize()));
+        }
+        let upload = self
+            .store
+            .put_multipart(&key)
+            .await
+            .map_err(|e| self.error("cannot start upload", rel, e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let mut buf = vec![0u8; PART_BYTES];
+        let mut size = 0u64;
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(WeirError::io("cannot read state file", src, e));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+            if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                return Err(self.error("cannot upload", rel, e));
+            }
+            writer.write(&buf[..n]);
+        }
+        writer.finish().await.map_err(|e| self.error("cannot upload", rel, e))?;
+        Ok((size, hasher.finalize()))
+    }
+}
+
+impl Backend for ObjectBackend {
+    fn location(&self, rel: &str) -> PathBuf {
+        PathBuf::from(self.url_of(rel))
+    }
+
+    fn local_root(&self) -> Option<&Path> {
+        None
+    }
+
+    fn put_file(&self, src: &Path, rel: &str) -> Result<(u64, u32)> {
+        self.runtime.block_on(self.upload(src, rel))
+    }
+
+    fn put_files(&self, files: &[(PathBuf, String)]) -> Result<Vec<(u64, u32)>> {
+        self.runtime.block_on(
+            futures::stream::iter(files.iter().map(|(src, rel)| self.upload(src, rel)))
+                .buffered(UPLOADS_IN_FLIGHT)
+                .try_collect(),
+        )
+    }
+
+    fn sync(&self, _rel_dir: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn put(&self, rel: &str, bytes: &[u8]) -> Result<()> {
+        let payload = PutPayload::from(bytes.to_vec());
+        self.runtime
+            .block_on(self.store.put(&self.key(rel), payload))
+            .map(|_| ())
+            .map_err(|e| self.error("cannot write", rel, e))
+    }
+
+    fn create(&self, rel: &str, bytes: &[u8]) -> Result<()> {
+        let payload = PutPayload::from(bytes.to_vec());
+        let opts = PutOptions::from(PutMode::Create);
+        match self
+            .runtime
+            .block_on(self.store.put_opts(&self.key(rel), payload, opts))
+        {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                Err(WeirError::Fenced { what: self.url_of(rel) })
+            }
+            Err(e) => Err(self.error("cannot create", rel, e)),
+        }
+    }
+
+    fn get(&self, rel: &str) -> Result<Option<Vec<u8>>> {
+        let key = self.key(rel);
+        self.runtime.block_on(async {
+            match self.store.get(&key).await {
+                Ok(got) => got
+                    .bytes()
+                    .await
+                    .map(|b| Some(b.to_vec()))
+                    .map_err(|e| self.error("cannot read", rel, e)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(self.error("cannot read", rel, e)),
+            }
+        })
+    }
+
+    fn size(&self, rel: &str) -> Result<Option<u64>> {
+        match self.runtime.block_on(self.store.head(&self.key(rel))) {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error("cannot look at", rel, e)),
+        }
+    }
+
+    fn checksum(&self, _rel: &str) -> Result<Option<u32>> {
+        Ok(None)
+    }
+
+    fn fetch(&self, rel: &str, dest: &Path) -> Result<Option<u32>> {
+        let key = self.key(rel);
+        self.runtime.block_on(async {
+            let got = self
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| self.error("cannot download", rel, e))?;
+            let mut file = std::fs::File::create(dest).map_err(|e| WeirError::io("cannot create", dest, e))?;
+            let mut hasher = crc32fast::Hasher::new();
+            let mut chunks = got.into_stream();
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(|e| self.error("cannot download", rel, e))?;
+                hasher.update(&chunk);
+                file.write_all(&chunk)
+                    .map_err(|e| WeirError::io("cannot write", dest, e))?;
+            }
+            Ok(Some(hasher.finalize()))
+        })
+    }
+
+    fn list(&self, rel_dir: &str) -> Result<Vec<String>> {
+        let prefix = self.key(rel_dir);
+        let listed = self
+            .runtime
+            .block_on(self.store.list_with_delimiter(Some(&prefix)))
+            .map_err(|e| self.error("cannot list", rel_dir, e))?;
+        let names = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .chain(
+                listed
+                    .objects
+                    .iter()
+                    .filter_map(|o| o.location.filename().map(str::to_string)),
+            );
+        Ok(names.collect())
+    }
+
+    fn list_files(&self, rel_dir: &str) -> Result<Vec<String>> {
+        let prefix = self.key(rel_dir);
+        let root = self.key("");
+        let metas: Vec<object_store::ObjectMeta> = self
+            .runtime
+            .block_on(self.store.list(Some(&prefix)).try_collect())
+            .map_err(|e| self.error("cannot list", rel_dir, e))?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| {
+                let parts: Vec<String> = m
+                    .location
+                    .prefix_match(&root)?
+                    .map(|p| p.as_ref().to_string())
+                    .collect();
+                Some(parts.join("/"))
+            })
+            .collect())
+    }
+
+    fn delete(&self, rel: &str) -> Result<()> {
+        match self.runtime.block_on(self.store.delete(&self.key(rel))) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error("cannot delete", rel, e)),
+        }
+    }
+
+    fn delete_dir(&self, rel_dir: &str) -> Result<()> {
+        for rel in self.list_files(rel_dir)? {
+            self.delete(&rel)?;
+        }
+        Ok(())
+    }
+
+    fn reserve(&self, rel_dir: &str) -> Result<()> {
+        match self.create(&join(rel_dir, RESERVED), b"") {
+            Err(WeirError::Fenced { .. }) => Err(WeirError::Fenced {
+                what: format!("checkpoint {}", self.url_of(rel_dir)),
+            }),
+            other => other,
+        }
+    }
+}
+
+/// A tokio runtime of the backend's own, shut down without waiting when
+/// dropped (also from inside another runtime, where a plain drop panics).
+struct OwnRuntime(std::mem::ManuallyDrop<tokio::runtime::Runtime>);
+
+impl OwnRuntime {
+    fn new() -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("weir-object-store")
+            .enable_all()
+            .build()
+            .map_err(|e| WeirError::io("cannot start a runtime for", "the object store client", e))?;
+        Ok(OwnRuntime(std::mem::ManuallyDrop::new(runtime)))
+    }
+
+    /// Runs `work` to completion on this runtime, from any thread.
+    fn block_on<F: std::future::Future + Send>(&self, work: F) -> F::Output
+    where
+        F::Output: Send,
+    {
+        let runtime = &*self.0;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return runtime.block_on(work);
+        }
+        // Inside a caller's runtime, blocking this thread in `block_on`
+        // would panic: wait on a thread of our own instead.
+        std::thread::scope(|scope| match scope.spawn(|| runtime.block_on(work)).join() {
+            Ok(output) => output,
+            Err(panic) => std::panic::resume_unwind(panic),
+        })
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        // SAFETY: the runtime is taken once, here, and not used after.
+        let runtime = unsafe { std::mem::ManuallyDrop::take(&mut self.0) };
+        runtime.shutdown_background();
+    }
+}

@@ -512,3 +512,54 @@ fn a_source_that_cannot_reach_its_brokers_names_them() {
         "the client's error is kept: {err:?}"
     );
 }
+
+/// Runs numbers -> key_by(n % 50) -> running count per key (keyed state,
+/// uid `count`) -> a vector, at `parallelism`; returns each key's newest
+/// count in this run's output and how many records came out.
+fn run_counts(
+    mock: &Mock,
+    parallelism: usize,
+    dir: &Path,
+) -> weir::Result<(std::collections::BTreeMap<u64, u64>, usize, JobSummary)> {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let builder = JobBuilder::new("rescale").default_parallelism(parallelism);
+    builder
+        .source("kafka", source(mock, &["in"]).factory())
+        .uid("kafka")
+        .map(|n: u64| (n % 50, 1u64))
+        .key_by(|p: &(u64, u64)| p.0)
+        .reduce("count", |a: &(u64, u64), b: &(u64, u64)| (a.0, a.1 + b.1))
+        .uid("count")
+        .sink("collect", CollectSink::factory(out.clone()));
+    let summary = builder.build()?.run(JobConfig::with_checkpoint_dir(dir))?;
+    let got = out.lock().unwrap().clone();
+    let mut newest = std::collections::BTreeMap::new();
+    for (key, count) in &got {
+        let c = newest.entry(*key).or_insert(0);
+        *c = (*c).max(*count);
+    }
+    Ok((newest, got.len(), summary))
+}
+
+#[test]
+fn keyed_state_and_offsets_follow_a_change_of_parallelism() {
+    let _serial = serial();
+    let mock = cluster(&[("in", 6)]);
+    let dir = tempfile::tempdir().unwrap();
+    // 2 -> 3 -> 1 -> 2: each run reads 3000 new numbers, 60 per key, and
+    // counts on from the state the last run left at another parallelism.
+    for (round, parallelism) in [2usize, 3, 1, 2].into_iter().enumerate() {
+        let round = round as u64;
+        produce(&mock, "in", &numbers(round * 3000..(round + 1) * 3000, 6));
+        let (newest, records, summary) = run_counts(&mock, parallelism, dir.path()).unwrap();
+        assert_eq!(
+            records, 3000,
+            "round {round} (p = {parallelism}) reads exactly the new records once"
+        );
+        assert_eq!(newest.len(), 50, "round {round}: every key");
+        for (key, count) in &newest {
+            assert_eq!(*count, 60 * (round + 1), "round {round} (p = {parallelism}): key {key}");
+        }
+        assert_eq!(summary.restored_from.is_some(), round > 0);
+    }
+}

@@ -137,6 +137,14 @@ pub enum SourcePoll {
 /// split in them, and a source finds its splits again when they move between
 /// subtasks).
 pub trait Source<T>: Send + 'static {
+    /// Whether the source keeps its positions per split in
+    /// [`ConnectorContext::restored_all`] and deals splits by
+    /// [`ConnectorContext::owns`] (Kafka partitions): then it restores with
+    /// another parallelism (rescaling) as it is. A source whose position is
+    /// per subtask (`false`, the default) is refused there unless
+    /// [`crate::JobConfig::allow_non_restored_state`].
+    const POSITIONS_BY_SPLIT: bool = false;
+
     /// Appends up to `max` records to `out`.
     ///
     /// # Errors

@@ -2,8 +2,6 @@
 //! (keyed process functions, reduce, aggregate, windows).
 
 use super::{ChainPending, StageMaker, Stream};
-use crate::checkpoint::manifest::SubtaskState;
-use crate::error::WeirError;
 use crate::state::keyed::{KeyedStage, KeyedStageConfig};
 use crate::state::RocksInstance;
 use crate::task::chain::Downstream;
@@ -57,21 +55,14 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
             let (env, subtask) = (cx.env, cx.subtask);
             let uid = env.uid(op)?;
             let groups = key_group_range(subtask, max_parallelism, env.parallelism[vertex]);
-            let restore = match env.restored(&uid, subtask) {
-                None => None,
-                Some(SubtaskState::Rocks(h)) => Some(h),
-                Some(_) => {
-                    return Err(WeirError::Checkpoint {
-                        path: env.store_dir(),
-                        message: format!("state of `{uid}` is not keyed state"),
-                    })
-                }
-            };
+            let range = (groups.start, groups.end);
+            let restore = env.restored_keyed(&uid, range, max_parallelism)?;
             let db = RocksInstance::open(
                 env.state(),
                 &format!("{uid}-{subtask}"),
-                (groups.start, groups.end),
-                restore,
+                range,
+                max_parallelism,
+                &restore,
             )?;
             let config = KeyedStageConfig {
                 name: format!("{name}[{subtask}]"),

@@ -144,6 +144,7 @@ impl GraphInner {
             stateful,
             vertex,
             is_source: false,
+            positions_by_split: false,
         });
         let v = &mut self.vertices[vertex].name;
         if !v.is_empty() {
@@ -202,6 +203,7 @@ impl JobBuilder {
             let v = g.add_vertex(true);
             let op = g.add_operator(name, true, v);
             g.operators[op].is_source = true;
+            g.operators[op].positions_by_split = S::POSITIONS_BY_SPLIT;
             (v, op)
         };
         Stream::new(

@@ -326,19 +326,42 @@ fn reconcile(
             continue;
         };
         let p = parallelism[op.vertex];
+        let keyed = snap.subtasks.iter().any(|s| matches!(s, SubtaskState::Rocks(_)));
+        if snap.parallelism != p && keyed {
+            // Keyed state moves by key group: each new subtask rebuilds its
+            // range from the instances that held it (`RocksInstance::open`).
+            tracing::info!(
+                "checkpoint {}: operator `{uid}` ran with parallelism {} and now has {p}: its keyed state is \
+                 redistributed by key group",
+                m.checkpoint_id,
+                snap.parallelism
+            );
+            continue;
+        }
+        if snap.parallelism != p && op.positions_by_split {
+            tracing::info!(
+                "checkpoint {}: source `{uid}` ran with parallelism {} and now has {p}: its positions are looked up \
+                 by split in the states of all its former subtasks",
+                m.checkpoint_id,
+                snap.parallelism
+            );
+            if let Some(snap) = m.operators.remove(&uid) {
+                union_only.insert(uid, snap.subtasks);
+            }
+            continue;
+        }
         if snap.parallelism != p {
             if !allow_non_restored {
                 return Err(WeirError::Checkpoint {
                     path,
                     message: format!(
-                        "operator `{uid}` ran with parallelism {} and now has {p}; changing the parallelism of \
-                         stateful operators is not supported yet; {choice}",
+                        "operator `{uid}` ran with parallelism {} and now has {p}; its state is kept per subtask \
+                         (keyed state is redistributed by key group, this is not keyed state); {choice}",
                         snap.parallelism
                     ),
                 });
             }
-            let keyed = snap.subtasks.iter().any(|s| matches!(s, SubtaskState::Rocks(_)));
-            if !keyed && !op.is_source {
+            if !op.is_source {
                 // A sink's state holds output not yet committed (its last
                 // checkpoint's epochs): dropping it would lose that output.
                 return Err(WeirError::Checkpoint {
@@ -352,19 +375,13 @@ fn reconcile(
                 });
             }
             tracing::warn!(
-                "checkpoint {}: operator `{uid}` ran with parallelism {} and now has {p}: {}",
+                "checkpoint {}: operator `{uid}` ran with parallelism {} and now has {p}: its positions are looked \
+                 up by split (Kafka partitions) in the states of all its former subtasks",
                 m.checkpoint_id,
                 snap.parallelism,
-                if keyed {
-                    "its keyed state is dropped"
-                } else {
-                    "its positions are looked up by split (Kafka partitions) in the states of all its former subtasks"
-                }
             );
             if let Some(snap) = m.operators.remove(&uid) {
-                if !keyed {
-                    union_only.insert(uid, snap.subtasks);
-                }
+                union_only.insert(uid, snap.subtasks);
             }
         }
     }

@@ -7,7 +7,7 @@
 //! the job-wide [`JobEnv`] plus what belongs to that one task (its subtask
 //! index, its counters, its snapshot thread's queue).
 
-use crate::checkpoint::manifest::{from_hex, Manifest, SubtaskState};
+use crate::checkpoint::manifest::{from_hex, Manifest, RocksHandle, SubtaskState};
 use crate::connectors::CheckpointRequest;
 use crate::error::{Result, WeirError};
 use crate::state::StateEnv;
@@ -51,6 +51,9 @@ pub(crate) struct OperatorInfo {
     /// Whether it is a source (its positions can be found by split in the
     /// states of all its former subtasks).
     pub(crate) is_source: bool,
+    /// A source with [`crate::connectors::Source::POSITIONS_BY_SPLIT`]:
+    /// it restores with another parallelism as it is.
+    pub(crate) positions_by_split: bool,
 }
 
 /// A vertex: a chain of operators run by `parallelism` tasks.
@@ -130,6 +133,53 @@ impl JobEnv {
     /// The restored state of one subtask of `uid`, if the checkpoint has it.
     pub(crate) fn restored(&self, uid: &str, subtask: usize) -> Option<&SubtaskState> {
         self.restore.as_ref()?.operators.get(uid)?.subtasks.get(subtask)
+    }
+
+    /// The checkpointed RocksDB instances of keyed operator `uid` whose key
+    /// groups overlap `groups` (`start..end`): the one of the same range
+    /// when the parallelism is unchanged, the several to rebuild this
+    /// range from after a change (rescaling).
+    ///
+    /// # Errors
+    /// [`WeirError::Checkpoint`] when `uid` stored something else than keyed
+    /// state, or when its instances do not cover `groups` (the max
+    /// parallelism, the number of key groups, changed: keys would move).
+    pub(crate) fn restored_keyed(
+        &self,
+        uid: &str,
+        groups: (u16, u16),
+        max_parallelism: u16,
+    ) -> Result<Vec<&RocksHandle>> {
+        let Some(op) = self.restore.as_ref().and_then(|m| m.operators.get(uid)) else {
+            return Ok(Vec::new());
+        };
+        let mut handles = Vec::new();
+        for state in &op.subtasks {
+            let SubtaskState::Rocks(h) = state else {
+                return Err(WeirError::Checkpoint {
+                    path: self.store_dir(),
+                    message: format!("state of `{uid}` is not keyed state"),
+                });
+            };
+            handles.push(h);
+        }
+        let mut covered: Vec<(u16, u16)> = handles.iter().map(|h| h.key_groups).collect();
+        covered.sort_unstable();
+        let whole = covered.first().map(|c| c.0) == Some(0)
+            && covered.windows(2).all(|w| w[0].1 == w[1].0)
+            && covered.last().map(|c| c.1) == Some(max_parallelism);
+        if !whole {
+            return Err(WeirError::Checkpoint {
+                path: self.store_dir(),
+                message: format!(
+                    "the keyed state of `{uid}` covers key groups {covered:?}, not the 0..{max_parallelism} of this \
+                     job: the max parallelism (the number of key groups) changed, which moves every key; restore \
+                     with the max parallelism the checkpoint was taken with"
+                ),
+            });
+        }
+        handles.retain(|h| h.key_groups.0.max(groups.0) < h.key_groups.1.min(groups.1));
+        Ok(handles)
     }
 
     /// The restored bytes (position, sink state) of one subtask of `uid`.

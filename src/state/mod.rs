@@ -20,6 +20,7 @@
 
 mod cache;
 pub(crate) mod keyed;
+mod rescale;
 pub(crate) mod timers;
 
 use crate::checkpoint::local::random_id;
@@ -254,13 +255,19 @@ impl StateEnv {
 /// processing-time timers (`proc_timers`), both ordered by time, and the
 /// task's own bookkeeping (`meta`: its event time). A native checkpoint
 /// covers all of them.
-const COLUMN_FAMILIES: [&str; 5] = ["default", MAP_CF, TIMERS_CF, PROC_TIMERS_CF, META_CF];
+const COLUMN_FAMILIES: [&str; 5] = [DEFAULT_CF, MAP_CF, TIMERS_CF, PROC_TIMERS_CF, META_CF];
+const DEFAULT_CF: &str = "default";
 const META_CF: &str = "meta";
 /// The key in `meta` of the task's event time (i64 big-endian) at the snapshot.
 const WATERMARK_KEY: &[u8] = b"watermark";
 const MAP_CF: &str = "map";
 const TIMERS_CF: &str = "timers";
 const PROC_TIMERS_CF: &str = "proc_timers";
+
+/// How many key groups two `start..end` ranges share.
+fn overlap(a: (u16, u16), b: (u16, u16)) -> u16 {
+    a.1.min(b.1).saturating_sub(a.0.max(b.0))
+}
 
 /// The smallest key greater than every key starting with `prefix`; `None`
 /// when there is none (empty, or all 0xFF).
@@ -317,8 +324,38 @@ pub(crate) struct RocksInstance {
 }
 
 impl RocksInstance {
-    /// Opens the instance of `task`, rebuilt from `restore` when given.
+    /// Opens the instance of `task` for the key groups `key_groups`
+    /// (`start..end`), rebuilt from the checkpointed instances in `restore`:
+    /// none (empty), the one of the same range (as it was), or, after a
+    /// change of parallelism, every instance whose range overlaps (see
+    /// [`RocksInstance::rescale`]). `max_parallelism` (the number of key
+    /// groups) places timers in their groups.
     pub(crate) fn open(
+        env: &StateEnv,
+        task: &str,
+        key_groups: (u16, u16),
+        max_parallelism: u16,
+        restore: &[&RocksHandle],
+    ) -> Result<Arc<Self>> {
+        let overlapping: Vec<&RocksHandle> = restore
+            .iter()
+            .copied()
+            .filter(|h| overlap(h.key_groups, key_groups) > 0)
+            .collect();
+        // The instance sharing the most key groups is restored as it is and
+        // clipped; the others' parts are copied in (as Flink rescales).
+        let base = overlapping
+            .iter()
+            .copied()
+            .max_by_key(|h| overlap(h.key_groups, key_groups));
+        let db = Self::open_one(env, task, key_groups, base)?;
+        if base.is_some_and(|b| b.key_groups != key_groups) || overlapping.len() > 1 {
+            db.rescale(env, max_parallelism, base, &overlapping)?;
+        }
+        Ok(db)
+    }
+
+    fn open_one(
         env: &StateEnv,
         task: &str,
         key_groups: (u16, u16),
@@ -331,15 +368,6 @@ impl RocksInstance {
         fs::create_dir_all(&db_dir).map_err(|e| WeirError::io("cannot create state directory", &db_dir, e))?;
         let mut in_store = HashMap::new();
         if let Some(handle) = restore {
-            if handle.key_groups != key_groups {
-                return Err(WeirError::Checkpoint {
-                    path: env.store.job_dir().to_path_buf(),
-                    message: format!(
-                        "state of `{task}` holds key groups {:?}, this subtask owns {:?}",
-                        handle.key_groups, key_groups
-                    ),
-                });
-            }
             for f in handle.shared.iter().chain(&handle.private) {
                 let dest = db_dir.join(&f.name);
                 // Only the immutable SSTs: the private files (MANIFEST,
@@ -386,6 +414,12 @@ impl RocksInstance {
             written_behind: env.written_behind.clone(),
             timers_kept: env.timers_kept.clone(),
         }))
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| self.state_error(format!("column family `{name}` is missing")))
     }
 
     /// Reads one value.
@@ -683,7 +717,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::open(dir.path(), "job").unwrap();
         let env = StateEnv::new(store, dir.path().join("local"), 8 << 20, 8 << 20).unwrap();
-        let db = RocksInstance::open(&env, "op-0", (0, 127), None).unwrap();
+        let db = RocksInstance::open(&env, "op-0", (0, 127), 128, &[]).unwrap();
         let options = std::fs::read_dir(db.dir.join("db"))
             .unwrap()
             .flatten()

@@ -128,7 +128,7 @@ impl Harness {
     }
 
     fn open(&self) -> Arc<RocksInstance> {
-        RocksInstance::open(&self.env, "sum-0", KEY_GROUPS, None).unwrap()
+        RocksInstance::open(&self.env, "sum-0", KEY_GROUPS, MAX_PARALLELISM, &[]).unwrap()
     }
 
     /// A stage of `function` on `db` with a cache of `capacity` entries and
@@ -159,7 +159,7 @@ impl Harness {
         let SubtaskState::Rocks(handle) = state else {
             panic!("keyed state is a RocksDB handle")
         };
-        let db = RocksInstance::open(&self.env, "restored-0", KEY_GROUPS, Some(handle)).unwrap();
+        let db = RocksInstance::open(&self.env, "restored-0", KEY_GROUPS, MAX_PARALLELISM, &[handle]).unwrap();
         let mut k = Vec::new();
         encode_state_key(&key, b"", MAX_PARALLELISM, &mut k);
         let bytes = db.get(&k).unwrap();
@@ -368,4 +368,111 @@ fn an_error_of_user_code_alone_stays_an_operator_error() {
     let err = records(&mut stage, &[(1, 7)]).unwrap_err();
     assert!(matches!(err, WeirError::Operator { .. }), "{err:?}");
     assert!(!err.is_retryable());
+}
+
+/// Sums like [`Sum`] and registers an event-time timer per key (at its
+/// first amount), so timers move with their keys too.
+struct SumWithTimer;
+
+impl KeyedProcess<u64, Record, Record> for SumWithTimer {
+    type State = u64;
+
+    fn process(
+        &mut self,
+        key: &u64,
+        state: &mut Option<u64>,
+        record: Record,
+        ctx: &mut KeyedContext<'_, Record>,
+    ) -> std::result::Result<(), OperatorError> {
+        let sum = state.get_or_insert(0);
+        *sum += record.1;
+        ctx.register_event_timer(Timestamp(record.1 as i64), b"t");
+        ctx.emit((*key, *sum));
+        Ok(())
+    }
+}
+
+/// The snapshot of `db` (through a stage with nothing new), as a handle.
+fn snapshot_of(h: &Harness, db: Arc<RocksInstance>, id: u64) -> crate::checkpoint::manifest::RocksHandle {
+    let mut stage = h.stage(SumWithTimer, db, 1000);
+    let part = barrier(&mut stage, id).unwrap();
+    stage.flush().unwrap();
+    match part().unwrap() {
+        SubtaskState::Rocks(handle) => handle,
+        _ => panic!("keyed state is a RocksDB handle"),
+    }
+}
+
+/// Each key, the key group it is stored under and its value.
+type Values = Vec<(u64, u16, Option<u64>)>;
+
+/// Every key's value and the key group it is stored under, and the number
+/// of event timers per key group, in `db`.
+fn contents(db: &RocksInstance, keys: &[u64]) -> (Values, std::collections::BTreeMap<u16, usize>) {
+    let mut values = Vec::new();
+    for key in keys {
+        let mut k = Vec::new();
+        let group = encode_state_key(key, b"", MAX_PARALLELISM, &mut k).0;
+        values.push((*key, group, db.get(&k).unwrap().map(|v| decode_value(&v).unwrap())));
+    }
+    let mut timers = std::collections::BTreeMap::new();
+    for (_, timer) in db.timers(crate::state::TimeDomain::Event).unwrap() {
+        let group = weir_operators::key_group_of(crate::state::timers::key_of(&timer), MAX_PARALLELISM).0;
+        *timers.entry(group).or_default() += 1;
+    }
+    (values, timers)
+}
+
+#[test]
+fn keyed_state_and_timers_move_by_key_group_when_the_parallelism_changes() {
+    let h = Harness::new();
+    let keys: Vec<u64> = (0..300).collect();
+    let mut stage = h.stage(SumWithTimer, h.open(), 1000);
+    records(&mut stage, &keys.iter().map(|k| (*k, *k + 1)).collect::<Vec<_>>()).unwrap();
+    let part = barrier(&mut stage, 1).unwrap();
+    stage.flush().unwrap();
+    let SubtaskState::Rocks(one) = part().unwrap() else {
+        panic!("keyed state is a RocksDB handle")
+    };
+    // Parallelism 1 -> 3: each subtask keeps exactly its key groups.
+    let ranges = [(0u16, 43u16), (43, 86), (86, 128)];
+    let mut three = Vec::new();
+    let mut timers_seen = 0;
+    for (i, range) in ranges.iter().enumerate() {
+        let db = RocksInstance::open(&h.env, &format!("three-{i}"), *range, MAX_PARALLELISM, &[&one]).unwrap();
+        let (values, timers) = contents(&db, &keys);
+        for (key, group, value) in values {
+            let mine = (range.0..range.1).contains(&group);
+            assert_eq!(value, mine.then_some(key + 1), "key {key} (group {group}) in {range:?}");
+        }
+        assert!(
+            timers.keys().all(|g| (range.0..range.1).contains(g)),
+            "{timers:?} in {range:?}"
+        );
+        timers_seen += timers.values().sum::<usize>();
+        three.push(db);
+    }
+    assert_eq!(timers_seen, keys.len(), "every timer lands in exactly one subtask");
+    // 3 -> 2: ranges that straddle the old ones are merged from two instances each.
+    let handles: Vec<_> = three
+        .into_iter()
+        .enumerate()
+        .map(|(i, db)| snapshot_of(&h, db, 2 + i as u64))
+        .collect();
+    let refs: Vec<&_> = handles.iter().collect();
+    let mut timers_seen = 0;
+    for (i, range) in [(0u16, 64u16), (64, 128)].iter().enumerate() {
+        let db = RocksInstance::open(&h.env, &format!("two-{i}"), *range, MAX_PARALLELISM, &refs).unwrap();
+        let (values, timers) = contents(&db, &keys);
+        for (key, group, value) in values {
+            let mine = (range.0..range.1).contains(&group);
+            assert_eq!(value, mine.then_some(key + 1), "key {key} (group {group}) in {range:?}");
+        }
+        assert!(
+            timers.keys().all(|g| (range.0..range.1).contains(g)),
+            "{timers:?} in {range:?}"
+        );
+        timers_seen += timers.values().sum::<usize>();
+    }
+    assert_eq!(timers_seen, keys.len());
 }

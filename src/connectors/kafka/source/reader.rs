@@ -531,6 +531,9 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
 }
 
 impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
+    // Offsets are kept per partition in every subtask's state.
+    const POSITIONS_BY_SPLIT: bool = true;
+
     fn poll(&mut self, out: &mut Vec<T>, max: usize) -> Result<SourcePoll> {
         let n = self.partitions.len();
         let mut emitted = 0;

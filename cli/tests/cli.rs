@@ -214,7 +214,14 @@ fn sigterm_stops_with_a_final_checkpoint_and_a_restart_continues_exactly() {
         .subtasks
         .iter()
         .map(|s| match s {
-            weir::checkpoint::SubtaskState::Bytes { hex, .. } => u64::from_str_radix(hex, 16).unwrap(),
+            weir::checkpoint::SubtaskState::Bytes { hex, .. } => {
+                // 0x53, the number of splits, then (split, next k) pairs: 8 bytes each.
+                let words: Vec<u64> = hex.as_bytes()[2..]
+                    .chunks(16)
+                    .map(|w| u64::from_str_radix(std::str::from_utf8(w).unwrap(), 16).unwrap())
+                    .collect();
+                words.iter().skip(2).step_by(2).sum::<u64>()
+            }
             _ => panic!("generator state must be bytes"),
         })
         .sum();

@@ -1,5 +1,5 @@
 //! Recovery and bounded runs, in process: damaged checkpoints, an unusable
-//! directory, rescaling refused, bounded runs over growing input, a small
+//! directory, rescaling (and its refusal), bounded runs over growing input, a small
 //! write-back cache, on-demand checkpoints and a graceful stop.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -231,11 +231,41 @@ fn an_unusable_checkpoint_directory_is_an_error_naming_it() {
 }
 
 #[test]
-fn changing_the_parallelism_of_state_is_refused_clearly() {
+fn changing_the_parallelism_rescales_the_demo_and_refuses_state_kept_per_subtask() {
+    // The demo (generator splits, keyed state, file sink) goes on at another
+    // parallelism: 5 000 records at 2, then up to 8 000 at 1, then 12 000 at 3.
     let dir = tempfile::tempdir().unwrap();
     run(dir.path(), 5_000, 2).unwrap();
-    let err = run(dir.path(), 5_000, 1).unwrap_err().to_string();
-    assert!(err.contains("parallelism 2") && err.contains("now has 1"), "{err}");
+    run(dir.path(), 8_000, 1).unwrap();
+    run(dir.path(), 12_000, 3).unwrap();
+    let (lost, duplicated) = compare(&reference(12_000), &committed_lines(&dir.path().join("out")));
+    assert_eq!(
+        (lost, duplicated),
+        (0, 0),
+        "bounded runs at parallelism 2, 1, 3 equal one run"
+    );
+
+    // An in-memory source keeps one position per subtask: refused, named.
+    let job = |parallelism: usize| {
+        let job = weir::JobBuilder::new("elements").default_parallelism(parallelism);
+        job.source(
+            "numbers",
+            weir::connectors::memory::ElementSource::factory((0..100u64).collect()),
+        )
+        .uid("numbers")
+        .sink("print", weir::connectors::memory::PrintSink::factory());
+        job.build().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    job(2).run(JobConfig::with_checkpoint_dir(dir.path())).unwrap();
+    let err = job(1)
+        .run(JobConfig::with_checkpoint_dir(dir.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`numbers`") && err.contains("parallelism 2") && err.contains("now has 1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -289,7 +319,14 @@ fn on_demand_checkpoints_and_a_graceful_stop_of_an_endless_job() {
         .subtasks
         .iter()
         .map(|s| match s {
-            SubtaskState::Bytes { hex, .. } => u64::from_str_radix(hex, 16).unwrap(),
+            SubtaskState::Bytes { hex, .. } => {
+                // 0x53, the number of splits, then (split, next k) pairs: 8 bytes each.
+                let words: Vec<u64> = hex.as_bytes()[2..]
+                    .chunks(16)
+                    .map(|w| u64::from_str_radix(std::str::from_utf8(w).unwrap(), 16).unwrap())
+                    .collect();
+                words.iter().skip(2).step_by(2).sum::<u64>()
+            }
             _ => panic!("generator state must be bytes"),
         })
         .sum();

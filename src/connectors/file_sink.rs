@@ -145,10 +145,15 @@ impl<F> FileSink<F> {
 
     /// The prefix of this subtask's in-progress files.
     fn in_progress_prefix(&self) -> String {
+        self.in_progress_prefix_of(self.subtask)
+    }
+
+    /// The prefix of subtask `subtask`'s in-progress files.
+    fn in_progress_prefix_of(&self, subtask: usize) -> String {
         if self.incarnation == LEGACY_INCARNATION {
-            format!(".part-{:04}-", self.subtask)
+            format!(".part-{subtask:04}-")
         } else {
-            format!(".part-{}-{:04}-", self.incarnation, self.subtask)
+            format!(".part-{}-{subtask:04}-", self.incarnation)
         }
     }
 
@@ -212,6 +217,9 @@ impl<F> FileSink<F> {
         if let Some((name, len)) = open_part {
             sink.reopen(name, len)?;
         }
+        for (former, bytes) in &ctx.adopted {
+            sink.adopt(*former, bytes)?;
+        }
         // In-progress files left now hold records after the restored checkpoint: replayed, so discarded.
         let prefix = sink.in_progress_prefix();
         let entries = fs::read_dir(dir).map_err(|e| sink.io("cannot list output directory", dir, e))?;
@@ -225,6 +233,68 @@ impl<F> FileSink<F> {
         }
         sync_dir(dir)?;
         Ok(sink)
+    }
+
+    /// Takes over the state of former subtask `former` (the job restored
+    /// with another parallelism): its pending parts are committed under its
+    /// names, the part it had open is cut back to the restored checkpoint
+    /// and committed too (it held only records of completed checkpoints),
+    /// and its other in-progress files (records after the checkpoint, which
+    /// are replayed) are deleted.
+    fn adopt(&mut self, former: usize, bytes: &[u8]) -> Result<()> {
+        let (state, rest) = postcard::take_from_bytes::<FileSinkState>(bytes)
+            .map_err(|e| self.error(format!("restored state of former subtask {former} is damaged: {e}")))?;
+        for (checkpoint, name) in &state.pending {
+            self.commit_file_of(former, *checkpoint, name)?;
+        }
+        if !rest.is_empty() {
+            let (name, len): OpenPart = postcard::from_bytes(rest)
+                .map_err(|e| self.error(format!("restored state of former subtask {former} is damaged: {e}")))?;
+            let path = self.dir.join(&name);
+            let committed = self
+                .dir
+                .join(Self::committed_name(&self.incarnation, former, state.last_barrier));
+            if !path.exists() && committed.exists() {
+                // Adopted and committed by an earlier try of this restore.
+                return self.drop_in_progress_of(former, &state);
+            }
+            let file = fs::OpenOptions::new().write(true).open(&path);
+            let cut = file.and_then(|f| {
+                let found = f.metadata()?.len();
+                if found < len {
+                    return Err(std::io::Error::other(format!(
+                        "it has {found} bytes, the checkpoint {len}"
+                    )));
+                }
+                f.set_len(len)?;
+                f.sync_all()
+            });
+            cut.map_err(|e| {
+                self.error(format!(
+                    "output of the restored checkpoint is lost: {} of former subtask {former}: {e}",
+                    path.display()
+                ))
+            })?;
+            self.commit_file_of(former, state.last_barrier, &name)?;
+        }
+        self.drop_in_progress_of(former, &state)
+    }
+
+    /// Deletes former subtask `former`'s in-progress files (records after
+    /// the restored checkpoint) once its state is adopted.
+    fn drop_in_progress_of(&mut self, former: usize, state: &FileSinkState) -> Result<()> {
+        let prefix = self.in_progress_prefix_of(former);
+        let entries = fs::read_dir(&self.dir).map_err(|e| self.io("cannot list output directory", &self.dir, e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) && name.ends_with(".inprogress") {
+                fs::remove_file(entry.path())
+                    .map_err(|e| self.io("cannot delete uncommitted output", &entry.path(), e))?;
+            }
+        }
+        // New in-progress names never meet the former subtask's.
+        self.state.last_barrier = self.state.last_barrier.max(state.last_barrier);
+        Ok(())
     }
 
     /// Goes on with the part left open at the restored checkpoint: cut to its
@@ -262,10 +332,16 @@ impl<F> FileSink<F> {
     /// a file: a hard link (which fails if the name exists), then the
     /// in-progress name is removed.
     fn commit_file(&self, checkpoint: u64, name: &str) -> Result<()> {
+        self.commit_file_of(self.subtask, checkpoint, name)
+    }
+
+    /// [`FileSink::commit_file`] under the name of subtask `subtask` (a
+    /// former subtask's, after a change of parallelism).
+    fn commit_file_of(&self, subtask: usize, checkpoint: u64, name: &str) -> Result<()> {
         let from = self.dir.join(name);
         let to = self
             .dir
-            .join(Self::committed_name(&self.incarnation, self.subtask, checkpoint));
+            .join(Self::committed_name(&self.incarnation, subtask, checkpoint));
         match fs::hard_link(&from, &to) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -384,6 +460,9 @@ fn start_writeback(part: &mut Part) {
 }
 
 impl<T, F: Fn(&T, &mut String) + Send + 'static> Sink<T> for FileSink<F> {
+    // A former subtask's pending and open parts are committed by whoever adopts it.
+    const ADOPTS_STATE: bool = true;
+
     fn write(&mut self, records: &mut Vec<T>) -> Result<()> {
         if records.is_empty() {
             return Ok(());

@@ -39,6 +39,12 @@ pub struct ConnectorContext {
     /// state): a source whose splits may move between subtasks (Kafka
     /// partitions, when partitions are added) finds its offsets here.
     pub restored_all: Vec<Vec<u8>>,
+    /// The states of former subtasks this sink subtask takes over, with
+    /// their subtask index: after a change of parallelism, the state of
+    /// former subtask `j` goes to subtask `j % parallelism` of a sink with
+    /// [`Sink::ADOPTS_STATE`] (it commits what they had pending, as Flink
+    /// redistributes a sink's committables). Empty otherwise.
+    pub adopted: Vec<(usize, Vec<u8>)>,
     /// Asks the job for a checkpoint now: for a sink whose uncommitted output
     /// outgrows what it should hold (see [`CheckpointRequest`]).
     pub checkpoint_request: CheckpointRequest,
@@ -66,6 +72,7 @@ impl ConnectorContext {
             restored: None,
             incarnation: "test".into(),
             restored_all: Vec::new(),
+            adopted: Vec::new(),
             checkpoint_request: CheckpointRequest::none(),
             backlog: Default::default(),
         }
@@ -187,6 +194,13 @@ pub type DeferredSync = Box<dyn FnOnce() -> Result<()> + Send>;
 
 /// A sink subtask.
 pub trait Sink<T>: Send + 'static {
+    /// Whether the sink restores with another parallelism: each former
+    /// subtask's state then goes to one subtask in
+    /// [`ConnectorContext::adopted`], which must commit (or finish) what it
+    /// had pending. `false` (the default): such a restore is refused,
+    /// naming the sink.
+    const ADOPTS_STATE: bool = false;
+
     /// Whether the sink has state to checkpoint (then it needs a uid).
     fn is_stateful() -> bool
     where

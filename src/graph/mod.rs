@@ -145,6 +145,7 @@ impl GraphInner {
             vertex,
             is_source: false,
             positions_by_split: false,
+            adopts_state: false,
         });
         let v = &mut self.vertices[vertex].name;
         if !v.is_empty() {
@@ -399,6 +400,7 @@ impl<T: Send + 'static, S: Source<T>, F: Fn(ConnectorContext) -> Result<S> + Sen
                 incarnation: env.state().store.incarnation().to_string(),
                 checkpoint_request: cx.checkpoint_request.clone(),
                 restored_all,
+                adopted: Vec::new(),
                 backlog: cx.stats.backlog.clone(),
             })?;
             let chain = tail(cx)?;
@@ -726,15 +728,20 @@ impl<T: Send + 'static> Stream<T> {
         let op = {
             let mut g = graph.borrow_mut();
             g.sinks += 1;
-            g.add_operator(name, stateful, vertex)
+            let op = g.add_operator(name, stateful, vertex);
+            g.operators[op].adopts_state = S::ADOPTS_STATE;
+            op
         };
         let name = name.to_string();
         self.finish_with(Box::new(move |cx| {
             let (env, subtask) = (cx.env, cx.subtask);
             let uid = if stateful { Some(env.uid(op)?) } else { None };
-            let restored = match &uid {
-                Some(u) => env.restored_bytes(u, subtask)?,
-                None => None,
+            let (restored, adopted) = match &uid {
+                Some(u) => (
+                    env.restored_bytes(u, subtask)?,
+                    env.adopted(u, subtask, env.parallelism[vertex])?,
+                ),
+                None => (None, Vec::new()),
             };
             let ctx = ConnectorContext {
                 job: env.job.clone(),
@@ -745,6 +752,7 @@ impl<T: Send + 'static> Stream<T> {
                 incarnation: env.state().store.incarnation().to_string(),
                 checkpoint_request: cx.checkpoint_request.clone(),
                 restored_all: Vec::new(),
+                adopted,
                 backlog: cx.stats.backlog.clone(),
             };
             let sink = factory(ctx)?;

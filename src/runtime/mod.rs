@@ -350,6 +350,18 @@ fn reconcile(
             }
             continue;
         }
+        if snap.parallelism != p && op.adopts_state {
+            tracing::info!(
+                "checkpoint {}: sink `{uid}` ran with parallelism {} and now has {p}: former subtask j's pending \
+                 output is committed by subtask j % {p}",
+                m.checkpoint_id,
+                snap.parallelism
+            );
+            if let Some(snap) = m.operators.remove(&uid) {
+                union_only.insert(uid, snap.subtasks);
+            }
+            continue;
+        }
         if snap.parallelism != p {
             if !allow_non_restored {
                 return Err(WeirError::Checkpoint {

@@ -54,6 +54,8 @@ pub(crate) struct OperatorInfo {
     /// A source with [`crate::connectors::Source::POSITIONS_BY_SPLIT`]:
     /// it restores with another parallelism as it is.
     pub(crate) positions_by_split: bool,
+    /// A sink with [`crate::connectors::Sink::ADOPTS_STATE`].
+    pub(crate) adopts_state: bool,
 }
 
 /// A vertex: a chain of operators run by `parallelism` tasks.
@@ -180,6 +182,21 @@ impl JobEnv {
         }
         handles.retain(|h| h.key_groups.0.max(groups.0) < h.key_groups.1.min(groups.1));
         Ok(handles)
+    }
+
+    /// The states of the former subtasks of sink `uid` that `subtask` takes
+    /// over after a change of parallelism: former `j` goes to `j % parallelism`.
+    pub(crate) fn adopted(&self, uid: &str, subtask: usize, parallelism: usize) -> Result<Vec<(usize, Vec<u8>)>> {
+        let Some(states) = self.union_only.get(uid) else {
+            return Ok(Vec::new());
+        };
+        let mut adopted = Vec::new();
+        for (former, state) in states.iter().enumerate() {
+            if former % parallelism.max(1) == subtask {
+                adopted.push((former, self.bytes_of(uid, former, state)?));
+            }
+        }
+        Ok(adopted)
     }
 
     /// The restored bytes (position, sink state) of one subtask of `uid`.

@@ -9,7 +9,7 @@ use super::connection::KafkaConnection;
 use super::offset::NextOffset;
 use super::{broker_error, connector_error};
 use crate::error::{Result, WeirError};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -257,6 +257,44 @@ pub(crate) fn create_topic(
         .map_err(|e| AdminError::Other(e.to_string()))?
         .join()
         .unwrap_or_else(|_| Err(AdminError::Other("the thread creating the topic panicked".into())))
+}
+
+/// Grows `topic` to `total` partitions (a topic that has them already is
+/// left as it is), on a thread and runtime of its own as [`create_topic`].
+pub(crate) fn add_partitions(
+    cluster: &KafkaConnection,
+    topic: &str,
+    total: usize,
+) -> std::result::Result<(), AdminError> {
+    let (client, topic) = (cluster.client_config(), topic.to_string());
+    let grow = move || -> std::result::Result<(), AdminError> {
+        let admin: AdminClient<DefaultClientContext> = client.create()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| AdminError::Other(e.to_string()))?;
+        let results = rt.block_on(admin.create_partitions(
+            [&NewPartitions::new(&topic, total)],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::InvalidPartitions)) => {}
+                Err((t, code)) => {
+                    return Err(AdminError::Other(format!(
+                        "cannot add partitions to topic `{t}`: {code}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    };
+    std::thread::Builder::new()
+        .name("weir-add-partitions".into())
+        .spawn(grow)
+        .map_err(|e| AdminError::Other(e.to_string()))?
+        .join()
+        .unwrap_or_else(|_| Err(AdminError::Other("the thread adding partitions panicked".into())))
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ use epoch::EpochOutput;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
-use rdkafka::ClientContext;
+use rdkafka::{ClientConfig, ClientContext};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -376,48 +376,127 @@ fn open_writes<T: Send + 'static, S: Serializer<T>>(
         .check_access(CLIENT_TIMEOUT)
         .map_err(|e| e.into_error(name, &config.cluster))?;
     tracing::debug!("{name}: cluster access checked after {:?}", opening.elapsed());
-    let mut c = config.cluster.client_config();
-    c.set("linger.ms", "5");
-    match config.delivery {
-        Delivery::None => {
-            c.set("acks", "1");
+    let c = match config.delivery {
+        Delivery::ExactlyOnce => exactly_once_client(config, ctx, ctx.subtask),
+        direct => {
+            let mut c = config.cluster.client_config();
+            c.set("linger.ms", "5");
+            if direct == Delivery::None {
+                c.set("acks", "1");
+            } else {
+                c.set("enable.idempotence", "true");
+            }
+            for (k, v) in &config.properties {
+                c.set(k, v);
+            }
+            c
         }
-        Delivery::AtLeastOnce => {
-            c.set("enable.idempotence", "true");
-        }
-        Delivery::ExactlyOnce => {
-            // Stable per (store incarnation, job, sink, subtask): a restarted
-            // run of the same store fences its predecessor (and aborts what
-            // it left open); runs of other stores never fence each other.
-            c.set(
-                "transactional.id",
-                transactional_id(&ctx.job, &ctx.uid, ctx.subtask, &ctx.incarnation),
-            )
-            .set(
-                "transaction.timeout.ms",
-                config.transaction_timeout.as_millis().to_string(),
-            );
-        }
+    };
+    let mut out = output(config, ctx, name, ctx.subtask, c)?;
+    if config.delivery != Delivery::ExactlyOnce {
+        return Ok(Writes::Direct(out));
     }
+    init_transactions(config, name, &out)?;
+    tracing::debug!("{name}: transactions initialized after {:?}", opening.elapsed());
+    let topic = out.marker_topic.clone();
+    let formers = ctx.adopted.iter().map(|(j, _)| j + 1).max().unwrap_or(0);
+    ensure_topic(&config.cluster, &topic, ctx.parallelism.max(formers))
+        .map_err(|e| e.into_error(name, &format!("marker topic `{topic}`"), &config.cluster.describe()))?;
+    tracing::debug!("{name}: marker topic checked after {:?}", opening.elapsed());
+    if let Some(bytes) = &ctx.restored {
+        commit_restored(name, &mut out, bytes)?;
+    }
+    // After a change of parallelism: each former subtask's pending epochs
+    // are committed with its own transactional id (fencing whatever it left
+    // open) and marked in its own marker partition.
+    for (former, bytes) in &ctx.adopted {
+        if *former == ctx.subtask {
+            commit_restored(name, &mut out, bytes)?;
+            continue;
+        }
+        let who = format!("{name} (for former subtask {former})");
+        let mut theirs = output(config, ctx, &who, *former, exactly_once_client(config, ctx, *former))?;
+        init_transactions(config, &who, &theirs)?;
+        commit_restored(&who, &mut theirs, bytes)?;
+    }
+    let writes = Writes::Transactions(Committer::start(out, pending.clone())?);
+    tracing::debug!("{name}: open after {:?}", opening.elapsed());
+    Ok(writes)
+}
+
+/// The client settings of the exactly-once producer of `subtask`. Its
+/// transactional id is stable per (store incarnation, job, sink, subtask):
+/// a restarted run of the same store fences its predecessor (and aborts
+/// what it left open); runs of other stores never fence each other.
+fn exactly_once_client<T, S>(config: &KafkaSink<T, S>, ctx: &ConnectorContext, subtask: usize) -> ClientConfig {
+    let mut c = config.cluster.client_config();
+    c.set("linger.ms", "5")
+        .set(
+            "transactional.id",
+            transactional_id(&ctx.job, &ctx.uid, subtask, &ctx.incarnation),
+        )
+        .set(
+            "transaction.timeout.ms",
+            config.transaction_timeout.as_millis().to_string(),
+        );
     for (k, v) in &config.properties {
         c.set(k, v);
     }
+    c
+}
+
+/// The producer of `subtask` (this subtask's, or a former one's) and where
+/// it writes.
+fn output<T, S>(
+    config: &KafkaSink<T, S>,
+    ctx: &ConnectorContext,
+    name: &str,
+    subtask: usize,
+    c: ClientConfig,
+) -> Result<Output> {
     let producer: BaseProducer<DeliveryReport> = c
         .create_with_context(DeliveryReport::default())
         .map_err(|e| broker_error(name, "cannot create producer", &bootstrap_of(&c), e))?;
-    let mut out = Output {
+    Ok(Output {
         client: c,
         cluster: config.cluster.clone(),
         name: name.to_string(),
         topic: config.topic.clone(),
         producer,
         marker_topic: marker_topic(&config.marker_prefix, &ctx.job, &ctx.uid),
-        marker_partition: ctx.subtask as i32,
-        marker_key: marker_key(&ctx.job, &ctx.uid, ctx.subtask, &ctx.incarnation),
-    };
-    if config.delivery != Delivery::ExactlyOnce {
-        return Ok(Writes::Direct(out));
+        marker_partition: subtask as i32,
+        marker_key: marker_key(&ctx.job, &ctx.uid, subtask, &ctx.incarnation),
+    })
+}
+
+/// Commits again the restored epochs in `bytes` that the newest marker of
+/// `out`'s partition does not cover, in order.
+fn commit_restored(name: &str, out: &mut Output, bytes: &[u8]) -> Result<()> {
+    if bytes.is_empty() {
+        return Ok(()); // a sink that was not exactly-once then
     }
+    let state: SinkState =
+        postcard::from_bytes(bytes).map_err(|e| connector_error(name, "restored sink state is damaged", e))?;
+    if state.pending.is_empty() {
+        return Ok(());
+    }
+    let committed = out.committed_epoch()?;
+    for (epoch, records) in state.pending {
+        if committed.is_some_and(|c| epoch <= c) {
+            continue; // committed before the crash
+        }
+        tracing::info!(
+            "{name}: committing the output of checkpoint {epoch} again ({} records)",
+            records.len()
+        );
+        out.commit_durably(epoch, &records, &AtomicBool::new(false))?;
+    }
+    Ok(())
+}
+
+/// `init_transactions` of `out`'s producer: fences (and aborts what was
+/// left open by) every earlier producer of its transactional id.
+fn init_transactions<T, S>(config: &KafkaSink<T, S>, name: &str, out: &Output) -> Result<()> {
     if let Err(e) = out.producer.init_transactions(CLIENT_TIMEOUT) {
         let invalid_timeout =
             matches!(&e, KafkaError::Transaction(t) if t.code() == RDKafkaErrorCode::InvalidTransactionTimeout);
@@ -436,34 +515,14 @@ fn open_writes<T: Send + 'static, S: Serializer<T>>(
             broker_error(name, "cannot initialize transactions", &bootstrap_of(&out.client), e)
         });
     }
-    tracing::debug!("{name}: transactions initialized after {:?}", opening.elapsed());
-    let topic = out.marker_topic.clone();
-    ensure_topic(&config.cluster, &topic, ctx.parallelism)
-        .map_err(|e| e.into_error(name, &format!("marker topic `{topic}`"), &config.cluster.describe()))?;
-    tracing::debug!("{name}: marker topic checked after {:?}", opening.elapsed());
-    if let Some(bytes) = &ctx.restored {
-        let state: SinkState =
-            postcard::from_bytes(bytes).map_err(|e| connector_error(name, "restored sink state is damaged", e))?;
-        if !state.pending.is_empty() {
-            let committed = out.committed_epoch()?;
-            for (epoch, records) in state.pending {
-                if committed.is_some_and(|c| epoch <= c) {
-                    continue; // committed before the crash
-                }
-                tracing::info!(
-                    "{name}: committing the output of checkpoint {epoch} again ({} records)",
-                    records.len()
-                );
-                out.commit_durably(epoch, &records, &AtomicBool::new(false))?;
-            }
-        }
-    }
-    let writes = Writes::Transactions(Committer::start(out, pending.clone())?);
-    tracing::debug!("{name}: open after {:?}", opening.elapsed());
-    Ok(writes)
+    Ok(())
 }
 
 impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
+    // A former subtask's pending epochs are committed under its
+    // transactional id and marker partition by whoever adopts it.
+    const ADOPTS_STATE: bool = true;
+
     fn open(&mut self) -> Result<()> {
         self.ensure_open().map(|_| ())
     }
@@ -630,10 +689,15 @@ fn ensure_topic(cluster: &KafkaConnection, topic: &str, partitions: usize) -> st
     }
     let have = admin::partitions_of(cluster, topic, CLIENT_TIMEOUT)?;
     if have < partitions {
-        return Err(AdminError::Other(format!(
-            "it has {have} partitions and the sink has {partitions} subtasks: it needs one partition per subtask \
-             (add partitions, or choose another prefix with KafkaSink::marker_prefix)"
-        )));
+        // More subtasks than before (the job was rescaled): one partition each.
+        admin::add_partitions(cluster, topic, partitions)?;
+        let now = admin::partitions_of(cluster, topic, CLIENT_TIMEOUT)?;
+        if now < partitions {
+            return Err(AdminError::Other(format!(
+                "it has {now} partitions and the sink has {partitions} subtasks: it needs one partition per \
+                 subtask (add partitions, or choose another prefix with KafkaSink::marker_prefix)"
+            )));
+        }
     }
     Ok(())
 }

@@ -7,23 +7,39 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "support/s3.rs"]
+mod s3;
 
 use common::{committed_lines, compare, follow, kill_after, publish_summary, wait_for_exit, KillRng, RunEnd, WEIR};
+use s3::S3Server;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const RECORDS: u64 = 300_000;
 
-fn demo(dir: &Path, parallelism: usize) -> Command {
+/// Where a test keeps its checkpoints: a directory, or a prefix on the S3 test server.
+#[derive(Clone, Copy)]
+enum Store<'a> {
+    Local,
+    S3(&'a S3Server, &'a str),
+}
+
+fn demo(dir: &Path, parallelism: usize, store: Store<'_>) -> Command {
     let mut cmd = Command::new(WEIR);
     cmd.args(["run", "demo", "--checkpoint-interval-ms", "150", "--parallelism"])
         .arg(parallelism.to_string())
         .arg("--records")
         .arg(RECORDS.to_string())
-        .arg("--checkpoint-dir")
-        .arg(dir.join("checkpoints"))
-        .arg("--output")
+        .arg("--checkpoint-dir");
+    match store {
+        Store::Local => cmd.arg(dir.join("checkpoints")),
+        Store::S3(server, url) => cmd
+            .arg(url)
+            .envs(server.env())
+            .env("WEIR_LOCAL_STATE_DIR", dir.join("local")),
+    };
+    cmd.arg("--output")
         .arg(dir.join("out"))
         .env("WEIR_LOG", "info")
         .env("RUST_BACKTRACE", "0")
@@ -34,8 +50,22 @@ fn demo(dir: &Path, parallelism: usize) -> Command {
 
 #[test]
 fn restarts_with_another_parallelism_after_sigkill_lose_and_duplicate_nothing() {
+    rescale_under_kills(Store::Local, "local");
+}
+
+#[test]
+fn restarts_with_another_parallelism_from_an_s3_store_lose_and_duplicate_nothing() {
+    let server = S3Server::shared();
+    let url = S3Server::url(&format!("rescale-{}", std::process::id()));
+    rescale_under_kills(Store::S3(server, &url), "s3");
+}
+
+fn rescale_under_kills(store: Store<'_>, store_name: &str) {
     let reference = tempfile::tempdir().unwrap();
-    let status = demo(reference.path(), 2).stderr(Stdio::null()).status().unwrap();
+    let status = demo(reference.path(), 2, Store::Local)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
     assert!(status.success());
     let expected = committed_lines(&reference.path().join("out"));
     assert_eq!(expected.len() as u64, RECORDS);
@@ -46,7 +76,7 @@ fn restarts_with_another_parallelism_after_sigkill_lose_and_duplicate_nothing() 
     let schedule = [2usize, 3, 1, 4, 2, 3];
     let mut rescaled = 0;
     for (run, parallelism) in schedule.iter().enumerate() {
-        let mut cmd = demo(dir.path(), *parallelism);
+        let mut cmd = demo(dir.path(), *parallelism, store);
         cmd.args(["--rate", "30000"]);
         let mut child = cmd.spawn().unwrap();
         let (_, _, log) = follow(&mut child);
@@ -61,7 +91,7 @@ fn restarts_with_another_parallelism_after_sigkill_lose_and_duplicate_nothing() 
         let log = log.join().unwrap();
         rescaled += usize::from(log.contains("redistributed by key group"));
     }
-    let mut child = demo(dir.path(), 2).spawn().unwrap();
+    let mut child = demo(dir.path(), 2, store).spawn().unwrap();
     let (_, _, log) = follow(&mut child);
     let status = wait_for_exit(&mut child, Duration::from_secs(180), "the last run");
     let log = log.join().unwrap();
@@ -70,9 +100,9 @@ fn restarts_with_another_parallelism_after_sigkill_lose_and_duplicate_nothing() 
     let actual = committed_lines(&dir.path().join("out"));
     let (lost, duplicated) = compare(&expected, &actual);
     publish_summary(
-        "rescale",
+        &format!("rescale_{store_name}"),
         &format!(
-            "rescale: parallelism {schedule:?} -> 2 with a SIGKILL in each run: lost={lost} duplicated={duplicated} (runs that rescaled keyed state: {rescaled}, seed={seed})"
+            "rescale: parallelism {schedule:?} -> 2 with a SIGKILL in each run, store={store_name}: lost={lost} duplicated={duplicated} (runs that rescaled keyed state: {rescaled}, seed={seed})"
         ),
     );
     assert_eq!(

@@ -42,6 +42,9 @@ pub struct CheckpointStore {
     owner: Arc<AtomicU64>,
     /// What snapshots put into the store since [`CheckpointStore::take_upload_stats`].
     traffic: Arc<Traffic>,
+    /// The run id of the RocksDB instances this process writes, once set:
+    /// pruning leaves their shared files alone (see [`CheckpointStore::prune`]).
+    live_run: Arc<std::sync::OnceLock<String>>,
 }
 
 /// What the snapshots of one checkpoint put into the store.
@@ -134,6 +137,7 @@ impl CheckpointStore {
             incarnation: String::new(),
             owner: Arc::default(),
             traffic: Arc::default(),
+            live_run: Arc::default(),
         };
         store.incarnation = store.read_or_create_incarnation()?;
         Ok(store)
@@ -208,6 +212,7 @@ impl CheckpointStore {
             incarnation,
             owner: Arc::default(),
             traffic: Arc::default(),
+            live_run: Arc::default(),
         })
     }
 
@@ -280,6 +285,14 @@ impl CheckpointStore {
         Ok(stored)
     }
 
+    /// Names the run whose instances (`<task>-<run>`) this process writes:
+    /// their shared files are never pruned while it runs, so a snapshot may
+    /// reference a file it put earlier without asking the store whether it
+    /// is still there (a request per file on an object store).
+    pub(crate) fn set_live_run(&self, run: &str) {
+        let _ = self.live_run.set(run.to_string());
+    }
+
     /// Counts files a snapshot referenced again instead of putting them.
     pub(crate) fn note_reused(&self, files: u64) {
         self.traffic.reused.fetch_add(files, Ordering::Relaxed);
@@ -311,11 +324,6 @@ impl CheckpointStore {
             path: self.backend.location(rel),
             message: "missing".into(),
         })
-    }
-
-    /// The size of a file of the store, `None` when it is absent.
-    pub(crate) fn size_of(&self, rel: &str) -> Result<Option<u64>> {
-        self.backend.size(rel)
     }
 
     /// Makes the stored file `rel` available as the local file `dest`,
@@ -388,33 +396,14 @@ impl CheckpointStore {
     /// # Errors
     /// [`WeirError::Checkpoint`] naming the manifest or the missing file.
     pub fn read_manifest(&self, id: CheckpointId) -> Result<Manifest> {
-        let rel = Self::manifest_rel(id);
-        let path = self.backend.location(&rel);
+        let manifest = self.parse_manifest(id)?;
+        let path = self.backend.location(&Self::manifest_rel(id));
         let bad = |message: String| {
             Err(WeirError::Checkpoint {
                 path: path.clone(),
                 message,
             })
         };
-        let Some(bytes) = self.backend.get(&rel)? else {
-            return bad("cannot read manifest: it is missing".into());
-        };
-        let manifest: Manifest = match serde_json::from_slice(&bytes) {
-            Ok(m) => m,
-            Err(e) => return bad(format!("damaged manifest: {e}")),
-        };
-        if manifest.format != MANIFEST_FORMAT {
-            return bad(format!(
-                "manifest format {} is not supported (this weir reads {MANIFEST_FORMAT})",
-                manifest.format
-            ));
-        }
-        if manifest.job != self.job || manifest.checkpoint_id != id.0 {
-            return bad(format!(
-                "manifest is for job `{}` checkpoint {}",
-                manifest.job, manifest.checkpoint_id
-            ));
-        }
         for (uid, op) in &manifest.operators {
             for state in &op.subtasks {
                 let files: Vec<(&str, u64)> = match state {
@@ -447,6 +436,38 @@ impl CheckpointStore {
                     }
                 }
             }
+        }
+        Ok(manifest)
+    }
+
+    /// Reads one manifest and checks that it parses and belongs to this
+    /// job, without looking at the files it names.
+    fn parse_manifest(&self, id: CheckpointId) -> Result<Manifest> {
+        let rel = Self::manifest_rel(id);
+        let bad = |message: String| {
+            Err(WeirError::Checkpoint {
+                path: self.backend.location(&rel),
+                message,
+            })
+        };
+        let Some(bytes) = self.backend.get(&rel)? else {
+            return bad("cannot read manifest: it is missing".into());
+        };
+        let manifest: Manifest = match serde_json::from_slice(&bytes) {
+            Ok(m) => m,
+            Err(e) => return bad(format!("damaged manifest: {e}")),
+        };
+        if manifest.format != MANIFEST_FORMAT {
+            return bad(format!(
+                "manifest format {} is not supported (this weir reads {MANIFEST_FORMAT})",
+                manifest.format
+            ));
+        }
+        if manifest.job != self.job || manifest.checkpoint_id != id.0 {
+            return bad(format!(
+                "manifest is for job `{}` checkpoint {}",
+                manifest.job, manifest.checkpoint_id
+            ));
         }
         Ok(manifest)
     }
@@ -666,7 +687,10 @@ impl CheckpointStore {
 
     /// Deletes the checkpoints in `remove`, any incomplete checkpoint older
     /// than the newest in `keep`, and every shared file that no manifest in
-    /// `keep` references. Call only while no checkpoint is in flight.
+    /// `keep` references, except those of the instances of this process's
+    /// live run (a later snapshot may reference a file an aborted one put;
+    /// the next run's pruning takes what stays unreferenced). Call only
+    /// while no checkpoint is in flight.
     ///
     /// # Errors
     /// When a retained manifest cannot be read (nothing is deleted then).
@@ -674,7 +698,7 @@ impl CheckpointStore {
         self.check_owner()?;
         let mut referenced = HashSet::new();
         for id in keep {
-            let m = self.read_manifest(*id)?;
+            let m = self.parse_manifest(*id)?;
             for op in m.operators.values() {
                 for s in &op.subtasks {
                     if let SubtaskState::Rocks(h) = s {
@@ -696,7 +720,11 @@ impl CheckpointStore {
                 }
             }
         }
+        let live = self.live_run.get().map(|run| format!("-{run}"));
         for instance in self.backend.list("shared")? {
+            if live.as_ref().is_some_and(|suffix| instance.ends_with(suffix.as_str())) {
+                continue;
+            }
             let dir = format!("shared/{instance}");
             let mut left = 0;
             for rel in self.backend.list_files(&dir)? {

@@ -150,6 +150,7 @@ impl StateEnv {
         // Instance names must never repeat (SST names are unique only within
         // one instance's life): random, not the clock and the pid.
         let run_id = random_id();
+        store.set_live_run(&run_id);
         // Checkpoint flushes must not take the CPU from the tasks (tail latency).
         let env = rocksdb::Env::new().ok().map(|mut env| {
             env.lower_thread_pool_cpu_priority();
@@ -654,13 +655,11 @@ impl RocksInstance {
             let name = entry.file_name().to_string_lossy().into_owned();
             let is_sst = name.ends_with(".sst");
             if is_sst {
-                // Still in the store (pruning may have taken the file of an
-                // abandoned checkpoint): referenced, not put again.
+                // In the store already (pruning spares this run's files):
+                // referenced, not put again.
                 if let Some(f) = in_store.get(&name) {
-                    if self.store.size_of(&f.path)? == Some(f.size) {
-                        shared.push(f.clone());
-                        continue;
-                    }
+                    shared.push(f.clone());
+                    continue;
                 }
             }
             let dir = if is_sst { &shared_rel } else { &private_rel };

@@ -10,7 +10,10 @@ mod common;
 #[path = "support/s3.rs"]
 mod s3;
 
-use common::{committed_lines, compare, follow, kill_after, publish_summary, wait_for_exit, KillRng, RunEnd, WEIR};
+use common::{
+    committed_lines, compare, follow, kill_after, publish_summary, wait_for_checkpoints, wait_for_exit, KillRng,
+    RunEnd, WEIR,
+};
 use s3::S3Server;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -79,8 +82,11 @@ fn rescale_under_kills(store: Store<'_>, store_name: &str) {
         let mut cmd = demo(dir.path(), *parallelism, store);
         cmd.args(["--rate", "30000"]);
         let mut child = cmd.spawn().unwrap();
-        let (_, _, log) = follow(&mut child);
-        let wait = Duration::from_millis(600 + rng.below(900));
+        let (_, complete, log) = follow(&mut child);
+        // A checkpoint of this run first (so the next run rescales from it),
+        // then a kill at a random moment.
+        wait_for_checkpoints(&complete, 1, "the run");
+        let wait = Duration::from_millis(rng.below(600));
         match kill_after(&mut child, wait, || {}) {
             RunEnd::Killed { .. } => {}
             RunEnd::Exited(status) => {

@@ -110,38 +110,46 @@ impl RocksInstance {
                 .cf_handle(name)
                 .ok_or_else(|| self.state_error(format!("column family `{name}` is missing in `{}`", other.instance)))
         };
-        // Bounded batches: a large instance is not copied through memory at once.
-        const BATCH_ENTRIES: usize = 65_536;
-        let mut batch = WriteBatch::default();
-        for cf in [DEFAULT_CF, MAP_CF] {
+        // Each column family's part is written straight into an SST (the
+        // source iterates in key order) and ingested: no memtable, no WAL.
+        for cf in [DEFAULT_CF, MAP_CF, TIMERS_CF, PROC_TIMERS_CF] {
+            let timers = cf == TIMERS_CF || cf == PROC_TIMERS_CF;
             let mut options = rocksdb::ReadOptions::default();
-            options.set_iterate_lower_bound(start.to_be_bytes().to_vec());
-            options.set_iterate_upper_bound(end.to_be_bytes().to_vec());
-            let target = self.cf(cf)?;
+            if !timers {
+                // Value and map keys start with their key group.
+                options.set_iterate_lower_bound(start.to_be_bytes().to_vec());
+                options.set_iterate_upper_bound(end.to_be_bytes().to_vec());
+            }
+            let path = self.dir.join(format!("rescale-{}-{cf}.sst", other.instance));
+            let mut writer = rocksdb::SstFileWriter::create(&self.options);
+            writer.open(&path).map_err(|e| self.state_error(e))?;
+            let mut entries = 0u64;
             for item in source.iterator_cf_opt(source_cf(cf)?, options, rocksdb::IteratorMode::Start) {
                 let (k, v) = item.map_err(|e| self.state_error(e))?;
-                batch.put_cf(target, k, v);
-                if batch.len() >= BATCH_ENTRIES {
-                    self.write(std::mem::take(&mut batch))?;
+                if timers {
+                    // Timers are ordered by time: each is placed by its key's group.
+                    let group = timers::decode_timer(&k)
+                        .map(|(_, timer)| key_group_of(timers::key_of(&timer), max_parallelism).0)
+                        .ok_or_else(|| self.state_error("a stored timer is malformed"))?;
+                    if !(start..end).contains(&group) {
+                        continue;
+                    }
                 }
+                writer.put(&k, &v).map_err(|e| self.state_error(e))?;
+                entries += 1;
             }
-        }
-        for cf in [TIMERS_CF, PROC_TIMERS_CF] {
-            let target = self.cf(cf)?;
-            for item in source.iterator_cf(source_cf(cf)?, rocksdb::IteratorMode::Start) {
-                let (k, v) = item.map_err(|e| self.state_error(e))?;
-                let group = timers::decode_timer(&k)
-                    .map(|(_, timer)| key_group_of(timers::key_of(&timer), max_parallelism).0)
-                    .ok_or_else(|| self.state_error("a stored timer is malformed"))?;
-                if (start..end).contains(&group) {
-                    batch.put_cf(target, k, v);
-                }
-                if batch.len() >= BATCH_ENTRIES {
-                    self.write(std::mem::take(&mut batch))?;
-                }
+            if entries == 0 {
+                drop(writer);
+                let _ = fs::remove_file(&path);
+                continue;
             }
+            writer.finish().map_err(|e| self.state_error(e))?;
+            let mut ingest = rocksdb::IngestExternalFileOptions::default();
+            ingest.set_move_files(true);
+            let ingested = self.db.ingest_external_file_cf_opts(self.cf(cf)?, &ingest, vec![&path]);
+            let _ = fs::remove_file(&path);
+            ingested.map_err(|e| self.state_error(e))?;
         }
-        self.write(batch)?;
         if let Some(v) = source
             .get_cf(source_cf(META_CF)?, WATERMARK_KEY)
             .map_err(|e| self.state_error(e))?

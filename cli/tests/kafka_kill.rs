@@ -1,6 +1,8 @@
 //! Exactly-once through Kafka under SIGKILL: `weir run kafka-count` (Kafka ->
-//! key_by -> running count in RocksDB -> exactly-once Kafka sink, P = 2,
+//! key_by -> running count in RocksDB -> exactly-once Kafka sink,
 //! checkpoints every 150 ms) runs as a child process while the input grows,
+//! each restart at another parallelism (2, 3, 1, 4 in turn: the job rescales
+//! from whatever checkpoint the kill left),
 //! and is killed at random moments at least 20 times, at least twice between
 //! "checkpoint complete" and "transaction committed" (failpoint
 //! `kafka-before-commit`). A final bounded run drains the rest. A
@@ -23,27 +25,20 @@ use std::time::Duration;
 /// At least this many input records.
 const RECORDS: u64 = 200_000;
 
-fn start(broker: &Broker, dir: &Path, bounded: bool, failpoints: &str) -> Child {
+/// The parallelism of each restart in turn: every restart rescales.
+const PARALLELISM: [usize; 4] = [2, 3, 1, 4];
+
+fn start(broker: &Broker, dir: &Path, bounded: bool, failpoints: &str, parallelism: usize) -> Child {
     let mut cmd = Command::new(WEIR);
-    cmd.args([
-        "run",
-        "kafka-count",
-        "--parallelism",
-        "2",
-        "--checkpoint-interval-ms",
-        "150",
-        "--input",
-        "in",
-        "--output",
-        "out",
-    ])
-    .args(["--brokers", &broker.bootstrap])
-    .arg("--checkpoint-dir")
-    .arg(dir)
-    .env("WEIR_FAILPOINTS", failpoints)
-    .env("WEIR_LOG", std::env::var("KILL_LOG").unwrap_or_else(|_| "warn".into()))
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    cmd.args(["run", "kafka-count", "--parallelism", &parallelism.to_string()]);
+    cmd.args(["--checkpoint-interval-ms", "150", "--input", "in", "--output", "out"])
+        .args(["--brokers", &broker.bootstrap])
+        .arg("--checkpoint-dir")
+        .arg(dir)
+        .env("WEIR_FAILPOINTS", failpoints)
+        .env("WEIR_LOG", std::env::var("KILL_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     if bounded {
         cmd.arg("--bounded");
     }
@@ -92,7 +87,13 @@ fn sigkill_through_kafka_loses_and_duplicates_nothing() {
             8 => "restored=kill",
             _ => "snapshot-async=sleep(30)",
         };
-        let mut child = start(broker, dir.path(), false, failpoints);
+        let mut child = start(
+            broker,
+            dir.path(),
+            false,
+            failpoints,
+            PARALLELISM[runs % PARALLELISM.len()],
+        );
         // A run armed to die at a commit gets as long as it needs to reach
         // one (a loaded CI machine may take seconds to start and fetch); the
         // others are killed at a random moment.
@@ -128,7 +129,7 @@ fn sigkill_through_kafka_loses_and_duplicates_nothing() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let records = feeder.join().unwrap();
 
-    let mut last = start(broker, dir.path(), true, "");
+    let mut last = start(broker, dir.path(), true, "", 2);
     let status = wait_for_exit(&mut last, Duration::from_secs(120), "the final bounded run");
     let mut log = String::new();
     std::io::Read::read_to_string(last.stderr.as_mut().unwrap(), &mut log).unwrap();
@@ -138,7 +139,7 @@ fn sigkill_through_kafka_loses_and_duplicates_nothing() {
     let (lost, duplicated) = compare(&expected(records), &out);
     publish_summary(
         "kafka_kill",
-        &format!("kafka: broker={} kills={kills} lost={lost} duplicated={duplicated} (between checkpoint and commit={before_commit} after a commit={after_commit} in restore={in_restore} runs={runs} output={} seed={seed})", broker::broker_name(), out.len()),
+        &format!("kafka: broker={} kills={kills} lost={lost} duplicated={duplicated}, each restart at another parallelism {PARALLELISM:?} (between checkpoint and commit={before_commit} after a commit={after_commit} in restore={in_restore} runs={runs} output={} seed={seed})", broker::broker_name(), out.len()),
     );
     assert_eq!((lost, duplicated), (0, 0));
     assert_eq!(out.len() as u64, records);

@@ -86,7 +86,7 @@ fn run_to_end(mut cmd: Command) -> String {
 
 #[test]
 fn sigkill_during_uploads_commits_and_restores_loses_and_duplicates_nothing() {
-    const RECORDS: u64 = 400_000;
+    const RECORDS: u64 = 1_000_000;
     let server = S3Server::shared();
     let expected = reference(RECORDS);
     let url = S3Server::url(&prefix("kill"));
@@ -96,13 +96,17 @@ fn sigkill_during_uploads_commits_and_restores_loses_and_duplicates_nothing() {
     let seed = rng.seed;
     let (mut kills, mut at) = (0, std::collections::BTreeMap::<&str, u32>::new());
     let mut runs = 0;
-    while kills < 12 {
+    let points = ["upload", "before-manifest", "after-manifest", "restore"];
+    while kills < 12 || points.iter().any(|p| !at.contains_key(p)) {
         runs += 1;
-        assert!(runs < 100, "could not get 12 kills in 100 runs");
+        assert!(
+            runs < 100,
+            "could not get 12 kills, each dangerous point once, in 100 runs: {at:?}"
+        );
         // The dangerous points in turn: mid-upload, all files stored but no
         // manifest yet, right after the manifest, mid-restore, and anywhere.
         let (point, failpoints) = match runs % 5 {
-            0 => ("upload", "store-put-file=kill(3)"),
+            0 => ("upload", "store-put-file=kill(10)"),
             1 => ("before-manifest", "before-manifest=kill(40)"),
             2 => ("after-manifest", "manifest-written=kill(40)"),
             3 => ("restore", "restore-fetch=kill(30)"),
@@ -113,7 +117,13 @@ fn sigkill_during_uploads_commits_and_restores_loses_and_duplicates_nothing() {
         cmd.env("WEIR_FAILPOINTS", failpoints).args(["--rate", "40000"]);
         let mut child = cmd.spawn().unwrap();
         let (_, _, log) = follow(&mut child);
-        let wait = Duration::from_millis(300 + rng.below(900));
+        // A run armed at a dangerous point gets as long as it needs to reach
+        // it (a loaded machine may take a second to start and restore).
+        let wait = if point == "random" {
+            Duration::from_millis(300 + rng.below(900))
+        } else {
+            Duration::from_secs(20)
+        };
         match kill_after(&mut child, wait, || {}) {
             RunEnd::Killed { by_failpoint } => {
                 kills += 1;

@@ -181,6 +181,7 @@ impl ObjectBackend {
             hasher.update(&buf[..n]);
             size += n as u64;
             if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                let _ = writer.abort().await;
                 return Err(self.error("cannot upload", rel, e));
             }
             writer.write(&buf[..n]);
@@ -232,6 +233,12 @@ impl Backend for ObjectBackend {
         {
             Ok(_) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                // The client retries a put whose answer was lost: the object
+                // may be this very put's. Every created object's bytes are
+                // unique to its writer, so equal bytes mean it is ours.
+                if self.get(rel)?.as_deref() == Some(bytes) {
+                    return Ok(());
+                }
                 Err(WeirError::Fenced { what: self.url_of(rel) })
             }
             Err(e) => Err(self.error("cannot create", rel, e)),
@@ -340,7 +347,9 @@ impl Backend for ObjectBackend {
     }
 
     fn reserve(&self, rel_dir: &str) -> Result<()> {
-        match self.create(&join(rel_dir, RESERVED), b"") {
+        // A token of this writer's own (see `create`: equal bytes are ours).
+        let token = super::local::random_id();
+        match self.create(&join(rel_dir, RESERVED), token.as_bytes()) {
             Err(WeirError::Fenced { .. }) => Err(WeirError::Fenced {
                 what: format!("checkpoint {}", self.url_of(rel_dir)),
             }),

@@ -17,9 +17,10 @@
 //! are all present, falling back to older ones with a warning naming the
 //! path; `LATEST` is for people, never trusted.
 
+mod owner;
+
 use super::backend::Backend;
 use super::local::{create_dir_durable, random_id, LocalBackend};
-use super::lock::DirLock;
 use super::manifest::{Manifest, SubtaskState, MANIFEST_FORMAT};
 use super::object::{is_object_url, ObjectBackend};
 use crate::config::StoreOptions;
@@ -67,10 +68,6 @@ struct Traffic {
     reused: AtomicU64,
     micros: AtomicU64,
 }
-
-/// Where the ownership claims of an object store are: `owners/<n>`, one
-/// per writer that ever ran, created only if absent.
-const OWNERS: &str = "owners";
 
 const MANIFEST: &str = "MANIFEST";
 
@@ -383,8 +380,10 @@ impl CheckpointStore {
     pub fn complete_ids(&self) -> Result<Vec<CheckpointId>> {
         let mut complete = Vec::new();
         for id in self.checkpoint_ids()? {
-            if self.backend.size(&Self::manifest_rel(id))?.is_some() {
-                complete.push(id);
+            if let Some(size) = self.backend.size(&Self::manifest_rel(id))? {
+                if !self.is_tombstone(id, size)? {
+                    complete.push(id);
+                }
             }
         }
         Ok(complete)
@@ -561,91 +560,6 @@ impl CheckpointStore {
         }
     }
 
-    /// Takes the store for a run (or `weir checkpoints gc`): one writer per
-    /// store. On a file system, an exclusive lock held until the returned
-    /// lock is dropped: a second writer is refused at once. On an object
-    /// store (no locks there), an ownership claim: `owners/<n>` is created
-    /// only if absent with the next number, and from then on every
-    /// reservation, commit and pruning of this store first checks that no
-    /// later claim exists. A paused or cut-off writer that comes back after
-    /// another took over is fenced before it commits or deletes anything;
-    /// only a writer frozen inside that check and the create-only commit
-    /// can still commit one checkpoint, which the newer writer never
-    /// restores over (its own ids are reserved create-only too).
-    ///
-    /// # Errors
-    /// [`WeirError::StoreInUse`] naming the directory and the holder.
-    pub fn lock(&self) -> Result<Option<DirLock>> {
-        match self.backend.local_root() {
-            Some(dir) => DirLock::acquire(dir, &self.job).map(Some),
-            None => {
-                self.claim()?;
-                Ok(None)
-            }
-        }
-    }
-
-    /// The numbers of the ownership claims made on this store.
-    fn claims(&self) -> Result<Vec<u64>> {
-        Ok(self
-            .backend
-            .list(OWNERS)?
-            .iter()
-            .filter_map(|n| n.parse().ok())
-            .collect())
-    }
-
-    fn claim(&self) -> Result<()> {
-        let holder = format!(
-            "job `{}`, pid {} on host {}, since {}",
-            self.job,
-            std::process::id(),
-            super::lock::hostname(),
-            crate::clock::format_utc(crate::clock::wall_clock_ms().max(0) as u64)
-        );
-        loop {
-            let next = self.claims()?.into_iter().max().unwrap_or(0) + 1;
-            match self.backend.create(&format!("{OWNERS}/{next}"), holder.as_bytes()) {
-                Ok(()) => {
-                    self.owner.store(next, Ordering::Relaxed);
-                    return Ok(());
-                }
-                // Another writer claimed that number first: take the next.
-                Err(WeirError::Fenced { .. }) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Whether this writer claimed an object store and still holds it: a
-    /// checkpoint id it found taken was then reserved by an older writer
-    /// just before this one's claim fenced it, and the id is skipped.
-    pub(crate) fn holds_claim(&self) -> Result<bool> {
-        Ok(self.owner.load(Ordering::Relaxed) != 0 && self.check_owner().is_ok())
-    }
-
-    /// Fails when another writer claimed the store after this one.
-    ///
-    /// # Errors
-    /// [`WeirError::Fenced`] naming the store and the newer holder.
-    fn check_owner(&self) -> Result<()> {
-        let mine = self.owner.load(Ordering::Relaxed);
-        if mine == 0 {
-            return Ok(());
-        }
-        if let Some(newer) = self.claims()?.into_iter().filter(|n| *n > mine).max() {
-            let holder = self
-                .backend
-                .get(&format!("{OWNERS}/{newer}"))?
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
-            return Err(WeirError::Fenced {
-                what: format!("checkpoint store {} (now held by {holder})", self.job_dir().display()),
-            });
-        }
-        Ok(())
-    }
-
     /// Reserves checkpoint `id` for this run: its directory (its marker
     /// object) is created only if absent, so ids are never reused (also
     /// after a crash, output staged for an abandoned checkpoint is never
@@ -695,14 +609,46 @@ impl CheckpointStore {
     /// # Errors
     /// When a retained manifest cannot be read (nothing is deleted then).
     pub fn prune(&self, remove: &[CheckpointId], keep: &[CheckpointId]) -> Result<()> {
+        self.prune_with(remove, keep, true)
+    }
+
+    /// [`CheckpointStore::prune`] by a running job. On an object store it
+    /// deletes only in the instance directories that the manifests it reads
+    /// name: a directory no manifest names may be a newer writer's first
+    /// uploads (this job may be a zombie that has not learnt it is fenced),
+    /// so such leftovers of crashed runs wait for `weir checkpoints gc`.
+    pub(crate) fn prune_in_run(&self, remove: &[CheckpointId], keep: &[CheckpointId]) -> Result<()> {
+        self.prune_with(remove, keep, self.backend.local_root().is_some())
+    }
+
+    fn prune_with(&self, remove: &[CheckpointId], keep: &[CheckpointId], orphans: bool) -> Result<()> {
         self.check_owner()?;
         let mut referenced = HashSet::new();
-        for id in keep {
-            let m = self.parse_manifest(*id)?;
+        let mut named = HashSet::new();
+        for (id, kept) in keep
+            .iter()
+            .map(|id| (id, true))
+            .chain(remove.iter().map(|id| (id, false)))
+        {
+            let m = match self.parse_manifest(*id) {
+                Ok(m) => m,
+                // A removed checkpoint that does not read names nothing.
+                Err(_) if !kept => continue,
+                Err(e) => return Err(e),
+            };
             for op in m.operators.values() {
                 for s in &op.subtasks {
                     if let SubtaskState::Rocks(h) = s {
-                        referenced.extend(h.shared.iter().map(|f| f.path.clone()));
+                        named.insert(h.instance.clone());
+                        // Reused files live in the directory of the instance that put them.
+                        named.extend(
+                            h.shared
+                                .iter()
+                                .filter_map(|f| f.path.split('/').nth(1).map(str::to_string)),
+                        );
+                        if kept {
+                            referenced.extend(h.shared.iter().map(|f| f.path.clone()));
+                        }
                     }
                 }
             }
@@ -722,9 +668,13 @@ impl CheckpointStore {
         }
         let live = self.live_run.get().map(|run| format!("-{run}"));
         for instance in self.backend.list("shared")? {
-            if live.as_ref().is_some_and(|suffix| instance.ends_with(suffix.as_str())) {
+            if live.as_ref().is_some_and(|suffix| instance.ends_with(suffix.as_str()))
+                || (!orphans && !named.contains(&instance))
+            {
                 continue;
             }
+            // Each directory's deletions after a fresh look at the claims.
+            self.check_owner()?;
             let dir = format!("shared/{instance}");
             let mut left = 0;
             for rel in self.backend.list_files(&dir)? {

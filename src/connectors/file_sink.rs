@@ -215,7 +215,17 @@ impl<F> FileSink<F> {
             }
         }
         if let Some((name, len)) = open_part {
-            sink.reopen(name, len)?;
+            let committed = dir.join(Self::committed_name(
+                &sink.incarnation,
+                sink.subtask,
+                sink.state.last_barrier,
+            ));
+            // Unless a rescaled restore of this checkpoint adopted the part
+            // and committed it (then crashed): then it is final and a new
+            // part follows.
+            if dir.join(&name).exists() || !committed.exists() {
+                sink.reopen(name, len)?;
+            }
         }
         for (former, bytes) in &ctx.adopted {
             sink.adopt(*former, bytes)?;

@@ -220,19 +220,28 @@ impl Source<W1Event> for Generator {
     #[inline]
     fn poll(&mut self, out: &mut Vec<W1Event>, max: usize) -> Result<SourcePoll> {
         // The next split with records left (one split: the common case).
-        let split = loop {
-            let Some(split) = self.splits.get(self.current) else {
-                if self.splits.is_empty() && !self.bounded {
-                    // More subtasks than splits: this one has nothing to do, ever.
-                    return Ok(SourcePoll::Idle(std::time::Duration::from_millis(200)));
-                }
+        let len = self.splits.len();
+        if len == 0 {
+            if self.bounded {
                 return Ok(SourcePoll::End);
-            };
-            if split.end_k.is_some_and(|end| split.next_k >= end) {
-                self.current += 1;
-                continue;
             }
-            break *split;
+            // More subtasks than splits: this one has nothing to do, ever.
+            return Ok(SourcePoll::Idle(std::time::Duration::from_millis(200)));
+        }
+        let mut tried = 0;
+        let split = loop {
+            self.current %= len;
+            let split = self.splits[self.current];
+            if split.end_k.is_none_or(|end| split.next_k < end) {
+                break split;
+            }
+            // Splits end at different times (after a rescale their positions
+            // differ): the run ends when none has records left.
+            tried += 1;
+            if tried >= len {
+                return Ok(SourcePoll::End);
+            }
+            self.current += 1;
         };
         let mut n = max as u64;
         if let Some(end) = split.end_k {
@@ -263,12 +272,7 @@ impl Source<W1Event> for Generator {
         self.splits[self.current].next_k += n;
         self.emitted += n;
         // Several splits take turns by batch (none runs ahead for long).
-        if self.splits.len() > 1 {
-            self.current = (self.current + 1) % self.splits.len();
-            if self.splits.iter().all(|s| s.end_k.is_some_and(|end| s.next_k >= end)) {
-                self.current = self.splits.len();
-            }
-        }
+        self.current = (self.current + 1) % len;
         Ok(SourcePoll::Ready)
     }
 
@@ -361,10 +365,12 @@ mod tests {
             }
             states = next;
         }
-        for j in 0..4 {
+        // The last stage has fewer subtasks than splits: each drains several
+        // splits that stand at different positions.
+        for j in 0..2 {
             let c = ConnectorContext {
                 restored_all: states.clone(),
-                ..ConnectorContext::standalone("gen", j, 4)
+                ..ConnectorContext::standalone("gen", j, 2)
             };
             seen.extend(drain(&mut Generator::new(&c, Some(N), None).unwrap()));
         }

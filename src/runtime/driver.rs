@@ -360,7 +360,7 @@ impl Driver {
                 Ok(Vec::new())
             }
             Action::Prune { remove, keep } => {
-                match self.on_store("pruning", move |store| store.prune(&remove, &keep)) {
+                match self.on_store("pruning", move |store| store.prune_in_run(&remove, &keep)) {
                     // A newer writer holds the store: stop before touching it again.
                     Err(e @ WeirError::Fenced { .. }) => return Err(e),
                     Err(e) => tracing::warn!("pruning old checkpoints: {e}"),

@@ -213,71 +213,79 @@ pub(crate) fn broker_count(cluster: &KafkaConnection, timeout: Duration) -> Kafk
     Ok(probe.fetch_metadata(None, timeout)?.brokers().len())
 }
 
+/// Runs one admin request: the admin client is async, so it runs on a
+/// runtime of its own, on a thread of its own (`what` names it), so that a
+/// job started from inside a tokio runtime does not nest one runtime in
+/// another.
+fn admin_request(
+    cluster: &KafkaConnection,
+    what: &'static str,
+    request: impl FnOnce(&AdminClient<DefaultClientContext>, &tokio::runtime::Runtime) -> std::result::Result<(), AdminError>
+        + Send
+        + 'static,
+) -> std::result::Result<(), AdminError> {
+    let client = cluster.client_config();
+    let run = move || -> std::result::Result<(), AdminError> {
+        let admin: AdminClient<DefaultClientContext> = client.create()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| AdminError::Other(e.to_string()))?;
+        request(&admin, &rt)
+    };
+    std::thread::Builder::new()
+        .name(format!("weir-{what}"))
+        .spawn(run)
+        .map_err(|e| AdminError::Other(e.to_string()))?
+        .join()
+        .unwrap_or_else(|_| Err(AdminError::Other(format!("the thread of `{what}` panicked"))))
+}
+
+/// The admin options of every request weir makes.
+fn admin_options() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))
+}
+
 /// Creates `topic` as `spec` says through the admin API; an existing topic
-/// is not an error. The admin client is async: it runs on a runtime of its
-/// own, on a thread of its own, so that a job started from inside a tokio
-/// runtime does not nest one runtime in another.
+/// is not an error.
 pub(crate) fn create_topic(
     cluster: &KafkaConnection,
     topic: &str,
     spec: TopicSpec<'_>,
 ) -> std::result::Result<(), AdminError> {
-    let (client, topic) = (cluster.client_config(), topic.to_string());
+    let topic = topic.to_string();
     let config: Vec<(String, String)> = spec
         .config
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let (partitions, replication) = (spec.partitions, spec.replication);
-    let create = move || -> std::result::Result<(), AdminError> {
-        let admin: AdminClient<DefaultClientContext> = client.create()?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| AdminError::Other(e.to_string()))?;
+    admin_request(cluster, "create-topic", move |admin, rt| {
         let mut new = NewTopic::new(&topic, partitions as i32, TopicReplication::Fixed(replication));
         for (k, v) in &config {
             new = new.set(k, v);
         }
-        let results = rt.block_on(admin.create_topics(
-            [&new],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        ))?;
-        for r in results {
+        for r in rt.block_on(admin.create_topics([&new], &admin_options()))? {
             match r {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((t, code)) => return Err(AdminError::Other(format!("cannot create topic `{t}`: {code}"))),
             }
         }
         Ok(())
-    };
-    std::thread::Builder::new()
-        .name("weir-create-topic".into())
-        .spawn(create)
-        .map_err(|e| AdminError::Other(e.to_string()))?
-        .join()
-        .unwrap_or_else(|_| Err(AdminError::Other("the thread creating the topic panicked".into())))
+    })
 }
 
 /// Grows `topic` to `total` partitions (a topic that has them already is
-/// left as it is), on a thread and runtime of its own as [`create_topic`].
+/// left as it is).
 pub(crate) fn add_partitions(
     cluster: &KafkaConnection,
     topic: &str,
     total: usize,
 ) -> std::result::Result<(), AdminError> {
-    let (client, topic) = (cluster.client_config(), topic.to_string());
-    let grow = move || -> std::result::Result<(), AdminError> {
-        let admin: AdminClient<DefaultClientContext> = client.create()?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| AdminError::Other(e.to_string()))?;
-        let results = rt.block_on(admin.create_partitions(
-            [&NewPartitions::new(&topic, total)],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        ))?;
-        for r in results {
+    let topic = topic.to_string();
+    admin_request(cluster, "add-partitions", move |admin, rt| {
+        let grow = NewPartitions::new(&topic, total);
+        for r in rt.block_on(admin.create_partitions([&grow], &admin_options()))? {
             match r {
                 Ok(_) | Err((_, RDKafkaErrorCode::InvalidPartitions)) => {}
                 Err((t, code)) => {
@@ -288,13 +296,7 @@ pub(crate) fn add_partitions(
             }
         }
         Ok(())
-    };
-    std::thread::Builder::new()
-        .name("weir-add-partitions".into())
-        .spawn(grow)
-        .map_err(|e| AdminError::Other(e.to_string()))?
-        .join()
-        .unwrap_or_else(|_| Err(AdminError::Other("the thread adding partitions panicked".into())))
+    })
 }
 
 #[cfg(test)]

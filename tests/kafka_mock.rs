@@ -383,6 +383,12 @@ impl weir::operators::Operator<u64, u64> for WatermarkProbe {
 }
 
 fn watermarks_of_run(mock: &Mock, dir: &Path) -> Vec<i64> {
+    watermarks_of_run_at(mock, dir, 1)
+}
+
+/// The watermarks one probe saw behind a `rebalance` (so each probe holds
+/// the minimum over every source subtask), source at `parallelism`.
+fn watermarks_of_run_at(mock: &Mock, dir: &Path, parallelism: usize) -> Vec<i64> {
     use weir::connectors::kafka::WatermarkStrategy;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let probe = WatermarkProbe(seen.clone());
@@ -392,11 +398,13 @@ fn watermarks_of_run(mock: &Mock, dir: &Path) -> Vec<i64> {
             out_of_orderness_ms: 100,
             idle_timeout: None,
         });
-    let builder = JobBuilder::new("event-time");
+    let builder = JobBuilder::new("event-time").default_parallelism(parallelism);
     builder
         .source("kafka", source.factory())
         .uid("kafka")
+        .rebalance()
         .operator("probe", move || probe.clone())
+        .parallelism(1)
         .sink("count", weir::connectors::collect::CountingSink::factory());
     builder
         .build()
@@ -437,6 +445,42 @@ fn watermarks_are_the_minimum_over_partitions_and_survive_a_restart() {
         "a restarted job never moves its watermark back: {run2:?}"
     );
     assert_eq!(run2.last(), Some(&14_899), "{run2:?}");
+}
+
+#[test]
+fn watermarks_never_move_back_across_a_rescale() {
+    let _serial = serial();
+    let mock = cluster(&[("events", 6)]);
+    let dir = tempfile::tempdir().unwrap();
+    // Partition p holds event times 1000 * (p + 1) * k: the partitions run
+    // at different speeds, so a subtask's watermark depends on which
+    // partitions it reads, and a rescale regroups them.
+    let mut last = i64::MIN;
+    for (round, parallelism) in [2usize, 3, 1, 6, 4].into_iter().enumerate() {
+        let round = round as u64;
+        let records: Vec<_> = (0..6)
+            .flat_map(|p: i32| {
+                (round * 10..(round + 1) * 10).map(move |k| (p, (1000 * (p as u64 + 1) * k).to_string().into_bytes()))
+            })
+            .collect();
+        produce(&mock, "events", &records);
+        let seen = watermarks_of_run_at(&mock, dir.path(), parallelism);
+        assert!(!seen.is_empty(), "round {round} (p = {parallelism}) saw no watermark");
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "round {round}: {seen:?}");
+        assert!(
+            seen[0] > last,
+            "round {round} (p = {parallelism}) moved the watermark back: {} after {last} of the last run",
+            seen[0]
+        );
+        // The slowest partition (0) bounds it: 1000 * k_max - 100 - 1.
+        let k_max = (round + 1) * 10 - 1;
+        assert_eq!(
+            *seen.last().unwrap(),
+            1000 * k_max as i64 - 101,
+            "round {round}: {seen:?}"
+        );
+        last = *seen.last().unwrap();
+    }
 }
 
 #[test]

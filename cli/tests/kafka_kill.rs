@@ -7,6 +7,10 @@
 //! "checkpoint complete" and "transaction committed" (failpoint
 //! `kafka-before-commit`). A final bounded run drains the rest. A
 //! read_committed dump of the output must equal a failure-free run's.
+//!
+//! The same job with its checkpoints on the S3 test server runs at
+//! parallelism 2, 3 and 1, each killed after a checkpoint, then at 4 to the
+//! end (issue 18's rescale proof on an object store).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/broker.rs"]
@@ -14,9 +18,13 @@ mod broker;
 mod common;
 #[path = "support/kafka_data.rs"]
 mod kafka_data;
+#[path = "support/s3.rs"]
+mod s3;
 
 use broker::Broker;
-use common::{compare, kill_after, publish_summary, wait_for_exit, KillRng, RunEnd, WEIR};
+use common::{
+    compare, follow, kill_after, publish_summary, wait_for_checkpoints, wait_for_exit, KillRng, RunEnd, WEIR,
+};
 use kafka_data::{expected, input, output};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -55,18 +63,7 @@ fn sigkill_through_kafka_loses_and_duplicates_nothing() {
     // The input grows while the job is being killed (at least RECORDS, and
     // until the kills are done, so that there is always output to commit).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let feeder = {
-        let (b, stop) = (broker.bootstrap.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut produced = 0;
-            while produced < RECORDS || !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                broker::produce_to(&b, "in", &input(produced..produced + 10_000, 4));
-                produced += 10_000;
-                std::thread::sleep(Duration::from_millis(300));
-            }
-            produced
-        })
-    };
+    let feeder = feed(broker, "in", stop.clone());
 
     let mut rng = KillRng::from_clock();
     let seed = rng.seed;
@@ -143,4 +140,126 @@ fn sigkill_through_kafka_loses_and_duplicates_nothing() {
     );
     assert_eq!((lost, duplicated), (0, 0));
     assert_eq!(out.len() as u64, records);
+}
+
+/// Feeds `in` with 10 000 records every 300 ms until `stop` (at least
+/// `RECORDS`); returns how many.
+fn feed(
+    broker: &Broker,
+    topic: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let b = broker.bootstrap.clone();
+    std::thread::spawn(move || {
+        let mut produced = 0;
+        while produced < RECORDS || !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            broker::produce_to(&b, topic, &input(produced..produced + 10_000, 4));
+            produced += 10_000;
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        produced
+    })
+}
+
+#[test]
+fn kafka_count_rescales_2_3_1_4_under_kills_with_checkpoints_on_s3() {
+    let broker = Broker::shared();
+    let server = s3::S3Server::shared();
+    broker.create_topic("s3-in", 4);
+    broker.create_topic("s3-out", 4);
+    let url = s3::S3Server::url(&format!("kafka-rescale-{}", std::process::id()));
+    let local = tempfile::tempdir().unwrap();
+    let run = |parallelism: usize, bounded: bool| {
+        let mut cmd = Command::new(WEIR);
+        cmd.args(["run", "kafka-count", "--parallelism", &parallelism.to_string()])
+            .args([
+                "--checkpoint-interval-ms",
+                "150",
+                "--input",
+                "s3-in",
+                "--output",
+                "s3-out",
+            ])
+            .args(["--brokers", &broker.bootstrap, "--checkpoint-dir", &url])
+            .envs(server.env())
+            .env("WEIR_LOCAL_STATE_DIR", local.path())
+            .env("WEIR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if bounded {
+            cmd.arg("--bounded");
+        }
+        cmd.spawn().unwrap()
+    };
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = feed(broker, "s3-in", stop.clone());
+    let mut rng = KillRng::from_clock();
+    let seed = rng.seed;
+    let (mut kills, mut rescaled) = (0, 0);
+    for parallelism in [2usize, 3, 1] {
+        let mut child = run(parallelism, false);
+        let (_, complete, log) = follow(&mut child);
+        // A checkpoint of this run first, so that the next run rescales from
+        // one of this parallelism; then a kill at a random moment.
+        wait_for_checkpoints(&complete, 1, &format!("kafka-count at parallelism {parallelism}"));
+        match kill_after(&mut child, Duration::from_millis(rng.below(800)), || {}) {
+            RunEnd::Killed { .. } => kills += 1,
+            RunEnd::Exited(status) => panic!(
+                "kafka-count at parallelism {parallelism} ended by itself ({status}):\n{}",
+                log.join().unwrap()
+            ),
+        }
+        rescaled += usize::from(log.join().unwrap().contains("redistributed by key group"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let records = feeder.join().unwrap();
+
+    let mut last = run(4, true);
+    let (_, _, log) = follow(&mut last);
+    let status = wait_for_exit(
+        &mut last,
+        Duration::from_secs(180),
+        "the final bounded run at parallelism 4",
+    );
+    let log = log.join().unwrap();
+    assert!(status.success(), "the final bounded run failed: {status}\n{log}");
+    rescaled += usize::from(log.contains("redistributed by key group"));
+
+    // `weir offsets` reads the positions from the S3 store: every
+    // partition of the input at its end.
+    let report = Command::new(WEIR)
+        .args([
+            "offsets",
+            &url,
+            "--job",
+            "kafka-count",
+            "--brokers",
+            &broker.bootstrap,
+            "--json",
+        ])
+        .envs(server.env())
+        .output()
+        .unwrap();
+    assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let rows = report["offsets"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "one row per input partition: {report}");
+    let next: i64 = rows.iter().map(|r| r["next_offset"].as_i64().unwrap()).sum();
+    let lag: i64 = rows.iter().map(|r| r["lag"].as_i64().unwrap()).sum();
+    assert_eq!((next as u64, lag), (records, 0), "{report}");
+
+    let out = output(broker, "s3-out");
+    let (lost, duplicated) = compare(&expected(records), &out);
+    publish_summary(
+        "kafka_rescale_s3",
+        &format!(
+            "rescale: kafka-count 2->3->1->4 kills={kills} lost={lost} duplicated={duplicated} store=s3 \
+             (runs that rescaled keyed state: {rescaled}, output={} seed={seed})",
+            out.len()
+        ),
+    );
+    assert_eq!((lost, duplicated), (0, 0));
+    assert_eq!(out.len() as u64, records);
+    assert!(rescaled >= 3, "every restart rescales keyed state ({rescaled} did)");
 }

@@ -1,6 +1,7 @@
 //! Rescaling under SIGKILL: the demo job (generator -> key_by -> running
 //! count in RocksDB -> exactly-once file sink) is killed at random moments
-//! and restarted each time with another parallelism (2 -> 3 -> 1 -> 4 -> ...),
+//! and restarted each time with another parallelism (2 -> 3 -> 1 -> 4 -> 2 -> 3,
+//! then 4 to the end),
 //! from the same checkpoints: keyed state moves by key group, the
 //! generator's splits and the sink's pending output move to the new
 //! subtasks. The committed output must equal a failure-free run's.
@@ -97,7 +98,7 @@ fn rescale_under_kills(store: Store<'_>, store_name: &str) {
         let log = log.join().unwrap();
         rescaled += usize::from(log.contains("redistributed by key group"));
     }
-    let mut child = demo(dir.path(), 2, store).spawn().unwrap();
+    let mut child = demo(dir.path(), 4, store).spawn().unwrap();
     let (_, _, log) = follow(&mut child);
     let status = wait_for_exit(&mut child, Duration::from_secs(180), "the last run");
     let log = log.join().unwrap();
@@ -108,7 +109,9 @@ fn rescale_under_kills(store: Store<'_>, store_name: &str) {
     publish_summary(
         &format!("rescale_{store_name}"),
         &format!(
-            "rescale: parallelism {schedule:?} -> 2 with a SIGKILL in each run, store={store_name}: lost={lost} duplicated={duplicated} (runs that rescaled keyed state: {rescaled}, seed={seed})"
+            "rescale: demo {}->4 kills={} lost={lost} duplicated={duplicated} store={store_name} (runs that rescaled keyed state: {rescaled}, seed={seed})",
+            schedule.map(|p| p.to_string()).join("->"),
+            schedule.len()
         ),
     );
     assert_eq!(

@@ -507,12 +507,16 @@ impl FinalCheckpoint {
     }
 }
 
-/// Event time of a multi-input task: the minimum over inputs still open and
-/// not idle. An input that ended or is idle does not hold the others back;
-/// when every open input is idle, the newest of their watermarks (as
-/// Flink's watermark valve does: nothing is coming, so what they reached is
-/// safe until one wakes); when all ended the watermark stays (a bounded run
-/// must not fire windows by ending).
+/// Event time of a multi-input task: the minimum over inputs that are not
+/// idle, open or ended alike. An input that ended keeps the watermark it
+/// reached: its end is the end of this run (a bounded run, or a source out
+/// of data), and the next run resumes it there, so the others must not
+/// fire windows it may still add to (`drain_at_end` ends it with the end of
+/// time instead). One that ended without any event time holds nothing (a
+/// subtask without partitions). An idle input does not hold the others
+/// back; when every open input is idle and no ended one holds, the newest
+/// of their watermarks (as Flink's watermark valve does: nothing is coming,
+/// so what they reached is safe until one wakes).
 fn advance_watermark<T>(
     watermarks: &[Timestamp],
     open: &[bool],
@@ -520,11 +524,12 @@ fn advance_watermark<T>(
     current: &mut Timestamp,
     chain: &mut dyn Downstream<T>,
 ) -> Result<()> {
-    let open_inputs = || (0..watermarks.len()).filter(|&i| open[i]);
-    let active = open_inputs().filter(|&i| !idle[i]).map(|i| watermarks[i]).min();
+    let inputs = 0..watermarks.len();
+    let holding = |&i: &usize| !idle[i] && (open[i] || watermarks[i] > Timestamp::MIN);
+    let active = inputs.clone().filter(holding).map(|i| watermarks[i]).min();
     let next = match active {
         Some(m) => Some(m),
-        None => open_inputs().map(|i| watermarks[i]).max(),
+        None => inputs.filter(|&i| open[i]).map(|i| watermarks[i]).max(),
     };
     match next {
         Some(m) if m > *current => {
@@ -627,5 +632,60 @@ mod tests {
             Err(WeirError::Cancelled)
         ));
         assert_eq!(chain.0, ["aborted 3", "complete 3", "complete 4"]);
+    }
+
+    /// Records the watermarks it is sent.
+    #[derive(Default)]
+    struct Marks(Vec<i64>);
+
+    impl Downstream<u32> for Marks {
+        fn records(&mut self, _: &mut Vec<u32>) -> Result<()> {
+            Ok(())
+        }
+        fn watermark(&mut self, w: Timestamp) -> Result<()> {
+            self.0.push(w.0);
+            Ok(())
+        }
+        fn idle(&mut self) -> Result<()> {
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<()> {
+            Ok(())
+        }
+        fn barrier(&mut self, _: Barrier, _: &mut SnapshotBuilder) -> Result<()> {
+            Ok(())
+        }
+        fn checkpoint_complete(&mut self, _: CheckpointId) -> Result<()> {
+            Ok(())
+        }
+        fn checkpoint_aborted(&mut self, _: CheckpointId) -> Result<()> {
+            Ok(())
+        }
+        fn end(&mut self) -> Result<()> {
+            Ok(())
+        }
+        fn latency_marker(&mut self, _: Instant) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_ended_input_holds_event_time_where_it_ended() {
+        let (mut current, mut chain) = (Timestamp::MIN, Marks::default());
+        let mut step = |marks: [i64; 3], open: [bool; 3], idle: [bool; 3]| {
+            advance_watermark(&marks.map(Timestamp), &open, &idle, &mut current, &mut chain).unwrap();
+            chain.0.clone()
+        };
+        step([10, 20, i64::MIN], [true; 3], [false; 3]);
+        step([10, 20, i64::MIN], [true, true, false], [false; 3]);
+        step([10, 30, i64::MIN], [false, true, false], [false; 3]);
+        let sent = step([10, 40, i64::MIN], [false, true, false], [false; 3]);
+        assert_eq!(
+            sent,
+            [10],
+            "an input without event time that ended holds nothing; one that ended at 10 holds 10"
+        );
+        let sent = step([10, 40, i64::MIN], [false, true, false], [true, false, false]);
+        assert_eq!(sent, [10, 40], "one that went idle before it ended does not hold");
     }
 }

@@ -477,3 +477,32 @@ fn bench_prints_one_json_line_per_run_and_plots_w2_latency() {
         "{svg}"
     );
 }
+
+#[test]
+fn bench_rescale_restores_state_at_another_parallelism_and_needs_two_parallelisms() {
+    let out = std::process::Command::new(common::WEIR)
+        .args(["bench", "rescale", "--keys", "20000", "--parallelism", "2,3", "--json"])
+        .env("WEIR_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (line["bench"].as_str(), line["from"].as_u64(), line["to"].as_u64()),
+        (Some("rescale"), Some(2), Some(3))
+    );
+    assert!(line["state_bytes"].as_u64().unwrap() > 20_000 * 8 / 2, "{line}");
+    let (restore, run) = (
+        line["restore_s"].as_f64().unwrap(),
+        line["rescaled_run_s"].as_f64().unwrap(),
+    );
+    assert!(0.0 < restore && restore <= run, "{line}");
+
+    let refused = std::process::Command::new(common::WEIR)
+        .args(["bench", "rescale", "--keys", "100", "--parallelism", "2"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("--parallelism FROM,TO"), "{err}");
+}

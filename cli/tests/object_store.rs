@@ -152,7 +152,7 @@ fn sigkill_during_uploads_commits_and_restores_loses_and_duplicates_nothing() {
     let log = run_to_end(demo(&url, &local, &out, RECORDS, &server.endpoint));
     let restored = log
         .lines()
-        .find(|l| l.contains("state restored:"))
+        .find(|l| l.contains("state restored in"))
         .unwrap_or_else(|| panic!("the last run says what it restored:\n{log}"))
         .to_string();
     let reused: u64 = restored
@@ -342,4 +342,30 @@ fn a_newer_claim_fences_every_write_of_the_older_writer() {
     let bad = weir::StoreOptions([("no_such_setting".to_string(), "1".to_string())].into_iter().collect());
     let err = weir::checkpoint::CheckpointStore::open_with(Path::new(&url), "job", &bad).unwrap_err();
     assert!(err.to_string().contains("checkpoint.no_such_setting"), "{err}");
+}
+
+#[test]
+fn bench_upload_compares_a_checkpoint_upload_with_a_plain_client() {
+    let server = S3Server::shared();
+    let out = Command::new(WEIR)
+        // 70 MB of state in one SST: past the single-put limit, in parts.
+        .args(["bench", "upload", "--keys", "70000", "--json", "--checkpoint-dir"])
+        .arg(S3Server::url(&prefix("bench-upload")))
+        .envs(server.env())
+        .env("WEIR_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (weir, plain) = (
+        line["weir_bytes"].as_u64().unwrap(),
+        line["plain_bytes"].as_u64().unwrap(),
+    );
+    assert!(weir >= 70_000 * 1024, "1 KiB per key, incompressible: {line}");
+    assert!(
+        plain >= weir && plain < weir + 64 * 1024,
+        "the plain client puts the same objects: {line}"
+    );
+    assert!(line["plain_multipart_mb_per_s"].as_f64().unwrap() > 0.0, "{line}");
+    assert!(line["weir_mb_per_s"].as_f64().unwrap() > 0.0 && line["plain_single_put_mb_per_s"].as_f64().unwrap() > 0.0);
 }

@@ -84,6 +84,10 @@ pub(super) struct Driver {
     pub(super) events: Receiver<RuntimeEvent>,
     pub(super) cancel: Arc<AtomicBool>,
     pub(super) started: Instant,
+    /// [`JobSummary::restore_time`].
+    pub(super) restore_time: Duration,
+    /// [`JobSummary::checkpoint_uploads`].
+    pub(super) uploads: Vec<crate::checkpoint::UploadStats>,
     pub(super) restored_from: Option<u64>,
     pub(super) completed: u64,
     pub(super) last: Option<u64>,
@@ -191,6 +195,8 @@ impl Driver {
             skipped_checkpoints: std::mem::take(&mut self.skipped),
             checkpoint_durations: std::mem::take(&mut self.durations),
             checkpoint_started: std::mem::take(&mut self.started_at),
+            checkpoint_uploads: std::mem::take(&mut self.uploads),
+            restore_time: self.restore_time,
             state_entries_written_behind: self.written_behind.load(Ordering::Relaxed),
             timers_kept,
         })
@@ -321,6 +327,9 @@ impl Driver {
                 let duration = duration.unwrap_or_default();
                 metrics::gauge!("weir_last_checkpoint_bytes", "job" => self.job.clone()).set(self.last_bytes as f64);
                 let upload = self.store.take_upload_stats();
+                if triggered.is_some() {
+                    self.uploads.push(upload);
+                }
                 let labels = [("job", self.job.clone())];
                 metrics::counter!("weir_checkpoint_uploaded_bytes_total", &labels).increment(upload.bytes_uploaded);
                 metrics::counter!("weir_checkpoint_uploaded_files_total", &labels).increment(upload.files_uploaded);

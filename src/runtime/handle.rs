@@ -30,6 +30,13 @@ pub struct JobSummary {
     /// Changed state entries written to RocksDB between checkpoints by
     /// write-behind ([`crate::JobConfig::state_write_behind_entries`]).
     pub state_entries_written_behind: u64,
+    /// For each checkpoint completed in this run: the files it put into the
+    /// store and how long that took (same order as `checkpoint_durations`).
+    pub checkpoint_uploads: Vec<crate::checkpoint::UploadStats>,
+    /// Time from the start until every task was made: on a restore, the
+    /// state fetched, opened and (after a change of parallelism) rebuilt
+    /// by key group.
+    pub restore_time: Duration,
     /// Timers (event-time windows waiting for their end among them) that the
     /// final checkpoint keeps for the next run: a bounded run without
     /// `drain_at_end` does not fire them, unlike Flink's bounded input.

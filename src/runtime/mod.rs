@@ -163,9 +163,11 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
     }
     drop(env);
     state.drop_restore_cache();
+    let restore_time = started.elapsed();
     if restored_from.is_some() {
         tracing::info!(
-            "job {name}: state restored: {} file(s) fetched from the store, {} reused from local disk",
+            "job {name}: state restored in {} ms: {} file(s) fetched from the store, {} reused from local disk",
+            restore_time.as_millis(),
             state.fetched_at_restore.load(Ordering::Relaxed),
             state.reused_at_restore.load(Ordering::Relaxed)
         );
@@ -244,6 +246,8 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
         events: events_rx,
         cancel,
         started,
+        restore_time,
+        uploads: Vec::new(),
         restored_from,
         completed: 0,
         last: restored_from,

@@ -3,6 +3,8 @@
 //! table for people and one JSON line per run, and (W2) an SVG plot of
 //! latency over time.
 
+mod state;
+
 use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +20,9 @@ use weir_workloads::nexmark::{nexmark_job, EventSource, RowSink, RunStats, Sched
 /// The flags of `weir bench` (its help text is on the command).
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Workloads: w1 w2 w3 q0 q1 q2 q3 q5 q7 q8 q11 [default: w1 w2 w3].
+    /// Workloads: w1 w2 w3 q0 q1 q2 q3 q5 q7 q8 q11, rescale (state built at the first of two
+    /// --parallelism values, restored at the second), upload (state on s3:// against a plain
+    /// client) [default: w1 w2 w3].
     workloads: Vec<String>,
     /// Records (W1, W3) or events (Nexmark) per run [default: 20000000 (W1, W3), 10000000 (Nexmark)].
     #[arg(long)]
@@ -78,6 +82,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let mut rows = Vec::new();
     for w in &workloads {
+        match w.to_ascii_lowercase().as_str() {
+            "rescale" => {
+                state::rescale(&args)?;
+                continue;
+            }
+            "upload" => {
+                state::upload(&args)?;
+                continue;
+            }
+            _ => {}
+        }
         for &p in &args.parallelism {
             anyhow::ensure!(p >= 1, "--parallelism must be at least 1");
             let scratch = tempfile::tempdir().context("cannot create a temporary checkpoint directory")?;
@@ -111,7 +126,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             rows.push(row);
         }
     }
-    if !args.json {
+    if !args.json && !rows.is_empty() {
         print_table(&rows);
     }
     Ok(())

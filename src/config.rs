@@ -104,7 +104,60 @@ impl Default for JobConfig {
     }
 }
 
+/// Whether a setting's name says it holds a secret (its value is never
+/// shown): `secret`, `token`, `password`, `key` or `credential` in it.
+pub fn is_secret_setting(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "secret",
+        "token",
+        "password",
+        "passwd",
+        "key",
+        "credential",
+        "sasl.jaas",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+}
+
+/// The value shown for a secret setting.
+pub const REDACTED: &str = "<redacted>";
+
 impl JobConfig {
+    /// Every setting as JSON for people and tools (the web UI's
+    /// `/api/config`): durations in seconds, sizes in bytes, store options
+    /// with secret values replaced by [`REDACTED`].
+    pub fn describe(&self) -> serde_json::Value {
+        let store_options: serde_json::Map<String, serde_json::Value> = self
+            .checkpoint_store_options
+            .0
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret_setting(k) { REDACTED } else { v.as_str() };
+                (k.clone(), shown.into())
+            })
+            .collect();
+        serde_json::json!({
+            "checkpoint_dir": self.checkpoint_dir.display().to_string(),
+            "checkpoint_store_options": store_options,
+            "checkpoint_interval_s": self.checkpoint_interval.map(|d| d.as_secs_f64()),
+            "checkpoint_timeout_s": self.checkpoint_timeout.as_secs_f64(),
+            "retained_checkpoints": self.retained_checkpoints,
+            "local_state_dir": self.local_state_dir.as_ref().map(|d| d.display().to_string()),
+            "state_block_cache_bytes": self.state_block_cache_bytes,
+            "state_write_buffer_bytes": self.state_write_buffer_bytes,
+            "state_cache_entries": self.state_cache_entries,
+            "state_write_behind_entries": self.state_write_behind_entries,
+            "channel_capacity": self.channel_capacity,
+            "batch_size": self.batch_size,
+            "restore": self.restore,
+            "drain_at_end": self.drain_at_end,
+            "allow_replay": self.allow_replay,
+            "allow_non_restored_state": self.allow_non_restored_state,
+        })
+    }
+
     /// A default config with checkpoints under `dir`.
     pub fn with_checkpoint_dir(dir: impl Into<PathBuf>) -> Self {
         JobConfig {
@@ -143,5 +196,35 @@ impl JobConfig {
             return bad("state_cache_entries", "must be >= 1");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn describe_shows_every_setting_and_no_secret() {
+        let mut config = JobConfig::with_checkpoint_dir("s3://bucket/jobs");
+        for (k, v) in [
+            ("endpoint", "http://127.0.0.1:9000"),
+            ("access_key_id", "AKIDEXAMPLE"),
+            ("secret_access_key", "wJalrXUtnFEMI"),
+            ("session_token", "FwoGZXIvY"),
+        ] {
+            config.checkpoint_store_options.0.insert(k.into(), v.into());
+        }
+        let shown = config.describe();
+        let text = shown.to_string();
+        for secret in ["AKIDEXAMPLE", "wJalrXUtnFEMI", "FwoGZXIvY"] {
+            assert!(!text.contains(secret), "{secret} shown: {text}");
+        }
+        assert_eq!(shown["checkpoint_store_options"]["endpoint"], "http://127.0.0.1:9000");
+        assert_eq!(shown["checkpoint_store_options"]["secret_access_key"], REDACTED);
+        assert_eq!(shown["checkpoint_dir"], "s3://bucket/jobs");
+        assert_eq!(shown["checkpoint_interval_s"], 1.0);
+        assert!(is_secret_setting("sasl.password") && is_secret_setting("ssl.key.password"));
+        assert!(!is_secret_setting("bootstrap.servers") && !is_secret_setting("region"));
     }
 }

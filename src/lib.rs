@@ -42,7 +42,9 @@
 //! - runtime: a planned job's threads, the coordinator thread, the
 //!   [`JobHandle`] / [`JobController`] and the [`JobStatus`];
 //! - graph: the typed builder ([`JobBuilder`], [`Stream`], [`KeyedStream`])
-//!   that compiles a job into the runtime's plan, and [`Job`].
+//!   that compiles a job into the runtime's plan, and [`Job`];
+//! - [`ui`]: the web UI of a running job (a page and a JSON API over a
+//!   [`JobController`]).
 //!
 //! The operator contract and built-in operators live in crate
 //! [`weir_operators`] (re-exported as [`operators`]); the demo jobs, Nexmark
@@ -61,12 +63,14 @@ mod runtime;
 mod state;
 mod stats;
 mod task;
+pub mod ui;
 
-pub use config::{JobConfig, StoreOptions};
+pub use config::{is_secret_setting, JobConfig, StoreOptions, REDACTED};
 pub use error::{Result, WeirError};
 pub use graph::{Job, JobBuilder, KeyedStream, SinkRef, Stream};
 pub use runtime::{
-    CheckpointStatus, JobController, JobHandle, JobStatus, JobSummary, LastCheckpoint, LatencySummary, TaskStatus,
+    CheckpointRecord, CheckpointStatus, GraphEdge, GraphVertex, JobController, JobGraph, JobHandle, JobState,
+    JobStatus, JobSummary, LastCheckpoint, LatencySummary, Progress, RateSample, TaskStatus,
 };
 pub use stats::{Backlog, PartitionLag};
 pub use weir_operators as operators;

@@ -27,8 +27,18 @@ pub(crate) struct TaskStats {
     pub(crate) finished: AtomicBool,
     /// Sources that know their backlog (Kafka) report it here.
     pub(crate) backlog: Backlog,
+    /// The `records_in` at which a source task reaches its end in this run
+    /// (a bounded run): its count then plus
+    /// [`crate::connectors::Source::remaining`]; -1: unknown or endless.
+    pub(crate) end_at: AtomicI64,
     /// Sinks: end-to-end latency of the latency markers that reached them.
     pub(crate) latency: Mutex<Option<hdrhistogram::Histogram<u64>>>,
+    /// The task keeps keyed state (the fields below mean something).
+    pub(crate) keyed: AtomicBool,
+    /// Keys read from RocksDB: not in the write-back cache (its misses).
+    pub(crate) state_reads: AtomicU64,
+    /// Bytes of its RocksDB state in the last checkpoint it took part in.
+    pub(crate) state_bytes: AtomicU64,
 }
 
 impl Default for TaskStats {
@@ -43,7 +53,11 @@ impl Default for TaskStats {
             last_alignment_ns: AtomicU64::new(0),
             finished: AtomicBool::new(false),
             backlog: Backlog::default(),
+            end_at: AtomicI64::new(-1),
             latency: Mutex::new(None),
+            keyed: AtomicBool::new(false),
+            state_reads: AtomicU64::new(0),
+            state_bytes: AtomicU64::new(0),
         }
     }
 }

@@ -4,6 +4,7 @@
 use crate::config_file::{ConfigFile, KafkaSettings};
 use anyhow::Context;
 use std::path::PathBuf;
+use std::time::Duration;
 use weir::connectors::kafka::KafkaConnection;
 use weir::JobConfig;
 
@@ -96,9 +97,47 @@ pub(crate) struct CommonArgs {
     /// every this many seconds.
     #[arg(long, value_name = "SECS")]
     pub(crate) status_every: Option<u64>,
+    /// Serve the web UI (job graph, rates, backpressure, checkpoints, Kafka
+    /// lag, latency, failures) on this address, e.g. 127.0.0.1:8080 (port 0:
+    /// any free port; the URL is printed at start).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) ui_addr: Option<std::net::SocketAddr>,
+    /// Let the web UI trigger checkpoints, stop and cancel the job (POST only).
+    #[arg(long, requires = "ui_addr")]
+    pub(crate) ui_allow_control: bool,
+    /// Keep the web UI up this many seconds after the job ended (its final state).
+    #[arg(long, value_name = "SECS", requires = "ui_addr", default_value_t = 0)]
+    pub(crate) ui_linger_s: u64,
+}
+
+/// How a job command watches its job: the status table, the web UI.
+pub(crate) struct Watch {
+    /// `--status-every`.
+    pub(crate) status_every: Option<u64>,
+    /// `--ui-addr` with its options.
+    pub(crate) ui: Option<(std::net::SocketAddr, weir::ui::UiOptions)>,
+    /// `--ui-linger-s`.
+    pub(crate) ui_linger: Duration,
 }
 
 impl CommonArgs {
+    /// The status and UI flags.
+    pub(crate) fn watch(&self) -> Watch {
+        Watch {
+            status_every: self.status_every,
+            ui: self.ui_addr.map(|addr| {
+                (
+                    addr,
+                    weir::ui::UiOptions {
+                        allow_control: self.ui_allow_control,
+                        extra_config: None,
+                    },
+                )
+            }),
+            ui_linger: Duration::from_secs(self.ui_linger_s),
+        }
+    }
+
     /// The config file (empty without --config).
     pub(crate) fn file(&self) -> anyhow::Result<ConfigFile> {
         Ok(match &self.config {

@@ -55,7 +55,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     } else {
         ProgressOf::Nothing
     };
-    let (summary, status) = run_until_signalled(demo_job(&options)?, common.config()?, common.status_every, progress)
+    let (summary, status) = run_until_signalled(demo_job(&options)?, common.config()?, common.watch(), progress)
         .context("job `demo` failed")?;
     if json {
         let extra = serde_json::json!({"output": output.display().to_string()});

@@ -98,8 +98,7 @@ pub(crate) fn run(args: KafkaCountArgs) -> anyhow::Result<()> {
     } else {
         ProgressOf::Nothing
     };
-    let (summary, status) =
-        run_until_signalled(job, common.config()?, common.status_every, of).context("job failed")?;
+    let (summary, status) = run_until_signalled(job, common.config()?, common.watch(), of).context("job failed")?;
     let done = progress.done.load(std::sync::atomic::Ordering::Relaxed);
     let skipped = progress.skipped.load(std::sync::atomic::Ordering::Relaxed);
     if json {

@@ -141,7 +141,7 @@ pub(crate) fn run(args: NexmarkArgs) -> anyhow::Result<()> {
             (Some(p), true) => ProgressOf::Kafka(p.clone()),
             _ => ProgressOf::Nothing,
         };
-        let (summary, _) = run_until_signalled(job, config, args.common.status_every, of)
+        let (summary, _) = run_until_signalled(job, config, args.common.watch(), of)
             .with_context(|| format!("job `{job_name}` failed"))?;
         let events = progress.events();
         print_nexmark_summary(args.json, query, &summary, events, None, None, started.elapsed());
@@ -205,7 +205,7 @@ pub(crate) fn run(args: NexmarkArgs) -> anyhow::Result<()> {
         EventSource::Generator(GeneratorConfig { events: Some(n), .. }) => ProgressOf::Records(*n),
         _ => ProgressOf::Nothing,
     };
-    let (summary, _) = run_until_signalled(job, config, args.common.status_every, of)
+    let (summary, _) = run_until_signalled(job, config, args.common.watch(), of)
         .with_context(|| format!("job `{job_name}` failed"))?;
     let elapsed = started.elapsed();
     let rows = match &args.sink_file {

@@ -78,11 +78,24 @@ impl Drop for ProgressGuard {
 pub(crate) fn run_until_signalled(
     job: weir::Job,
     config: JobConfig,
-    status_every: Option<u64>,
+    watch: crate::common::Watch,
     progress: ProgressOf,
 ) -> weir::Result<(weir::JobSummary, weir::JobStatus)> {
+    let crate::common::Watch {
+        status_every,
+        ui,
+        ui_linger,
+    } = watch;
     let handle = job.start(config)?;
     let controller = handle.controller();
+    let ui = match ui {
+        Some((addr, options)) => {
+            let server = controller.serve_ui(addr, options)?;
+            eprintln!("web UI: {}", server.url());
+            Some(server)
+        }
+        None => None,
+    };
     // The progress line and the status table would garble each other.
     let progress = progress_reporter(
         if status_every.is_some() {
@@ -145,6 +158,15 @@ pub(crate) fn run_until_signalled(
     let summary = handle.join();
     drop(status_printer);
     drop(progress);
+    if let (Some(server), false) = (&ui, ui_linger.is_zero()) {
+        eprintln!(
+            "the job ended; the web UI at {} shows its final state for {} s",
+            server.url(),
+            ui_linger.as_secs()
+        );
+        std::thread::sleep(ui_linger);
+    }
+    drop(ui);
     Ok((summary?, final_status.status()))
 }
 

@@ -506,3 +506,76 @@ fn bench_rescale_restores_state_at_another_parallelism_and_needs_two_parallelism
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("--parallelism FROM,TO"), "{err}");
 }
+
+#[test]
+fn ui_addr_serves_the_page_and_api_while_the_job_runs_and_lingers_after_it() {
+    use std::io::{BufRead, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(common::WEIR)
+        .args([
+            "run",
+            "demo",
+            "--records",
+            "100000",
+            "--rate",
+            "50000",
+            "--ui-linger-s",
+            "3",
+        ])
+        .args(["--ui-addr", "127.0.0.1:0", "--checkpoint-dir"])
+        .arg(dir.path().join("ck"))
+        .arg("--output")
+        .arg(dir.path().join("out"))
+        .env("WEIR_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("web UI: ").map(str::to_string))
+        .expect("the URL is printed at start");
+    let addr = url.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let page = get("/");
+    assert!(page.starts_with("HTTP/1.1 200") && page.contains("page.js"), "{page}");
+    assert!(get("/api/status").contains("\"job\":\"demo\""));
+    // The job ends (2 s at 50 000 records/s); the UI stays for --ui-linger-s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if get("/api/status").contains("\"state\":\"finished\"") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the UI never showed the end");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success());
+
+    let refused = std::process::Command::new(common::WEIR)
+        .args([
+            "run",
+            "demo",
+            "--records",
+            "10",
+            "--ui-addr",
+            "192.0.2.1:80",
+            "--checkpoint-dir",
+        ])
+        .arg(dir.path().join("ck2"))
+        .arg("--output")
+        .arg(dir.path().join("out2"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("ui_addr") && err.contains("192.0.2.1:80"), "{err}");
+}

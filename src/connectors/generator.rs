@@ -280,6 +280,13 @@ impl Source<W1Event> for Generator {
         self.splits.is_empty()
     }
 
+    fn remaining(&self) -> Option<u64> {
+        self.splits
+            .iter()
+            .map(|s| s.end_k.map(|end| end.saturating_sub(s.next_k)))
+            .sum()
+    }
+
     fn position(&mut self) -> Result<Vec<u8>> {
         let mut bytes = Vec::with_capacity(9 + 16 * self.splits.len());
         bytes.push(SPLITS_FORMAT);

@@ -170,6 +170,13 @@ pub trait Source<T>: Send + 'static {
     fn is_idle(&self) -> bool {
         false
     }
+    /// Records this subtask still reads before its end in this run (a
+    /// bounded run: the generator's records left, a bounded Kafka source's
+    /// offsets to its end offsets), for progress and ETA in the status.
+    /// Asked a few times a second. Default: unknown.
+    fn remaining(&self) -> Option<u64> {
+        None
+    }
     /// The position after the last record returned, to store in a checkpoint
     /// (called at a barrier; also the moment to make side outputs durable).
     ///

@@ -72,6 +72,7 @@ impl<T: Send + 'static, K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static> Ke
                 cache_entries: env.state_cache_entries,
                 write_behind_entries: env.state_write_behind_entries,
                 checkpoint_interval_ms: env.checkpoint_interval_ms,
+                stats: cx.stats.clone(),
             };
             Ok(Box::new(KeyedStage::new(
                 function.clone(),

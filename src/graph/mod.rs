@@ -59,14 +59,16 @@ type EdgeChannels<T> = (
 struct Edge<T> {
     from: usize,
     to: usize,
+    kind: &'static str,
     channels: Mutex<EdgeChannels<T>>,
 }
 
 impl<T: Send> Edge<T> {
-    fn new(from: usize, to: usize) -> Arc<Self> {
+    fn new(from: usize, to: usize, kind: &'static str) -> Arc<Self> {
         Arc::new(Edge {
             from,
             to,
+            kind,
             channels: Mutex::new((Vec::new(), Vec::new())),
         })
     }
@@ -95,6 +97,9 @@ impl<T: Send> Edge<T> {
 impl<T: Send> ErasedEdge for Edge<T> {
     fn endpoints(&self) -> (usize, usize) {
         (self.from, self.to)
+    }
+    fn kind(&self) -> &'static str {
+        self.kind
     }
     fn materialize(&self, from_parallelism: usize, to_parallelism: usize, capacity: usize) {
         let mut senders: Vec<Vec<Sender<Message<T>>>> = (0..from_parallelism).map(|_| Vec::new()).collect();
@@ -650,13 +655,14 @@ impl<T: Send + 'static> Stream<T> {
 
     fn exchange<R: Router<T> + 'static>(
         self,
+        kind: &'static str,
         router: impl Fn() -> R + Send + 'static,
     ) -> (Rc<RefCell<GraphInner>>, usize, Arc<Edge<T>>) {
         let graph = self.graph.clone();
         let (to, edge) = {
             let mut g = graph.borrow_mut();
             let to = g.add_vertex(false);
-            let edge = Edge::new(self.vertex, to);
+            let edge = Edge::new(self.vertex, to, kind);
             g.edges.push(edge.clone());
             (to, edge)
         };
@@ -669,7 +675,7 @@ impl<T: Send + 'static> Stream<T> {
     pub fn key_by<K: StateKey, F: Fn(&T) -> K + Clone + Send + 'static>(self, key_of: F) -> KeyedStream<T, K, F> {
         let max_parallelism = self.graph.borrow().max_parallelism;
         let kf = key_of.clone();
-        let (graph, to, edge) = self.exchange(move || KeyRouter {
+        let (graph, to, edge) = self.exchange("key_by", move || KeyRouter {
             key_of: kf.clone(),
             max_parallelism,
             scratch: Vec::new(),
@@ -685,15 +691,15 @@ impl<T: Send + 'static> Stream<T> {
 
     /// Spreads records round-robin over a new vertex (to change parallelism).
     pub fn rebalance(self) -> Stream<T> {
-        let (graph, to, edge) = self.exchange(|| RoundRobin(0));
+        let (graph, to, edge) = self.exchange("rebalance", || RoundRobin(0));
         let op = graph.borrow_mut().add_operator("rebalance", false, to);
         Stream::new(graph, to, op, Box::new(InputPending { edges: vec![edge] }))
     }
 
     /// Merges two streams of one type into a new vertex.
     pub fn union(self, other: Stream<T>) -> Stream<T> {
-        let (graph, to, edge) = self.exchange(|| RoundRobin(0));
-        let other_edge = Edge::new(other.vertex, to);
+        let (graph, to, edge) = self.exchange("union", || RoundRobin(0));
+        let other_edge = Edge::new(other.vertex, to, "union");
         graph.borrow_mut().edges.push(other_edge.clone());
         other.finish_with(channel_tail(other_edge.clone(), || RoundRobin(0)));
         let op = graph.borrow_mut().add_operator("union", false, to);

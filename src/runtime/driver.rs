@@ -93,6 +93,10 @@ pub(super) struct Driver {
     pub(super) last: Option<u64>,
     pub(super) parallelism_by_uid: BTreeMap<String, usize>,
     pub(super) triggered_at: Option<Instant>,
+    /// Wall clock (ms since the epoch) of the trigger of the checkpoint in flight.
+    pub(super) triggered_wall_ms: i64,
+    /// The task whose failure ended the job.
+    pub(super) failed_task: Option<String>,
     pub(super) durations: Vec<Duration>,
     /// Trigger times of the completed checkpoints, since the start.
     pub(super) started_at: Vec<Duration>,
@@ -122,6 +126,23 @@ impl Driver {
     /// Drives the job to its end and returns how it went.
     pub(super) fn run(&mut self) -> Result<JobSummary> {
         let result = self.drive();
+        let state = match &result {
+            Ok(()) => status::JobState::Finished,
+            Err(WeirError::Cancelled) => status::JobState::Cancelled,
+            Err(e) => {
+                let mut causes = Vec::new();
+                let mut cause = std::error::Error::source(e);
+                while let Some(c) = cause {
+                    causes.push(c.to_string());
+                    cause = c.source();
+                }
+                status::JobState::Failed {
+                    task: self.failed_task.clone(),
+                    error: e.to_string(),
+                    causes,
+                }
+            }
+        };
         if result.is_err() {
             self.cancel.store(true, Ordering::Relaxed);
             for t in &self.tasks {
@@ -186,6 +207,11 @@ impl Driver {
                 self.job
             );
         }
+        // The final counters, then the outcome: a UI shows the end as it was.
+        self.board.sample();
+        if let Ok(mut s) = self.board.state.lock() {
+            *s = state;
+        }
         result.map(|()| JobSummary {
             job: self.job.clone(),
             restored_from: self.restored_from,
@@ -243,6 +269,7 @@ impl Driver {
                         continue;
                     }
                     tracing::error!("task {} failed: {error}", self.tasks[task].name);
+                    self.failed_task = Some(self.tasks[task].name.clone());
                     return Err(error);
                 }
                 Ok(RuntimeEvent::Cancel) => return Err(WeirError::Cancelled),
@@ -288,6 +315,7 @@ impl Driver {
                 }
                 tracing::info!("checkpoint {id} triggered{}", if then_stop { " (final)" } else { "" });
                 self.triggered_at = Some(Instant::now());
+                self.triggered_wall_ms = crate::clock::wall_clock_ms();
                 self.update_checkpoints(|c| c.in_flight = Some(id.0));
                 self.broadcast(TaskCommand::Trigger(Barrier { id, then_stop }), true);
                 Ok(Vec::new())
@@ -336,6 +364,17 @@ impl Driver {
                 metrics::counter!("weir_checkpoint_reused_files_total", &labels).increment(upload.files_reused);
                 metrics::histogram!("weir_checkpoint_upload_seconds", &labels).record(upload.upload_seconds);
                 let (completed, bytes) = (self.completed, self.last_bytes);
+                let record = status::CheckpointRecord {
+                    id: id.0,
+                    status: "completed",
+                    triggered_unix_ms: self.triggered_wall_ms,
+                    duration,
+                    alignment: self.board.longest_alignment(),
+                    bytes,
+                    upload,
+                    final_checkpoint: then_stop,
+                    reason: None,
+                };
                 self.update_checkpoints(|c| {
                     c.completed = completed;
                     c.in_flight = None;
@@ -346,6 +385,7 @@ impl Driver {
                         final_checkpoint: then_stop,
                         upload,
                     });
+                    c.record(record);
                 });
                 metrics::counter!("weir_checkpoints_completed_total", "job" => self.job.clone()).increment(1);
                 metrics::gauge!("weir_last_checkpoint_id", "job" => self.job.clone()).set(id.0 as f64);
@@ -357,10 +397,21 @@ impl Driver {
             Action::Abort { id, reason, then_stop } => {
                 tracing::warn!("checkpoint {id} aborted: {reason}");
                 metrics::counter!("weir_checkpoints_aborted_total", "job" => self.job.clone()).increment(1);
-                self.triggered_at = None;
+                let record = status::CheckpointRecord {
+                    id: id.0,
+                    status: "aborted",
+                    triggered_unix_ms: self.triggered_wall_ms,
+                    duration: self.triggered_at.take().map(|t| t.elapsed()).unwrap_or_default(),
+                    alignment: self.board.longest_alignment(),
+                    bytes: 0,
+                    upload: Default::default(),
+                    final_checkpoint: then_stop,
+                    reason: Some(reason.clone()),
+                };
                 self.update_checkpoints(|c| {
                     c.aborted += 1;
                     c.in_flight = None;
+                    c.record(record);
                 });
                 self.broadcast(TaskCommand::Abort(id), false);
                 if then_stop {

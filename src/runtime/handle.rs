@@ -92,6 +92,23 @@ impl JobController {
         self.board.status()
     }
 
+    /// The job graph: vertices (chained operators, parallelism, task
+    /// names) and the exchanges between them.
+    pub fn graph(&self) -> &super::JobGraph {
+        &self.board.graph
+    }
+
+    /// Throughput and latency of each of the last 600 sampling seconds,
+    /// oldest first.
+    pub fn history(&self) -> Vec<super::RateSample> {
+        self.board.history()
+    }
+
+    /// The job's settings as JSON, secrets redacted ([`crate::JobConfig::describe`]).
+    pub fn config(&self) -> &serde_json::Value {
+        &self.board.config
+    }
+
     /// Asks for a checkpoint now (it waits for one in flight).
     pub fn trigger_checkpoint(&self) {
         let _ = self.events.send(RuntimeEvent::Request { then_stop: false });

@@ -16,13 +16,18 @@
 //! job: every other task is cancelled and [`JobHandle::join`] returns the
 //! first error.
 
+mod describe;
 mod driver;
 mod handle;
 pub(crate) mod plan;
 pub(crate) mod status;
 
+pub use describe::{GraphEdge, GraphVertex, JobGraph};
 pub use handle::{JobController, JobHandle, JobSummary};
-pub use status::{CheckpointStatus, JobStatus, LastCheckpoint, LatencySummary, TaskStatus};
+pub use status::{
+    CheckpointRecord, CheckpointStatus, JobState, JobStatus, LastCheckpoint, LatencySummary, Progress, RateSample,
+    TaskStatus,
+};
 
 use crate::checkpoint::coordinator::{Coordinator, CoordinatorConfig};
 use crate::checkpoint::lock::DirLock;
@@ -173,6 +178,18 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
         );
     }
     crate::failpoint::hit("restored");
+    let graph = describe::JobGraph::of(
+        &name,
+        &vertices,
+        &edges
+            .iter()
+            .map(|e| {
+                let (from, to) = e.endpoints();
+                (from, to, e.kind())
+            })
+            .collect::<Vec<_>>(),
+        &operators,
+    );
     let board = Arc::new(StatusBoard::new(
         name.clone(),
         started,
@@ -180,6 +197,9 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
             .iter()
             .map(|(name, is_source, _, stats, _)| (name.clone(), *is_source, stats.clone()))
             .collect(),
+        restored_from,
+        graph,
+        config.describe(),
     ));
     let mut tasks = Vec::new();
     for (index, (name, is_source, body, stats, (snapshots, jobs))) in bodies.into_iter().enumerate() {
@@ -253,6 +273,8 @@ pub(crate) fn start(plan: Plan, config: JobConfig) -> Result<JobHandle> {
         last: restored_from,
         parallelism_by_uid: parallelism_by_uid(&operators, &parallelism),
         triggered_at: None,
+        triggered_wall_ms: 0,
+        failed_task: None,
         durations: Vec::new(),
         started_at: Vec::new(),
         skipped,

@@ -75,6 +75,8 @@ pub(crate) struct Vertex {
 pub(crate) trait ErasedEdge: Send + Sync {
     /// (from vertex, to vertex).
     fn endpoints(&self) -> (usize, usize);
+    /// How records are routed: `key_by`, `rebalance` or `union`.
+    fn kind(&self) -> &'static str;
     /// Creates one bounded channel per (sending subtask, receiving subtask).
     fn materialize(&self, from_parallelism: usize, to_parallelism: usize, capacity: usize);
 }

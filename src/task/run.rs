@@ -228,6 +228,11 @@ pub(crate) fn run_source<T: Send, S: Source<T>>(
                     if now >= next_marker {
                         next_marker = now + LATENCY_MARKER_INTERVAL;
                         chain.latency_marker(now)?;
+                        let end_at = source.remaining().map_or(-1, |left| {
+                            let read = rt.stats.records_in.load(Ordering::Relaxed);
+                            read.saturating_add(left).min(i64::MAX as u64) as i64
+                        });
+                        rt.stats.end_at.store(end_at, Ordering::Relaxed);
                     }
                     None
                 }
@@ -249,6 +254,10 @@ pub(crate) fn run_source<T: Send, S: Source<T>>(
                     }
                     chain.flush()?;
                     at_end = true;
+                    let read = rt.stats.records_in.load(Ordering::Relaxed);
+                    rt.stats
+                        .end_at
+                        .store(read.min(i64::MAX as u64) as i64, Ordering::Relaxed);
                     let _ = rt.events.send(RuntimeEvent::SourceAtEnd);
                     None
                 }

@@ -60,6 +60,10 @@ pub struct BenchArgs {
     /// Only the JSON lines, no table.
     #[arg(long)]
     json: bool,
+    /// W1: serve the web UI on this address while it runs (to measure what
+    /// an open page costs; the URL is printed to stderr at start).
+    #[arg(long, value_name = "ADDR")]
+    ui_addr: Option<std::net::SocketAddr>,
 }
 
 /// One finished run, for the table.
@@ -171,7 +175,15 @@ fn w1(args: &BenchArgs, p: usize, config: JobConfig) -> anyhow::Result<Row> {
         p,
         CountingSink::factory_with(stats.clone()),
     )?;
-    let summary = job.run(config)?;
+    let summary = match args.ui_addr {
+        None => job.run(config)?,
+        Some(addr) => {
+            let handle = job.start(config)?;
+            let ui = handle.controller().serve_ui(addr, weir::ui::UiOptions::default())?;
+            eprintln!("web UI: {}", ui.url());
+            handle.join()?
+        }
+    };
     let seen = stats.records.load(std::sync::atomic::Ordering::Relaxed);
     anyhow::ensure!(seen == records, "W1 lost records: {seen} of {records} reached the sink");
     let span_ns = stats

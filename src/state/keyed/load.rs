@@ -45,6 +45,7 @@ where
     /// Reads `key`'s state from RocksDB.
     pub(super) fn load(&mut self, key: &K) -> Result<Option<P::State>> {
         encode_state_key(key, b"", self.max_parallelism, &mut self.key_buf);
+        crate::stats::bump(&self.stats.state_reads, 1);
         let bytes = self.db.get(&self.key_buf)?;
         self.decode_state(bytes.as_deref())
     }
@@ -98,6 +99,7 @@ where
             spans,
             order,
         } = &mut loads;
+        crate::stats::bump(&self.stats.state_reads, spans.len() as u64);
         order.extend(0..spans.len());
         order.sort_unstable_by(|&a, &b| arena[spans[a].clone()].cmp(&arena[spans[b].clone()]));
         order.dedup_by(|a, b| arena[spans[*a].clone()] == arena[spans[*b].clone()]);

@@ -106,6 +106,9 @@ pub(crate) struct KeyedStageConfig {
     /// The checkpoint interval (`None`: no periodic checkpoints, so no
     /// write-behind slices).
     pub(crate) checkpoint_interval_ms: Option<i64>,
+    /// The task's counters: keys read from RocksDB (write-back cache
+    /// misses) and the state size at each snapshot, for the status.
+    pub(crate) stats: Arc<crate::stats::TaskStats>,
 }
 
 /// A keyed process function bound to its state.
@@ -116,6 +119,8 @@ pub(crate) struct KeyedStage<K, I, O, P: KeyedProcess<K, I, O>, F> {
     uid: String,
     subtask: usize,
     max_parallelism: u16,
+    /// The task's counters (cache misses, state size).
+    stats: Arc<crate::stats::TaskStats>,
     cache: KeyCache<K, Slot<P::State>>,
     /// The current epoch: changes from now on go into the next snapshot.
     epoch: u32,
@@ -178,7 +183,9 @@ where
             cache_entries,
             write_behind_entries,
             checkpoint_interval_ms,
+            stats,
         } = config;
+        stats.keyed.store(true, Ordering::Relaxed);
         // Event time resumes where the restored snapshot left it, so a record
         // late before a restart is late after it too.
         let restored_watermark = db.stored_watermark()?.unwrap_or(i64::MIN);
@@ -191,6 +198,7 @@ where
             uid,
             subtask,
             max_parallelism,
+            stats,
             cache: KeyCache::default(),
             epoch: CLEAN + 1,
             capture: None,
@@ -426,12 +434,13 @@ where
             let kept = self.timers.pending() + self.processing_timers.pending();
             self.db.timers_kept.fetch_add(kept as u64, Ordering::Relaxed);
         }
-        let (db, failed, durable, max_parallelism, id) = (
+        let (db, failed, durable, max_parallelism, id, stats) = (
             self.db.clone(),
             self.snapshot_failed.clone(),
             self.durable_epoch.clone(),
             self.max_parallelism,
             barrier.id,
+            self.stats.clone(),
         );
         let map_writes = Arc::new(std::mem::take(&mut self.maps.current));
         let timer_changes = self.timers.take_changes();
@@ -458,9 +467,13 @@ where
                             write_snapshot(&db, id, max_parallelism, dirty, &map_writes, &timers, watermark)
                         })
                 };
-                if result.is_ok() {
+                if let Ok(state) = &result {
                     durable.fetch_max(epoch, Ordering::AcqRel);
                     work.succeeded();
+                    if let crate::checkpoint::SubtaskState::Rocks(h) = state {
+                        let bytes = h.shared.iter().chain(&h.private).map(|f| f.size).sum();
+                        stats.state_bytes.store(bytes, Ordering::Relaxed);
+                    }
                 }
                 result
             }),

@@ -147,6 +147,7 @@ impl Harness {
             cache_entries: capacity,
             write_behind_entries: 0,
             checkpoint_interval_ms: None,
+            stats: Default::default(),
         };
         let next = Box::new(Collect(self.out.clone()));
         let key_of: fn(&Record) -> u64 = |r| r.0;

@@ -619,6 +619,17 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
     /// partitions) is idle from the start, as Flink's split-less readers
     /// are, and one whose partitions are all quiet past the idleness timeout
     /// is idle until a record comes.
+    fn remaining(&self) -> Option<u64> {
+        if !self.bounded {
+            return None;
+        }
+        // Offsets to each partition's end (transaction markers count too).
+        self.partitions
+            .iter()
+            .map(|p| p.end.map(|end| p.next_offset.lag(end).max(0) as u64))
+            .sum()
+    }
+
     fn is_idle(&self) -> bool {
         let Some(strategy) = self.watermarks else {
             return false;

@@ -44,7 +44,8 @@
 //! - graph: the typed builder ([`JobBuilder`], [`Stream`], [`KeyedStream`])
 //!   that compiles a job into the runtime's plan, and [`Job`];
 //! - [`ui`]: the web UI of a running job (a page and a JSON API over a
-//!   [`JobController`]).
+//!   [`JobController`]); beside it [`distributed`]: a member of a job
+//!   scaled out over processes, one shard job per input partition.
 //!
 //! The operator contract and built-in operators live in crate
 //! [`weir_operators`] (re-exported as [`operators`]); the demo jobs, Nexmark
@@ -54,6 +55,7 @@ pub mod checkpoint;
 pub mod clock;
 mod config;
 pub mod connectors;
+pub mod distributed;
 mod error;
 mod failpoint;
 mod fxhash;

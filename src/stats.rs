@@ -39,6 +39,9 @@ pub(crate) struct TaskStats {
     pub(crate) state_reads: AtomicU64,
     /// Bytes of its RocksDB state in the last checkpoint it took part in.
     pub(crate) state_bytes: AtomicU64,
+    /// A sink task: the newest checkpoint whose output its sink committed
+    /// (the exactly-once Kafka sink's transaction, the file sink's parts); 0: none.
+    pub(crate) committed_checkpoint: AtomicU64,
 }
 
 impl Default for TaskStats {
@@ -58,6 +61,7 @@ impl Default for TaskStats {
             keyed: AtomicBool::new(false),
             state_reads: AtomicU64::new(0),
             state_bytes: AtomicU64::new(0),
+            committed_checkpoint: AtomicU64::new(0),
         }
     }
 }

@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["state"],
     &["runtime"],
     &["graph"],
-    &["ui"],
+    &["distributed", "ui"],
 ];
 
 /// Files above this many lines are split along a real seam (STYLE.md rule 7).

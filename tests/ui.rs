@@ -534,6 +534,13 @@ fn the_api_serves_json_redacts_secrets_and_guards_control() {
     assert_eq!(code, 200);
     let summary = handle.join().unwrap();
     assert!(summary.checkpoints_completed >= 2, "the stop took a final checkpoint");
+    let status = json(addr, "/api/status");
+    let sink = status["tasks"].as_array().unwrap().last().unwrap()["committed_checkpoint"].clone();
+    assert_eq!(
+        sink.as_u64(),
+        summary.last_checkpoint,
+        "the sink task committed the final checkpoint"
+    );
     assert_eq!(
         json(addr, "/api/status")["state"],
         "finished",

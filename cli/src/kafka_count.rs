@@ -43,6 +43,20 @@ pub(crate) struct KafkaCountArgs {
     /// Print the run's summary and per-task counters as one JSON line.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Run as one member of the job: the members (this command on more
+    /// machines, or more times on one) share the input's partitions through
+    /// the Kafka consumer group `weir-<job>`, each partition a shard with
+    /// its own checkpoints under --checkpoint-dir (use s3:// so any member
+    /// can restore any shard). The input must be partitioned by key.
+    #[arg(long)]
+    pub(crate) distributed: bool,
+    /// With --distributed: this member's id [default: host-pid].
+    #[arg(long, requires = "distributed")]
+    pub(crate) member_id: Option<String>,
+    /// With --distributed: how long the group waits for a silent member
+    /// before its shards move to the others.
+    #[arg(long, requires = "distributed", default_value_t = 10_000)]
+    pub(crate) session_timeout_ms: u64,
 }
 
 /// Runs the Kafka count job until it ends (bounded) or is stopped by a signal.
@@ -59,6 +73,9 @@ pub(crate) fn run(args: KafkaCountArgs) -> anyhow::Result<()> {
         job,
         common,
         json,
+        distributed,
+        member_id,
+        session_timeout_ms,
     } = args;
     common.serve_metrics()?;
     // Flags, then the `[kafka]` table of the config file, then defaults.
@@ -91,7 +108,20 @@ pub(crate) fn run(args: KafkaCountArgs) -> anyhow::Result<()> {
         },
         source_properties: kafka.consumer.into_iter().collect(),
         sink_properties: kafka.producer.into_iter().collect(),
+        only_partitions: None,
     };
+    if distributed {
+        anyhow::ensure!(
+            !bounded,
+            "--bounded does not work with --distributed yet: run the members unbounded and stop them"
+        );
+        return crate::member::run(
+            options,
+            common.config()?,
+            member_id,
+            std::time::Duration::from_millis(session_timeout_ms),
+        );
+    }
     let (job, progress) = kafka_count_job(&options)?;
     let of = if bounded {
         ProgressOf::Kafka(progress.clone())

@@ -6,6 +6,7 @@ mod common;
 mod config_file;
 mod demo;
 mod kafka_count;
+mod member;
 mod nexmark;
 mod offsets;
 mod session;

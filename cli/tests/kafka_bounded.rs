@@ -34,6 +34,7 @@ fn options(broker: &Broker, prefix: &str, bad_records: BadRecordPolicy) -> Kafka
         lost_input: Default::default(),
         source_properties: Vec::new(),
         sink_properties: Vec::new(),
+        only_partitions: None,
     }
 }
 

@@ -54,6 +54,7 @@ fn rides_out_restarts(transaction_version: u8) {
             // final commit) before the broker is back.
             source_properties: vec![("queued.max.messages.kbytes".into(), "256".into())],
             sink_properties: Vec::new(),
+            only_partitions: None,
         };
         let (job, progress) = kafka_count_job(&options).unwrap();
         let config = JobConfig {

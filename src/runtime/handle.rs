@@ -127,6 +127,11 @@ impl JobController {
 }
 
 impl JobHandle {
+    /// Whether the job has ended (then [`JobHandle::join`] returns at once).
+    pub fn is_finished(&self) -> bool {
+        self.driver.is_finished()
+    }
+
     /// A cloneable controller of this job.
     pub fn controller(&self) -> JobController {
         self.controller.clone()

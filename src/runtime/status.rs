@@ -153,6 +153,10 @@ pub struct TaskStatus {
     /// A keyed task: the share of records over the last second whose key's
     /// state was in the write-back cache (the others read RocksDB).
     pub state_cache_hit_rate: Option<f64>,
+    /// A sink task: the newest checkpoint whose output its sink committed
+    /// (for the exactly-once Kafka sink, the epoch of its last committed
+    /// transaction).
+    pub committed_checkpoint: Option<u64>,
 }
 
 /// Percentiles of the latency markers that reached a sink, since the start.
@@ -448,6 +452,10 @@ impl StatusBoard {
                     latency,
                     state_bytes: keyed.then(|| s.state_bytes.load(Ordering::Relaxed)),
                     state_cache_hit_rate: if keyed { hit_rate } else { None },
+                    committed_checkpoint: match s.committed_checkpoint.load(Ordering::Relaxed) {
+                        0 => None,
+                        id => Some(id),
+                    },
                 }
             })
             .collect::<Vec<TaskStatus>>();

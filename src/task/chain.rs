@@ -423,6 +423,11 @@ impl<T: Send, S: Sink<T>> Downstream<T> for SinkTail<T, S> {
         let started = Instant::now();
         let committed = self.sink.commit(id);
         self.commit_time.record(started.elapsed().as_secs_f64());
+        if committed.is_ok() {
+            self.stats
+                .committed_checkpoint
+                .store(id.0, std::sync::atomic::Ordering::Relaxed);
+        }
         // Errors that name their connector (or are fatal as they are) pass
         // unchanged; others get the sink's name.
         committed.map_err(|e| match e {

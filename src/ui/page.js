@@ -145,6 +145,7 @@ function updateSubtasks(status) {
     ms(t.last_alignment), watermark(t.watermark_ms),
     t.state_bytes === null || t.state_bytes === undefined ? "–" : bytes(t.state_bytes),
     t.state_cache_hit_rate === null || t.state_cache_hit_rate === undefined ? "–" : (t.state_cache_hit_rate * 100).toFixed(1) + " %",
+    t.committed_checkpoint ? `checkpoint ${t.committed_checkpoint}` : "–",
     t.latency ? `${t.latency.p50_ms.toFixed(2)} / ${t.latency.p99_ms.toFixed(2)}` : "–",
   ])));
 }

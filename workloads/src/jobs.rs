@@ -183,6 +183,8 @@ pub struct KafkaCountOptions {
     pub source_properties: Vec<(String, String)>,
     /// Extra librdkafka properties of the sink's producer.
     pub sink_properties: Vec<(String, String)>,
+    /// Read only these input partitions (a distributed member's shard).
+    pub only_partitions: Option<Vec<i32>>,
 }
 
 /// Parses an input value `id,key,value`.
@@ -210,6 +212,9 @@ pub fn kafka_count_job(options: &KafkaCountOptions) -> Result<(Job, Arc<weir::co
     let mut source = KafkaSource::new(&options.cluster, &[options.input.as_str()]);
     for (k, v) in &options.source_properties {
         source = source.property(k, v);
+    }
+    if let Some(only) = &options.only_partitions {
+        source = source.only_partitions(only);
     }
     let source = source
         .bounded(options.bounded)

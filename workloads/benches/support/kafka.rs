@@ -158,5 +158,6 @@ pub fn count_options(
         lost_input: Default::default(),
         source_properties: Vec::new(),
         sink_properties: Vec::new(),
+        only_partitions: None,
     }
 }

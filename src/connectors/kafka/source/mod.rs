@@ -105,6 +105,7 @@ impl WatermarkStrategy {
 pub struct KafkaSource<T, D> {
     cluster: KafkaConnection,
     topics: Vec<String>,
+    only_partitions: Option<Vec<i32>>,
     group_id: Option<String>,
     properties: Vec<(String, String)>,
     start: StartPosition,
@@ -145,6 +146,7 @@ impl KafkaSource<Vec<u8>, fn(&KafkaRecord<'_>) -> std::result::Result<Vec<u8>, S
         KafkaSource {
             cluster: cluster.into(),
             topics: topics.iter().map(|t| t.to_string()).collect(),
+            only_partitions: None,
             group_id: None,
             properties: Vec::new(),
             start: StartPosition::Earliest,
@@ -167,6 +169,7 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaSource<T, D> {
         KafkaSource {
             cluster: self.cluster,
             topics: self.topics,
+            only_partitions: self.only_partitions,
             group_id: self.group_id,
             properties: self.properties,
             start: self.start,
@@ -180,6 +183,12 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaSource<T, D> {
             progress: self.progress,
             _t: PhantomData,
         }
+    }
+    /// Reads only these partitions of each topic (a distributed member's
+    /// shard, see [`crate::distributed`]); a missing one is an error naming it.
+    pub fn only_partitions(mut self, partitions: &[i32]) -> Self {
+        self.only_partitions = Some(partitions.to_vec());
+        self
     }
     /// The consumer group to commit checkpointed offsets to (for monitoring;
     /// default `weir-<job>-<uid>`).

@@ -198,6 +198,19 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
                     "does not exist (or has no partitions)",
                 ));
             }
+            let ids = match &config.only_partitions {
+                None => ids,
+                Some(only) => {
+                    if let Some(missing) = only.iter().find(|p| !ids.contains(p)) {
+                        return Err(connector_error(
+                            &name,
+                            &format!("partition {topic}/{missing}"),
+                            format!("does not exist (the topic has {} partitions)", ids.len()),
+                        ));
+                    }
+                    ids.into_iter().filter(|p| only.contains(p)).collect()
+                }
+            };
             topics.push((topic.clone(), ids));
         }
         let mine = assign::plan(&topics, ctx.subtask, ctx.parallelism, &restored, &config.start);

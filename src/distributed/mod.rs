@@ -1,0 +1,399 @@
+//! Scale-out across processes with Kafka as the distributed engine (first
+//! step: input already partitioned by the job's key, so no repartition hop).
+//!
+//! A **member** is one process of a job; run the same member on more
+//! machines (or more times on one) to scale out, stop one to scale in. The
+//! members of a job form one Kafka consumer group, `weir-<job>`, subscribed
+//! to the input topic with the cooperative-sticky assignor: the group
+//! coordinator does membership, failure detection and assignment, weir adds
+//! no cluster manager. The group's consumer only holds membership (its
+//! partitions stay paused); each partition it is assigned is a **shard**,
+//! run as a job of its own, `<job>-p<partition>`, reading only that
+//! partition, with its own checkpoints in the shared store (an object
+//! store, so that any member can restore it) and its own Kafka
+//! transactional ids. So every shard keeps the single-process proof: a
+//! shard that moves is restored from its newest checkpoint exactly as a
+//! restarted job is, and a zombie (a paused or cut-off member) is fenced
+//! by the store's claims and by its transactional ids.
+//!
+//! - **Revoked** (a member joins, or this one leaves): the shard stops with
+//!   a final checkpoint (its sinks commit) inside the rebalance callback,
+//!   before the partition is released.
+//! - **Assigned**: the shard job starts and restores its newest checkpoint.
+//! - **Lost** (this member missed its session; others took the shards):
+//!   the shard is stopped all the same; its writes are fenced.
+//!
+//! Keyed state stays correct because a key's records all live in one
+//! partition (the producer partitioned by the key, Kafka Streams' default
+//! and Flink's `reinterpretAsKeyedStream`).
+
+use crate::config::JobConfig;
+use crate::connectors::kafka::KafkaConnection;
+use crate::error::{Result, WeirError};
+use crate::graph::Job;
+use crate::runtime::JobHandle;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::ClientContext;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How a member joins its job.
+#[derive(Debug, Clone)]
+pub struct MemberOptions {
+    /// The job's name: the group is `weir-<job>`, shard `p`'s job `<job>-p<p>`.
+    pub job: String,
+    /// The Kafka cluster (bootstrap servers, TLS/SASL properties).
+    pub cluster: KafkaConnection,
+    /// The input topic; its partitions are the shards.
+    pub input: String,
+    /// This member's name in logs and in the group (`client.id`).
+    pub member_id: String,
+    /// How long the group waits for a silent member before its shards move
+    /// (Kafka's `session.timeout.ms`; default 10 s).
+    pub session_timeout: Duration,
+    /// The settings of every shard job (the checkpoint store is shared).
+    pub config: JobConfig,
+}
+
+impl MemberOptions {
+    /// Options with a 10 s session timeout and `host-pid` as member id.
+    pub fn new(job: &str, cluster: KafkaConnection, input: &str, config: JobConfig) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "host".into());
+        MemberOptions {
+            job: job.to_string(),
+            cluster,
+            input: input.to_string(),
+            member_id: format!("{host}-{}", std::process::id()),
+            session_timeout: Duration::from_secs(10),
+            config,
+        }
+    }
+}
+
+/// What a shard job is built for.
+#[derive(Debug, Clone)]
+pub struct ShardContext {
+    /// The name the shard's job must have (`<job>-p<partition>`): its
+    /// directory in the checkpoint store and the root of its transactional ids.
+    pub job_name: String,
+    /// The input topic.
+    pub topic: String,
+    /// The partition this shard reads (its only one).
+    pub partition: i32,
+}
+
+/// A shard this member runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardStatus {
+    /// `<topic>/<partition>`.
+    pub shard: String,
+    /// Its job's name.
+    pub job: String,
+    /// The checkpoint it restored when this member took it.
+    pub restored_from: Option<u64>,
+    /// Seconds from the assignment to the shard's state restored.
+    pub takeover_s: f64,
+}
+
+/// What a member is doing.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MemberStatus {
+    /// This member's id.
+    pub member_id: String,
+    /// The shards it runs now.
+    pub shards: Vec<ShardStatus>,
+    /// Rebalances it went through.
+    pub rebalances: u64,
+    /// Shards it took over (started) since it joined.
+    pub takeovers: u64,
+    /// Shards it gave up (revoked or lost) since it joined.
+    pub released: u64,
+}
+
+struct Running {
+    handle: JobHandle,
+    status: ShardStatus,
+}
+
+/// State shared between the member's loop and the rebalance callbacks
+/// (which run inside the group consumer's poll, on the member's thread).
+#[derive(Default)]
+struct Shared {
+    running: Mutex<BTreeMap<i32, Running>>,
+    assigned: Mutex<Vec<i32>>,
+    status: Mutex<MemberStatus>,
+    /// A shard failed to stop cleanly or its job failed: the member ends with it.
+    failure: Mutex<Option<WeirError>>,
+}
+
+impl Shared {
+    fn stop_shards(&self, partitions: &[i32], why: &str) {
+        let stopping: Vec<(i32, Running)> = {
+            let Ok(mut running) = self.running.lock() else { return };
+            partitions
+                .iter()
+                .filter_map(|p| running.remove(p).map(|r| (*p, r)))
+                .collect()
+        };
+        for (partition, shard) in stopping {
+            let job = shard.status.job.clone();
+            let started = Instant::now();
+            // A final checkpoint: the sinks commit before the partition is released.
+            shard.handle.stop();
+            match shard.handle.join() {
+                Ok(summary) => tracing::info!(
+                    "shard {} ({why}): stopped at checkpoint {:?} in {} ms",
+                    shard.status.shard,
+                    summary.last_checkpoint,
+                    started.elapsed().as_millis()
+                ),
+                // Fenced: another member owns it already (a lost assignment).
+                Err(e @ WeirError::Fenced { .. }) => {
+                    tracing::warn!("shard {} ({why}): {e}", shard.status.shard)
+                }
+                Err(e) => {
+                    tracing::error!("shard job {job} (partition {partition}, {why}) failed: {e}");
+                    if let Ok(mut f) = self.failure.lock() {
+                        f.get_or_insert(e);
+                    }
+                }
+            }
+            if let Ok(mut s) = self.status.lock() {
+                s.released += 1;
+                s.shards.retain(|x| x.job != job);
+            }
+        }
+    }
+}
+
+struct MemberContext(Arc<Shared>);
+
+impl ClientContext for MemberContext {}
+
+impl ConsumerContext for MemberContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!("shards revoked: partitions {partitions:?}");
+            self.0.stop_shards(&partitions, "revoked");
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Ok(mut s) = self.0.status.lock() {
+            s.rebalances += 1;
+        }
+        if let Rebalance::Assign(tpl) = rebalance {
+            // Membership only: the shard jobs read their partitions themselves.
+            if let Err(e) = consumer.pause(tpl) {
+                tracing::warn!("cannot pause the group consumer's partitions: {e}");
+            }
+            let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!("shards assigned: partitions {partitions:?}");
+            if let Ok(mut a) = self.0.assigned.lock() {
+                a.extend(partitions);
+            }
+        }
+    }
+}
+
+/// A running member: its status while it runs.
+#[derive(Clone)]
+pub struct MemberHandle {
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+}
+
+impl MemberHandle {
+    /// What the member runs now.
+    pub fn status(&self) -> MemberStatus {
+        self.shared.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Leaves the group: every shard stops with a final checkpoint and the
+    /// group hands it to the other members.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Every shard job's status, by shard.
+    pub fn shard_statuses(&self) -> Vec<(String, crate::runtime::JobStatus)> {
+        self.shared
+            .running
+            .lock()
+            .map(|r| {
+                r.values()
+                    .map(|s| (s.status.shard.clone(), s.handle.status()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Joins the job's group and runs the shards the group assigns to this
+/// member, each built by `make`, until [`MemberHandle::stop`] (then every
+/// shard stops with a final checkpoint and the member leaves the group) or
+/// a shard job fails (then the member ends with its error: the group moves
+/// its shards to the other members, which restore them).
+///
+/// # Errors
+/// The group consumer cannot be created or subscribe; a shard job cannot be
+/// built (`make` failed, or named its job other than
+/// [`ShardContext::job_name`]) or failed.
+pub fn run_member<F>(options: MemberOptions, make: F, handle: &MemberHandle) -> Result<MemberStatus>
+where
+    F: Fn(&ShardContext) -> Result<Job>,
+{
+    let shared = handle.shared.clone();
+    if let Ok(mut s) = shared.status.lock() {
+        s.member_id = options.member_id.clone();
+    }
+    let group = format!("weir-{}", options.job);
+    let kafka = |e: rdkafka::error::KafkaError| {
+        WeirError::kafka(
+            format!("member {}", options.member_id),
+            format!("cannot join group {group} on topic {}", options.input),
+            e,
+        )
+    };
+    let consumer: BaseConsumer<MemberContext> = options
+        .cluster
+        .client_config()
+        .set("group.id", &group)
+        .set("client.id", &options.member_id)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", options.session_timeout.as_millis().to_string())
+        .set(
+            "heartbeat.interval.ms",
+            (options.session_timeout.as_millis() / 4).max(100).to_string(),
+        )
+        .create_with_context(MemberContext(shared.clone()))
+        .map_err(kafka)?;
+    consumer.subscribe(&[&options.input]).map_err(kafka)?;
+    tracing::info!(
+        "member {} joined group {group} on topic {}",
+        options.member_id,
+        options.input
+    );
+
+    let result = loop {
+        if handle.stop.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+        if let Some(e) = shared.failure.lock().ok().and_then(|mut f| f.take()) {
+            break Err(e);
+        }
+        if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
+            tracing::warn!("member {}: group consumer: {e}", options.member_id);
+        }
+        let assigned: Vec<i32> = shared
+            .assigned
+            .lock()
+            .map(|mut a| std::mem::take(&mut *a))
+            .unwrap_or_default();
+        let mut started_err = None;
+        for partition in assigned {
+            if let Err(e) = start_shard(&options, &make, &shared, partition) {
+                started_err = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = started_err {
+            break Err(e);
+        }
+        // A shard job that ended by itself failed (a shard never ends while owned).
+        let ended: Vec<i32> = shared
+            .running
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .filter(|(_, s)| s.handle.is_finished())
+                    .map(|(p, _)| *p)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !ended.is_empty() {
+            shared.stop_shards(&ended, "ended by itself");
+            if let Some(e) = shared.failure.lock().ok().and_then(|mut f| f.take()) {
+                break Err(e);
+            }
+        }
+    };
+    // Leaving: every shard stops with a final checkpoint, then the group
+    // hands the partitions to the others.
+    let all: Vec<i32> = shared
+        .running
+        .lock()
+        .map(|r| r.keys().copied().collect())
+        .unwrap_or_default();
+    shared.stop_shards(&all, "member leaving");
+    consumer.unsubscribe();
+    let status = shared.status.lock().map(|s| s.clone()).unwrap_or_default();
+    tracing::info!(
+        "member {} left group {group} after {} takeover(s) and {} release(s)",
+        options.member_id,
+        status.takeovers,
+        status.released
+    );
+    result.map(|()| status)
+}
+
+impl Default for MemberHandle {
+    fn default() -> Self {
+        MemberHandle {
+            shared: Arc::new(Shared::default()),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+fn start_shard<F>(options: &MemberOptions, make: &F, shared: &Arc<Shared>, partition: i32) -> Result<()>
+where
+    F: Fn(&ShardContext) -> Result<Job>,
+{
+    let ctx = ShardContext {
+        job_name: format!("{}-p{partition}", options.job),
+        topic: options.input.clone(),
+        partition,
+    };
+    let assigned_at = Instant::now();
+    let job = make(&ctx)?;
+    if job.name() != ctx.job_name {
+        return Err(WeirError::InvalidGraph(format!(
+            "the job of shard {}/{partition} is named `{}`; a shard's job must be named `{}` (ShardContext::job_name)",
+            ctx.topic,
+            job.name(),
+            ctx.job_name
+        )));
+    }
+    let handle = job.start(options.config.clone())?;
+    let restored_from = handle.status().restored_from;
+    let status = ShardStatus {
+        shard: format!("{}/{partition}", ctx.topic),
+        job: ctx.job_name.clone(),
+        restored_from,
+        takeover_s: assigned_at.elapsed().as_secs_f64(),
+    };
+    tracing::info!(
+        "member {} runs shard {} (job {}): restored checkpoint {:?} in {:.0} ms",
+        options.member_id,
+        status.shard,
+        status.job,
+        restored_from,
+        status.takeover_s * 1000.0
+    );
+    if let Ok(mut s) = shared.status.lock() {
+        s.takeovers += 1;
+        s.shards.push(status.clone());
+    }
+    if let Ok(mut r) = shared.running.lock() {
+        r.insert(partition, Running { handle, status });
+    }
+    Ok(())
+}

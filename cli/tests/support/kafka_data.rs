@@ -21,6 +21,23 @@ pub fn input(range: std::ops::Range<u64>, partitions: i32) -> Vec<ToProduce> {
 }
 
 #[allow(dead_code)]
+/// As [`input`], partitioned by key (`key % partitions`): every record of a
+/// key in one partition, as a keyed producer writes them.
+pub fn input_by_key(range: std::ops::Range<u64>, partitions: i32) -> Vec<ToProduce> {
+    range
+        .map(|i| {
+            let e = w1_event(i, 0);
+            let key = e.key % 1000;
+            (
+                None,
+                format!("{},{},{}", e.index, key, e.value).into_bytes(),
+                (key % partitions as u64) as i32,
+            )
+        })
+        .collect()
+}
+
+#[allow(dead_code)]
 /// What a failure-free run outputs for ids `0..n`: per key, counts 1..=c.
 pub fn expected(n: u64) -> Vec<Line> {
     let mut counts: HashMap<u64, u64> = HashMap::new();

@@ -17,7 +17,8 @@ const LAYERS: &[&[&str]] = &[
     &["state"],
     &["runtime"],
     &["graph"],
-    &["distributed", "ui"],
+    &["distributed"],
+    &["ui"],
 ];
 
 /// Files above this many lines are split along a real seam (STYLE.md rule 7).

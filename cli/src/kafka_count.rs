@@ -120,6 +120,7 @@ pub(crate) fn run(args: KafkaCountArgs) -> anyhow::Result<()> {
             common.config()?,
             member_id,
             std::time::Duration::from_millis(session_timeout_ms),
+            common.watch(),
         );
     }
     let (job, progress) = kafka_count_job(&options)?;

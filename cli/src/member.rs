@@ -13,6 +13,7 @@ pub(crate) fn run(
     config: weir::JobConfig,
     member_id: Option<String>,
     session_timeout: Duration,
+    watch: crate::common::Watch,
 ) -> anyhow::Result<()> {
     let mut member = MemberOptions::new(&options.job, options.cluster.clone(), &options.input, config);
     if let Some(id) = member_id {
@@ -42,6 +43,15 @@ pub(crate) fn run(
         "member {} of job {} (group weir-{})",
         member.member_id, member.job, member.job
     );
+    // The member's page lists its shards; each shard job's page is under shard/<partition>/.
+    let ui = match watch.ui {
+        Some((addr, ui_options)) => {
+            let server = handle.serve_ui(addr, ui_options)?;
+            eprintln!("web UI: {}", server.url());
+            Some(server)
+        }
+        None => None,
+    };
     let status = run_member(
         member,
         |shard| {
@@ -56,5 +66,6 @@ pub(crate) fn run(
         "member {} left: {} shard(s) taken over, {} released, {} rebalance(s)",
         status.member_id, status.takeovers, status.released, status.rebalances
     );
+    drop(ui);
     Ok(())
 }

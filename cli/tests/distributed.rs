@@ -6,6 +6,10 @@
 //! gracefully (SIGTERM: its shards stop with a final checkpoint and move),
 //! A comes back (shards move to it). The read_committed output must equal
 //! a failure-free run's: every index once, per key counts 1..n.
+//!
+//! A zombie: member P is paused (SIGSTOP) past its session timeout, Q takes
+//! its shards from their checkpoints; P resumes and its shard jobs are
+//! fenced (store claims, transactional ids) instead of writing beside Q's.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/broker.rs"]
@@ -39,6 +43,25 @@ struct Member {
 
 impl Member {
     fn start(name: &'static str, broker: &Broker, server: &s3::S3Server, url: &str, local: &Path) -> Member {
+        Self::start_with(name, broker, server, url, local, &[])
+    }
+
+    /// Sends `signal` to the member.
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the PID of a child this test started and has not reaped.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    fn start_with(
+        name: &'static str,
+        broker: &Broker,
+        server: &s3::S3Server,
+        url: &str,
+        local: &Path,
+        extra: &[&str],
+    ) -> Member {
+        // The topics come from the prefix of the member's name: see `topics_of`.
+        let topics = topics_of(name);
         let mut child = Command::new(WEIR)
             .args(["run", "kafka-count", "--distributed", "--member-id", name])
             .args([
@@ -49,8 +72,16 @@ impl Member {
                 "--checkpoint-interval-ms",
                 "200",
             ])
-            .args(["--input", "d-in", "--output", "d-out", "--brokers", &broker.bootstrap])
+            .args([
+                "--input",
+                topics.0,
+                "--output",
+                topics.1,
+                "--brokers",
+                &broker.bootstrap,
+            ])
             .args(["--checkpoint-dir", url])
+            .args(extra)
             .envs(server.env())
             .env("WEIR_LOCAL_STATE_DIR", local.join(name))
             .env("WEIR_LOG", "info")
@@ -89,8 +120,7 @@ impl Member {
     }
 
     fn terminate(&mut self) -> String {
-        // SAFETY: kill(2) on the PID of a child this test started and has not reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.signal(libc::SIGTERM);
         let status = wait_for_exit(&mut self.child, Duration::from_secs(60), self.name);
         let log = self.log.lock().unwrap().clone();
         assert!(status.success(), "member {} ended badly ({status}):\n{log}", self.name);
@@ -105,8 +135,77 @@ impl Drop for Member {
     }
 }
 
+/// The body of `GET <base><path>` (base: `http://host:port/`).
+fn http_get(base: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "GET /{path}: {answer}");
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    // A chunked JSON body is one chunk: its size line, the JSON, the end.
+    if answer.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let rest = body.split_once("\r\n").map_or("", |(_, r)| r);
+        return rest.rsplitn(2, "\r\n0\r\n").last().unwrap_or("").trim().to_string();
+    }
+    body.to_string()
+}
+
+/// Input and output topics of a member: `z-*` for the zombie test's.
+fn topics_of(name: &str) -> (&'static str, &'static str) {
+    if name.starts_with('Z') {
+        ("z-in", "z-out")
+    } else {
+        ("d-in", "d-out")
+    }
+}
+
+/// The tests of this binary run one at a time (each runs several members).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Produces keyed input into `topic` until `stop` (at least `RECORDS`); returns how many.
+fn feed(broker: &Broker, topic: &'static str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    let b = broker.bootstrap.clone();
+    std::thread::spawn(move || {
+        let mut produced = 0;
+        while produced < RECORDS || !stop.load(Ordering::Relaxed) {
+            broker::produce_to(&b, topic, &input_by_key(produced..produced + 5_000, PARTITIONS));
+            produced += 5_000;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        produced
+    })
+}
+
+/// Waits until `topic` holds `records` committed output lines.
+fn wait_for_output(broker: &Broker, topic: &str, records: u64, members: &[&Member]) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n = output(broker, topic).len() as u64;
+        if n >= records {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the members wrote {n} of {records} records in 120 s\n{}",
+            members
+                .iter()
+                .map(|m| format!("{}:\n{}", m.name, m.log.lock().unwrap()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 #[test]
 fn members_join_die_and_leave_while_the_output_stays_exact() {
+    let _serial = serial();
     let broker = Broker::shared();
     let server = s3::S3Server::shared();
     broker.create_topic("d-in", PARTITIONS);
@@ -115,18 +214,7 @@ fn members_join_die_and_leave_while_the_output_stays_exact() {
     let local = tempfile::tempdir().unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let feeder = {
-        let (b, stop) = (broker.bootstrap.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut produced = 0;
-            while produced < RECORDS || !stop.load(Ordering::Relaxed) {
-                broker::produce_to(&b, "d-in", &input_by_key(produced..produced + 5_000, PARTITIONS));
-                produced += 5_000;
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            produced
-        })
-    };
+    let feeder = feed(broker, "d-in", stop.clone());
 
     let mut a = Member::start("A", broker, server, &url, local.path());
     let mut b = Member::start("B", broker, server, &url, local.path());
@@ -137,8 +225,26 @@ fn members_join_die_and_leave_while_the_output_stays_exact() {
     a.child.kill().unwrap();
     let _ = a.child.wait();
     let a_before = a.takeovers();
-    let mut c = Member::start("C", broker, server, &url, local.path());
+    let mut c = Member::start_with("C", broker, server, &url, local.path(), &["--ui-addr", "127.0.0.1:0"]);
     c.wait_for_takeovers(1, 60);
+    // C's web UI: its shards, and each shard job's own page and API under shard/<p>/.
+    let ui = c
+        .log
+        .lock()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("web UI: ").map(str::to_string))
+        .expect("the member prints its UI's URL");
+    let member: serde_json::Value = serde_json::from_str(&http_get(&ui, "api/member")).unwrap();
+    let shard = member["shards"][0]["shard"]
+        .as_str()
+        .expect("C lists a shard")
+        .to_string();
+    let partition = shard.rsplit('/').next().unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&http_get(&ui, &format!("shard/{partition}/api/status"))).unwrap();
+    assert_eq!(status["job"], format!("kafka-count-p{partition}"), "{status}");
+    assert!(http_get(&ui, &format!("shard/{partition}/")).contains("page.js"));
     // B leaves gracefully: final checkpoints, then its shards move.
     let b_log = b.terminate();
     let after_b = c.takeovers();
@@ -150,19 +256,7 @@ fn members_join_die_and_leave_while_the_output_stays_exact() {
 
     stop.store(true, Ordering::Relaxed);
     let records = feeder.join().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut out = output(broker, "d-out");
-    while (out.len() as u64) < records {
-        assert!(
-            Instant::now() < deadline,
-            "the members wrote {} of {records} records in 120 s\nA:\n{}\nC:\n{}",
-            out.len(),
-            a2.log.lock().unwrap(),
-            c.log.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_secs(1));
-        out = output(broker, "d-out");
-    }
+    wait_for_output(broker, "d-out", records, &[&a2, &c]);
     let a_log = a2.terminate();
     let c_log = c.terminate();
     let out = output(broker, "d-out");
@@ -195,4 +289,61 @@ fn members_join_die_and_leave_while_the_output_stays_exact() {
     assert_eq!((lost, duplicated), (0, 0));
     assert_eq!(out.len() as u64, records);
     assert!(restored >= 3, "shards moved with their state: {restored}");
+}
+
+#[test]
+fn a_paused_member_is_fenced_when_it_wakes_and_the_output_stays_exact() {
+    let _serial = serial();
+    let broker = Broker::shared();
+    let server = s3::S3Server::shared();
+    broker.create_topic("z-in", PARTITIONS);
+    broker.create_topic("z-out", PARTITIONS);
+    let url = s3::S3Server::url(&format!("zombie-member-{}", std::process::id()));
+    let local = tempfile::tempdir().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = feed(broker, "z-in", stop.clone());
+
+    let mut p = Member::start("ZP", broker, server, &url, local.path());
+    let mut q = Member::start("ZQ", broker, server, &url, local.path());
+    p.wait_for_takeovers(1, 60);
+    // The group settles: half of the shards each.
+    q.wait_for_takeovers(PARTITIONS as usize / 2, 60);
+    std::thread::sleep(Duration::from_secs(3));
+    // P freezes past its session timeout (6 s): Q takes its shards.
+    let q_before = q.takeovers();
+    p.signal(libc::SIGSTOP);
+    q.wait_for_takeovers(q_before + 1, 60);
+    std::thread::sleep(Duration::from_secs(2));
+    // P wakes with shard jobs that no longer own their shards.
+    p.signal(libc::SIGCONT);
+    std::thread::sleep(Duration::from_secs(8));
+
+    stop.store(true, Ordering::Relaxed);
+    let records = feeder.join().unwrap();
+    wait_for_output(broker, "z-out", records, &[&p, &q]);
+    // P is either still a member or ended on a fencing error; Q is fine.
+    let p_status = {
+        p.signal(libc::SIGTERM);
+        let status = wait_for_exit(&mut p.child, Duration::from_secs(60), "the woken member");
+        status.to_string()
+    };
+    let p_log = p.log.lock().unwrap().clone();
+    let q_log = q.terminate();
+    let fenced = p_log.matches("fenced").count();
+    if std::env::var("ZOMBIE_LOG").is_ok() {
+        eprintln!("--- P:\n{p_log}");
+    }
+    let out = output(broker, "z-out");
+    let (lost, duplicated) = compare(&expected(records), &out);
+    publish_summary(
+        "distributed_zombie",
+        &format!(
+            "distributed zombie: member P paused (SIGSTOP) past its session, Q took {} shard(s), P woke and was fenced \
+             ({fenced} fencing message(s), P {p_status}): lost={lost} duplicated={duplicated} store=s3 output={}",
+            q_log.matches(" runs shard ").count(),
+            out.len()
+        ),
+    );
+    assert_eq!((lost, duplicated), (0, 0), "P:\n{p_log}");
+    assert_eq!(out.len() as u64, records);
 }

@@ -221,17 +221,11 @@ impl MemberHandle {
         self.stop.store(true, Ordering::Relaxed);
     }
 
-    /// Every shard job's status, by shard.
-    pub fn shard_statuses(&self) -> Vec<(String, crate::runtime::JobStatus)> {
-        self.shared
-            .running
-            .lock()
-            .map(|r| {
-                r.values()
-                    .map(|s| (s.status.shard.clone(), s.handle.status()))
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// The controller of the shard job reading `partition`, while this
+    /// member runs it.
+    pub fn shard_controller(&self, partition: i32) -> Option<crate::runtime::JobController> {
+        let running = self.shared.running.lock().ok()?;
+        running.get(&partition).map(|r| r.handle.controller())
     }
 }
 

@@ -24,6 +24,7 @@
 //! as well. GET requests never change anything.
 
 use crate::config::{is_secret_setting, REDACTED};
+use crate::distributed::MemberHandle;
 use crate::error::{Result, WeirError};
 use crate::runtime::JobController;
 use axum::extract::State;
@@ -87,6 +88,12 @@ fn asset(kind: &'static str, body: &'static str) -> Response {
 }
 
 async fn page() -> Response {
+    html(PAGE)
+}
+
+/// A page with a policy: only this server's own script and style, no
+/// framing by other sites.
+fn html(body: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -97,7 +104,7 @@ async fn page() -> Response {
             ),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        PAGE,
+        body,
     )
         .into_response()
 }
@@ -256,44 +263,129 @@ impl JobController {
     /// # Errors
     /// [`WeirError::Config`] (key `ui_addr`) when the address cannot be bound.
     pub fn serve_ui(&self, addr: SocketAddr, options: UiOptions) -> Result<UiServer> {
-        let bad = |e: std::io::Error| WeirError::Config {
-            key: "ui_addr".into(),
-            message: format!("cannot serve the web UI on {addr}: {e}"),
-        };
-        let listener = std::net::TcpListener::bind(addr).map_err(bad)?;
-        listener.set_nonblocking(true).map_err(bad)?;
-        let bound = listener.local_addr().map_err(bad)?;
-        let app = router(self.clone(), options);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| WeirError::io("cannot start the web UI's runtime", "weir-ui", e))?;
-        let thread = std::thread::Builder::new()
-            .name("weir-ui".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            tracing::error!("web UI on {bound}: {e}");
-                            return;
-                        }
-                    };
-                    let served = axum::serve(listener, app).with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    });
-                    if let Err(e) = served.await {
-                        tracing::error!("web UI on {bound}: {e}");
-                    }
-                })
-            })
-            .map_err(|e| WeirError::io("cannot spawn the web UI's thread", "weir-ui", e))?;
-        tracing::info!("web UI of job {} on http://{bound}/", self.graph().job);
-        Ok(UiServer {
-            addr: bound,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        })
+        let server = serve(router(self.clone(), options), addr)?;
+        tracing::info!("web UI of job {} on {}", self.graph().job, server.url());
+        Ok(server)
     }
+}
+
+impl MemberHandle {
+    /// Serves the web UI of this member of a distributed job on `addr`: a
+    /// page listing its shards, and each shard job's own UI under
+    /// `shard/<partition>/` while the member runs it (see [`member_router`]).
+    ///
+    /// # Errors
+    /// [`WeirError::Config`] (key `ui_addr`) when the address cannot be bound.
+    pub fn serve_ui(&self, addr: SocketAddr, options: UiOptions) -> Result<UiServer> {
+        let server = serve(member_router(self.clone(), options), addr)?;
+        tracing::info!("web UI of member {} on {}", self.status().member_id, server.url());
+        Ok(server)
+    }
+}
+
+struct MemberUi {
+    member: MemberHandle,
+    options: UiOptions,
+}
+
+/// The routes of a member's UI: `/` (its shards, linking to theirs),
+/// `api/member` ([`crate::distributed::MemberStatus`]) and, for each shard
+/// it runs, the shard job's whole UI under `shard/<partition>/`.
+pub fn member_router(member: MemberHandle, options: UiOptions) -> Router {
+    let ui = Arc::new(MemberUi { member, options });
+    Router::new()
+        .route("/", get(|| async { html(MEMBER_PAGE) }))
+        .route(
+            "/member.js",
+            get(|| async { asset("text/javascript; charset=utf-8", MEMBER_SCRIPT) }),
+        )
+        .route("/page.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .route("/api/member", get(member_status))
+        .route("/shard/{partition}/", axum::routing::any(shard_page))
+        .route("/shard/{partition}/{*rest}", axum::routing::any(shard_route))
+        .with_state(ui)
+}
+
+const MEMBER_PAGE: &str = include_str!("member.html");
+const MEMBER_SCRIPT: &str = include_str!("member.js");
+
+async fn member_status(State(ui): State<Arc<MemberUi>>) -> Response {
+    Json(ui.member.status()).into_response()
+}
+
+async fn shard_page(
+    State(ui): State<Arc<MemberUi>>,
+    axum::extract::Path(partition): axum::extract::Path<i32>,
+    request: axum::extract::Request,
+) -> Response {
+    dispatch(&ui, partition, "", request).await
+}
+
+async fn shard_route(
+    State(ui): State<Arc<MemberUi>>,
+    axum::extract::Path((partition, rest)): axum::extract::Path<(i32, String)>,
+    request: axum::extract::Request,
+) -> Response {
+    dispatch(&ui, partition, &rest, request).await
+}
+
+/// Hands a request under `shard/<partition>/` to that shard job's router.
+async fn dispatch(ui: &MemberUi, partition: i32, rest: &str, mut request: axum::extract::Request) -> Response {
+    use tower::ServiceExt;
+    let Some(controller) = ui.member.shard_controller(partition) else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            &format!("this member does not run shard {partition} now (shards move between members): see its page"),
+        );
+    };
+    let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    match format!("/{rest}{query}").parse() {
+        Ok(uri) => *request.uri_mut() = uri,
+        Err(_) => return refuse(StatusCode::BAD_REQUEST, "not a valid path"),
+    }
+    match router(controller, ui.options.clone()).oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// Serves `app` on `addr` from a thread with a current-thread runtime.
+fn serve(app: Router, addr: SocketAddr) -> Result<UiServer> {
+    let bad = |e: std::io::Error| WeirError::Config {
+        key: "ui_addr".into(),
+        message: format!("cannot serve the web UI on {addr}: {e}"),
+    };
+    let listener = std::net::TcpListener::bind(addr).map_err(bad)?;
+    listener.set_nonblocking(true).map_err(bad)?;
+    let bound = listener.local_addr().map_err(bad)?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| WeirError::io("cannot start the web UI's runtime", "weir-ui", e))?;
+    let thread = std::thread::Builder::new()
+        .name("weir-ui".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("web UI on {bound}: {e}");
+                        return;
+                    }
+                };
+                let served = axum::serve(listener, app).with_graceful_shutdown(async {
+                    let _ = rx.await;
+                });
+                if let Err(e) = served.await {
+                    tracing::error!("web UI on {bound}: {e}");
+                }
+            })
+        })
+        .map_err(|e| WeirError::io("cannot spawn the web UI's thread", "weir-ui", e))?;
+    Ok(UiServer {
+        addr: bound,
+        shutdown: Some(tx),
+        thread: Some(thread),
+    })
 }

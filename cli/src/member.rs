@@ -52,6 +52,17 @@ pub(crate) fn run(
         }
         None => None,
     };
+    // --status-every: the member's shards and their lag.
+    let printer = watch.status_every.filter(|s| *s > 0).map(|secs| {
+        let handle = handle.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(secs));
+            if handle.is_stopping() {
+                return;
+            }
+            eprint!("{}", handle.report());
+        })
+    });
     let status = run_member(
         member,
         |shard| {
@@ -67,5 +78,6 @@ pub(crate) fn run(
         status.member_id, status.takeovers, status.released, status.rebalances
     );
     drop(ui);
+    drop(printer);
     Ok(())
 }

@@ -225,7 +225,14 @@ fn members_join_die_and_leave_while_the_output_stays_exact() {
     a.child.kill().unwrap();
     let _ = a.child.wait();
     let a_before = a.takeovers();
-    let mut c = Member::start_with("C", broker, server, &url, local.path(), &["--ui-addr", "127.0.0.1:0"]);
+    let mut c = Member::start_with(
+        "C",
+        broker,
+        server,
+        &url,
+        local.path(),
+        &["--ui-addr", "127.0.0.1:0", "--status-every", "1"],
+    );
     c.wait_for_takeovers(1, 60);
     // C's web UI: its shards, and each shard job's own page and API under shard/<p>/.
     let ui = c
@@ -259,6 +266,10 @@ fn members_join_die_and_leave_while_the_output_stays_exact() {
     wait_for_output(broker, "d-out", records, &[&a2, &c]);
     let a_log = a2.terminate();
     let c_log = c.terminate();
+    assert!(
+        c_log.contains("member C: ") && c_log.contains("  shard d-in/") && c_log.contains(" lag "),
+        "--status-every prints the member's shards and their lag:\n{c_log}"
+    );
     let out = output(broker, "d-out");
     let (lost, duplicated) = compare(&expected(records), &out);
     let takeovers = a_before

@@ -166,6 +166,8 @@ impl Shared {
             if let Ok(mut s) = self.status.lock() {
                 s.released += 1;
                 s.shards.retain(|x| x.job != job);
+                let job = job.rsplit_once("-p").map_or(job.as_str(), |(j, _)| j).to_string();
+                metrics::gauge!("weir_member_shards", "job" => job).set(s.shards.len() as f64);
             }
         }
     }
@@ -219,6 +221,52 @@ impl MemberHandle {
     /// group hands it to the other members.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`MemberHandle::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Each shard job's live status, by shard (`topic/partition`).
+    pub fn shard_statuses(&self) -> Vec<(String, crate::runtime::JobStatus)> {
+        let Ok(running) = self.shared.running.lock() else {
+            return Vec::new();
+        };
+        running
+            .values()
+            .map(|r| (r.status.shard.clone(), r.handle.status()))
+            .collect()
+    }
+
+    /// The member's status and, per shard, its Kafka lag (offsets behind
+    /// the end of its partition), for people: one line per shard.
+    pub fn report(&self) -> String {
+        let status = self.status();
+        let mut out = format!(
+            "member {}: {} shard(s), {} takeover(s), {} release(s), {} rebalance(s)\n",
+            status.member_id,
+            status.shards.len(),
+            status.takeovers,
+            status.released,
+            status.rebalances
+        );
+        let lags: BTreeMap<String, i64> = self
+            .shard_statuses()
+            .into_iter()
+            .map(|(shard, s)| (shard, s.tasks.iter().flat_map(|t| &t.kafka_lag).map(|l| l.lag).sum()))
+            .collect();
+        for shard in &status.shards {
+            out.push_str(&format!(
+                "  shard {:<20} job {:<28} restored {:<8} took {:>6.0} ms  lag {}\n",
+                shard.shard,
+                shard.job,
+                shard.restored_from.map_or("-".to_string(), |c| c.to_string()),
+                shard.takeover_s * 1000.0,
+                lags.get(&shard.shard).map_or("-".to_string(), |l| l.to_string())
+            ));
+        }
+        out
     }
 
     /// The controller of the shard job reading `partition`, while this
@@ -382,9 +430,13 @@ where
         restored_from,
         status.takeover_s * 1000.0
     );
+    let labels = [("job", options.job.clone())];
+    metrics::counter!("weir_member_takeovers_total", &labels).increment(1);
+    metrics::histogram!("weir_member_takeover_seconds", &labels).record(status.takeover_s);
     if let Ok(mut s) = shared.status.lock() {
         s.takeovers += 1;
         s.shards.push(status.clone());
+        metrics::gauge!("weir_member_shards", &labels).set(s.shards.len() as f64);
     }
     if let Ok(mut r) = shared.running.lock() {
         r.insert(partition, Running { handle, status });

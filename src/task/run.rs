@@ -554,7 +554,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    /// A chain that records which checkpoints it heard completed or aborted.
+    /// A chain that records the watermarks it was sent and the checkpoints it heard completed or aborted.
     #[derive(Default)]
     struct Heard(Vec<String>);
 
@@ -562,7 +562,8 @@ mod tests {
         fn records(&mut self, _: &mut Vec<u32>) -> Result<()> {
             Ok(())
         }
-        fn watermark(&mut self, _: Timestamp) -> Result<()> {
+        fn watermark(&mut self, w: Timestamp) -> Result<()> {
+            self.0.push(format!("watermark {}", w.0));
             Ok(())
         }
         fn idle(&mut self) -> Result<()> {
@@ -643,44 +644,9 @@ mod tests {
         assert_eq!(chain.0, ["aborted 3", "complete 3", "complete 4"]);
     }
 
-    /// Records the watermarks it is sent.
-    #[derive(Default)]
-    struct Marks(Vec<i64>);
-
-    impl Downstream<u32> for Marks {
-        fn records(&mut self, _: &mut Vec<u32>) -> Result<()> {
-            Ok(())
-        }
-        fn watermark(&mut self, w: Timestamp) -> Result<()> {
-            self.0.push(w.0);
-            Ok(())
-        }
-        fn idle(&mut self) -> Result<()> {
-            Ok(())
-        }
-        fn flush(&mut self) -> Result<()> {
-            Ok(())
-        }
-        fn barrier(&mut self, _: Barrier, _: &mut SnapshotBuilder) -> Result<()> {
-            Ok(())
-        }
-        fn checkpoint_complete(&mut self, _: CheckpointId) -> Result<()> {
-            Ok(())
-        }
-        fn checkpoint_aborted(&mut self, _: CheckpointId) -> Result<()> {
-            Ok(())
-        }
-        fn end(&mut self) -> Result<()> {
-            Ok(())
-        }
-        fn latency_marker(&mut self, _: Instant) -> Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn an_ended_input_holds_event_time_where_it_ended() {
-        let (mut current, mut chain) = (Timestamp::MIN, Marks::default());
+        let (mut current, mut chain) = (Timestamp::MIN, Heard::default());
         let mut step = |marks: [i64; 3], open: [bool; 3], idle: [bool; 3]| {
             advance_watermark(&marks.map(Timestamp), &open, &idle, &mut current, &mut chain).unwrap();
             chain.0.clone()
@@ -691,10 +657,14 @@ mod tests {
         let sent = step([10, 40, i64::MIN], [false, true, false], [false; 3]);
         assert_eq!(
             sent,
-            [10],
+            ["watermark 10"],
             "an input without event time that ended holds nothing; one that ended at 10 holds 10"
         );
         let sent = step([10, 40, i64::MIN], [false, true, false], [true, false, false]);
-        assert_eq!(sent, [10, 40], "one that went idle before it ended does not hold");
+        assert_eq!(
+            sent,
+            ["watermark 10", "watermark 40"],
+            "one that went idle before it ended does not hold"
+        );
     }
 }

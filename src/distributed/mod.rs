@@ -140,11 +140,15 @@ impl Shared {
                 .filter_map(|p| running.remove(p).map(|r| (*p, r)))
                 .collect()
         };
+        // A final checkpoint each, all at once (the rebalance waits for the
+        // slowest, not for their sum): the sinks commit before the
+        // partitions are released.
+        let started = Instant::now();
+        for (_, shard) in &stopping {
+            shard.handle.stop();
+        }
         for (partition, shard) in stopping {
             let job = shard.status.job.clone();
-            let started = Instant::now();
-            // A final checkpoint: the sinks commit before the partition is released.
-            shard.handle.stop();
             match shard.handle.join() {
                 Ok(summary) => tracing::info!(
                     "shard {} ({why}): stopped at checkpoint {:?} in {} ms",

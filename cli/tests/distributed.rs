@@ -22,7 +22,7 @@ mod s3;
 
 use broker::Broker;
 use common::{compare, publish_summary, wait_for_exit, WEIR};
-use kafka_data::{expected, input_by_key, output};
+use kafka_data::{expected, input_by_key, output, output_so_far};
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -186,7 +186,7 @@ fn feed(broker: &Broker, topic: &'static str, stop: Arc<AtomicBool>) -> std::thr
 fn wait_for_output(broker: &Broker, topic: &str, records: u64, members: &[&Member]) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let n = output(broker, topic).len() as u64;
+        let n = output_so_far(broker, topic).len() as u64;
         if n >= records {
             return;
         }

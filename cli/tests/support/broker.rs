@@ -39,6 +39,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// `consume_all` gives up on partitions that delivered nothing for this long
 /// (transaction markers occupy offsets that no message is returned for).
 const CONSUME_STALL: Duration = Duration::from_secs(3);
+/// How long `consume_all` waits for a topic's open transactions to end.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// The file in a broker's dir naming the test process that owns it.
 const OWNER: &str = "owner.pid";
 /// The line the broker logs once it serves clients.
@@ -447,7 +449,69 @@ impl Broker {
     /// fetched now (with `read_committed`: the last stable offset), by manual
     /// assignment. Returns `(partition, offset, key, payload)` ordered by
     /// partition, then offset.
+    ///
+    /// With `read_committed` it first waits (up to [`SETTLE_TIMEOUT`]) until
+    /// no transaction is open on the topic: a producer's commit returns once
+    /// the coordinator has logged it, and the markers that make its records
+    /// readable reach the partitions a moment later, so a job that just
+    /// exited may still have its last transaction invisible.
     pub fn consume_all(&self, topic: &str, read_committed: bool) -> Vec<Consumed> {
+        if read_committed {
+            self.wait_until_settled(topic);
+        }
+        self.consume_now(topic, read_committed)
+    }
+
+    /// As [`Broker::consume_all`] with `read_committed`, without waiting for
+    /// open transactions: what a reader sees now, for polling a running job.
+    pub fn consume_committed_so_far(&self, topic: &str) -> Vec<Consumed> {
+        self.consume_now(topic, true)
+    }
+
+    /// Waits until every partition's last stable offset equals its high
+    /// watermark (no open transaction), or [`SETTLE_TIMEOUT`] passed.
+    fn wait_until_settled(&self, topic: &str) {
+        let client = |isolation: &str| -> BaseConsumer {
+            self.client_config()
+                .set("group.id", "weir-test-settle")
+                .set("isolation.level", isolation)
+                .create()
+                .unwrap_or_else(|e| panic!("cannot create a consumer for {}: {e}", self.bootstrap))
+        };
+        // ListOffsets answers a read_committed client with the last stable offset.
+        let (committed, uncommitted) = (client("read_committed"), client("read_uncommitted"));
+        let metadata = committed
+            .fetch_metadata(Some(topic), CLIENT_TIMEOUT)
+            .unwrap_or_else(|e| panic!("metadata for {topic} failed: {e}"));
+        let Some(entry) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return;
+        };
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        for p in entry.partitions() {
+            loop {
+                let end = |c: &BaseConsumer| {
+                    c.fetch_watermarks(topic, p.id(), CLIENT_TIMEOUT)
+                        .unwrap_or_else(|e| panic!("watermarks of {topic}/{} failed: {e}", p.id()))
+                        .1
+                };
+                let (stable, high) = (end(&committed), end(&uncommitted));
+                if stable >= high {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    eprintln!(
+                        "{topic}/{}: a transaction is still open after {SETTLE_TIMEOUT:?} \
+                         (last stable offset {stable}, high watermark {high}); reading to {stable}",
+                        p.id()
+                    );
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    fn consume_now(&self, topic: &str, read_committed: bool) -> Vec<Consumed> {
         let isolation = if read_committed {
             "read_committed"
         } else {

@@ -56,10 +56,19 @@ pub fn expected(n: u64) -> Vec<Line> {
 }
 
 #[allow(dead_code)]
-/// The committed output, parsed.
+/// The committed output, parsed (once no transaction is open on `topic`).
 pub fn output(broker: &Broker, topic: &str) -> Vec<Line> {
-    broker
-        .consume_all(topic, true)
+    parse(broker.consume_all(topic, true))
+}
+
+#[allow(dead_code)]
+/// The output committed so far by a job that still runs, parsed.
+pub fn output_so_far(broker: &Broker, topic: &str) -> Vec<Line> {
+    parse(broker.consume_committed_so_far(topic))
+}
+
+fn parse(consumed: Vec<crate::broker::Consumed>) -> Vec<Line> {
+    consumed
         .into_iter()
         .map(|(_, _, _, v)| {
             let f: Vec<u64> = std::str::from_utf8(&v)

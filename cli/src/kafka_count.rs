@@ -47,9 +47,23 @@ pub(crate) struct KafkaCountArgs {
     /// machines, or more times on one) share the input's partitions through
     /// the Kafka consumer group `weir-<job>`, each partition a shard with
     /// its own checkpoints under --checkpoint-dir (use s3:// so any member
-    /// can restore any shard). The input must be partitioned by key.
+    /// can restore any shard). The input goes through the repartition topic
+    /// `weir-<job>-running-count-sum-repartition` (created by the first
+    /// member) to bring each key's records together, unless
+    /// --input-partitioned-by-key.
     #[arg(long)]
     pub(crate) distributed: bool,
+    /// With --distributed: the input is already partitioned by key (every
+    /// record of a key in one partition, as a keyed producer writes them):
+    /// count where it is read, with no repartition hop.
+    #[arg(long, requires = "distributed")]
+    pub(crate) input_partitioned_by_key: bool,
+    /// With --distributed: partitions of the repartition topic (at most
+    /// 128, a power of two so each holds whole key groups) [default: the
+    /// input's partition count rounded up to a power of two]. A topic that
+    /// exists must have this count.
+    #[arg(long, requires = "distributed")]
+    pub(crate) repartition_partitions: Option<u16>,
     /// With --distributed: this member's id [default: host-pid].
     #[arg(long, requires = "distributed")]
     pub(crate) member_id: Option<String>,
@@ -76,6 +90,8 @@ pub(crate) fn run(args: KafkaCountArgs) -> anyhow::Result<()> {
         distributed,
         member_id,
         session_timeout_ms,
+        input_partitioned_by_key,
+        repartition_partitions,
     } = args;
     common.serve_metrics()?;
     // Flags, then the `[kafka]` table of the config file, then defaults.
@@ -109,6 +125,7 @@ pub(crate) fn run(args: KafkaCountArgs) -> anyhow::Result<()> {
         source_properties: kafka.consumer.into_iter().collect(),
         sink_properties: kafka.producer.into_iter().collect(),
         only_partitions: None,
+        stage: weir_workloads::jobs::KafkaCountStage::Whole,
     };
     if distributed {
         anyhow::ensure!(
@@ -118,8 +135,15 @@ pub(crate) fn run(args: KafkaCountArgs) -> anyhow::Result<()> {
         return crate::member::run(
             options,
             common.config()?,
-            member_id,
-            std::time::Duration::from_millis(session_timeout_ms),
+            crate::member::MemberArgs {
+                member_id,
+                session_timeout: std::time::Duration::from_millis(session_timeout_ms),
+                hop: if input_partitioned_by_key {
+                    None
+                } else {
+                    Some(repartition_partitions)
+                },
+            },
             common.watch(),
         );
     }

@@ -3,23 +3,75 @@
 //! `weir::distributed`).
 
 use std::time::Duration;
-use weir::distributed::{run_member, MemberHandle, MemberOptions};
-use weir_workloads::jobs::{kafka_count_job, KafkaCountOptions};
+use weir::distributed::{repartition, run_member, MemberHandle, MemberOptions, Stage};
+use weir_workloads::jobs::{kafka_count_job, kafka_count_repartition_topic, KafkaCountOptions, KafkaCountStage};
+
+/// How this member joins.
+pub(crate) struct MemberArgs {
+    /// `--member-id`.
+    pub(crate) member_id: Option<String>,
+    /// `--session-timeout-ms`.
+    pub(crate) session_timeout: Duration,
+    /// Through a repartition topic (`Some`, with `--repartition-partitions`
+    /// if given), or not (`--input-partitioned-by-key`).
+    pub(crate) hop: Option<Option<u16>>,
+}
+
+/// The stages "parse" (input -> repartition topic) and "count"
+/// (repartition topic -> output); the repartition topic is created (or
+/// checked) with `partitions` or the input's count rounded up to a power of two.
+fn stages(options: &KafkaCountOptions, partitions: Option<u16>) -> anyhow::Result<(Vec<Stage>, u16)> {
+    let max = weir_operators::DEFAULT_MAX_PARALLELISM;
+    let partitions = match partitions {
+        Some(n) => {
+            anyhow::ensure!(
+                n >= 1 && n <= max && max % n == 0,
+                "--repartition-partitions {n}: must divide {max} (1, 2, 4 ... {max}), so that a partition holds whole key groups"
+            );
+            n
+        }
+        None => repartition::default_partitions(repartition::partition_count(&options.cluster, &options.input)?, max),
+    };
+    let topic = kafka_count_repartition_topic(&options.job);
+    repartition::ensure_topic(&options.cluster, &topic, partitions)?;
+    let stages = vec![
+        Stage {
+            name: "parse".into(),
+            topic: options.input.clone(),
+        },
+        Stage {
+            name: "count".into(),
+            topic,
+        },
+    ];
+    Ok((stages, partitions))
+}
 
 /// Runs a member of `options.job` until SIGINT/SIGTERM (every shard stops
 /// with a final checkpoint, the group hands them to the other members).
 pub(crate) fn run(
     options: KafkaCountOptions,
     config: weir::JobConfig,
-    member_id: Option<String>,
-    session_timeout: Duration,
+    args: MemberArgs,
     watch: crate::common::Watch,
 ) -> anyhow::Result<()> {
-    let mut member = MemberOptions::new(&options.job, options.cluster.clone(), &options.input, config);
-    if let Some(id) = member_id {
+    let (mut member, partitions) = match args.hop {
+        None => (
+            MemberOptions::new(&options.job, options.cluster.clone(), &options.input, config),
+            0,
+        ),
+        Some(partitions) => {
+            let (stages, partitions) = stages(&options, partitions)?;
+            (
+                MemberOptions::staged(&options.job, options.cluster.clone(), stages, config),
+                partitions,
+            )
+        }
+    };
+    if let Some(id) = args.member_id {
         member.member_id = id;
     }
-    member.session_timeout = session_timeout;
+    member.session_timeout = args.session_timeout;
     let handle = MemberHandle::default();
     let on_signal = handle.clone();
     std::thread::Builder::new().name("weir-signals".into()).spawn(move || {
@@ -40,8 +92,16 @@ pub(crate) fn run(
         });
     })?;
     eprintln!(
-        "member {} of job {} (group weir-{})",
-        member.member_id, member.job, member.job
+        "member {} of job {} (group weir-{}, topics {})",
+        member.member_id,
+        member.job,
+        member.job,
+        member
+            .stages
+            .iter()
+            .map(|s| s.topic.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     // The member's page lists its shards; each shard job's page is under shard/<partition>/.
     let ui = match watch.ui {
@@ -69,6 +129,15 @@ pub(crate) fn run(
             let mut shard_options = options.clone();
             shard_options.job = shard.job_name.clone();
             shard_options.only_partitions = Some(vec![shard.partition]);
+            let repartition = kafka_count_repartition_topic(&options.job);
+            shard_options.stage = match shard.stage.as_str() {
+                "parse" => KafkaCountStage::Parse {
+                    repartition,
+                    partitions,
+                },
+                "count" => KafkaCountStage::Count { repartition },
+                _ => KafkaCountStage::Whole,
+            };
             Ok(kafka_count_job(&shard_options)?.0)
         },
         &handle,

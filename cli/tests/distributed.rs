@@ -1,15 +1,15 @@
 //! Scale-out on Kafka: `weir run kafka-count --distributed` members share
-//! the input's partitions through the consumer group `weir-<job>`, one shard
-//! job per partition with its checkpoints on the S3 test server. While the
-//! input grows (partitioned by key): members A and B start, A is SIGKILLed
-//! (its shards move after the session timeout), C joins, B leaves
-//! gracefully (SIGTERM: its shards stop with a final checkpoint and move),
-//! A comes back (shards move to it). The read_committed output must equal
-//! a failure-free run's: every index once, per key counts 1..n.
+//! the job's shards through the consumer group `weir-<job>`, one shard job
+//! per topic partition with its checkpoints on the S3 test server. The
+//! read_committed output must equal a failure-free run's: every index once,
+//! per key counts 1..n.
 //!
-//! A zombie: member P is paused (SIGSTOP) past its session timeout, Q takes
-//! its shards from their checkpoints; P resumes and its shard jobs are
-//! fenced (store claims, transactional ids) instead of writing beside Q's.
+//! - Through a repartition topic (input not partitioned by key): members A
+//!   and B start, C joins, A is SIGKILLed and restarted, B is paused
+//!   (SIGSTOP) past its session timeout while the others take its shards,
+//!   wakes as a zombie and is fenced, then leaves (SIGTERM).
+//! - Input partitioned by key (no hop): A and B start, A is SIGKILLed, C
+//!   joins (its web UI shows its shards), B leaves, A comes back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/broker.rs"]
@@ -22,7 +22,7 @@ mod s3;
 
 use broker::Broker;
 use common::{compare, publish_summary, wait_for_exit, WEIR};
-use kafka_data::{expected, input_by_key, output, output_so_far};
+use kafka_data::{expected, input, input_by_key, output, output_so_far};
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -64,13 +64,14 @@ impl Member {
         let topics = topics_of(name);
         let mut child = Command::new(WEIR)
             .args(["run", "kafka-count", "--distributed", "--member-id", name])
+            .args(topics.2)
             .args([
                 "--session-timeout-ms",
                 "6000",
                 "--parallelism",
                 "1",
                 "--checkpoint-interval-ms",
-                "200",
+                "300",
             ])
             .args([
                 "--input",
@@ -153,12 +154,13 @@ fn http_get(base: &str, path: &str) -> String {
     body.to_string()
 }
 
-/// Input and output topics of a member: `z-*` for the zombie test's.
-fn topics_of(name: &str) -> (&'static str, &'static str) {
-    if name.starts_with('Z') {
-        ("z-in", "z-out")
+/// Input and output topics of a member and its extra flags: members `K*`
+/// run the keyed-input test's job (no hop), the others the repartition test's.
+fn topics_of(name: &str) -> (&'static str, &'static str, &'static [&'static str]) {
+    if name.starts_with('K') {
+        ("d-in", "d-out", &["--input-partitioned-by-key"])
     } else {
-        ("d-in", "d-out")
+        ("s-in", "s-out", &["--repartition-partitions", "4"])
     }
 }
 
@@ -168,13 +170,20 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Produces keyed input into `topic` until `stop` (at least `RECORDS`); returns how many.
-fn feed(broker: &Broker, topic: &'static str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+/// Produces input into `topic` until `stop` (at least `RECORDS`), partitioned
+/// by key if `keyed`, else round-robin; returns how many.
+fn feed(broker: &Broker, topic: &'static str, keyed: bool, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     let b = broker.bootstrap.clone();
     std::thread::spawn(move || {
         let mut produced = 0;
         while produced < RECORDS || !stop.load(Ordering::Relaxed) {
-            broker::produce_to(&b, topic, &input_by_key(produced..produced + 5_000, PARTITIONS));
+            let batch = produced..produced + 5_000;
+            let batch = if keyed {
+                input_by_key(batch, PARTITIONS)
+            } else {
+                input(batch, PARTITIONS)
+            };
+            broker::produce_to(&b, topic, &batch);
             produced += 5_000;
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -214,10 +223,10 @@ fn members_join_die_and_leave_while_the_output_stays_exact() {
     let local = tempfile::tempdir().unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let feeder = feed(broker, "d-in", stop.clone());
+    let feeder = feed(broker, "d-in", true, stop.clone());
 
-    let mut a = Member::start("A", broker, server, &url, local.path());
-    let mut b = Member::start("B", broker, server, &url, local.path());
+    let mut a = Member::start("KA", broker, server, &url, local.path());
+    let mut b = Member::start("KB", broker, server, &url, local.path());
     a.wait_for_takeovers(1, 60);
     b.wait_for_takeovers(1, 60);
     std::thread::sleep(Duration::from_secs(2));
@@ -226,7 +235,7 @@ fn members_join_die_and_leave_while_the_output_stays_exact() {
     let _ = a.child.wait();
     let a_before = a.takeovers();
     let mut c = Member::start_with(
-        "C",
+        "KC",
         broker,
         server,
         &url,
@@ -248,16 +257,17 @@ fn members_join_die_and_leave_while_the_output_stays_exact() {
         .expect("C lists a shard")
         .to_string();
     let partition = shard.rsplit('/').next().unwrap();
-    let status: serde_json::Value =
-        serde_json::from_str(&http_get(&ui, &format!("shard/{partition}/api/status"))).unwrap();
-    assert_eq!(status["job"], format!("kafka-count-p{partition}"), "{status}");
-    assert!(http_get(&ui, &format!("shard/{partition}/")).contains("page.js"));
+    let job = format!("kafka-count-p{partition}");
+    assert_eq!(member["shards"][0]["job"], job.as_str(), "{member}");
+    let status: serde_json::Value = serde_json::from_str(&http_get(&ui, &format!("shard/{job}/api/status"))).unwrap();
+    assert_eq!(status["job"], job.as_str(), "{status}");
+    assert!(http_get(&ui, &format!("shard/{job}/")).contains("page.js"));
     // B leaves gracefully: final checkpoints, then its shards move.
     let b_log = b.terminate();
     let after_b = c.takeovers();
     c.wait_for_takeovers(after_b.max(PARTITIONS as usize / 2), 60);
     // A comes back: the group moves shards to it (C gives them up gracefully).
-    let mut a2 = Member::start("A", broker, server, &url, local.path());
+    let mut a2 = Member::start("KA", broker, server, &url, local.path());
     a2.wait_for_takeovers(1, 60);
     std::thread::sleep(Duration::from_secs(2));
 
@@ -267,7 +277,7 @@ fn members_join_die_and_leave_while_the_output_stays_exact() {
     let a_log = a2.terminate();
     let c_log = c.terminate();
     assert!(
-        c_log.contains("member C: ") && c_log.contains("  shard d-in/") && c_log.contains(" lag "),
+        c_log.contains("member KC: ") && c_log.contains("  shard d-in/") && c_log.contains(" lag "),
         "--status-every prints the member's shards and their lag:\n{c_log}"
     );
     let out = output(broker, "d-out");
@@ -303,58 +313,91 @@ fn members_join_die_and_leave_while_the_output_stays_exact() {
 }
 
 #[test]
-fn a_paused_member_is_fenced_when_it_wakes_and_the_output_stays_exact() {
+fn members_scale_out_through_a_repartition_topic_under_kills_and_a_zombie_and_the_output_stays_exact() {
     let _serial = serial();
     let broker = Broker::shared();
     let server = s3::S3Server::shared();
-    broker.create_topic("z-in", PARTITIONS);
-    broker.create_topic("z-out", PARTITIONS);
-    let url = s3::S3Server::url(&format!("zombie-member-{}", std::process::id()));
+    broker.create_topic("s-in", PARTITIONS);
+    broker.create_topic("s-out", PARTITIONS);
+    let url = s3::S3Server::url(&format!("scale-out-{}", std::process::id()));
     let local = tempfile::tempdir().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let feeder = feed(broker, "z-in", stop.clone());
+    // Round-robin input: a key's records are in every partition.
+    let feeder = feed(broker, "s-in", false, stop.clone());
+    // 6 input shards ("parse") + 4 repartition shards ("count").
+    let shards = PARTITIONS as usize + 4;
 
-    let mut p = Member::start("ZP", broker, server, &url, local.path());
-    let mut q = Member::start("ZQ", broker, server, &url, local.path());
-    p.wait_for_takeovers(1, 60);
-    // The group settles: half of the shards each.
-    q.wait_for_takeovers(PARTITIONS as usize / 2, 60);
-    std::thread::sleep(Duration::from_secs(3));
-    // P freezes past its session timeout (6 s): Q takes its shards.
-    let q_before = q.takeovers();
-    p.signal(libc::SIGSTOP);
-    q.wait_for_takeovers(q_before + 1, 60);
+    let mut a = Member::start("A", broker, server, &url, local.path());
+    let mut b = Member::start("B", broker, server, &url, local.path());
+    a.wait_for_takeovers(1, 60);
+    b.wait_for_takeovers(1, 60);
     std::thread::sleep(Duration::from_secs(2));
-    // P wakes with shard jobs that no longer own their shards.
-    p.signal(libc::SIGCONT);
-    std::thread::sleep(Duration::from_secs(8));
+    // C joins: 3 members.
+    let mut c = Member::start("C", broker, server, &url, local.path());
+    c.wait_for_takeovers(shards / 4, 60);
+    std::thread::sleep(Duration::from_secs(2));
+    // A is killed and restarted (its shards come back to it or stay moved).
+    let mut kills = 0;
+    let mut a_logs = String::new();
+    a.child.kill().unwrap();
+    let _ = a.child.wait();
+    kills += 1;
+    a_logs.push_str(&a.log.lock().unwrap());
+    let c_before = c.takeovers() + b.takeovers();
+    let mut a = Member::start("A", broker, server, &url, local.path());
+    a.wait_for_takeovers(1, 90);
+    while c.takeovers() + b.takeovers() == c_before && a.takeovers() < shards / 3 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    // B freezes past its session timeout (6 s): A and C take its shards; B
+    // wakes as a zombie whose shard jobs must be fenced.
+    let others_before = a.takeovers() + c.takeovers();
+    b.signal(libc::SIGSTOP);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a.takeovers() + c.takeovers() == others_before {
+        assert!(Instant::now() < deadline, "nobody took the paused member's shards");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    b.signal(libc::SIGCONT);
+    std::thread::sleep(Duration::from_secs(6));
+    // B leaves (or has ended on a fencing error): 2 members.
+    let b_status = {
+        b.signal(libc::SIGTERM);
+        wait_for_exit(&mut b.child, Duration::from_secs(60), "the woken member").to_string()
+    };
+    let b_log = b.log.lock().unwrap().clone();
+    std::thread::sleep(Duration::from_secs(2));
 
     stop.store(true, Ordering::Relaxed);
     let records = feeder.join().unwrap();
-    wait_for_output(broker, "z-out", records, &[&p, &q]);
-    // P is either still a member or ended on a fencing error; Q is fine.
-    let p_status = {
-        p.signal(libc::SIGTERM);
-        let status = wait_for_exit(&mut p.child, Duration::from_secs(60), "the woken member");
-        status.to_string()
-    };
-    let p_log = p.log.lock().unwrap().clone();
-    let q_log = q.terminate();
-    let fenced = p_log.matches("fenced").count();
-    if std::env::var("ZOMBIE_LOG").is_ok() {
-        eprintln!("--- P:\n{p_log}");
+    wait_for_output(broker, "s-out", records, &[&a, &c]);
+    a_logs.push_str(&a.terminate());
+    let c_log = c.terminate();
+    if std::env::var("SCALE_OUT_LOG").is_ok() {
+        eprintln!("--- A:\n{a_logs}\n--- B:\n{b_log}\n--- C:\n{c_log}");
     }
-    let out = output(broker, "z-out");
+    let out = output(broker, "s-out");
     let (lost, duplicated) = compare(&expected(records), &out);
+    let takeovers = [&a_logs, &b_log, &c_log]
+        .iter()
+        .map(|l| l.matches(" runs shard ").count())
+        .sum::<usize>();
+    let fenced = b_log.matches("fenced").count();
+    let hop = [&a_logs, &c_log]
+        .iter()
+        .any(|l| l.contains("weir-kafka-count-running-count-sum-repartition/"));
     publish_summary(
-        "distributed_zombie",
+        "scale_out",
         &format!(
-            "distributed zombie: member P paused (SIGSTOP) past its session, Q took {} shard(s), P woke and was fenced \
-             ({fenced} fencing message(s), P {p_status}): lost={lost} duplicated={duplicated} store=s3 output={}",
-            q_log.matches(" runs shard ").count(),
+            "scale-out: members=2->3->2 kills={kills} zombies=1 takeovers={takeovers} lost={lost} duplicated={duplicated} \
+             (kafka-count, {PARTITIONS} input + 4 repartition shards, store=s3; zombie B fenced: {fenced} message(s), \
+             {b_status}; output={})",
             out.len()
         ),
     );
-    assert_eq!((lost, duplicated), (0, 0), "P:\n{p_log}");
+    assert!(hop, "the count stage read the repartition topic");
+    assert_eq!((lost, duplicated), (0, 0), "B:\n{b_log}");
     assert_eq!(out.len() as u64, records);
 }

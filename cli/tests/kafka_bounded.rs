@@ -35,6 +35,7 @@ fn options(broker: &Broker, prefix: &str, bad_records: BadRecordPolicy) -> Kafka
         source_properties: Vec::new(),
         sink_properties: Vec::new(),
         only_partitions: None,
+        stage: weir_workloads::jobs::KafkaCountStage::Whole,
     }
 }
 

@@ -55,6 +55,7 @@ fn rides_out_restarts(transaction_version: u8) {
             source_properties: vec![("queued.max.messages.kbytes".into(), "256".into())],
             sink_properties: Vec::new(),
             only_partitions: None,
+            stage: weir_workloads::jobs::KafkaCountStage::Whole,
         };
         let (job, progress) = kafka_count_job(&options).unwrap();
         let config = JobConfig {

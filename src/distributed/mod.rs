@@ -1,14 +1,18 @@
-//! Scale-out across processes with Kafka as the distributed engine (first
-//! step: input already partitioned by the job's key, so no repartition hop).
+//! Scale-out across processes with Kafka as the distributed engine.
 //!
 //! A **member** is one process of a job; run the same member on more
-//! machines (or more times on one) to scale out, stop one to scale in. The
-//! members of a job form one Kafka consumer group, `weir-<job>`, subscribed
-//! to the input topic with the cooperative-sticky assignor: the group
+//! machines (or more times on one) to scale out, stop one to scale in. A
+//! job is one or more **stages** (sub-topologies), each reading one topic:
+//! the job's input, or a repartition topic (see [`repartition`]) that an
+//! upstream stage writes where the graph is cut at a `key_by`. The members
+//! of a job form one Kafka consumer group, `weir-<job>`, subscribed to every
+//! stage's topic with the cooperative-sticky assignor (as Kafka Streams
+//! runs all sub-topologies of an application in one group): the group
 //! coordinator does membership, failure detection and assignment, weir adds
 //! no cluster manager. The group's consumer only holds membership (its
-//! partitions stay paused); each partition it is assigned is a **shard**,
-//! run as a job of its own, `<job>-p<partition>`, reading only that
+//! partitions stay paused); each topic partition it is assigned is a
+//! **shard**, run as a job of its own, `<job>-<stage>-p<partition>`
+//! (`<job>-p<partition>` for a job of one unnamed stage), reading only that
 //! partition, with its own checkpoints in the shared store (an object
 //! store, so that any member can restore it) and its own Kafka
 //! transactional ids. So every shard keeps the single-process proof: a
@@ -24,8 +28,14 @@
 //!   the shard is stopped all the same; its writes are fenced.
 //!
 //! Keyed state stays correct because a key's records all live in one
-//! partition (the producer partitioned by the key, Kafka Streams' default
-//! and Flink's `reinterpretAsKeyedStream`).
+//! partition of the stage's topic: the repartition topic's partitioner put
+//! them there, or the input was produced partitioned by the key (Kafka
+//! Streams' default and Flink's `reinterpretAsKeyedStream`: no hop).
+//! Between stages, exactly-once holds as inside one: the upstream shard's
+//! transactions commit with its checkpoints, the downstream shard reads
+//! `read_committed` and keeps its offsets in its own checkpoints.
+
+pub mod repartition;
 
 use crate::config::JobConfig;
 use crate::connectors::kafka::KafkaConnection;
@@ -40,15 +50,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// A sub-topology of a distributed job: the shards of stage `name` are the
+/// partitions of `topic`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    /// Its name in shard job names (`<job>-<name>-p<partition>`); empty for
+    /// the only stage of a job (`<job>-p<partition>`).
+    pub name: String,
+    /// The topic it reads.
+    pub topic: String,
+}
+
 /// How a member joins its job.
 #[derive(Debug, Clone)]
 pub struct MemberOptions {
-    /// The job's name: the group is `weir-<job>`, shard `p`'s job `<job>-p<p>`.
+    /// The job's name: the group is `weir-<job>`.
     pub job: String,
     /// The Kafka cluster (bootstrap servers, TLS/SASL properties).
     pub cluster: KafkaConnection,
-    /// The input topic; its partitions are the shards.
-    pub input: String,
+    /// The stages; every partition of their topics is a shard. Topics must
+    /// exist when the member starts (create repartition topics with
+    /// [`repartition::ensure_topic`]).
+    pub stages: Vec<Stage>,
     /// This member's name in logs and in the group (`client.id`).
     pub member_id: String,
     /// How long the group waits for a silent member before its shards move
@@ -59,7 +82,8 @@ pub struct MemberOptions {
 }
 
 impl MemberOptions {
-    /// Options with a 10 s session timeout and `host-pid` as member id.
+    /// Options of a job of one stage reading `input`, with a 10 s session
+    /// timeout and `host-pid` as member id.
     pub fn new(job: &str, cluster: KafkaConnection, input: &str, config: JobConfig) -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
@@ -67,21 +91,55 @@ impl MemberOptions {
         MemberOptions {
             job: job.to_string(),
             cluster,
-            input: input.to_string(),
+            stages: vec![Stage {
+                name: String::new(),
+                topic: input.to_string(),
+            }],
             member_id: format!("{host}-{}", std::process::id()),
             session_timeout: Duration::from_secs(10),
             config,
         }
     }
+
+    /// Options of a job of `stages` (named, in graph order).
+    pub fn staged(job: &str, cluster: KafkaConnection, stages: Vec<Stage>, config: JobConfig) -> Self {
+        MemberOptions {
+            stages,
+            ..MemberOptions::new(job, cluster, "", config)
+        }
+    }
+
+    /// The name of the job of `stage`'s shard `partition`.
+    pub fn shard_job_name(&self, stage: &str, partition: i32) -> String {
+        if stage.is_empty() {
+            format!("{}-p{partition}", self.job)
+        } else {
+            format!("{}-{stage}-p{partition}", self.job)
+        }
+    }
+
+    fn topics(&self) -> String {
+        self.stages
+            .iter()
+            .map(|s| s.topic.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
+
+/// A shard: a topic partition.
+type ShardId = (String, i32);
 
 /// What a shard job is built for.
 #[derive(Debug, Clone)]
 pub struct ShardContext {
-    /// The name the shard's job must have (`<job>-p<partition>`): its
-    /// directory in the checkpoint store and the root of its transactional ids.
+    /// The name the shard's job must have ([`MemberOptions::shard_job_name`]):
+    /// its directory in the checkpoint store and the root of its
+    /// transactional ids.
     pub job_name: String,
-    /// The input topic.
+    /// The stage ([`Stage::name`]) the shard belongs to.
+    pub stage: String,
+    /// The topic it reads.
     pub topic: String,
     /// The partition this shard reads (its only one).
     pub partition: i32,
@@ -103,6 +161,8 @@ pub struct ShardStatus {
 /// What a member is doing.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct MemberStatus {
+    /// The job's name.
+    pub job: String,
     /// This member's id.
     pub member_id: String,
     /// The shards it runs now.
@@ -124,20 +184,20 @@ struct Running {
 /// (which run inside the group consumer's poll, on the member's thread).
 #[derive(Default)]
 struct Shared {
-    running: Mutex<BTreeMap<i32, Running>>,
-    assigned: Mutex<Vec<i32>>,
+    running: Mutex<BTreeMap<ShardId, Running>>,
+    assigned: Mutex<Vec<ShardId>>,
     status: Mutex<MemberStatus>,
     /// A shard failed to stop cleanly or its job failed: the member ends with it.
     failure: Mutex<Option<WeirError>>,
 }
 
 impl Shared {
-    fn stop_shards(&self, partitions: &[i32], why: &str) {
-        let stopping: Vec<(i32, Running)> = {
+    fn stop_shards(&self, shards: &[ShardId], why: &str) {
+        let stopping: Vec<(ShardId, Running)> = {
             let Ok(mut running) = self.running.lock() else { return };
-            partitions
+            shards
                 .iter()
-                .filter_map(|p| running.remove(p).map(|r| (*p, r)))
+                .filter_map(|p| running.remove(p).map(|r| (p.clone(), r)))
                 .collect()
         };
         // A final checkpoint each, all at once (the rebalance waits for the
@@ -147,7 +207,7 @@ impl Shared {
         for (_, shard) in &stopping {
             shard.handle.stop();
         }
-        for (partition, shard) in stopping {
+        for ((topic, partition), shard) in stopping {
             let job = shard.status.job.clone();
             match shard.handle.join() {
                 Ok(summary) => tracing::info!(
@@ -161,7 +221,7 @@ impl Shared {
                     tracing::warn!("shard {} ({why}): {e}", shard.status.shard)
                 }
                 Err(e) => {
-                    tracing::error!("shard job {job} (partition {partition}, {why}) failed: {e}");
+                    tracing::error!("shard job {job} ({topic}/{partition}, {why}) failed: {e}");
                     if let Ok(mut f) = self.failure.lock() {
                         f.get_or_insert(e);
                     }
@@ -170,8 +230,7 @@ impl Shared {
             if let Ok(mut s) = self.status.lock() {
                 s.released += 1;
                 s.shards.retain(|x| x.job != job);
-                let job = job.rsplit_once("-p").map_or(job.as_str(), |(j, _)| j).to_string();
-                metrics::gauge!("weir_member_shards", "job" => job).set(s.shards.len() as f64);
+                metrics::gauge!("weir_member_shards", "job" => s.job.clone()).set(s.shards.len() as f64);
             }
         }
     }
@@ -184,9 +243,9 @@ impl ClientContext for MemberContext {}
 impl ConsumerContext for MemberContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            tracing::info!("shards revoked: partitions {partitions:?}");
-            self.0.stop_shards(&partitions, "revoked");
+            let shards = shard_ids(tpl);
+            tracing::info!("shards revoked: {}", describe(&shards));
+            self.0.stop_shards(&shards, "revoked");
         }
     }
 
@@ -199,13 +258,28 @@ impl ConsumerContext for MemberContext {
             if let Err(e) = consumer.pause(tpl) {
                 tracing::warn!("cannot pause the group consumer's partitions: {e}");
             }
-            let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            tracing::info!("shards assigned: partitions {partitions:?}");
+            let shards = shard_ids(tpl);
+            tracing::info!("shards assigned: {}", describe(&shards));
             if let Ok(mut a) = self.0.assigned.lock() {
-                a.extend(partitions);
+                a.extend(shards);
             }
         }
     }
+}
+
+fn shard_ids(tpl: &rdkafka::TopicPartitionList) -> Vec<ShardId> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+fn describe(shards: &[ShardId]) -> String {
+    shards
+        .iter()
+        .map(|(t, p)| format!("{t}/{p}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A running member: its status while it runs.
@@ -273,11 +347,13 @@ impl MemberHandle {
         out
     }
 
-    /// The controller of the shard job reading `partition`, while this
-    /// member runs it.
-    pub fn shard_controller(&self, partition: i32) -> Option<crate::runtime::JobController> {
+    /// The controller of the shard job named `job`, while this member runs it.
+    pub fn shard_controller(&self, job: &str) -> Option<crate::runtime::JobController> {
         let running = self.shared.running.lock().ok()?;
-        running.get(&partition).map(|r| r.handle.controller())
+        running
+            .values()
+            .find(|r| r.status.job == job)
+            .map(|r| r.handle.controller())
     }
 }
 
@@ -298,12 +374,19 @@ where
     let shared = handle.shared.clone();
     if let Ok(mut s) = shared.status.lock() {
         s.member_id = options.member_id.clone();
+        s.job = options.job.clone();
+    }
+    if options.stages.is_empty() {
+        return Err(WeirError::InvalidGraph(format!(
+            "distributed job {} has no stage",
+            options.job
+        )));
     }
     let group = format!("weir-{}", options.job);
     let kafka = |e: rdkafka::error::KafkaError| {
         WeirError::kafka(
             format!("member {}", options.member_id),
-            format!("cannot join group {group} on topic {}", options.input),
+            format!("cannot join group {group} on topic(s) {}", options.topics()),
             e,
         )
     };
@@ -321,11 +404,12 @@ where
         )
         .create_with_context(MemberContext(shared.clone()))
         .map_err(kafka)?;
-    consumer.subscribe(&[&options.input]).map_err(kafka)?;
+    let topics: Vec<&str> = options.stages.iter().map(|s| s.topic.as_str()).collect();
+    consumer.subscribe(&topics).map_err(kafka)?;
     tracing::info!(
-        "member {} joined group {group} on topic {}",
+        "member {} joined group {group} on topic(s) {}",
         options.member_id,
-        options.input
+        options.topics()
     );
 
     let result = loop {
@@ -338,14 +422,14 @@ where
         if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
             tracing::warn!("member {}: group consumer: {e}", options.member_id);
         }
-        let assigned: Vec<i32> = shared
+        let assigned: Vec<ShardId> = shared
             .assigned
             .lock()
             .map(|mut a| std::mem::take(&mut *a))
             .unwrap_or_default();
         let mut started_err = None;
-        for partition in assigned {
-            if let Err(e) = start_shard(&options, &make, &shared, partition) {
+        for shard in assigned {
+            if let Err(e) = start_shard(&options, &make, &shared, shard) {
                 started_err = Some(e);
                 break;
             }
@@ -354,13 +438,13 @@ where
             break Err(e);
         }
         // A shard job that ended by itself failed (a shard never ends while owned).
-        let ended: Vec<i32> = shared
+        let ended: Vec<ShardId> = shared
             .running
             .lock()
             .map(|r| {
                 r.iter()
                     .filter(|(_, s)| s.handle.is_finished())
-                    .map(|(p, _)| *p)
+                    .map(|(p, _)| p.clone())
                     .collect()
             })
             .unwrap_or_default();
@@ -373,10 +457,10 @@ where
     };
     // Leaving: every shard stops with a final checkpoint, then the group
     // hands the partitions to the others.
-    let all: Vec<i32> = shared
+    let all: Vec<ShardId> = shared
         .running
         .lock()
-        .map(|r| r.keys().copied().collect())
+        .map(|r| r.keys().cloned().collect())
         .unwrap_or_default();
     shared.stop_shards(&all, "member leaving");
     consumer.unsubscribe();
@@ -399,13 +483,21 @@ impl Default for MemberHandle {
     }
 }
 
-fn start_shard<F>(options: &MemberOptions, make: &F, shared: &Arc<Shared>, partition: i32) -> Result<()>
+fn start_shard<F>(options: &MemberOptions, make: &F, shared: &Arc<Shared>, shard: ShardId) -> Result<()>
 where
     F: Fn(&ShardContext) -> Result<Job>,
 {
+    let (topic, partition) = shard.clone();
+    let Some(stage) = options.stages.iter().find(|s| s.topic == topic) else {
+        return Err(WeirError::InvalidGraph(format!(
+            "the group assigned {topic}/{partition}, a topic no stage of job {} reads",
+            options.job
+        )));
+    };
     let ctx = ShardContext {
-        job_name: format!("{}-p{partition}", options.job),
-        topic: options.input.clone(),
+        job_name: options.shard_job_name(&stage.name, partition),
+        stage: stage.name.clone(),
+        topic,
         partition,
     };
     let assigned_at = Instant::now();
@@ -443,7 +535,7 @@ where
         metrics::gauge!("weir_member_shards", &labels).set(s.shards.len() as f64);
     }
     if let Ok(mut r) = shared.running.lock() {
-        r.insert(partition, Running { handle, status });
+        r.insert(shard, Running { handle, status });
     }
     Ok(())
 }

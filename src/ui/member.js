@@ -1,5 +1,5 @@
 // A member of a distributed job: the shards it runs now, each linking to
-// that shard job's own page (under shard/<partition>/). Polls once a second.
+// that shard job's own page (under shard/<shard job>/). Polls once a second.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -18,9 +18,8 @@ async function tick() {
     $("summary").textContent = `${m.shards.length} shard(s) now; ${m.takeovers} taken over, ${m.released} released, ${m.rebalances} rebalance(s) since it joined`;
     const rows = m.shards.map((s) => {
       const tr = document.createElement("tr");
-      const partition = s.shard.split("/").pop();
       const link = document.createElement("a");
-      link.href = `shard/${partition}/`;
+      link.href = `shard/${encodeURIComponent(s.job)}/`;
       link.textContent = "open";
       cell(tr, s.shard); cell(tr, s.job); cell(tr, s.restored_from ?? "–"); cell(tr, s.takeover_s.toFixed(2)); cell(tr, link);
       return tr;

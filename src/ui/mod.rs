@@ -272,7 +272,7 @@ impl JobController {
 impl MemberHandle {
     /// Serves the web UI of this member of a distributed job on `addr`: a
     /// page listing its shards, and each shard job's own UI under
-    /// `shard/<partition>/` while the member runs it (see [`member_router`]).
+    /// `shard/<shard job>/` while the member runs it (see [`member_router`]).
     ///
     /// # Errors
     /// [`WeirError::Config`] (key `ui_addr`) when the address cannot be bound.
@@ -290,7 +290,7 @@ struct MemberUi {
 
 /// The routes of a member's UI: `/` (its shards, linking to theirs),
 /// `api/member` ([`crate::distributed::MemberStatus`]) and, for each shard
-/// it runs, the shard job's whole UI under `shard/<partition>/`.
+/// it runs, the shard job's whole UI under `shard/<shard job>/`.
 pub fn member_router(member: MemberHandle, options: UiOptions) -> Router {
     let ui = Arc::new(MemberUi { member, options });
     Router::new()
@@ -301,8 +301,8 @@ pub fn member_router(member: MemberHandle, options: UiOptions) -> Router {
         )
         .route("/page.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
         .route("/api/member", get(member_status))
-        .route("/shard/{partition}/", axum::routing::any(shard_page))
-        .route("/shard/{partition}/{*rest}", axum::routing::any(shard_route))
+        .route("/shard/{job}/", axum::routing::any(shard_page))
+        .route("/shard/{job}/{*rest}", axum::routing::any(shard_route))
         .with_state(ui)
 }
 
@@ -315,27 +315,27 @@ async fn member_status(State(ui): State<Arc<MemberUi>>) -> Response {
 
 async fn shard_page(
     State(ui): State<Arc<MemberUi>>,
-    axum::extract::Path(partition): axum::extract::Path<i32>,
+    axum::extract::Path(job): axum::extract::Path<String>,
     request: axum::extract::Request,
 ) -> Response {
-    dispatch(&ui, partition, "", request).await
+    dispatch(&ui, &job, "", request).await
 }
 
 async fn shard_route(
     State(ui): State<Arc<MemberUi>>,
-    axum::extract::Path((partition, rest)): axum::extract::Path<(i32, String)>,
+    axum::extract::Path((job, rest)): axum::extract::Path<(String, String)>,
     request: axum::extract::Request,
 ) -> Response {
-    dispatch(&ui, partition, &rest, request).await
+    dispatch(&ui, &job, &rest, request).await
 }
 
-/// Hands a request under `shard/<partition>/` to that shard job's router.
-async fn dispatch(ui: &MemberUi, partition: i32, rest: &str, mut request: axum::extract::Request) -> Response {
+/// Hands a request under `shard/<shard job>/` to that shard job's router.
+async fn dispatch(ui: &MemberUi, job: &str, rest: &str, mut request: axum::extract::Request) -> Response {
     use tower::ServiceExt;
-    let Some(controller) = ui.member.shard_controller(partition) else {
+    let Some(controller) = ui.member.shard_controller(job) else {
         return refuse(
             StatusCode::NOT_FOUND,
-            &format!("this member does not run shard {partition} now (shards move between members): see its page"),
+            &format!("this member does not run shard job {job} now (shards move between members): see its page"),
         );
     };
     let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();

@@ -185,6 +185,57 @@ pub struct KafkaCountOptions {
     pub sink_properties: Vec<(String, String)>,
     /// Read only these input partitions (a distributed member's shard).
     pub only_partitions: Option<Vec<i32>>,
+    /// Which part of the job this is: all of it, or one side of a
+    /// repartition topic (a distributed job whose input is not partitioned
+    /// by key).
+    pub stage: KafkaCountStage,
+}
+
+/// The parts of `kafka-count` when it runs distributed over a repartition
+/// topic: `parse` reads the input and writes each record to the partition
+/// of the repartition topic that owns its key; `count` reads that topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KafkaCountStage {
+    /// Input -> key_by -> count -> output, in one job.
+    Whole,
+    /// Input -> repartition topic (exactly-once, partitioned by key group).
+    Parse {
+        /// The repartition topic.
+        repartition: String,
+        /// Its partition count (divides the max parallelism).
+        partitions: u16,
+    },
+    /// Repartition topic (read_committed) -> key_by -> count -> output.
+    Count {
+        /// The repartition topic.
+        repartition: String,
+    },
+}
+
+/// The repartition topic of distributed `kafka-count` named `job`.
+pub fn kafka_count_repartition_topic(job: &str) -> String {
+    weir::distributed::repartition::topic_name(job, "running-count-sum")
+}
+
+/// A record in the repartition topic: index, key, value and emit time,
+/// little-endian (the emit time keeps end-to-end latency across the hop).
+fn encode_event(e: &W1Event, out: &mut Vec<u8>) {
+    for v in [e.index, e.key, e.value, e.emit_ns] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn decode_event(bytes: &[u8]) -> std::result::Result<W1Event, String> {
+    let field = |i: usize| -> Option<u64> { Some(u64::from_le_bytes(bytes.get(i * 8..i * 8 + 8)?.try_into().ok()?)) };
+    match (bytes.len(), field(0), field(1), field(2), field(3)) {
+        (32, Some(index), Some(key), Some(value), Some(emit_ns)) => Ok(W1Event {
+            index,
+            key,
+            value,
+            emit_ns,
+        }),
+        (n, ..) => Err(format!("a kafka-count repartition record has 32 bytes, this one {n}")),
+    }
 }
 
 /// Parses an input value `id,key,value`.
@@ -209,7 +260,12 @@ fn parse_input(r: &weir::connectors::kafka::KafkaRecord<'_>) -> std::result::Res
 /// An invalid parallelism.
 pub fn kafka_count_job(options: &KafkaCountOptions) -> Result<(Job, Arc<weir::connectors::kafka::source::Progress>)> {
     use weir::connectors::kafka::{format::display_value, KafkaSink, KafkaSource};
-    let mut source = KafkaSource::new(&options.cluster, &[options.input.as_str()]);
+    use weir::distributed::repartition;
+    let input = match &options.stage {
+        KafkaCountStage::Whole | KafkaCountStage::Parse { .. } => options.input.as_str(),
+        KafkaCountStage::Count { repartition } => repartition.as_str(),
+    };
+    let mut source = KafkaSource::new(&options.cluster, &[input]);
     for (k, v) in &options.source_properties {
         source = source.property(k, v);
     }
@@ -219,19 +275,53 @@ pub fn kafka_count_job(options: &KafkaCountOptions) -> Result<(Job, Arc<weir::co
     let source = source
         .bounded(options.bounded)
         .on_bad_record(options.bad_records.clone())
-        .on_lost_input(options.lost_input)
-        .deserializer(
+        .on_lost_input(options.lost_input);
+    let max_parallelism = weir_operators::DEFAULT_MAX_PARALLELISM;
+    if let KafkaCountStage::Parse {
+        repartition,
+        partitions,
+    } = &options.stage
+    {
+        // One partition per shard: one subtask reads it and writes the hop.
+        let source = source.deserializer(
             parse_input as fn(&weir::connectors::kafka::KafkaRecord<'_>) -> std::result::Result<W1Event, String>,
         );
-    let progress = source.progress();
+        let progress = source.progress();
+        let serializer = repartition::serializer(|e: &W1Event| e.key, encode_event, *partitions, max_parallelism);
+        let mut sink = KafkaSink::new(&options.cluster, repartition, serializer);
+        for (k, v) in &options.sink_properties {
+            sink = sink.property(k, v);
+        }
+        let job = JobBuilder::new(&options.job).default_parallelism(1);
+        job.source("kafka-in", source.factory())
+            .uid("kafka-in")
+            .sink("repartition", sink.factory())
+            .uid("repartition");
+        return Ok((job.build()?, progress));
+    }
+    let job = JobBuilder::new(&options.job).default_parallelism(options.parallelism);
+    let (records, progress) = if let KafkaCountStage::Count { .. } = &options.stage {
+        let source = source
+            .read_committed(true)
+            .deserializer(repartition::deserializer(decode_event));
+        let progress = source.progress();
+        (
+            job.source("repartition-in", source.factory()).uid("repartition-in"),
+            progress,
+        )
+    } else {
+        let source = source.deserializer(
+            parse_input as fn(&weir::connectors::kafka::KafkaRecord<'_>) -> std::result::Result<W1Event, String>,
+        );
+        let progress = source.progress();
+        (job.source("kafka-in", source.factory()).uid("kafka-in"), progress)
+    };
     let mut sink =
         KafkaSink::new(&options.cluster, &options.output, display_value::<OutputLine>()).delivery(options.delivery);
     for (k, v) in &options.sink_properties {
         sink = sink.property(k, v);
     }
-    let job = JobBuilder::new(&options.job).default_parallelism(options.parallelism);
-    job.source("kafka-in", source.factory())
-        .uid("kafka-in")
+    records
         .key_by(|e: &W1Event| e.key)
         .process("running-count-sum", RunningCountSum)
         .uid("running-count-sum")

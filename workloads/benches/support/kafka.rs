@@ -159,5 +159,6 @@ pub fn count_options(
         source_properties: Vec::new(),
         sink_properties: Vec::new(),
         only_partitions: None,
+        stage: weir_workloads::jobs::KafkaCountStage::Whole,
     }
 }

@@ -128,10 +128,6 @@ pub(crate) fn run(args: KafkaCountArgs) -> anyhow::Result<()> {
         stage: weir_workloads::jobs::KafkaCountStage::Whole,
     };
     if distributed {
-        anyhow::ensure!(
-            !bounded,
-            "--bounded does not work with --distributed yet: run the members unbounded and stop them"
-        );
         return crate::member::run(
             options,
             common.config()?,

@@ -3,7 +3,7 @@
 //! `weir::distributed`).
 
 use std::time::Duration;
-use weir::distributed::{repartition, run_member, MemberHandle, MemberOptions, Stage};
+use weir::distributed::{repartition, run_member, Feeds, MemberHandle, MemberOptions, Stage};
 use weir_workloads::jobs::{kafka_count_job, kafka_count_repartition_topic, KafkaCountOptions, KafkaCountStage};
 
 /// How this member joins.
@@ -20,8 +20,9 @@ pub(crate) struct MemberArgs {
 /// The stages "parse" (input -> repartition topic) and "count"
 /// (repartition topic -> output); the repartition topic is created (or
 /// checked) with `partitions` or the input's count rounded up to a power of two.
-fn stages(options: &KafkaCountOptions, partitions: Option<u16>) -> anyhow::Result<(Vec<Stage>, u16)> {
+fn stages(options: &KafkaCountOptions, partitions: Option<u16>) -> anyhow::Result<(Vec<Stage>, u16, u32)> {
     let max = weir_operators::DEFAULT_MAX_PARALLELISM;
+    let upstreams = repartition::partition_count(&options.cluster, &options.input)?;
     let partitions = match partitions {
         Some(n) => {
             anyhow::ensure!(
@@ -30,7 +31,7 @@ fn stages(options: &KafkaCountOptions, partitions: Option<u16>) -> anyhow::Resul
             );
             n
         }
-        None => repartition::default_partitions(repartition::partition_count(&options.cluster, &options.input)?, max),
+        None => repartition::default_partitions(upstreams, max),
     };
     let topic = kafka_count_repartition_topic(&options.job);
     repartition::ensure_topic(&options.cluster, &topic, partitions)?;
@@ -38,13 +39,18 @@ fn stages(options: &KafkaCountOptions, partitions: Option<u16>) -> anyhow::Resul
         Stage {
             name: "parse".into(),
             topic: options.input.clone(),
+            feeds: Some(Feeds {
+                topic: topic.clone(),
+                partitions,
+            }),
         },
         Stage {
             name: "count".into(),
             topic,
+            feeds: None,
         },
     ];
-    Ok((stages, partitions))
+    Ok((stages, partitions, upstreams as u32))
 }
 
 /// Runs a member of `options.job` until SIGINT/SIGTERM (every shard stops
@@ -55,16 +61,18 @@ pub(crate) fn run(
     args: MemberArgs,
     watch: crate::common::Watch,
 ) -> anyhow::Result<()> {
-    let (mut member, partitions) = match args.hop {
+    let (mut member, partitions, upstreams) = match args.hop {
         None => (
             MemberOptions::new(&options.job, options.cluster.clone(), &options.input, config),
             0,
+            0,
         ),
         Some(partitions) => {
-            let (stages, partitions) = stages(&options, partitions)?;
+            let (stages, partitions, upstreams) = stages(&options, partitions)?;
             (
                 MemberOptions::staged(&options.job, options.cluster.clone(), stages, config),
                 partitions,
+                upstreams,
             )
         }
     };
@@ -72,6 +80,7 @@ pub(crate) fn run(
         member.member_id = id;
     }
     member.session_timeout = args.session_timeout;
+    member.bounded = options.bounded;
     let handle = MemberHandle::default();
     let on_signal = handle.clone();
     std::thread::Builder::new().name("weir-signals".into()).spawn(move || {
@@ -134,6 +143,7 @@ pub(crate) fn run(
                 "parse" => KafkaCountStage::Parse {
                     repartition,
                     partitions,
+                    upstreams,
                 },
                 "count" => KafkaCountStage::Count { repartition },
                 _ => KafkaCountStage::Whole,

@@ -7,7 +7,9 @@
 //! - Through a repartition topic (input not partitioned by key): members A
 //!   and B start, C joins, A is SIGKILLed and restarted, B is paused
 //!   (SIGSTOP) past its session timeout while the others take its shards,
-//!   wakes as a zombie and is fenced, then leaves (SIGTERM).
+//!   wakes as a zombie and is fenced, then leaves (SIGTERM). The input
+//!   stops, A and C leave, and a lone `--bounded` member drains the rest
+//!   through both stages and ends by itself.
 //! - Input partitioned by key (no hop): A and B start, A is SIGKILLed, C
 //!   joins (its web UI shows its shards), B leaves, A comes back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -354,6 +356,8 @@ fn members_scale_out_through_a_repartition_topic_under_kills_and_a_zombie_and_th
     // wakes as a zombie whose shard jobs must be fenced.
     let others_before = a.takeovers() + c.takeovers();
     b.signal(libc::SIGSTOP);
+    // Past the session timeout (6 s) and the rebalance that follows.
+    std::thread::sleep(Duration::from_secs(12));
     let deadline = Instant::now() + Duration::from_secs(60);
     while a.takeovers() + c.takeovers() == others_before {
         assert!(Instant::now() < deadline, "nobody took the paused member's shards");
@@ -370,20 +374,27 @@ fn members_scale_out_through_a_repartition_topic_under_kills_and_a_zombie_and_th
     let b_log = b.log.lock().unwrap().clone();
     std::thread::sleep(Duration::from_secs(2));
 
+    // The input stops; A and C leave; a lone bounded member D drains what
+    // is left through both stages and ends by itself.
     stop.store(true, Ordering::Relaxed);
     let records = feeder.join().unwrap();
-    wait_for_output(broker, "s-out", records, &[&a, &c]);
     a_logs.push_str(&a.terminate());
     let c_log = c.terminate();
+    let mut d = Member::start_with("D", broker, server, &url, local.path(), &["--bounded"]);
+    let d_status = wait_for_exit(&mut d.child, Duration::from_secs(180), "the bounded member");
+    let d_log = d.log.lock().unwrap().clone();
     if std::env::var("SCALE_OUT_LOG").is_ok() {
-        eprintln!("--- A:\n{a_logs}\n--- B:\n{b_log}\n--- C:\n{c_log}");
+        eprintln!("--- A:\n{a_logs}\n--- B:\n{b_log}\n--- C:\n{c_log}\n--- D:\n{d_log}");
     }
+    assert!(d_status.success(), "the bounded member failed:\n{d_log}");
+    assert!(d_log.contains("every shard it holds finished"), "{d_log}");
     let out = output(broker, "s-out");
     let (lost, duplicated) = compare(&expected(records), &out);
     let takeovers = [&a_logs, &b_log, &c_log]
         .iter()
         .map(|l| l.matches(" runs shard ").count())
         .sum::<usize>();
+    let d_shards = d_log.matches(" finished at checkpoint ").count();
     let fenced = b_log.matches("fenced").count();
     let hop = [&a_logs, &c_log]
         .iter()
@@ -393,11 +404,12 @@ fn members_scale_out_through_a_repartition_topic_under_kills_and_a_zombie_and_th
         &format!(
             "scale-out: members=2->3->2 kills={kills} zombies=1 takeovers={takeovers} lost={lost} duplicated={duplicated} \
              (kafka-count, {PARTITIONS} input + 4 repartition shards, store=s3; zombie B fenced: {fenced} message(s), \
-             {b_status}; output={})",
+             {b_status}; bounded drain by a lone member: {d_shards} shards finished; output={})",
             out.len()
         ),
     );
     assert!(hop, "the count stage read the repartition topic");
+    assert!(fenced >= 1, "the woken member's shards were fenced:\n{b_log}");
     assert_eq!((lost, duplicated), (0, 0), "B:\n{b_log}");
     assert_eq!(out.len() as u64, records);
 }

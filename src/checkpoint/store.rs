@@ -178,7 +178,16 @@ impl CheckpointStore {
     /// [`WeirError::Checkpoint`] when the job has no store under `root`,
     /// naming what was looked for and the jobs `root` does hold.
     pub fn open_existing(root: &Path, job: &str) -> Result<Self> {
-        let backend = backend_for(root, job, &StoreOptions::default())?;
+        Self::open_existing_with(root, job, &StoreOptions::default())
+    }
+
+    /// [`CheckpointStore::open_existing`] with the object store's settings
+    /// of a [`crate::JobConfig`].
+    ///
+    /// # Errors
+    /// As [`CheckpointStore::open_existing`].
+    pub fn open_existing_with(root: &Path, job: &str, options: &StoreOptions) -> Result<Self> {
+        let backend = backend_for(root, job, options)?;
         let exists = match backend.local_root() {
             Some(dir) => dir.is_dir(),
             None => !backend.list("")?.is_empty(),

@@ -230,6 +230,23 @@ pub trait Sink<T>: Send + 'static {
     /// # Errors
     /// A failure ends the job.
     fn write(&mut self, records: &mut Vec<T>) -> Result<()>;
+    /// The sink's input watermark advanced (event time, after the records
+    /// written so far). By default ignored; a sink that feeds another job
+    /// (a repartition topic) passes it on.
+    ///
+    /// # Errors
+    /// A failure ends the job.
+    fn watermark(&mut self, _watermark: Timestamp) -> Result<()> {
+        Ok(())
+    }
+    /// The sink's input turned idle: no watermark will come until records
+    /// do. By default ignored.
+    ///
+    /// # Errors
+    /// A failure ends the job.
+    fn idle(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Barrier `id` arrived: make everything written so far ready to commit
     /// and return what recovery needs to commit or discard it.
     ///

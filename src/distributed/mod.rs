@@ -26,6 +26,12 @@
 //! - **Assigned**: the shard job starts and restores its newest checkpoint.
 //! - **Lost** (this member missed its session; others took the shards):
 //!   the shard is stopped all the same; its writes are fenced.
+//! - **Bounded** ([`MemberOptions::bounded`]): a shard whose job ended (its
+//!   input read to the end) stays with the member, finished; a stage that
+//!   feeds a repartition topic then tells every partition of it where the
+//!   shard ended ([`repartition::write_end`]), and the downstream shards end
+//!   once all upstream shards did. The member leaves when all its shards
+//!   are finished.
 //!
 //! Keyed state stays correct because a key's records all live in one
 //! partition of the stage's topic: the repartition topic's partitioner put
@@ -59,6 +65,18 @@ pub struct Stage {
     pub name: String,
     /// The topic it reads.
     pub topic: String,
+    /// The repartition topic it writes, if any (its shards are the
+    /// upstream shards of that topic's readers).
+    pub feeds: Option<Feeds>,
+}
+
+/// The repartition topic a stage writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feeds {
+    /// The topic.
+    pub topic: String,
+    /// Its partition count.
+    pub partitions: u16,
 }
 
 /// How a member joins its job.
@@ -79,6 +97,9 @@ pub struct MemberOptions {
     pub session_timeout: Duration,
     /// The settings of every shard job (the checkpoint store is shared).
     pub config: JobConfig,
+    /// Shard jobs end at the end of their input (their sources are built
+    /// bounded); the member leaves once all its shards finished.
+    pub bounded: bool,
 }
 
 impl MemberOptions {
@@ -94,10 +115,12 @@ impl MemberOptions {
             stages: vec![Stage {
                 name: String::new(),
                 topic: input.to_string(),
+                feeds: None,
             }],
             member_id: format!("{host}-{}", std::process::id()),
             session_timeout: Duration::from_secs(10),
             config,
+            bounded: false,
         }
     }
 
@@ -173,6 +196,8 @@ pub struct MemberStatus {
     pub takeovers: u64,
     /// Shards it gave up (revoked or lost) since it joined.
     pub released: u64,
+    /// Shards whose jobs finished (bounded members).
+    pub finished: u64,
 }
 
 struct Running {
@@ -185,6 +210,8 @@ struct Running {
 #[derive(Default)]
 struct Shared {
     running: Mutex<BTreeMap<ShardId, Running>>,
+    /// Shards of a bounded member whose jobs finished (kept, not restarted).
+    finished: Mutex<std::collections::BTreeSet<ShardId>>,
     assigned: Mutex<Vec<ShardId>>,
     status: Mutex<MemberStatus>,
     /// A shard failed to stop cleanly or its job failed: the member ends with it.
@@ -246,6 +273,11 @@ impl ConsumerContext for MemberContext {
             let shards = shard_ids(tpl);
             tracing::info!("shards revoked: {}", describe(&shards));
             self.0.stop_shards(&shards, "revoked");
+            if let Ok(mut finished) = self.0.finished.lock() {
+                for shard in &shards {
+                    finished.remove(shard);
+                }
+            }
         }
     }
 
@@ -406,6 +438,7 @@ where
         .map_err(kafka)?;
     let topics: Vec<&str> = options.stages.iter().map(|s| s.topic.as_str()).collect();
     consumer.subscribe(&topics).map_err(kafka)?;
+    let joined = Instant::now();
     tracing::info!(
         "member {} joined group {group} on topic(s) {}",
         options.member_id,
@@ -449,10 +482,20 @@ where
             })
             .unwrap_or_default();
         if !ended.is_empty() {
-            shared.stop_shards(&ended, "ended by itself");
+            if options.bounded {
+                if let Err(e) = finish_shards(&options, &shared, &ended) {
+                    break Err(e);
+                }
+            } else {
+                shared.stop_shards(&ended, "ended by itself");
+            }
             if let Some(e) = shared.failure.lock().ok().and_then(|mut f| f.take()) {
                 break Err(e);
             }
+        }
+        if options.bounded && bounded_done(&shared, joined.elapsed() > options.session_timeout) {
+            tracing::info!("member {}: every shard it holds finished", options.member_id);
+            break Ok(());
         }
     };
     // Leaving: every shard stops with a final checkpoint, then the group
@@ -472,6 +515,86 @@ where
         status.released
     );
     result.map(|()| status)
+}
+
+/// Whether a bounded member is done: nothing runs or waits to start, and it
+/// finished a shard (or held none for a session timeout: more members than
+/// shards).
+fn bounded_done(shared: &Shared, waited: bool) -> bool {
+    let idle = shared.running.lock().map(|r| r.is_empty()).unwrap_or(false)
+        && shared.assigned.lock().map(|a| a.is_empty()).unwrap_or(false);
+    let finished = shared.finished.lock().map(|f| !f.is_empty()).unwrap_or(false);
+    idle && (finished || waited)
+}
+
+/// A bounded member's shard jobs that ended: each one's summary is taken;
+/// a shard that feeds a repartition topic tells its partitions where it
+/// ended (the input offset of its final checkpoint).
+fn finish_shards(options: &MemberOptions, shared: &Shared, shards: &[ShardId]) -> Result<()> {
+    for shard in shards {
+        let Some(running) = shared.running.lock().ok().and_then(|mut r| r.remove(shard)) else {
+            continue;
+        };
+        let job = running.status.job.clone();
+        let summary = running.handle.join()?;
+        tracing::info!(
+            "shard {} (job {job}) finished at checkpoint {:?}",
+            running.status.shard,
+            summary.last_checkpoint
+        );
+        let (topic, partition) = shard;
+        if let Some(feeds) = options
+            .stages
+            .iter()
+            .find(|s| &s.topic == topic)
+            .and_then(|s| s.feeds.as_ref())
+        {
+            let offset = ended_at(options, &job, topic, *partition)?;
+            let upstreams = repartition::partition_count(&options.cluster, topic)? as u32;
+            repartition::write_end(
+                &options.cluster,
+                &feeds.topic,
+                feeds.partitions,
+                *partition as u32,
+                upstreams,
+                offset,
+            )?;
+            tracing::info!(
+                "shard {topic}/{partition} ended at offset {offset}: told the {} partition(s) of {}",
+                feeds.partitions,
+                feeds.topic
+            );
+        }
+        if let Ok(mut f) = shared.finished.lock() {
+            f.insert(shard.clone());
+        }
+        if let Ok(mut s) = shared.status.lock() {
+            s.shards.retain(|x| x.job != job);
+            s.finished += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The offset of `topic/partition` in the newest checkpoint of shard job `job`.
+fn ended_at(options: &MemberOptions, job: &str, topic: &str, partition: i32) -> Result<i64> {
+    let store = crate::checkpoint::CheckpointStore::open_existing_with(
+        &options.config.checkpoint_dir,
+        job,
+        &options.config.checkpoint_store_options,
+    )?;
+    let manifest = store.restore_point()?.ok_or_else(|| WeirError::Checkpoint {
+        path: options.config.checkpoint_dir.join(job),
+        message: format!("shard job {job} finished without a checkpoint"),
+    })?;
+    crate::connectors::kafka::stored_offsets(&manifest)
+        .into_iter()
+        .find(|o| o.topic == topic && o.partition == partition)
+        .map(|o| o.next_offset.get())
+        .ok_or_else(|| WeirError::Checkpoint {
+            path: options.config.checkpoint_dir.join(job),
+            message: format!("the final checkpoint of shard job {job} holds no offset of {topic}/{partition}"),
+        })
 }
 
 impl Default for MemberHandle {

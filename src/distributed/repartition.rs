@@ -7,16 +7,35 @@
 //! count divides the job's max parallelism, so a partition is exactly a
 //! contiguous key-group range (the ranges keyed state is rescaled by).
 //!
-//! Every value starts with a one-byte tag, so that control records
-//! (watermarks, end of input) can share the topic with data later without
-//! a format change; a reader refuses a tag it does not know, naming it.
+//! Every value starts with a one-byte tag: data, or a control record of
+//! upstream shard `u` of `n` that every partition gets (its watermark, or
+//! that it is idle), so the downstream shard's event time is the minimum
+//! over the upstream shards (see [`crate::connectors::kafka::source::Control`]).
+//! A reader refuses a tag it does not know, naming it.
+//!
+//! Wire format (little-endian): data `0, payload`; watermark `1, u: u32,
+//! n: u32, at: i64`; idle `2, u: u32, n: u32`; end `3, u: u32, n: u32,
+//! offset: i64` (written by the member once a bounded upstream shard
+//! finished, see [`write_end`]).
 
-use crate::connectors::kafka::{format::Serializer, KafkaConnection, KafkaRecord};
+use crate::connectors::kafka::source::Control;
+use crate::connectors::kafka::{KafkaConnection, KafkaRecord, Serializer, SinkEvent};
 use crate::error::{Result, WeirError};
+use std::time::{Duration, Instant};
 use weir_operators::{key_group_of, subtask_for_key_group, StateKey};
 
 /// The tag of a data record.
 const TAG_RECORD: u8 = 0;
+/// The tag of an upstream shard's watermark.
+const TAG_WATERMARK: u8 = 1;
+/// The tag of an upstream shard that turned idle.
+const TAG_IDLE: u8 = 2;
+/// The tag of an upstream shard that ended (bounded run).
+const TAG_END: u8 = 3;
+/// Between two watermark records of an upstream shard at least this long
+/// (a checkpoint sends the newest one anyway; under exactly-once nothing is
+/// visible before it commits).
+const WATERMARK_EVERY: Duration = Duration::from_millis(200);
 
 /// The name of the repartition topic in front of the operator `uid` of job
 /// `job`: `weir-<job>-<uid>-repartition` (Kafka Streams' naming).
@@ -109,22 +128,203 @@ pub fn ensure_topic(cluster: &KafkaConnection, topic: &str, partitions: u16) -> 
     Ok(())
 }
 
-/// The serializer of an upstream sub-topology's last operator: the key's
-/// stable encoding as the Kafka key, the tag and `encode(record)` as the
-/// value, the partition of the key's key group.
-pub fn serializer<T, K, KF, E>(key_of: KF, encode: E, partitions: u16, max_parallelism: u16) -> impl Serializer<T>
+/// Where an upstream shard writes: the repartition topic's partition count,
+/// the job's max parallelism, and which upstream shard this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hop {
+    /// Partitions of the repartition topic (divides `max_parallelism`).
+    pub partitions: u16,
+    /// The job's max parallelism (key groups).
+    pub max_parallelism: u16,
+    /// This upstream shard's index (its input partition).
+    pub upstream: u32,
+    /// How many upstream shards write into the topic (the input's partitions).
+    pub upstreams: u32,
+}
+
+/// The serializer of an upstream stage's sink (see [`serializer`]).
+#[derive(Clone)]
+pub struct RepartitionSerializer<KF, E> {
+    hop: Hop,
+    key_of: KF,
+    encode: E,
+    /// The newest watermark, and the last one written (when).
+    watermark: Option<i64>,
+    sent: Option<i64>,
+    sent_at: Option<Instant>,
+    idle_sent: bool,
+}
+
+/// The serializer of an upstream stage's sink: the key's stable encoding
+/// as the Kafka key, the tag and `encode(record)` as the value, the
+/// partition of the key's key group; and the shard's watermarks (at most
+/// every 200 ms, and at each checkpoint) and idleness into every partition.
+pub fn serializer<T, K, KF, E>(hop: Hop, key_of: KF, encode: E) -> RepartitionSerializer<KF, E>
 where
     K: StateKey,
     KF: Fn(&T) -> K + Clone + Send + 'static,
     E: Fn(&T, &mut Vec<u8>) + Clone + Send + 'static,
 {
-    move |record: &T, key: &mut Vec<u8>, value: &mut Vec<u8>| -> std::result::Result<Option<i32>, String> {
-        let k = key_of(record);
-        let partition = partition_of(&k, partitions, max_parallelism, key);
+    RepartitionSerializer {
+        hop,
+        key_of,
+        encode,
+        watermark: None,
+        sent: None,
+        sent_at: None,
+        idle_sent: false,
+    }
+}
+
+impl<KF, E> RepartitionSerializer<KF, E> {
+    fn broadcast(&self, tag: u8, at: Option<i64>, out: &mut Vec<(i32, Vec<u8>)>) {
+        for partition in 0..i32::from(self.hop.partitions) {
+            let mut value = Vec::with_capacity(17);
+            value.push(tag);
+            value.extend_from_slice(&self.hop.upstream.to_le_bytes());
+            value.extend_from_slice(&self.hop.upstreams.to_le_bytes());
+            if let Some(at) = at {
+                value.extend_from_slice(&at.to_le_bytes());
+            }
+            out.push((partition, value));
+        }
+    }
+
+    fn send_watermark(&mut self, out: &mut Vec<(i32, Vec<u8>)>) {
+        if let Some(w) = self.watermark.filter(|w| self.sent.is_none_or(|s| *w > s)) {
+            self.broadcast(TAG_WATERMARK, Some(w), out);
+            (self.sent, self.sent_at, self.idle_sent) = (Some(w), Some(Instant::now()), false);
+        }
+    }
+}
+
+impl<T, K, KF, E> Serializer<T> for RepartitionSerializer<KF, E>
+where
+    K: StateKey,
+    KF: Fn(&T) -> K + Clone + Send + 'static,
+    E: Fn(&T, &mut Vec<u8>) + Clone + Send + 'static,
+{
+    #[inline]
+    fn serialize(
+        &mut self,
+        record: &T,
+        key: &mut Vec<u8>,
+        value: &mut Vec<u8>,
+    ) -> std::result::Result<Option<i32>, String> {
+        let k = (self.key_of)(record);
+        let partition = partition_of(&k, self.hop.partitions, self.hop.max_parallelism, key);
         value.push(TAG_RECORD);
-        encode(record, value);
+        (self.encode)(record, value);
         Ok(Some(partition))
     }
+
+    fn control(&mut self, event: SinkEvent, out: &mut Vec<(i32, Vec<u8>)>) {
+        match event {
+            SinkEvent::Watermark(w) => {
+                self.watermark = Some(self.watermark.map_or(w, |old| old.max(w)));
+                if self.idle_sent || self.sent_at.is_none_or(|t| t.elapsed() >= WATERMARK_EVERY) {
+                    self.send_watermark(out);
+                }
+            }
+            SinkEvent::Checkpoint => self.send_watermark(out),
+            SinkEvent::Idle => {
+                self.send_watermark(out);
+                if !self.idle_sent {
+                    self.broadcast(TAG_IDLE, None, out);
+                    self.idle_sent = true;
+                }
+            }
+        }
+    }
+}
+
+/// The control decoder of a downstream stage's source
+/// ([`crate::connectors::kafka::KafkaSource::control`]).
+pub fn control(record: &KafkaRecord<'_>) -> Option<Control> {
+    let value = record.payload?;
+    let (&tag, rest) = value.split_first()?;
+    let word = |at: usize| -> Option<u32> { Some(u32::from_le_bytes(rest.get(at..at + 4)?.try_into().ok()?)) };
+    match tag {
+        TAG_WATERMARK => Some(Control::Watermark {
+            upstream: word(0)?,
+            upstreams: word(4)?,
+            at: i64::from_le_bytes(rest.get(8..16)?.try_into().ok()?),
+        }),
+        TAG_IDLE => Some(Control::Idle {
+            upstream: word(0)?,
+            upstreams: word(4)?,
+        }),
+        TAG_END => Some(Control::End {
+            upstream: word(0)?,
+            upstreams: word(4)?,
+            offset: i64::from_le_bytes(rest.get(8..16)?.try_into().ok()?),
+        }),
+        _ => None,
+    }
+}
+
+fn end_record(upstream: u32, upstreams: u32, offset: i64) -> Vec<u8> {
+    let mut value = vec![TAG_END];
+    value.extend_from_slice(&upstream.to_le_bytes());
+    value.extend_from_slice(&upstreams.to_le_bytes());
+    value.extend_from_slice(&offset.to_le_bytes());
+    value
+}
+
+/// Tells every partition of the repartition topic `topic` that upstream
+/// shard `upstream` (of `upstreams`) ended at input offset `offset`: after
+/// its final checkpoint committed, so the marker follows all its records.
+/// Written without a transaction (read_committed readers see it at once)
+/// and idempotent: a repeated marker changes nothing.
+///
+/// # Errors
+/// The producer cannot be created or a write is not acknowledged.
+pub fn write_end(
+    cluster: &KafkaConnection,
+    topic: &str,
+    partitions: u16,
+    upstream: u32,
+    upstreams: u32,
+    offset: i64,
+) -> Result<()> {
+    use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+    /// Counts the markers the cluster refused.
+    struct Refusals(std::sync::atomic::AtomicUsize);
+    impl rdkafka::ClientContext for Refusals {}
+    impl ProducerContext for Refusals {
+        type DeliveryOpaque = ();
+        fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+            if result.is_err() {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+    let connector = format!("repartition topic {topic}");
+    let failed =
+        |action: &str, e: rdkafka::error::KafkaError| WeirError::kafka(connector.clone(), action.to_string(), e);
+    let producer: BaseProducer<Refusals> = cluster
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create_with_context(Refusals(std::sync::atomic::AtomicUsize::new(0)))
+        .map_err(|e| failed("cannot create the producer of end markers", e))?;
+    let value = end_record(upstream, upstreams, offset);
+    for partition in 0..i32::from(partitions) {
+        producer
+            .send(BaseRecord::<(), [u8]>::to(topic).partition(partition).payload(&value))
+            .map_err(|(e, _)| failed("cannot write an end marker", e))?;
+    }
+    producer
+        .flush(std::time::Duration::from_secs(30))
+        .map_err(|e| failed("the end markers were not acknowledged", e))?;
+    let refused = producer.context().0.load(std::sync::atomic::Ordering::Relaxed);
+    if refused > 0 {
+        return Err(WeirError::Connector {
+            connector,
+            message: format!("the cluster refused {refused} end marker(s) of upstream shard {upstream}"),
+        });
+    }
+    Ok(())
 }
 
 /// The deserializer of a downstream sub-topology's source: checks the tag
@@ -178,13 +378,85 @@ mod tests {
         }
     }
 
+    const HOP: Hop = Hop {
+        partitions: 4,
+        max_parallelism: 128,
+        upstream: 1,
+        upstreams: 3,
+    };
+
+    fn record(payload: &[u8]) -> KafkaRecord<'_> {
+        KafkaRecord {
+            topic: "t",
+            partition: 0,
+            offset: 0,
+            key: None,
+            payload: Some(payload),
+            timestamp_ms: None,
+        }
+    }
+
+    #[test]
+    fn watermarks_and_idleness_reach_every_partition_and_decode() {
+        let mut ser = serializer(
+            HOP,
+            |r: &u64| *r,
+            |r: &u64, out: &mut Vec<u8>| out.extend_from_slice(&r.to_le_bytes()),
+        );
+        let mut out = Vec::new();
+        Serializer::<u64>::control(&mut ser, SinkEvent::Watermark(10), &mut out);
+        assert_eq!(
+            out.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3],
+            "one per partition"
+        );
+        let watermark = Control::Watermark {
+            upstream: 1,
+            upstreams: 3,
+            at: 10,
+        };
+        assert_eq!(control(&record(&out[2].1)), Some(watermark));
+        // Within 200 ms only a checkpoint sends the newer one.
+        out.clear();
+        Serializer::<u64>::control(&mut ser, SinkEvent::Watermark(20), &mut out);
+        assert!(out.is_empty());
+        Serializer::<u64>::control(&mut ser, SinkEvent::Checkpoint, &mut out);
+        assert_eq!(out.len(), 4);
+        out.clear();
+        Serializer::<u64>::control(&mut ser, SinkEvent::Checkpoint, &mut out);
+        assert!(out.is_empty(), "nothing new");
+        Serializer::<u64>::control(&mut ser, SinkEvent::Idle, &mut out);
+        let idle = Control::Idle {
+            upstream: 1,
+            upstreams: 3,
+        };
+        assert_eq!(control(&record(&out[0].1)), Some(idle));
+        out.clear();
+        Serializer::<u64>::control(&mut ser, SinkEvent::Idle, &mut out);
+        assert!(out.is_empty(), "idle once");
+        // Active again: the next watermark goes at once.
+        Serializer::<u64>::control(&mut ser, SinkEvent::Watermark(30), &mut out);
+        assert_eq!(out.len(), 4);
+        assert_eq!(
+            control(&record(&end_record(1, 3, 77))),
+            Some(Control::End {
+                upstream: 1,
+                upstreams: 3,
+                offset: 77
+            })
+        );
+        // Data is not control.
+        let (mut key, mut value) = (Vec::new(), Vec::new());
+        ser.serialize(&7, &mut key, &mut value).unwrap();
+        assert_eq!(control(&record(&value)), None);
+    }
+
     #[test]
     fn records_round_trip_and_foreign_values_are_refused_by_name() {
         let ser = serializer(
+            HOP,
             |r: &(u64, String)| r.0,
             |r: &(u64, String), out: &mut Vec<u8>| out.extend_from_slice(r.1.as_bytes()),
-            4,
-            128,
         );
         let de = deserializer(|b: &[u8]| std::str::from_utf8(b).map(str::to_owned).map_err(|e| e.to_string()));
         let (mut key, mut value) = (Vec::new(), Vec::new());

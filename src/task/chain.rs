@@ -373,11 +373,11 @@ impl<T: Send, S: Sink<T>> Downstream<T> for SinkTail<T, S> {
         bump(&self.stats.records_out, batch.len() as u64);
         self.sink.write(batch)
     }
-    fn watermark(&mut self, _watermark: Timestamp) -> Result<()> {
-        Ok(())
+    fn watermark(&mut self, watermark: Timestamp) -> Result<()> {
+        self.sink.watermark(watermark)
     }
     fn idle(&mut self) -> Result<()> {
-        Ok(())
+        self.sink.idle()
     }
     fn flush(&mut self) -> Result<()> {
         Ok(())

@@ -204,6 +204,8 @@ pub enum KafkaCountStage {
         repartition: String,
         /// Its partition count (divides the max parallelism).
         partitions: u16,
+        /// The input's partition count (the upstream shards).
+        upstreams: u32,
     },
     /// Repartition topic (read_committed) -> key_by -> count -> output.
     Count {
@@ -280,6 +282,7 @@ pub fn kafka_count_job(options: &KafkaCountOptions) -> Result<(Job, Arc<weir::co
     if let KafkaCountStage::Parse {
         repartition,
         partitions,
+        upstreams,
     } = &options.stage
     {
         // One partition per shard: one subtask reads it and writes the hop.
@@ -287,7 +290,18 @@ pub fn kafka_count_job(options: &KafkaCountOptions) -> Result<(Job, Arc<weir::co
             parse_input as fn(&weir::connectors::kafka::KafkaRecord<'_>) -> std::result::Result<W1Event, String>,
         );
         let progress = source.progress();
-        let serializer = repartition::serializer(|e: &W1Event| e.key, encode_event, *partitions, max_parallelism);
+        let hop = repartition::Hop {
+            partitions: *partitions,
+            max_parallelism,
+            upstream: options
+                .only_partitions
+                .as_deref()
+                .and_then(<[i32]>::first)
+                .copied()
+                .unwrap_or(0) as u32,
+            upstreams: *upstreams,
+        };
+        let serializer = repartition::serializer(hop, |e: &W1Event| e.key, encode_event);
         let mut sink = KafkaSink::new(&options.cluster, repartition, serializer);
         for (k, v) in &options.sink_properties {
             sink = sink.property(k, v);
@@ -301,9 +315,12 @@ pub fn kafka_count_job(options: &KafkaCountOptions) -> Result<(Job, Arc<weir::co
     }
     let job = JobBuilder::new(&options.job).default_parallelism(options.parallelism);
     let (records, progress) = if let KafkaCountStage::Count { .. } = &options.stage {
-        let source = source
-            .read_committed(true)
-            .deserializer(repartition::deserializer(decode_event));
+        let mut source = source.read_committed(true).control(repartition::control);
+        if options.bounded {
+            // Ends once the parse shards did, not at the end seen at start.
+            source = source.bounded(false).upstream_input(&options.input);
+        }
+        let source = source.deserializer(repartition::deserializer(decode_event));
         let progress = source.progress();
         (
             job.source("repartition-in", source.factory()).uid("repartition-in"),

@@ -112,6 +112,8 @@ pub(crate) struct Planned {
     pub(crate) from: StartFrom,
     /// Its restored watermark, if the checkpoint had one.
     pub(crate) watermark: Option<i64>,
+    /// Its restored upstream shards' watermarks, if the checkpoint had them.
+    pub(crate) upstreams: Option<super::source::Upstreams>,
 }
 
 /// The partitions subtask `subtask` of `parallelism` owns (rules 1, 2, 3, 6),
@@ -133,6 +135,7 @@ pub(crate) fn plan(
                     None => configured_start(&tp, start),
                 },
                 watermark: stored.and_then(|p| p.watermark),
+                upstreams: stored.and_then(|p| p.upstreams.clone()),
                 tp,
             }
         })
@@ -262,6 +265,7 @@ mod tests {
             partition,
             next_offset: o(next),
             watermark,
+            upstreams: None,
         }
     }
 
@@ -341,6 +345,7 @@ mod tests {
                 tp: tp("t", 0),
                 from: StartFrom::Restored(o(42)),
                 watermark: Some(1_000),
+                upstreams: None,
             }]
         );
     }

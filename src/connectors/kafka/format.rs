@@ -66,6 +66,23 @@ pub trait Serializer<T>: Clone + Send + 'static {
     /// # Errors
     /// Why the record cannot be written.
     fn serialize(&mut self, record: &T, key: &mut Vec<u8>, value: &mut Vec<u8>) -> Result<Option<i32>, String>;
+
+    /// Records the sink writes besides the data when `event` happens (a
+    /// repartition topic's watermarks): each `(partition, value)` pushed to
+    /// `out` goes out as a keyless record, in the same transaction as the
+    /// data around it. None by default.
+    fn control(&mut self, _event: SinkEvent, _out: &mut Vec<(i32, Vec<u8>)>) {}
+}
+
+/// What a sink tells its [`Serializer`] besides records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkEvent {
+    /// The sink's input watermark advanced to this event time (ms).
+    Watermark(i64),
+    /// The sink's input turned idle (its sources have nothing to read).
+    Idle,
+    /// A checkpoint barrier arrived: what is held back goes out now.
+    Checkpoint,
 }
 
 impl<T, F: Fn(&T, &mut Vec<u8>, &mut Vec<u8>) -> Result<Option<i32>, String> + Clone + Send + 'static> Serializer<T>

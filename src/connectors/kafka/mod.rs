@@ -31,7 +31,7 @@ pub mod position;
 pub mod sink;
 pub mod source;
 
-pub use format::{bytes, json, json_value, utf8, Deserializer, KafkaRecord, Serializer};
+pub use format::{bytes, json, json_value, utf8, Deserializer, KafkaRecord, Serializer, SinkEvent};
 
 pub use admin::end_offsets;
 pub use connection::KafkaConnection;

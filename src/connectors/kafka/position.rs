@@ -7,6 +7,7 @@
 //! `i64` the field was before; the tests below pin them.
 
 use super::offset::NextOffset;
+use super::source::Upstreams;
 use serde::{Deserialize, Serialize};
 
 /// The offset of one partition in a checkpoint.
@@ -20,6 +21,18 @@ pub struct PartitionPosition {
     pub next_offset: NextOffset,
     /// The partition's watermark, if event time is on.
     pub watermark: Option<i64>,
+    /// What the shards writing into it said (a repartition topic read with
+    /// [`super::KafkaSource::control`]).
+    pub upstreams: Option<Upstreams>,
+}
+
+/// [`PartitionPosition`] as `weir-kafka-1:` stores it (no upstreams).
+#[derive(Serialize, Deserialize)]
+struct PartitionV1 {
+    topic: String,
+    partition: i32,
+    next_offset: NextOffset,
+    watermark: Option<i64>,
 }
 
 /// A Kafka source subtask's position: what a checkpoint stores.
@@ -29,20 +42,53 @@ pub struct KafkaPosition {
     pub partitions: Vec<PartitionPosition>,
 }
 
-/// Tells a Kafka position apart from other sources' states in a manifest.
+/// Tells a Kafka position apart from other sources' states in a manifest:
+/// version 1 (no partition has upstreams, byte for byte what weir always
+/// wrote) and version 2 (with upstreams).
 const POSITION_MAGIC: &[u8] = b"weir-kafka-1:";
+const POSITION_MAGIC_2: &[u8] = b"weir-kafka-2:";
 
 impl KafkaPosition {
     /// Encodes for a checkpoint.
     pub fn encode(&self) -> Vec<u8> {
+        if self.partitions.iter().any(|p| p.upstreams.is_some()) {
+            let mut out = POSITION_MAGIC_2.to_vec();
+            out.extend(postcard::to_stdvec(self).unwrap_or_default());
+            return out;
+        }
+        let v1: Vec<PartitionV1> = self
+            .partitions
+            .iter()
+            .map(|p| PartitionV1 {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                next_offset: p.next_offset,
+                watermark: p.watermark,
+            })
+            .collect();
         let mut out = POSITION_MAGIC.to_vec();
-        out.extend(postcard::to_stdvec(self).unwrap_or_default());
+        out.extend(postcard::to_stdvec(&(v1,)).unwrap_or_default());
         out
     }
     /// Decodes what [`KafkaPosition::encode`] wrote; `None` for other bytes
     /// (another kind of source).
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        postcard::from_bytes(bytes.strip_prefix(POSITION_MAGIC)?).ok()
+        if let Some(v2) = bytes.strip_prefix(POSITION_MAGIC_2) {
+            return postcard::from_bytes(v2).ok();
+        }
+        let (v1,): (Vec<PartitionV1>,) = postcard::from_bytes(bytes.strip_prefix(POSITION_MAGIC)?).ok()?;
+        Some(KafkaPosition {
+            partitions: v1
+                .into_iter()
+                .map(|p| PartitionPosition {
+                    topic: p.topic,
+                    partition: p.partition,
+                    next_offset: p.next_offset,
+                    watermark: p.watermark,
+                    upstreams: None,
+                })
+                .collect(),
+        })
     }
 }
 
@@ -109,12 +155,14 @@ mod tests {
                     partition: 0,
                     next_offset: NextOffset::new(75),
                     watermark: None,
+                    upstreams: None,
                 },
                 PartitionPosition {
                     topic: "other".into(),
                     partition: 3,
                     next_offset: NextOffset::new(1 << 33),
                     watermark: Some(-5),
+                    upstreams: None,
                 },
             ],
         }
@@ -159,9 +207,25 @@ mod tests {
                 partition: 2,
                 next_offset: NextOffset::new(75),
                 watermark: None,
+                upstreams: None,
             }]
         );
         assert_eq!(p.encode(), bytes);
+    }
+
+    #[test]
+    fn a_position_with_upstreams_round_trips_as_version_2() {
+        let mut position = sample();
+        let mut upstreams = Upstreams::default();
+        upstreams.apply(super::super::source::Control::Watermark {
+            upstream: 1,
+            upstreams: 2,
+            at: 42,
+        });
+        position.partitions[1].upstreams = Some(upstreams);
+        let bytes = position.encode();
+        assert!(bytes.starts_with(b"weir-kafka-2:"));
+        assert_eq!(KafkaPosition::decode(&bytes), Some(position));
     }
 
     #[test]

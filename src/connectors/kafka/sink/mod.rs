@@ -38,7 +38,7 @@
 
 use super::admin::{self, AdminError};
 use super::connection::KafkaConnection;
-use super::format::Serializer;
+use super::format::{Serializer, SinkEvent};
 use super::{bootstrap_of, broker_error, connector_error, kafka_error};
 use crate::connectors::{ConnectorContext, Sink};
 use crate::error::{Result, WeirError};
@@ -296,6 +296,8 @@ pub struct KafkaWriter<T, S> {
     handed: u64,
     key_buf: Vec<u8>,
     value_buf: Vec<u8>,
+    /// Control records the serializer asked for ([`Serializer::control`]).
+    control_buf: Vec<(i32, Vec<u8>)>,
     _t: PhantomData<fn(T)>,
 }
 
@@ -339,6 +341,7 @@ impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
             handed: 0,
             key_buf: Vec::new(),
             value_buf: Vec::new(),
+            control_buf: Vec::new(),
             _t: PhantomData,
         }
     }
@@ -518,6 +521,29 @@ fn init_transactions<T, S>(config: &KafkaSink<T, S>, name: &str, out: &Output) -
     Ok(())
 }
 
+impl<T: Send + 'static, S: Serializer<T>> KafkaWriter<T, S> {
+    /// Writes the control records the serializer asks for on `event`, as
+    /// keyless records among the data.
+    fn control(&mut self, event: SinkEvent) -> Result<()> {
+        self.serializer.control(event, &mut self.control_buf);
+        if self.control_buf.is_empty() {
+            return Ok(());
+        }
+        self.ensure_open()?;
+        for (partition, value) in self.control_buf.drain(..) {
+            match &self.out {
+                Some(Writes::Transactions(_)) => {
+                    self.epoch_bytes += value.len();
+                    self.epoch.push(None, &value, Some(partition))
+                }
+                Some(Writes::Direct(out)) => out.send(&out.topic, None, &value, Some(partition))?,
+                None => return Err(WeirError::Internal(format!("sink {} is not open", self.name))),
+            }
+        }
+        Ok(())
+    }
+}
+
 impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
     // A former subtask's pending epochs are committed under its
     // transactional id and marker partition by whoever adopts it.
@@ -564,8 +590,17 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
         Ok(())
     }
 
+    fn watermark(&mut self, watermark: weir_operators::Timestamp) -> Result<()> {
+        self.control(SinkEvent::Watermark(watermark.0))
+    }
+
+    fn idle(&mut self) -> Result<()> {
+        self.control(SinkEvent::Idle)
+    }
+
     fn snapshot(&mut self, id: CheckpointId) -> Result<Vec<u8>> {
         self.ensure_open()?;
+        self.control(SinkEvent::Checkpoint)?;
         match &self.out {
             None => Err(WeirError::Internal(format!("sink {} is not open", self.name))),
             Some(Writes::Direct(_)) if self.delivery == Delivery::None => Ok(Vec::new()),

@@ -37,6 +37,12 @@ use std::time::Duration;
 
 mod dead_letter;
 mod reader;
+mod upstream;
+
+pub use upstream::{Control, Upstreams};
+
+/// Tells a control record (see [`KafkaSource::control`]) from data.
+pub type ControlDecoder = fn(&KafkaRecord<'_>) -> Option<Control>;
 
 pub use super::assign::StartPosition;
 pub use reader::KafkaReader;
@@ -115,6 +121,8 @@ pub struct KafkaSource<T, D> {
     lost_input: LostInputPolicy,
     watermarks: Option<WatermarkStrategy>,
     event_time: Option<fn(&T) -> i64>,
+    control: Option<ControlDecoder>,
+    upstream_input: Option<String>,
     deserializer: D,
     progress: Arc<Progress>,
     _t: PhantomData<fn() -> T>,
@@ -156,6 +164,8 @@ impl KafkaSource<Vec<u8>, fn(&KafkaRecord<'_>) -> std::result::Result<Vec<u8>, S
             lost_input: LostInputPolicy::Fail,
             watermarks: None,
             event_time: None,
+            control: None,
+            upstream_input: None,
             deserializer: raw,
             progress: Arc::new(Progress::default()),
             _t: PhantomData,
@@ -179,6 +189,8 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaSource<T, D> {
             lost_input: self.lost_input,
             watermarks: self.watermarks,
             event_time: None,
+            control: self.control,
+            upstream_input: self.upstream_input,
             deserializer,
             progress: self.progress,
             _t: PhantomData,
@@ -241,6 +253,25 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaSource<T, D> {
     /// the Kafka record timestamp. Set it after [`KafkaSource::deserializer`].
     pub fn event_time(mut self, of: fn(&T) -> i64) -> Self {
         self.event_time = Some(of);
+        self
+    }
+    /// Reads a topic other jobs' shards write (a repartition topic, see
+    /// [`crate::distributed::repartition`]): records `decoder` recognises
+    /// are control records, not data. The event time of a partition is
+    /// then the minimum of its upstream shards' watermarks (idle ones left
+    /// out), kept in checkpoints, instead of its records' timestamps.
+    pub fn control(mut self, decoder: ControlDecoder) -> Self {
+        self.control = Some(decoder);
+        self
+    }
+    /// With [`KafkaSource::control`]: the upstream shards read `topic` (the
+    /// job's input), shard `u` its partition `u`. A partition is complete
+    /// once every upstream shard sent its end ([`Control::End`]) at or past
+    /// the current end of its input partition, and the source ends when all
+    /// of its partitions are: a bounded distributed run ends downstream of
+    /// a repartition topic when its upstream did.
+    pub fn upstream_input(mut self, topic: &str) -> Self {
+        self.upstream_input = Some(topic.to_string());
         self
     }
     /// Counters of this source (all subtasks): records done / total, skipped.

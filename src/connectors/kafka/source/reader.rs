@@ -13,7 +13,8 @@ use super::super::offset::NextOffset;
 use super::super::position::{KafkaPosition, PartitionPosition};
 use super::super::{bootstrap_of, broker_error, connector_error, kafka_error, QuietEof};
 use super::dead_letter::{BadRecord, DeadLetters};
-use super::{BadRecordPolicy, KafkaSource, LostInputPolicy, Progress, WatermarkStrategy};
+use super::upstream::{self, Merged};
+use super::{BadRecordPolicy, ControlDecoder, KafkaSource, LostInputPolicy, Progress, Upstreams, WatermarkStrategy};
 use crate::connectors::{ConnectorContext, Source, SourcePoll};
 use crate::error::{Result, WeirError};
 use rdkafka::consumer::base_consumer::PartitionQueue;
@@ -54,6 +55,7 @@ fn accept<T, D: Deserializer<T>>(
     p: &mut PartitionState,
     deserializer: &mut D,
     event_time: Option<fn(&T) -> i64>,
+    control: Option<ControlDecoder>,
     r: &Incoming<'_>,
     out: &mut Vec<T>,
     emitted: &mut usize,
@@ -81,6 +83,12 @@ fn accept<T, D: Deserializer<T>>(
         payload: r.payload,
         timestamp_ms: r.timestamp_ms,
     };
+    if let (Some(decode), Some(upstreams)) = (control, p.upstreams.as_mut()) {
+        if let Some(c) = decode(&record) {
+            upstreams.apply(c);
+            return None;
+        }
+    }
     match deserializer.deserialize(&record) {
         Ok(v) => {
             if let Some(of) = event_time {
@@ -113,6 +121,8 @@ struct PartitionState {
     done: bool,
     max_timestamp: Option<i64>,
     watermark: Option<i64>,
+    /// With a control decoder: what the shards writing into it said.
+    upstreams: Option<Upstreams>,
     last_record: Instant,
 }
 
@@ -130,6 +140,10 @@ pub struct KafkaReader<T, D> {
     bounded: bool,
     watermarks: Option<WatermarkStrategy>,
     event_time: Option<fn(&T) -> i64>,
+    control: Option<ControlDecoder>,
+    /// See [`KafkaSource::upstream_input`], and when its ends were last checked.
+    upstream_input: Option<String>,
+    ends_checked: Option<Instant>,
     emitted_watermark: Option<i64>,
     at_barrier: Option<TopicPartitionList>,
     progress: Arc<Progress>,
@@ -159,6 +173,9 @@ fn lost_offsets(name: &str, progress: &Progress, gap: i64) {
 
 /// How often a reader reports its lag.
 const BACKLOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often a source ending with its upstream checks the upstream's ends.
+const UPSTREAM_CHECK: Duration = Duration::from_millis(500);
 
 /// How long a metadata or offset request at start may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
@@ -292,6 +309,7 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
                 end: start.end,
                 max_timestamp: None,
                 watermark: planned.watermark,
+                upstreams: config.control.map(|_| planned.upstreams.unwrap_or_default()),
                 last_record: Instant::now(),
             });
         }
@@ -317,6 +335,9 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
             bounded: config.bounded,
             watermarks: config.watermarks,
             event_time: config.event_time,
+            control: config.control,
+            upstream_input: config.upstream_input.clone(),
+            ends_checked: None,
             emitted_watermark,
             at_barrier: None,
             progress: config.progress.clone(),
@@ -332,6 +353,81 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
     /// Reports each partition's lag: the end offset the consumer last saw
     /// (librdkafka's cached high watermark, no request to the broker) minus
     /// the next offset to read. Partitions whose end is not known yet are left out.
+    /// Whether this source ends: a bounded run, or one that ends with its upstream.
+    fn ends(&self) -> bool {
+        self.bounded || self.upstream_input.is_some()
+    }
+
+    /// Completes the partitions whose upstream shards all ended at the
+    /// current end of their input partitions (asked at most twice a second;
+    /// an input that grew since waits for the shard's next end).
+    fn check_upstream_ends(&mut self) {
+        if self.ends_checked.is_some_and(|t| t.elapsed() < UPSTREAM_CHECK) {
+            return;
+        }
+        self.ends_checked = Some(Instant::now());
+        let Some(input) = self.upstream_input.clone() else {
+            return;
+        };
+        let mut input_end: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
+        for i in 0..self.partitions.len() {
+            let p = &self.partitions[i];
+            let Some(ends) = p.upstreams.as_ref().and_then(Upstreams::all_ended).filter(|_| !p.done) else {
+                continue;
+            };
+            let consumer = &*self.consumer;
+            let complete = upstream::reached_input_end(&ends, |u| match input_end.get(&u) {
+                Some(high) => Ok(*high),
+                None => admin::watermarks(consumer, &input, u, METADATA_TIMEOUT)
+                    .map(|marks| *input_end.entry(u).or_insert(marks.high.get())),
+            });
+            let complete = match complete {
+                Ok(complete) => complete,
+                Err(e) => {
+                    tracing::warn!(
+                        "{}: cannot read the end of input {input}: {e} (asking again)",
+                        self.name
+                    );
+                    return;
+                }
+            };
+            if complete {
+                let p = &mut self.partitions[i];
+                tracing::info!(
+                    "{}: {}/{} is complete: its {} upstream shard(s) ended at the end of {input}",
+                    self.name,
+                    p.topic,
+                    p.partition,
+                    ends.len()
+                );
+                p.done = true;
+            }
+        }
+    }
+
+    /// With a control decoder: the minimum over the partitions of their
+    /// upstream shards' merged event time (idle partitions left out), never
+    /// backwards.
+    fn watermark_of_upstreams(&mut self) -> Option<Timestamp> {
+        let mut min: Option<i64> = None;
+        for p in &mut self.partitions {
+            match p.upstreams.as_ref().map_or(Merged::Unknown, Upstreams::merged) {
+                Merged::Unknown => return None,
+                Merged::Idle => continue,
+                Merged::At(w) => {
+                    p.watermark = Some(p.watermark.map_or(w, |old| old.max(w)));
+                    min = Some(min.map_or(w, |m| m.min(w)));
+                }
+            }
+        }
+        let w = min?;
+        if self.emitted_watermark.is_some_and(|e| w <= e) {
+            return None;
+        }
+        self.emitted_watermark = Some(w);
+        Some(Timestamp(w))
+    }
+
     fn report_backlog(&mut self) {
         self.backlog_reported = Instant::now();
         let client = self.consumer.client().native_ptr();
@@ -428,6 +524,7 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
                     &mut self.partitions[i],
                     &mut self.deserializer,
                     self.event_time,
+                    self.control,
                     &record,
                     out,
                     emitted,
@@ -565,7 +662,7 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
         }
         // Records taken above may have completed every partition: hand them
         // over first (`End` carries no records), and end on the next poll.
-        if self.bounded && emitted == 0 && self.partitions.iter().all(|p| p.done) {
+        if self.ends() && emitted == 0 && self.partitions.iter().all(|p| p.done) {
             return Ok(SourcePoll::End);
         }
         for step in 0..n {
@@ -581,6 +678,7 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
                             &mut self.partitions[i],
                             &mut self.deserializer,
                             self.event_time,
+                            self.control,
                             &record,
                             out,
                             &mut emitted,
@@ -618,11 +716,14 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
         if let Some(d) = &self.dead_letters {
             d.poll();
         }
+        if self.upstream_input.is_some() {
+            self.check_upstream_ends();
+        }
         if emitted > 0 {
             self.progress.done.fetch_add(emitted as u64, Ordering::Relaxed);
             return Ok(SourcePoll::Ready);
         }
-        if self.bounded && self.partitions.iter().all(|p| p.done) {
+        if self.ends() && self.partitions.iter().all(|p| p.done) {
             return Ok(SourcePoll::End);
         }
         Ok(SourcePoll::Idle(Duration::ZERO))
@@ -644,6 +745,13 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
     }
 
     fn is_idle(&self) -> bool {
+        if self.control.is_some() {
+            // Idle when every partition's upstream shards are.
+            return self
+                .partitions
+                .iter()
+                .all(|p| p.upstreams.as_ref().is_some_and(|u| u.merged() == Merged::Idle));
+        }
         let Some(strategy) = self.watermarks else {
             return false;
         };
@@ -660,6 +768,9 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
     }
 
     fn watermark(&mut self) -> Option<Timestamp> {
+        if self.control.is_some() {
+            return self.watermark_of_upstreams();
+        }
         let strategy = self.watermarks?;
         let now = Instant::now();
         let mut min: Option<i64> = None;
@@ -709,6 +820,7 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
                     partition: p.partition,
                     next_offset: p.next_offset,
                     watermark: p.watermark,
+                    upstreams: p.upstreams.clone(),
                 })
                 .collect(),
         }

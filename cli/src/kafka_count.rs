@@ -5,7 +5,7 @@ use crate::config_file::BadRecordsSetting;
 use crate::session::{run_until_signalled, summary_json, ProgressOf};
 use anyhow::Context;
 use weir::connectors::kafka::{BadRecordPolicy, Delivery, LostInputPolicy};
-use weir_workloads::jobs::{kafka_count_job, KafkaCountOptions};
+use weir_workloads::jobs::{kafka_count_job, KafkaCountOptions, KafkaCountStage};
 
 /// The flags of `weir run kafka-count`.
 #[derive(clap::Args)]
@@ -128,20 +128,39 @@ pub(crate) fn run(args: KafkaCountArgs) -> anyhow::Result<()> {
         stage: weir_workloads::jobs::KafkaCountStage::Whole,
     };
     if distributed {
-        return crate::member::run(
-            options,
-            common.config()?,
-            crate::member::MemberArgs {
-                member_id,
-                session_timeout: std::time::Duration::from_millis(session_timeout_ms),
-                hop: if input_partitioned_by_key {
-                    None
-                } else {
-                    Some(repartition_partitions)
-                },
+        let plan = crate::member::Plan {
+            job: options.job.clone(),
+            cluster: options.cluster.clone(),
+            input: options.input.clone(),
+            keyed_uid: "running-count-sum",
+            bounded,
+        };
+        let args = crate::member::MemberArgs {
+            member_id,
+            session_timeout: std::time::Duration::from_millis(session_timeout_ms),
+            hop: if input_partitioned_by_key {
+                None
+            } else {
+                Some(repartition_partitions)
             },
-            common.watch(),
-        );
+        };
+        return crate::member::run(plan, "count", common.config()?, args, common.watch(), |shard, hop| {
+            let mut shard_options = options.clone();
+            shard_options.job = shard.job_name.clone();
+            shard_options.only_partitions = Some(vec![shard.partition]);
+            shard_options.stage = match (shard.stage.as_str(), hop) {
+                ("parse", Some(hop)) => KafkaCountStage::Parse {
+                    repartition: hop.topic.clone(),
+                    partitions: hop.partitions,
+                    upstreams: hop.upstreams,
+                },
+                ("count", Some(hop)) => KafkaCountStage::Count {
+                    repartition: hop.topic.clone(),
+                },
+                _ => KafkaCountStage::Whole,
+            };
+            Ok(kafka_count_job(&shard_options)?.0)
+        });
     }
     let (job, progress) = kafka_count_job(&options)?;
     let of = if bounded {

@@ -1,10 +1,11 @@
-//! `weir run kafka-count --distributed`: this process is one member of the
-//! job; the same command on more machines scales it out (see
-//! `weir::distributed`).
+//! `--distributed` (`weir run kafka-count`, `weir nexmark`): this process
+//! is one member of the job; the same command on more machines scales it
+//! out (see `weir::distributed`).
 
 use std::time::Duration;
-use weir::distributed::{repartition, run_member, Feeds, MemberHandle, MemberOptions, Stage};
-use weir_workloads::jobs::{kafka_count_job, kafka_count_repartition_topic, KafkaCountOptions, KafkaCountStage};
+use weir::connectors::kafka::KafkaConnection;
+use weir::distributed::{repartition, run_member, Feeds, MemberHandle, MemberOptions, ShardContext, Stage};
+use weir::Job;
 
 /// How this member joins.
 pub(crate) struct MemberArgs {
@@ -17,12 +18,36 @@ pub(crate) struct MemberArgs {
     pub(crate) hop: Option<Option<u16>>,
 }
 
-/// The stages "parse" (input -> repartition topic) and "count"
-/// (repartition topic -> output); the repartition topic is created (or
-/// checked) with `partitions` or the input's count rounded up to a power of two.
-fn stages(options: &KafkaCountOptions, partitions: Option<u16>) -> anyhow::Result<(Vec<Stage>, u16, u32)> {
+/// The distributed job: its name, input, and the operator behind the cut.
+pub(crate) struct Plan {
+    /// The job's name.
+    pub(crate) job: String,
+    /// The cluster.
+    pub(crate) cluster: KafkaConnection,
+    /// The input topic.
+    pub(crate) input: String,
+    /// The uid of the keyed operator behind the cut (names the repartition topic).
+    pub(crate) keyed_uid: &'static str,
+    /// Shard jobs end at their input's end; the member when all did.
+    pub(crate) bounded: bool,
+}
+
+/// The repartition topic between the stages "parse" and the keyed one.
+pub(crate) struct Hop {
+    /// The topic.
+    pub(crate) topic: String,
+    /// Its partitions.
+    pub(crate) partitions: u16,
+    /// The input's partitions (the parse shards).
+    pub(crate) upstreams: u32,
+}
+
+/// The stages "parse" (input -> repartition topic) and `keyed` (repartition
+/// topic -> output); the repartition topic is created (or checked) with
+/// `partitions` or the input's count rounded up to a power of two.
+fn stages(plan: &Plan, keyed: &str, partitions: Option<u16>) -> anyhow::Result<(Vec<Stage>, Hop)> {
     let max = weir_operators::DEFAULT_MAX_PARALLELISM;
-    let upstreams = repartition::partition_count(&options.cluster, &options.input)?;
+    let upstreams = repartition::partition_count(&plan.cluster, &plan.input)?;
     let partitions = match partitions {
         Some(n) => {
             anyhow::ensure!(
@@ -33,46 +58,56 @@ fn stages(options: &KafkaCountOptions, partitions: Option<u16>) -> anyhow::Resul
         }
         None => repartition::default_partitions(upstreams, max),
     };
-    let topic = kafka_count_repartition_topic(&options.job);
-    repartition::ensure_topic(&options.cluster, &topic, partitions)?;
+    let topic = repartition::topic_name(&plan.job, plan.keyed_uid);
+    repartition::ensure_topic(&plan.cluster, &topic, partitions)?;
     let stages = vec![
         Stage {
             name: "parse".into(),
-            topic: options.input.clone(),
+            topic: plan.input.clone(),
             feeds: Some(Feeds {
                 topic: topic.clone(),
                 partitions,
             }),
         },
         Stage {
-            name: "count".into(),
-            topic,
+            name: keyed.into(),
+            topic: topic.clone(),
             feeds: None,
         },
     ];
-    Ok((stages, partitions, upstreams as u32))
+    let hop = Hop {
+        topic,
+        partitions,
+        upstreams: upstreams as u32,
+    };
+    Ok((stages, hop))
 }
 
-/// Runs a member of `options.job` until SIGINT/SIGTERM (every shard stops
-/// with a final checkpoint, the group hands them to the other members).
-pub(crate) fn run(
-    options: KafkaCountOptions,
+/// Runs a member of `plan.job` until SIGINT/SIGTERM (every shard stops with
+/// a final checkpoint, the group hands them to the other members) or, when
+/// bounded, until every shard it holds finished. `make` builds a shard's
+/// job: of stage "parse" or `keyed` with the hop, of the only stage without.
+pub(crate) fn run<F>(
+    plan: Plan,
+    keyed: &str,
     config: weir::JobConfig,
     args: MemberArgs,
     watch: crate::common::Watch,
-) -> anyhow::Result<()> {
-    let (mut member, partitions, upstreams) = match args.hop {
+    make: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(&ShardContext, Option<&Hop>) -> weir::Result<Job>,
+{
+    let (mut member, hop) = match args.hop {
         None => (
-            MemberOptions::new(&options.job, options.cluster.clone(), &options.input, config),
-            0,
-            0,
+            MemberOptions::new(&plan.job, plan.cluster.clone(), &plan.input, config),
+            None,
         ),
         Some(partitions) => {
-            let (stages, partitions, upstreams) = stages(&options, partitions)?;
+            let (stages, hop) = stages(&plan, keyed, partitions)?;
             (
-                MemberOptions::staged(&options.job, options.cluster.clone(), stages, config),
-                partitions,
-                upstreams,
+                MemberOptions::staged(&plan.job, plan.cluster.clone(), stages, config),
+                Some(hop),
             )
         }
     };
@@ -80,7 +115,7 @@ pub(crate) fn run(
         member.member_id = id;
     }
     member.session_timeout = args.session_timeout;
-    member.bounded = options.bounded;
+    member.bounded = plan.bounded;
     let handle = MemberHandle::default();
     let on_signal = handle.clone();
     std::thread::Builder::new().name("weir-signals".into()).spawn(move || {
@@ -112,7 +147,7 @@ pub(crate) fn run(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    // The member's page lists its shards; each shard job's page is under shard/<partition>/.
+    // The member's page lists its shards; each shard job's page is under shard/<job>/.
     let ui = match watch.ui {
         Some((addr, ui_options)) => {
             let server = handle.serve_ui(addr, ui_options)?;
@@ -132,29 +167,10 @@ pub(crate) fn run(
             eprint!("{}", handle.report());
         })
     });
-    let status = run_member(
-        member,
-        |shard| {
-            let mut shard_options = options.clone();
-            shard_options.job = shard.job_name.clone();
-            shard_options.only_partitions = Some(vec![shard.partition]);
-            let repartition = kafka_count_repartition_topic(&options.job);
-            shard_options.stage = match shard.stage.as_str() {
-                "parse" => KafkaCountStage::Parse {
-                    repartition,
-                    partitions,
-                    upstreams,
-                },
-                "count" => KafkaCountStage::Count { repartition },
-                _ => KafkaCountStage::Whole,
-            };
-            Ok(kafka_count_job(&shard_options)?.0)
-        },
-        &handle,
-    )?;
+    let status = run_member(member, |shard| make(shard, hop.as_ref()), &handle)?;
     eprintln!(
-        "member {} left: {} shard(s) taken over, {} released, {} rebalance(s)",
-        status.member_id, status.takeovers, status.released, status.rebalances
+        "member {} left: {} shard(s) taken over, {} finished, {} released, {} rebalance(s)",
+        status.member_id, status.takeovers, status.finished, status.released, status.rebalances
     );
     drop(ui);
     drop(printer);

@@ -64,8 +64,91 @@ pub(crate) struct NexmarkArgs {
     /// Print the summary as one JSON line.
     #[arg(long)]
     json: bool,
+    /// Kafka: run as one member of the job (q11): the members (this command
+    /// on more machines, or more times on one) share the work through the
+    /// consumer group `weir-<job>`; the events go through the repartition
+    /// topic `weir-<job>-<operator>-repartition` keyed by the query's key,
+    /// each topic partition a shard with its own checkpoints under
+    /// --checkpoint-dir (use s3:// so any member can restore any shard).
+    #[arg(long)]
+    distributed: bool,
+    /// With --distributed: this member's id [default: host-pid].
+    #[arg(long, requires = "distributed")]
+    member_id: Option<String>,
+    /// With --distributed: how long the group waits for a silent member
+    /// before its shards move to the others.
+    #[arg(long, requires = "distributed", default_value_t = 10_000)]
+    session_timeout_ms: u64,
+    /// With --distributed: partitions of the repartition topic (a power of
+    /// two, at most 128) [default: the source topic's partitions rounded up
+    /// to a power of two].
+    #[arg(long, requires = "distributed")]
+    repartition_partitions: Option<u16>,
     #[command(flatten)]
     common: CommonArgs,
+}
+
+/// `weir nexmark --distributed`: this process is one member of the job.
+fn run_distributed(
+    args: &NexmarkArgs,
+    job: String,
+    cluster: weir::connectors::kafka::KafkaConnection,
+    source_topic: String,
+    sink_topic: String,
+    config: JobConfig,
+) -> anyhow::Result<()> {
+    use weir_workloads::nexmark::distributed::{keyed_uid, stage_job, NexmarkStage, StageOptions, DISTRIBUTED};
+    let query = args.query;
+    anyhow::ensure!(
+        DISTRIBUTED.contains(&query),
+        "--distributed runs {} (a query with one key_by to cut at); {} does not yet",
+        DISTRIBUTED.map(|q| q.name()).join(", "),
+        query.name()
+    );
+    let plan = crate::member::Plan {
+        job,
+        cluster: cluster.clone(),
+        input: source_topic.clone(),
+        keyed_uid: keyed_uid(query),
+        bounded: args.bounded,
+    };
+    let member = crate::member::MemberArgs {
+        member_id: args.member_id.clone(),
+        session_timeout: Duration::from_millis(args.session_timeout_ms),
+        hop: Some(args.repartition_partitions),
+    };
+    let parallelism = args.parallelism;
+    crate::member::run(plan, "keyed", config, member, args.common.watch(), |shard, hop| {
+        let Some(hop) = hop else {
+            return Err(weir::WeirError::Internal(
+                "a distributed nexmark job has a repartition topic".into(),
+            ));
+        };
+        let stage = if shard.stage == "parse" {
+            NexmarkStage::Parse {
+                repartition: hop.topic.clone(),
+                hop: weir::distributed::repartition::Hop {
+                    partitions: hop.partitions,
+                    max_parallelism: weir_operators::DEFAULT_MAX_PARALLELISM,
+                    upstream: shard.partition as u32,
+                    upstreams: hop.upstreams,
+                },
+            }
+        } else {
+            NexmarkStage::Keyed {
+                repartition: hop.topic.clone(),
+            }
+        };
+        let options = StageOptions {
+            cluster: cluster.clone(),
+            source_topic: source_topic.clone(),
+            sink_topic: sink_topic.clone(),
+            bounded: args.bounded,
+            parallelism,
+            partition: shard.partition,
+        };
+        stage_job(&shard.job_name, query, &stage, &options)
+    })
 }
 
 /// `weir nexmark`: picks the source and sink from the flags, runs the query,
@@ -106,6 +189,7 @@ pub(crate) fn run(args: NexmarkArgs) -> anyhow::Result<()> {
         !kafka || args.sink_file.is_none(),
         "--sink-file is for --generator and --source-file runs"
     );
+    anyhow::ensure!(kafka || !args.distributed, "--distributed is for Kafka runs");
     if let Some(path) = &args.write_events {
         let generator = GeneratorConfig {
             seed: args.seed,
@@ -121,12 +205,16 @@ pub(crate) fn run(args: NexmarkArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     if kafka {
         let cluster = args.kafka.connection(&args.common.file()?.kafka)?;
-        let (Some(cluster), Some(source_topic), Some(sink_topic)) = (cluster, args.source_topic, args.sink_topic)
+        let (Some(cluster), Some(source_topic), Some(sink_topic)) =
+            (cluster, args.source_topic.clone(), args.sink_topic.clone())
         else {
             anyhow::bail!(
                 "a Kafka run needs --brokers (or `brokers` in the [kafka] table of --config), --source-topic and --sink-topic"
             );
         };
+        if args.distributed {
+            return run_distributed(&args, job_name, cluster, source_topic, sink_topic, config);
+        }
         let source = EventSource::Kafka {
             cluster: cluster.clone(),
             topic: source_topic,

@@ -19,6 +19,8 @@ mod broker;
 mod common;
 #[path = "support/kafka_data.rs"]
 mod kafka_data;
+#[path = "support/nexmark_ref.rs"]
+mod nexmark_ref;
 #[path = "support/s3.rs"]
 mod s3;
 
@@ -64,25 +66,21 @@ impl Member {
     ) -> Member {
         // The topics come from the prefix of the member's name: see `topics_of`.
         let topics = topics_of(name);
-        let mut child = Command::new(WEIR)
-            .args(["run", "kafka-count", "--distributed", "--member-id", name])
-            .args(topics.2)
-            .args([
-                "--session-timeout-ms",
-                "6000",
-                "--parallelism",
-                "1",
-                "--checkpoint-interval-ms",
-                "300",
-            ])
-            .args([
-                "--input",
-                topics.0,
-                "--output",
-                topics.1,
-                "--brokers",
-                &broker.bootstrap,
-            ])
+        let mut command = Command::new(WEIR);
+        if name.starts_with('N') {
+            command
+                .args(["nexmark", "--query", "q11", "--distributed", "--member-id", name])
+                .args(["--source-topic", "nx-in", "--sink-topic", "nx-out", "--job", "q11"])
+                .args(["--repartition-partitions", "4"]);
+        } else {
+            command
+                .args(["run", "kafka-count", "--distributed", "--member-id", name])
+                .args(topics.2)
+                .args(["--input", topics.0, "--output", topics.1]);
+        }
+        let mut child = command
+            .args(["--session-timeout-ms", "6000", "--parallelism", "1"])
+            .args(["--checkpoint-interval-ms", "300", "--brokers", &broker.bootstrap])
             .args(["--checkpoint-dir", url])
             .args(extra)
             .envs(server.env())
@@ -157,7 +155,8 @@ fn http_get(base: &str, path: &str) -> String {
 }
 
 /// Input and output topics of a member and its extra flags: members `K*`
-/// run the keyed-input test's job (no hop), the others the repartition test's.
+/// run the keyed-input test's job (no hop), `N*` Nexmark q11, the others
+/// the repartition test's.
 fn topics_of(name: &str) -> (&'static str, &'static str, &'static [&'static str]) {
     if name.starts_with('K') {
         ("d-in", "d-out", &["--input-partitioned-by-key"])
@@ -412,4 +411,83 @@ fn members_scale_out_through_a_repartition_topic_under_kills_and_a_zombie_and_th
     assert!(fenced >= 1, "the woken member's shards were fenced:\n{b_log}");
     assert_eq!((lost, duplicated), (0, 0), "B:\n{b_log}");
     assert_eq!(out.len() as u64, records);
+}
+
+#[test]
+fn nexmark_q11_members_through_a_repartition_topic_match_the_reference() {
+    use nexmark_ref::{diff, expected, parse_rows, test_config};
+    use weir_workloads::nexmark::generator::{nexmark_event, GeneratorConfig};
+    use weir_workloads::nexmark::queries::Query;
+    const EVENTS: u64 = 24_000;
+    const NX_PARTITIONS: i32 = 3;
+    let _serial = serial();
+    let broker = Broker::shared();
+    let server = s3::S3Server::shared();
+    broker.create_topic("nx-in", NX_PARTITIONS);
+    broker.create_topic("nx-out", 2);
+    let url = s3::S3Server::url(&format!("nexmark-members-{}", std::process::id()));
+    let local = tempfile::tempdir().unwrap();
+    // Round-robin: a bidder's bids are in every partition. 50 events per
+    // second of event time: 8 minutes, so that sessions close on the
+    // watermarks while the members run, not only at the drain.
+    let config = GeneratorConfig {
+        event_time_rate: 50,
+        ..test_config(EVENTS)
+    };
+    let events: Vec<_> = (0..EVENTS).map(|i| nexmark_event(i, &config)).collect();
+    let records: Vec<broker::ToProduce> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (None, e.to_json().into_bytes(), i as i32 % NX_PARTITIONS))
+        .collect();
+    let third = records.len() / 3;
+    broker.produce("nx-in", &records[..third]);
+
+    let mut a = Member::start("NA", broker, server, &url, local.path());
+    let mut b = Member::start("NB", broker, server, &url, local.path());
+    a.wait_for_takeovers(1, 60);
+    b.wait_for_takeovers(1, 60);
+    broker.produce("nx-in", &records[third..2 * third]);
+    std::thread::sleep(Duration::from_secs(3));
+    // A dies mid-stream and comes back while the input grows.
+    a.child.kill().unwrap();
+    let _ = a.child.wait();
+    let mut logs = a.log.lock().unwrap().clone();
+    let mut a = Member::start("NA", broker, server, &url, local.path());
+    broker.produce("nx-in", &records[2 * third..]);
+    a.wait_for_takeovers(1, 90);
+    std::thread::sleep(Duration::from_secs(4));
+    logs.push_str(&a.terminate());
+    logs.push_str(&b.terminate());
+    // Sessions closed by event time that crossed the hop, before any drain.
+    let before_drain = broker.consume_all("nx-out", true).len();
+    // A lone bounded member drains the rest and fires the open sessions.
+    let mut d = Member::start_with("ND", broker, server, &url, local.path(), &["--bounded", "--drain"]);
+    let d_status = wait_for_exit(&mut d.child, Duration::from_secs(180), "the bounded member");
+    let d_log = d.log.lock().unwrap().clone();
+    assert!(d_status.success(), "the bounded member failed:\n{d_log}");
+    let got = parse_rows(Query::Q11, broker.consume_all("nx-out", true).into_iter().map(|c| c.3));
+    let want = expected(Query::Q11, &events);
+    let (lost, duplicated) = diff(&want, &got);
+    let takeovers = logs.matches(" runs shard ").count() + d_log.matches(" runs shard ").count();
+    publish_summary(
+        "scale_out_nexmark",
+        &format!(
+            "scale-out: nexmark q11 members=2 kills=1 takeovers={takeovers} lost={lost} duplicated={duplicated} \
+             ({NX_PARTITIONS} input + 4 repartition shards, watermarks merged over the parse shards, bounded drain by \
+             a lone member, store=s3; {} rows, {before_drain} of them fired by watermarks before the drain)",
+            got.len()
+        ),
+    );
+    assert!(
+        before_drain > 0,
+        "no session closed on the watermarks that crossed the repartition topic"
+    );
+    assert_eq!(
+        (lost, duplicated),
+        (0, 0),
+        "{} rows expected, {} read\n{d_log}",
+        want.len(),
+        got.len()
+    );
 }

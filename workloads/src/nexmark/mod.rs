@@ -4,6 +4,7 @@
 //! or a JSON-lines file) and a sink (Kafka exactly-once, committed files,
 //! memory, or latency statistics) by [`nexmark_job`]. `weir nexmark` runs it.
 
+pub mod distributed;
 pub mod generator;
 mod json;
 pub mod model;

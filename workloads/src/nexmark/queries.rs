@@ -676,8 +676,18 @@ fn q8(events: Stream<Event>) -> Stream<Output> {
 }
 
 fn q11(events: Stream<Event>) -> Stream<Output> {
-    let sessions = bids(events)
-        .map(|b: Bid| (b.bidder, b.date_time))
+    q11_sessions(q11_bids(events))
+}
+
+/// q11 up to its `key_by`: each bid's `(bidder, date_time)`. A distributed
+/// q11 writes these to its repartition topic, keyed by bidder.
+pub fn q11_bids(events: Stream<Event>) -> Stream<(i64, i64)> {
+    bids(events).map(|b: Bid| (b.bidder, b.date_time))
+}
+
+/// q11 from its `key_by` on: 10 s session windows of bids per bidder.
+pub fn q11_sessions(bids: Stream<(i64, i64)>) -> Stream<Output> {
+    let sessions = bids
         .key_by(|b: &(i64, i64)| b.0)
         .process(
             "q11-sessions",

@@ -96,7 +96,7 @@ pub(crate) fn run<F>(
     make: F,
 ) -> anyhow::Result<()>
 where
-    F: Fn(&ShardContext, Option<&Hop>) -> weir::Result<Job>,
+    F: Fn(&ShardContext, Option<&Hop>) -> weir::Result<Job> + Sync,
 {
     let (mut member, hop) = match args.hop {
         None => (

@@ -192,6 +192,8 @@ pub struct MemberStatus {
     pub shards: Vec<ShardStatus>,
     /// Rebalances it went through.
     pub rebalances: u64,
+    /// The group's generation at the last rebalance (`-1` before the first).
+    pub generation: i32,
     /// Shards it took over (started) since it joined.
     pub takeovers: u64,
     /// Shards it gave up (revoked or lost) since it joined.
@@ -282,8 +284,10 @@ impl ConsumerContext for MemberContext {
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let generation = group_generation(consumer);
         if let Ok(mut s) = self.0.status.lock() {
             s.rebalances += 1;
+            s.generation = generation;
         }
         if let Rebalance::Assign(tpl) = rebalance {
             // Membership only: the shard jobs read their partitions themselves.
@@ -296,6 +300,22 @@ impl ConsumerContext for MemberContext {
                 a.extend(shards);
             }
         }
+    }
+}
+
+/// The group generation this member is in (`-1` when not known).
+fn group_generation(consumer: &BaseConsumer<MemberContext>) -> i32 {
+    use rdkafka::bindings as rd;
+    // SAFETY: the handle is the live consumer's; the metadata it returns is
+    // ours to free, and freed before returning.
+    unsafe {
+        let metadata = rd::rd_kafka_consumer_group_metadata(consumer.client().native_ptr());
+        if metadata.is_null() {
+            return -1;
+        }
+        let generation = rd::rd_kafka_consumer_group_metadata_generation_id(metadata);
+        rd::rd_kafka_consumer_group_metadata_destroy(metadata);
+        generation
     }
 }
 
@@ -354,12 +374,14 @@ impl MemberHandle {
     pub fn report(&self) -> String {
         let status = self.status();
         let mut out = format!(
-            "member {}: {} shard(s), {} takeover(s), {} release(s), {} rebalance(s)\n",
+            "member {}: {} shard(s), {} takeover(s), {} release(s), {} finished, {} rebalance(s), generation {}\n",
             status.member_id,
             status.shards.len(),
             status.takeovers,
             status.released,
-            status.rebalances
+            status.finished,
+            status.rebalances,
+            status.generation
         );
         let lags: BTreeMap<String, i64> = self
             .shard_statuses()
@@ -401,12 +423,13 @@ impl MemberHandle {
 /// [`ShardContext::job_name`]) or failed.
 pub fn run_member<F>(options: MemberOptions, make: F, handle: &MemberHandle) -> Result<MemberStatus>
 where
-    F: Fn(&ShardContext) -> Result<Job>,
+    F: Fn(&ShardContext) -> Result<Job> + Sync,
 {
     let shared = handle.shared.clone();
     if let Ok(mut s) = shared.status.lock() {
         s.member_id = options.member_id.clone();
         s.job = options.job.clone();
+        s.generation = -1;
     }
     if options.stages.is_empty() {
         return Err(WeirError::InvalidGraph(format!(
@@ -460,14 +483,24 @@ where
             .lock()
             .map(|mut a| std::mem::take(&mut *a))
             .unwrap_or_default();
-        let mut started_err = None;
-        for shard in assigned {
-            if let Err(e) = start_shard(&options, &make, &shared, shard) {
-                started_err = Some(e);
-                break;
-            }
-        }
-        if let Some(e) = started_err {
+        // Side by side: a takeover of several shards waits for the slowest
+        // restore, not for their sum. (Rebalance callbacks run inside
+        // `poll`, on this thread, so none comes while they start.)
+        let (o, m, sh) = (&options, &make, &shared);
+        let started: Vec<Result<()>> = std::thread::scope(|scope| {
+            let starting: Vec<_> = assigned
+                .into_iter()
+                .map(|shard| scope.spawn(move || start_shard(o, m, sh, shard)))
+                .collect();
+            starting
+                .into_iter()
+                .map(|t| {
+                    t.join()
+                        .unwrap_or_else(|_| Err(WeirError::Internal("building a shard's job panicked".into())))
+                })
+                .collect()
+        });
+        if let Some(e) = started.into_iter().find_map(Result::err) {
             break Err(e);
         }
         // A shard job that ended by itself failed (a shard never ends while owned).
@@ -608,7 +641,7 @@ impl Default for MemberHandle {
 
 fn start_shard<F>(options: &MemberOptions, make: &F, shared: &Arc<Shared>, shard: ShardId) -> Result<()>
 where
-    F: Fn(&ShardContext) -> Result<Job>,
+    F: Fn(&ShardContext) -> Result<Job> + Sync,
 {
     let (topic, partition) = shard.clone();
     let Some(stage) = options.stages.iter().find(|s| s.topic == topic) else {

@@ -15,7 +15,7 @@ async function tick() {
     const r = await fetch("api/member", { cache: "no-store" });
     const m = await r.json();
     $("member").textContent = m.member_id;
-    $("summary").textContent = `${m.shards.length} shard(s) now; ${m.takeovers} taken over, ${m.released} released, ${m.rebalances} rebalance(s) since it joined`;
+    $("summary").textContent = `${m.shards.length} shard(s) now; ${m.takeovers} taken over, ${m.released} released, ${m.rebalances} rebalance(s) since it joined (group generation ${m.generation}); ${m.finished} finished`;
     const rows = m.shards.map((s) => {
       const tr = document.createElement("tr");
       const link = document.createElement("a");

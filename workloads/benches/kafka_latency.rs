@@ -11,7 +11,11 @@
 //! (`benches/peers/kafka-streams`, exactly_once_v2) at commit intervals 1000
 //! and 100 ms, each on a fresh broker. One JSON line per run.
 //!
-//! `cargo bench --bench kafka_latency [-- --rate 50000 --seconds 12 --only weir|kafka-streams|none]`
+//! weir also through a repartition topic as one distributed member
+//! (`weir-hop`, the Kafka Streams peer's topology has that hop too) at
+//! intervals 1000 and 100 ms.
+//!
+//! `cargo bench --bench kafka_latency [-- --rate 50000 --seconds 12 --only weir|weir-hop|kafka-streams|none]`
 //!
 //! `--only none` measures the harness alone (the reader reads the input):
 //! 3.7 ms p50 / 10.7 ms p99 here. Its producer lingers 5 ms (without it
@@ -20,6 +24,8 @@
 //! source now waits 20 ms, which is what took its latency from seconds to
 //! the commit bound).
 
+#[path = "support/hop.rs"]
+mod hop;
 #[path = "support/kafka.rs"]
 mod kafka;
 
@@ -170,16 +176,10 @@ fn main() -> Result<(), Error> {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned();
-    let weir_intervals: &[u64] = if only.as_deref() == Some("kafka-streams") {
-        &[]
-    } else {
-        &[1000, 200, 100, 50]
-    };
-    let streams_intervals: &[u64] = if only.as_deref() == Some("weir") {
-        &[]
-    } else {
-        &[1000, 100]
-    };
+    let only_is = |engine: &str| only.as_deref().is_none_or(|o| o == engine);
+    let weir_intervals: &[u64] = if only_is("weir") { &[1000, 200, 100, 50] } else { &[] };
+    let hop_intervals: &[u64] = if only_is("weir-hop") { &[1000, 100] } else { &[] };
+    let streams_intervals: &[u64] = if only_is("kafka-streams") { &[1000, 100] } else { &[] };
     // The harness alone: the reader reads the input (no engine, no transactions).
     if only.as_deref() == Some("none") {
         return measure("none", 0, rate, seconds, |_, _| Ok(Box::new(|| Ok(()))));
@@ -196,6 +196,27 @@ fn main() -> Result<(), Error> {
             Ok(Box::new(move || {
                 handle.stop();
                 handle.join()?;
+                drop(dir);
+                Ok(())
+            }))
+        })?;
+    }
+    // Through a repartition topic, as one distributed member (4 parse shards,
+    // 4 repartition partitions, 4 count shards): the output of a record is
+    // visible once the parse shard's checkpoint and then the count shard's
+    // committed, so about one more interval than without the hop.
+    for &interval_ms in hop_intervals {
+        measure("weir-hop", interval_ms, rate, seconds, |brokers, _n| {
+            let dir = tempfile::tempdir()?;
+            let config = JobConfig {
+                checkpoint_interval: Some(Duration::from_millis(interval_ms)),
+                ..JobConfig::with_checkpoint_dir(dir.path())
+            };
+            let member = hop::start_hop_member(brokers, "latency-hop", "out", 4, false, config)?;
+            // The member's shards start one after another: give them their start.
+            std::thread::sleep(Duration::from_secs(4));
+            Ok(Box::new(move || {
+                member.stop()?;
                 drop(dir);
                 Ok(())
             }))

@@ -82,6 +82,17 @@ fn main() -> Result<(), Error> {
         shards = member.join()?.finished;
         Ok(())
     })?;
+    // A member with nothing to read: what its shards cost while idle.
+    create_topics(&broker.1, &["idle-out"])?;
+    let dir = tempfile::tempdir()?;
+    let member = hop::start_hop_member(&broker.1, "idle", "idle-out", partitions, false, config(dir.path()))?;
+    // It catches up with `in` first (its own copy of the job), then idles.
+    std::thread::sleep(Duration::from_secs(20));
+    let idle = measured(pid, || {
+        std::thread::sleep(Duration::from_secs(10));
+        Ok(())
+    })?;
+    member.stop()?;
     let per_m = |cpu: f64| cpu / (records as f64 / 1e6);
     println!(
         "{}",
@@ -93,6 +104,7 @@ fn main() -> Result<(), Error> {
             "single": {"cpu_s_per_m": per_m(single.0), "broker_cpu_s_per_m": per_m(single.1), "wall_s": single.2},
             "hop": {"cpu_s_per_m": per_m(hopped.0), "broker_cpu_s_per_m": per_m(hopped.1), "wall_s": hopped.2},
             "hop_to_single_cpu": hopped.0 / single.0,
+            "idle_member_cpu_per_s": idle.0 / idle.2,
         })
     );
     Ok(())

@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod dead_letter;
+mod partition;
 mod reader;
 mod upstream;
 

@@ -8,11 +8,12 @@
 
 use super::super::admin;
 use super::super::assign::{self, Restored, Watermarks};
-use super::super::format::{Deserializer, KafkaRecord};
+use super::super::format::Deserializer;
 use super::super::offset::NextOffset;
 use super::super::position::{KafkaPosition, PartitionPosition};
 use super::super::{bootstrap_of, broker_error, connector_error, kafka_error, QuietEof};
 use super::dead_letter::{BadRecord, DeadLetters};
+use super::partition::{accept, Incoming, PartitionState};
 use super::upstream::{self, Merged};
 use super::{BadRecordPolicy, ControlDecoder, KafkaSource, LostInputPolicy, Progress, Upstreams, WatermarkStrategy};
 use crate::connectors::{ConnectorContext, Source, SourcePoll};
@@ -28,103 +29,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir_operators::{CheckpointId, Timestamp};
-
-/// A consumed record, borrowed from the consumer.
-struct Incoming<'a> {
-    offset: i64,
-    timestamp_ms: Option<i64>,
-    key: Option<&'a [u8]>,
-    payload: Option<&'a [u8]>,
-}
-
-impl<'a> Incoming<'a> {
-    fn of(msg: &'a rdkafka::message::BorrowedMessage<'a>) -> Self {
-        Incoming {
-            offset: msg.offset(),
-            timestamp_ms: msg.timestamp().to_millis(),
-            key: msg.key(),
-            payload: msg.payload(),
-        }
-    }
-}
-
-/// Takes one record of partition `p`: advances the position and emits it,
-/// unless it lies past a bounded run's end. Returns it when it does not
-/// deserialize.
-fn accept<T, D: Deserializer<T>>(
-    p: &mut PartitionState,
-    deserializer: &mut D,
-    event_time: Option<fn(&T) -> i64>,
-    control: Option<ControlDecoder>,
-    r: &Incoming<'_>,
-    out: &mut Vec<T>,
-    emitted: &mut usize,
-) -> Option<BadRecord> {
-    if p.next_offset.is_after(r.offset) {
-        return None; // already taken
-    }
-    if p.end.is_some_and(|end| !end.is_after(r.offset)) {
-        p.done = true; // later records belong to the next run
-        return None;
-    }
-    p.next_offset = NextOffset::after(r.offset);
-    p.last_record = Instant::now();
-    if let (Some(ts), None) = (r.timestamp_ms, event_time) {
-        p.max_timestamp = Some(p.max_timestamp.map_or(ts, |m| m.max(ts)));
-    }
-    if p.end.is_some_and(|end| p.next_offset >= end) {
-        p.done = true;
-    }
-    let record = KafkaRecord {
-        topic: &p.topic,
-        partition: p.partition,
-        offset: r.offset,
-        key: r.key,
-        payload: r.payload,
-        timestamp_ms: r.timestamp_ms,
-    };
-    if let (Some(decode), Some(upstreams)) = (control, p.upstreams.as_mut()) {
-        if let Some(c) = decode(&record) {
-            upstreams.apply(c);
-            return None;
-        }
-    }
-    match deserializer.deserialize(&record) {
-        Ok(v) => {
-            if let Some(of) = event_time {
-                let ts = of(&v);
-                p.max_timestamp = Some(p.max_timestamp.map_or(ts, |m| m.max(ts)));
-            }
-            out.push(v);
-            *emitted += 1;
-            None
-        }
-        Err(why) => Some(BadRecord {
-            topic: p.topic.clone(),
-            partition: p.partition,
-            offset: r.offset,
-            key: r.key.map(<[u8]>::to_vec),
-            payload: r.payload.map(<[u8]>::to_vec),
-            why,
-        }),
-    }
-}
-
-/// What the reader knows of one assigned partition.
-struct PartitionState {
-    topic: String,
-    partition: i32,
-    /// The next offset to read: what a checkpoint stores.
-    next_offset: NextOffset,
-    /// Where a bounded run stops.
-    end: Option<NextOffset>,
-    done: bool,
-    max_timestamp: Option<i64>,
-    watermark: Option<i64>,
-    /// With a control decoder: what the shards writing into it said.
-    upstreams: Option<Upstreams>,
-    last_record: Instant,
-}
 
 /// A running Kafka source subtask.
 pub struct KafkaReader<T, D> {
@@ -148,6 +52,8 @@ pub struct KafkaReader<T, D> {
     at_barrier: Option<TopicPartitionList>,
     progress: Arc<Progress>,
     next_partition: usize,
+    /// Polls in a row that found nothing (see [`IDLE_POLLS`]).
+    empty_polls: u32,
     /// Where the per-partition lag goes, and when it was last reported.
     backlog: crate::stats::Backlog,
     backlog_reported: Instant,
@@ -173,6 +79,13 @@ fn lost_offsets(name: &str, progress: &Progress, gap: i64) {
 
 /// How often a reader reports its lag.
 const BACKLOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Empty polls in a row (each waits 1 ms for data) before a quiet source
+/// waits [`IDLE_WAIT`] between polls.
+const IDLE_POLLS: u32 = 50;
+/// Between two polls of a quiet source: the most a record arriving after a
+/// quiet spell waits, beside the fetch itself.
+const IDLE_WAIT: Duration = Duration::from_millis(5);
 
 /// How often a source ending with its upstream checks the upstream's ends.
 const UPSTREAM_CHECK: Duration = Duration::from_millis(500);
@@ -342,6 +255,7 @@ impl<T: Send + 'static, D: Deserializer<T>> KafkaReader<T, D> {
             at_barrier: None,
             progress: config.progress.clone(),
             next_partition: 0,
+            empty_polls: 0,
             backlog: ctx.backlog.clone(),
             backlog_reported: Instant::now()
                 .checked_sub(BACKLOG_INTERVAL)
@@ -720,13 +634,22 @@ impl<T: Send + 'static, D: Deserializer<T>> Source<T> for KafkaReader<T, D> {
             self.check_upstream_ends();
         }
         if emitted > 0 {
+            self.empty_polls = 0;
             self.progress.done.fetch_add(emitted as u64, Ordering::Relaxed);
             return Ok(SourcePoll::Ready);
         }
         if self.ends() && self.partitions.iter().all(|p| p.done) {
             return Ok(SourcePoll::End);
         }
-        Ok(SourcePoll::Idle(Duration::ZERO))
+        // Each empty poll already waited 1 ms for data; after a while of
+        // nothing the task waits longer between polls, so an idle source (a
+        // distributed member's quiet shard) costs little.
+        self.empty_polls = self.empty_polls.saturating_add(1);
+        Ok(SourcePoll::Idle(if self.empty_polls < IDLE_POLLS {
+            Duration::ZERO
+        } else {
+            IDLE_WAIT
+        }))
     }
 
     /// With event time: a subtask without partitions (more subtasks than

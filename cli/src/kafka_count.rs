@@ -64,6 +64,12 @@ pub(crate) struct KafkaCountArgs {
     /// exists must have this count.
     #[arg(long, requires = "distributed")]
     pub(crate) repartition_partitions: Option<u16>,
+    /// With --distributed: every N ms, download the newest state of the
+    /// shards this member does not run, so that taking one over finds it on
+    /// local disk (off by default: each member then keeps a copy of the
+    /// job's state).
+    #[arg(long, requires = "distributed")]
+    pub(crate) prefetch_interval_ms: Option<u64>,
     /// With --distributed: this member's id [default: host-pid].
     #[arg(long, requires = "distributed")]
     pub(crate) member_id: Option<String>,
@@ -92,6 +98,7 @@ pub(crate) fn run(args: KafkaCountArgs) -> anyhow::Result<()> {
         session_timeout_ms,
         input_partitioned_by_key,
         repartition_partitions,
+        prefetch_interval_ms,
     } = args;
     common.serve_metrics()?;
     // Flags, then the `[kafka]` table of the config file, then defaults.
@@ -143,6 +150,7 @@ pub(crate) fn run(args: KafkaCountArgs) -> anyhow::Result<()> {
             } else {
                 Some(repartition_partitions)
             },
+            prefetch_every: prefetch_interval_ms.map(std::time::Duration::from_millis),
         };
         return crate::member::run(plan, "count", common.config()?, args, common.watch(), |shard, hop| {
             let mut shard_options = options.clone();

@@ -16,6 +16,8 @@ pub(crate) struct MemberArgs {
     /// Through a repartition topic (`Some`, with `--repartition-partitions`
     /// if given), or not (`--input-partitioned-by-key`).
     pub(crate) hop: Option<Option<u16>>,
+    /// `--prefetch-interval-ms`.
+    pub(crate) prefetch_every: Option<Duration>,
 }
 
 /// The distributed job: its name, input, and the operator behind the cut.
@@ -116,6 +118,7 @@ where
     }
     member.session_timeout = args.session_timeout;
     member.bounded = plan.bounded;
+    member.prefetch_every = args.prefetch_every;
     let handle = MemberHandle::default();
     let on_signal = handle.clone();
     std::thread::Builder::new().name("weir-signals".into()).spawn(move || {

@@ -84,6 +84,10 @@ pub(crate) struct NexmarkArgs {
     /// to a power of two].
     #[arg(long, requires = "distributed")]
     repartition_partitions: Option<u16>,
+    /// With --distributed: every N ms, download the newest state of the
+    /// shards this member does not run (faster takeovers; off by default).
+    #[arg(long, requires = "distributed")]
+    prefetch_interval_ms: Option<u64>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -116,6 +120,7 @@ fn run_distributed(
         member_id: args.member_id.clone(),
         session_timeout: Duration::from_millis(args.session_timeout_ms),
         hop: Some(args.repartition_partitions),
+        prefetch_every: args.prefetch_interval_ms.map(Duration::from_millis),
     };
     let parallelism = args.parallelism;
     crate::member::run(plan, "keyed", config, member, args.common.watch(), |shard, hop| {

@@ -241,7 +241,14 @@ fn members_join_die_and_leave_while_the_output_stays_exact() {
         server,
         &url,
         local.path(),
-        &["--ui-addr", "127.0.0.1:0", "--status-every", "1"],
+        &[
+            "--ui-addr",
+            "127.0.0.1:0",
+            "--status-every",
+            "1",
+            "--prefetch-interval-ms",
+            "500",
+        ],
     );
     c.wait_for_takeovers(1, 60);
     // C's web UI: its shards, and each shard job's own page and API under shard/<p>/.
@@ -283,6 +290,21 @@ fn members_join_die_and_leave_while_the_output_stays_exact() {
     );
     let out = output(broker, "d-out");
     let (lost, duplicated) = compare(&expected(records), &out);
+    // C prefetched the shards it did not run: taking B's over, it found
+    // state files on local disk instead of downloading them.
+    let reused: u64 = c_log
+        .lines()
+        .filter(|l| l.contains("state restored in"))
+        .filter_map(|l| {
+            l.split(" fetched from the store, ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(c_log.contains("prefetched "), "member C prefetched nothing:\n{c_log}");
     let takeovers = a_before
         + b_log.matches(" runs shard ").count()
         + c_log.matches(" runs shard ").count()
@@ -304,10 +326,11 @@ fn members_join_die_and_leave_while_the_output_stays_exact() {
         &format!(
             "distributed: kafka-count members A, B, C over {PARTITIONS} shards (A SIGKILLed and back, C joined, B left) \
              takeovers={takeovers} (from a checkpoint: {restored}; state restored in {takeover_ms:?} ms) lost={lost} \
-             duplicated={duplicated} store=s3 output={}",
+             duplicated={duplicated} store=s3 output={}; C (prefetching) reused {reused} prefetched file(s) at takeovers",
             out.len()
         ),
     );
+    assert!(reused > 0, "C's takeovers reused no prefetched file:\n{c_log}");
     assert_eq!((lost, duplicated), (0, 0));
     assert_eq!(out.len() as u64, records);
     assert!(restored >= 3, "shards moved with their state: {restored}");

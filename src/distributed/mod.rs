@@ -41,6 +41,7 @@
 //! transactions commit with its checkpoints, the downstream shard reads
 //! `read_committed` and keeps its offsets in its own checkpoints.
 
+mod prefetch;
 pub mod repartition;
 
 use crate::config::JobConfig;
@@ -100,6 +101,11 @@ pub struct MemberOptions {
     /// Shard jobs end at the end of their input (their sources are built
     /// bounded); the member leaves once all its shards finished.
     pub bounded: bool,
+    /// Download the newest SSTs of the shards this member does not run
+    /// this often (off by default), so that a takeover finds them on local
+    /// disk: takeovers of large state get fast, at the cost of every
+    /// member holding a copy of the job's state and the store traffic.
+    pub prefetch_every: Option<Duration>,
 }
 
 impl MemberOptions {
@@ -121,6 +127,7 @@ impl MemberOptions {
             session_timeout: Duration::from_secs(10),
             config,
             bounded: false,
+            prefetch_every: None,
         }
     }
 
@@ -214,6 +221,9 @@ struct Shared {
     running: Mutex<BTreeMap<ShardId, Running>>,
     /// Shards of a bounded member whose jobs finished (kept, not restarted).
     finished: Mutex<std::collections::BTreeSet<ShardId>>,
+    /// Shard jobs starting or running here: prefetch keeps out of their
+    /// local directories.
+    busy: Mutex<std::collections::BTreeSet<String>>,
     assigned: Mutex<Vec<ShardId>>,
     status: Mutex<MemberStatus>,
     /// A shard failed to stop cleanly or its job failed: the member ends with it.
@@ -221,6 +231,32 @@ struct Shared {
 }
 
 impl Shared {
+    fn is_busy(&self, job: &str) -> bool {
+        self.busy.lock().map(|b| b.contains(job)).unwrap_or(true)
+    }
+
+    /// Runs `f` unless `job` is busy, holding off its start meanwhile;
+    /// whether it ran.
+    fn unless_busy(&self, job: &str, f: impl FnOnce() -> Result<()>) -> Result<bool> {
+        let Ok(busy) = self.busy.lock() else { return Ok(false) };
+        if busy.contains(job) {
+            return Ok(false);
+        }
+        f()?;
+        drop(busy);
+        Ok(true)
+    }
+
+    fn set_busy(&self, job: &str, busy: bool) {
+        if let Ok(mut b) = self.busy.lock() {
+            if busy {
+                b.insert(job.to_string());
+            } else {
+                b.remove(job);
+            }
+        }
+    }
+
     fn stop_shards(&self, shards: &[ShardId], why: &str) {
         let stopping: Vec<(ShardId, Running)> = {
             let Ok(mut running) = self.running.lock() else { return };
@@ -256,6 +292,7 @@ impl Shared {
                     }
                 }
             }
+            self.set_busy(&job, false);
             if let Ok(mut s) = self.status.lock() {
                 s.released += 1;
                 s.shards.retain(|x| x.job != job);
@@ -462,6 +499,13 @@ where
     let topics: Vec<&str> = options.stages.iter().map(|s| s.topic.as_str()).collect();
     consumer.subscribe(&topics).map_err(kafka)?;
     let joined = Instant::now();
+    let prefetch_stop = Arc::new(AtomicBool::new(false));
+    let prefetcher = options.prefetch_every.map(|every| {
+        let (o, sh, stop) = (options.clone(), shared.clone(), prefetch_stop.clone());
+        std::thread::Builder::new()
+            .name("weir-prefetch".into())
+            .spawn(move || prefetch::run(o, sh, every, stop))
+    });
     tracing::info!(
         "member {} joined group {group} on topic(s) {}",
         options.member_id,
@@ -538,6 +582,10 @@ where
         .lock()
         .map(|r| r.keys().cloned().collect())
         .unwrap_or_default();
+    prefetch_stop.store(true, Ordering::Relaxed);
+    if let Some(Ok(t)) = prefetcher {
+        let _ = t.join();
+    }
     shared.stop_shards(&all, "member leaving");
     consumer.unsubscribe();
     let status = shared.status.lock().map(|s| s.clone()).unwrap_or_default();
@@ -569,7 +617,9 @@ fn finish_shards(options: &MemberOptions, shared: &Shared, shards: &[ShardId]) -
             continue;
         };
         let job = running.status.job.clone();
-        let summary = running.handle.join()?;
+        let summary = running.handle.join();
+        shared.set_busy(&job, false);
+        let summary = summary?;
         tracing::info!(
             "shard {} (job {job}) finished at checkpoint {:?}",
             running.status.shard,
@@ -639,6 +689,23 @@ impl Default for MemberHandle {
     }
 }
 
+fn build_and_start<F>(options: &MemberOptions, make: &F, ctx: &ShardContext) -> Result<JobHandle>
+where
+    F: Fn(&ShardContext) -> Result<Job> + Sync,
+{
+    let job = make(ctx)?;
+    if job.name() != ctx.job_name {
+        return Err(WeirError::InvalidGraph(format!(
+            "the job of shard {}/{} is named `{}`; a shard's job must be named `{}` (ShardContext::job_name)",
+            ctx.topic,
+            ctx.partition,
+            job.name(),
+            ctx.job_name
+        )));
+    }
+    job.start(options.config.clone())
+}
+
 fn start_shard<F>(options: &MemberOptions, make: &F, shared: &Arc<Shared>, shard: ShardId) -> Result<()>
 where
     F: Fn(&ShardContext) -> Result<Job> + Sync,
@@ -657,16 +724,12 @@ where
         partition,
     };
     let assigned_at = Instant::now();
-    let job = make(&ctx)?;
-    if job.name() != ctx.job_name {
-        return Err(WeirError::InvalidGraph(format!(
-            "the job of shard {}/{partition} is named `{}`; a shard's job must be named `{}` (ShardContext::job_name)",
-            ctx.topic,
-            job.name(),
-            ctx.job_name
-        )));
+    shared.set_busy(&ctx.job_name, true);
+    let started = build_and_start(options, make, &ctx);
+    if started.is_err() {
+        shared.set_busy(&ctx.job_name, false);
     }
-    let handle = job.start(options.config.clone())?;
+    let handle = started?;
     let restored_from = handle.status().restored_from;
     let status = ShardStatus {
         shard: format!("{}/{partition}", ctx.topic),

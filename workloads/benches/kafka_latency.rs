@@ -15,7 +15,7 @@
 //! (`weir-hop`, the Kafka Streams peer's topology has that hop too) at
 //! intervals 1000 and 100 ms.
 //!
-//! `cargo bench --bench kafka_latency [-- --rate 50000 --seconds 12 --only weir|weir-hop|kafka-streams|none]`
+//! `cargo bench --bench kafka_latency [-- --rate 50000 --seconds 12 --warmup-s 4 --only weir|weir-hop|kafka-streams|none]`
 //!
 //! `--only none` measures the harness alone (the reader reads the input):
 //! 3.7 ms p50 / 10.7 ms p99 here. Its producer lingers 5 ms (without it
@@ -43,7 +43,9 @@ use weir_workloads::jobs::kafka_count_job;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 /// Records produced in the first seconds are not measured (start, JIT, rebalances).
-const WARMUP: Duration = Duration::from_secs(4);
+/// (`--warmup-s`, default 4: a fresh broker's transaction coordinator can
+/// take longer to load, so longer runs measure after a longer warm-up.)
+static WARMUP_S: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(4);
 
 /// When each id was produced (ns since `t0`), shared with the reader.
 struct Clock {
@@ -96,7 +98,7 @@ fn read_latencies(brokers: &str, topic: &str, clock: &Clock, rate: u64) -> Resul
     }
     c.assign(&tpl)?;
     let n = clock.produced.len();
-    let skip = (WARMUP.as_secs_f64() * rate as f64) as u64;
+    let skip = WARMUP_S.load(Ordering::Relaxed) * rate;
     let (mut seen, mut latencies) = (0usize, Vec::with_capacity(n));
     let deadline = Instant::now() + Duration::from_secs(300);
     while seen < n {
@@ -171,6 +173,7 @@ fn main() -> Result<(), Error> {
     }
     let args: Vec<String> = std::env::args().collect();
     let (rate, seconds) = (arg(&args, "--rate", 50_000)?, arg(&args, "--seconds", 12)?);
+    WARMUP_S.store(arg(&args, "--warmup-s", 4)?, Ordering::Relaxed);
     let only = args
         .iter()
         .position(|a| a == "--only")

@@ -369,3 +369,24 @@ fn bench_upload_compares_a_checkpoint_upload_with_a_plain_client() {
     assert!(line["plain_multipart_mb_per_s"].as_f64().unwrap() > 0.0, "{line}");
     assert!(line["weir_mb_per_s"].as_f64().unwrap() > 0.0 && line["plain_single_put_mb_per_s"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn bench_takeover_restores_a_prefetched_shard_from_local_disk() {
+    let server = S3Server::shared();
+    let out = Command::new(WEIR)
+        .args(["bench", "takeover", "--keys", "30000", "--json", "--checkpoint-dir"])
+        .arg(S3Server::url(&prefix("bench-takeover")))
+        .envs(server.env())
+        .env("WEIR_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(line["prefetched_files"].as_u64().unwrap() >= 1, "{line}");
+    assert!(line["state_bytes"].as_u64().unwrap() >= 30_000 * 1024, "{line}");
+    let (with, without) = (
+        line["restore_with_prefetch_s"].as_f64().unwrap(),
+        line["restore_without_prefetch_s"].as_f64().unwrap(),
+    );
+    assert!(with > 0.0 && without > 0.0, "{line}");
+}

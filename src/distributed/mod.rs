@@ -598,6 +598,20 @@ where
     result.map(|()| status)
 }
 
+/// Downloads the SSTs of job `job`'s newest checkpoint that its local
+/// state directory lacks (what a member with
+/// [`MemberOptions::prefetch_every`] does for the shards it does not run),
+/// so that a start of `job` with this `config` restores them from local
+/// disk. Returns the files and bytes downloaded. The job must not be
+/// running in this process.
+///
+/// # Errors
+/// The store cannot be read, or a file cannot be downloaded or written.
+pub fn prefetch_job(config: &JobConfig, job: &str) -> Result<(u64, u64)> {
+    let f = prefetch::shard(config, &Shared::default(), job)?;
+    Ok((f.files, f.bytes))
+}
+
 /// Whether a bounded member is done: nothing runs or waits to start, and it
 /// finished a shard (or held none for a session timeout: more members than
 /// shards).

@@ -12,6 +12,7 @@
 
 use super::{MemberOptions, Shared};
 use crate::checkpoint::{CheckpointStore, SubtaskState};
+use crate::config::JobConfig;
 use crate::error::Result;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,9 +27,8 @@ pub(crate) struct Fetched {
 }
 
 /// The local state directory of shard job `job` (as the runtime makes it).
-fn local_root(options: &MemberOptions, job: &str) -> PathBuf {
-    options
-        .config
+fn local_root(config: &JobConfig, job: &str) -> PathBuf {
+    config
         .local_state_dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("weir-state"))
@@ -69,7 +69,7 @@ pub(crate) fn pass(options: &MemberOptions, shared: &Shared, stop: &AtomicBool) 
             if shared.is_busy(&job) {
                 continue;
             }
-            let f = shard(options, shared, &job)?;
+            let f = shard(&options.config, shared, &job)?;
             total.files += f.files;
             total.bytes += f.bytes;
         }
@@ -78,17 +78,20 @@ pub(crate) fn pass(options: &MemberOptions, shared: &Shared, stop: &AtomicBool) 
 }
 
 /// Downloads the SSTs of `job`'s newest checkpoint missing locally.
-fn shard(options: &MemberOptions, shared: &Shared, job: &str) -> Result<Fetched> {
-    let config = &options.config;
+pub(crate) fn shard(config: &JobConfig, shared: &Shared, job: &str) -> Result<Fetched> {
     // A shard that never checkpointed has nothing to fetch.
     let Ok(store) = CheckpointStore::open_existing_with(&config.checkpoint_dir, job, &config.checkpoint_store_options)
     else {
         return Ok(Fetched::default());
     };
+    // On a file system a restore links the store's files: nothing to fetch.
+    if store.local_dir().is_some() {
+        return Ok(Fetched::default());
+    }
     let Some(manifest) = store.restore_point()? else {
         return Ok(Fetched::default());
     };
-    let root = local_root(options, job);
+    let root = local_root(config, job);
     let staging = root.with_file_name(format!(".{job}.prefetch"));
     let mut fetched = Fetched::default();
     for op in manifest.operators.values() {

@@ -22,7 +22,8 @@ use weir_workloads::nexmark::{nexmark_job, EventSource, RowSink, RunStats, Sched
 pub struct BenchArgs {
     /// Workloads: w1 w2 w3 q0 q1 q2 q3 q5 q7 q8 q11, rescale (state built at the first of two
     /// --parallelism values, restored at the second), upload (state on s3:// against a plain
-    /// client) [default: w1 w2 w3].
+    /// client), takeover (a distributed shard's restore on another member, with and without
+    /// prefetch) [default: w1 w2 w3].
     workloads: Vec<String>,
     /// Records (W1, W3) or events (Nexmark) per run [default: 20000000 (W1, W3), 10000000 (Nexmark)].
     #[arg(long)]
@@ -93,6 +94,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             "upload" => {
                 state::upload(&args)?;
+                continue;
+            }
+            "takeover" => {
+                state::takeover(&args)?;
                 continue;
             }
             _ => {}

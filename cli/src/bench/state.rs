@@ -130,6 +130,46 @@ pub(super) fn rescale(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `weir bench takeover --keys N --checkpoint-dir s3://bucket/prefix`: the
+/// state of one shard (a W1 job of `keys` keys of 1 KiB, p = 1) is checkpointed by
+/// one member, then restored by another that prefetched it
+/// (`weir::distributed::prefetch_job`, what `--prefetch-interval-ms` does
+/// in the background) and by one that did not: the takeover's restore time
+/// each way, and what the prefetch downloaded ahead.
+pub(super) fn takeover(args: &BenchArgs) -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let dir = args
+        .checkpoint_dir
+        .clone()
+        .unwrap_or_else(|| scratch.path().join("checkpoints"));
+    let owner = scratch.path().join("owner");
+    state_run(args.keys, UPLOAD_VALUE_BYTES, 1, config(&dir, &owner, false))?;
+    // The member that prefetched: the files are on its disk before the takeover.
+    let prefetching = scratch.path().join("prefetching");
+    let started = std::time::Instant::now();
+    let (files, bytes) = weir::distributed::prefetch_job(&config(&dir, &prefetching, true), "w1")?;
+    let prefetch_s = started.elapsed().as_secs_f64();
+    let with = state_run(args.keys, UPLOAD_VALUE_BYTES, 1, config(&dir, &prefetching, true))?;
+    // A member that did not: everything downloaded at the takeover.
+    let cold = scratch.path().join("cold");
+    let without = state_run(args.keys, UPLOAD_VALUE_BYTES, 1, config(&dir, &cold, true))?;
+    json_line(serde_json::json!({
+        "bench": "takeover", "keys": args.keys, "value_bytes": UPLOAD_VALUE_BYTES, "store": store_kind(&dir),
+        "state_bytes": bytes, "prefetched_files": files, "prefetch_s": prefetch_s,
+        "restore_with_prefetch_s": with.restore_time.as_secs_f64(),
+        "restore_without_prefetch_s": without.restore_time.as_secs_f64(),
+    }));
+    if !args.json {
+        println!(
+            "takeover of {} MiB of state: restored in {:.2} s after a prefetch ({files} file(s) in {prefetch_s:.2} s ahead), {:.2} s without",
+            bytes >> 20,
+            with.restore_time.as_secs_f64(),
+            without.restore_time.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
 /// `weir bench upload --keys N --checkpoint-dir s3://bucket/prefix`.
 pub(super) fn upload(args: &BenchArgs) -> anyhow::Result<()> {
     let url = args

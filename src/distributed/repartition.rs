@@ -13,13 +13,17 @@
 //! over the upstream shards (see [`crate::connectors::kafka::source::Control`]).
 //! A reader refuses a tag it does not know, naming it.
 //!
-//! Wire format (little-endian): data `0, payload`; watermark `1, u: u32,
-//! n: u32, at: i64`; idle `2, u: u32, n: u32`; end `3, u: u32, n: u32,
-//! offset: i64` (written by the member once a bounded upstream shard
-//! finished, see [`write_end`]).
+//! Wire format (little-endian): data `0, payload`; a batch of data `4,
+//! count: u32, (len: u32, payload) * count`; watermark `1, u: u32, n: u32,
+//! at: i64`; idle `2, u: u32, n: u32`; end `3, u: u32, n: u32, offset: i64`
+//! (written by the member once a bounded upstream shard finished, see
+//! [`write_end`]). The upstream sink gathers the records of each write into
+//! one batch per partition (at most 256 records or 256 KiB): a Kafka record
+//! costs the producer, the broker and the consumer about what weir spends
+//! on a whole record, so one per record would double the hop's cost.
 
 use crate::connectors::kafka::source::Control;
-use crate::connectors::kafka::{KafkaConnection, KafkaRecord, Serializer, SinkEvent};
+use crate::connectors::kafka::{Deserializer, KafkaConnection, KafkaRecord, Serializer, SinkEvent};
 use crate::error::{Result, WeirError};
 use std::time::{Duration, Instant};
 use weir_operators::{key_group_of, subtask_for_key_group, StateKey};
@@ -32,6 +36,11 @@ const TAG_WATERMARK: u8 = 1;
 const TAG_IDLE: u8 = 2;
 /// The tag of an upstream shard that ended (bounded run).
 const TAG_END: u8 = 3;
+/// The tag of a batch of data records.
+const TAG_BATCH: u8 = 4;
+/// A batch goes out at this many records, or bytes, at the latest.
+const BATCH_RECORDS: u32 = 256;
+const BATCH_BYTES: usize = 256 << 10;
 /// Between two watermark records of an upstream shard at least this long
 /// (a checkpoint sends the newest one anyway; under exactly-once nothing is
 /// visible before it commits).
@@ -148,6 +157,12 @@ pub struct RepartitionSerializer<KF, E> {
     hop: Hop,
     key_of: KF,
     encode: E,
+    /// Per partition: the batch being gathered, and its record count.
+    batches: Vec<Vec<u8>>,
+    counts: Vec<u32>,
+    /// Full batches waiting for the next flush, in order.
+    ready: Vec<(i32, Vec<u8>)>,
+    scratch: Vec<u8>,
     /// The newest watermark, and the last one written (when).
     watermark: Option<i64>,
     sent: Option<i64>,
@@ -165,10 +180,15 @@ where
     KF: Fn(&T) -> K + Clone + Send + 'static,
     E: Fn(&T, &mut Vec<u8>) + Clone + Send + 'static,
 {
+    let partitions = usize::from(hop.partitions.max(1));
     RepartitionSerializer {
         hop,
         key_of,
         encode,
+        batches: vec![Vec::new(); partitions],
+        counts: vec![0; partitions],
+        ready: Vec::new(),
+        scratch: Vec::new(),
         watermark: None,
         sent: None,
         sent_at: None,
@@ -188,6 +208,27 @@ impl<KF, E> RepartitionSerializer<KF, E> {
             }
             out.push((partition, value));
         }
+    }
+
+    /// Moves the batch of `partition` (its count filled in) to `ready`.
+    fn seal(&mut self, partition: usize) {
+        let mut batch = std::mem::take(&mut self.batches[partition]);
+        if let Some(count) = batch.get_mut(1..5) {
+            count.copy_from_slice(&self.counts[partition].to_le_bytes());
+            self.ready.push((partition as i32, batch));
+        }
+        self.counts[partition] = 0;
+    }
+
+    /// Every gathered record goes out (before any control record, so the
+    /// order of data and watermarks holds in each partition).
+    fn flush(&mut self, out: &mut Vec<(i32, Vec<u8>)>) {
+        for p in 0..self.batches.len() {
+            if !self.batches[p].is_empty() {
+                self.seal(p);
+            }
+        }
+        out.append(&mut self.ready);
     }
 
     fn send_watermark(&mut self, out: &mut Vec<(i32, Vec<u8>)>) {
@@ -218,8 +259,35 @@ where
         Ok(Some(partition))
     }
 
+    fn gathers(&self) -> bool {
+        true
+    }
+
+    #[inline]
+    fn gather(&mut self, record: &T) -> std::result::Result<(), String> {
+        let k = (self.key_of)(record);
+        let p = partition_of(&k, self.hop.partitions, self.hop.max_parallelism, &mut self.scratch) as usize;
+        let batch = &mut self.batches[p];
+        if batch.is_empty() {
+            batch.push(TAG_BATCH);
+            batch.extend_from_slice(&[0; 4]);
+        }
+        let at = batch.len();
+        batch.extend_from_slice(&[0; 4]);
+        (self.encode)(record, batch);
+        let len = u32::try_from(batch.len() - at - 4).map_err(|_| "a record of 4 GiB or more".to_string())?;
+        batch[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        self.counts[p] += 1;
+        if self.counts[p] >= BATCH_RECORDS || batch.len() >= BATCH_BYTES {
+            self.seal(p);
+        }
+        Ok(())
+    }
+
     fn control(&mut self, event: SinkEvent, out: &mut Vec<(i32, Vec<u8>)>) {
+        self.flush(out);
         match event {
+            SinkEvent::Flush => {}
             SinkEvent::Watermark(w) => {
                 self.watermark = Some(self.watermark.map_or(w, |old| old.max(w)));
                 if self.idle_sent || self.sent_at.is_none_or(|t| t.elapsed() >= WATERMARK_EVERY) {
@@ -327,20 +395,65 @@ pub fn write_end(
     Ok(())
 }
 
-/// The deserializer of a downstream sub-topology's source: checks the tag
-/// and decodes the rest with `decode`.
-pub fn deserializer<T, D>(
+/// The deserializer of a downstream stage's source (see [`deserializer`]).
+#[derive(Clone)]
+pub struct RepartitionDeserializer<D> {
     decode: D,
-) -> impl Fn(&KafkaRecord<'_>) -> std::result::Result<T, String> + Clone + Send + 'static
+}
+
+/// The deserializer of a downstream stage's source: checks the tag and
+/// decodes each record (one, or each of a batch) with `decode`.
+pub fn deserializer<T, D>(decode: D) -> RepartitionDeserializer<D>
 where
     D: Fn(&[u8]) -> std::result::Result<T, String> + Clone + Send + 'static,
 {
-    move |record: &KafkaRecord<'_>| match record.payload.unwrap_or_default().split_first() {
-        Some((&TAG_RECORD, rest)) => decode(rest),
-        Some((tag, _)) => Err(format!(
-            "not a record of a weir repartition topic (tag {tag}; a newer weir may have written it)"
-        )),
-        None => Err("an empty value in a weir repartition topic".into()),
+    RepartitionDeserializer { decode }
+}
+
+fn foreign(tag: u8) -> String {
+    format!("not a record of a weir repartition topic (tag {tag}; a newer weir may have written it)")
+}
+
+impl<T, D> Deserializer<T> for RepartitionDeserializer<D>
+where
+    D: Fn(&[u8]) -> std::result::Result<T, String> + Clone + Send + 'static,
+{
+    fn deserialize(&mut self, record: &KafkaRecord<'_>) -> std::result::Result<T, String> {
+        match record.payload.unwrap_or_default().split_first() {
+            Some((&TAG_RECORD, rest)) => (self.decode)(rest),
+            Some((&TAG_BATCH, _)) => Err("a batch of records: read with deserialize_into".into()),
+            Some((&tag, _)) => Err(foreign(tag)),
+            None => Err("an empty value in a weir repartition topic".into()),
+        }
+    }
+
+    fn deserialize_into(&mut self, record: &KafkaRecord<'_>, out: &mut Vec<T>) -> std::result::Result<usize, String> {
+        let value = record.payload.unwrap_or_default();
+        let Some((&TAG_BATCH, mut rest)) = value.split_first() else {
+            out.push(self.deserialize(record)?);
+            return Ok(1);
+        };
+        let word = |b: &[u8]| -> Option<u32> { Some(u32::from_le_bytes(b.get(..4)?.try_into().ok()?)) };
+        let count = word(rest).ok_or("a batch without its count")?;
+        rest = &rest[4..];
+        let before = out.len();
+        for i in 0..count {
+            let parsed = word(rest)
+                .and_then(|len| rest.get(4..4 + len as usize))
+                .ok_or_else(|| format!("record {i} of a batch of {count} is cut short"))
+                .and_then(|bytes| {
+                    rest = &rest[4 + bytes.len()..];
+                    (self.decode)(bytes).map_err(|e| format!("record {i} of a batch of {count}: {e}"))
+                });
+            match parsed {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    out.truncate(before);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(count as usize)
     }
 }
 
@@ -453,28 +566,66 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_foreign_values_are_refused_by_name() {
-        let ser = serializer(
+        let mut ser = serializer(
             HOP,
             |r: &(u64, String)| r.0,
             |r: &(u64, String), out: &mut Vec<u8>| out.extend_from_slice(r.1.as_bytes()),
         );
-        let de = deserializer(|b: &[u8]| std::str::from_utf8(b).map(str::to_owned).map_err(|e| e.to_string()));
+        let mut de = deserializer(|b: &[u8]| std::str::from_utf8(b).map(str::to_owned).map_err(|e| e.to_string()));
         let (mut key, mut value) = (Vec::new(), Vec::new());
-        let mut ser = ser;
         let partition = ser.serialize(&(7, "seven".into()), &mut key, &mut value).unwrap();
         assert!(matches!(partition, Some(p) if (0..4).contains(&p)));
-        let record = |payload: &[u8]| -> std::result::Result<String, String> {
-            de(&KafkaRecord {
-                topic: "t",
-                partition: 0,
-                offset: 0,
-                key: Some(&key),
-                payload: Some(payload),
-                timestamp_ms: None,
-            })
-        };
-        assert_eq!(record(&value).unwrap(), "seven");
-        assert!(record(b"\x07abc").unwrap_err().contains("tag 7"));
-        assert!(record(b"").unwrap_err().contains("empty"));
+        let mut read = |payload: &[u8]| Deserializer::<String>::deserialize(&mut de, &record(payload));
+        assert_eq!(read(&value).unwrap(), "seven");
+        assert!(read(b"\x07abc").unwrap_err().contains("tag 7"));
+        assert!(read(b"").unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn gathered_batches_keep_each_partitions_order_and_come_before_a_watermark() {
+        let mut ser = serializer(
+            HOP,
+            |r: &u64| *r % 50,
+            |r: &u64, out: &mut Vec<u8>| out.extend_from_slice(&r.to_le_bytes()),
+        );
+        let mut de = deserializer(|b: &[u8]| Ok(u64::from_le_bytes(b.try_into().map_err(|_| "8 bytes")?)));
+        // 600 records: some partitions pass 256 and send a batch early.
+        for r in 0..600u64 {
+            Serializer::<u64>::gather(&mut ser, &r).unwrap();
+        }
+        let mut out = Vec::new();
+        Serializer::<u64>::control(&mut ser, SinkEvent::Watermark(5), &mut out);
+        let mut by_partition: Vec<Vec<u64>> = vec![Vec::new(); 4];
+        let mut watermark_seen = [false; 4];
+        for (p, value) in &out {
+            if control(&record(value)).is_some() {
+                watermark_seen[*p as usize] = true;
+                continue;
+            }
+            assert!(
+                !watermark_seen[*p as usize],
+                "data after the watermark in partition {p}"
+            );
+            let n = de
+                .deserialize_into(&record(value), &mut by_partition[*p as usize])
+                .unwrap();
+            assert!(n <= 256);
+        }
+        assert!(watermark_seen.iter().all(|w| *w));
+        let mut scratch = Vec::new();
+        for (p, got) in by_partition.iter().enumerate() {
+            let want: Vec<u64> = (0..600u64)
+                .filter(|r| partition_of(&(r % 50), 4, 128, &mut scratch) as usize == p)
+                .collect();
+            assert_eq!(got, &want, "partition {p}");
+        }
+        // A batch cut short is refused naming the record, appending nothing.
+        let (_, batch) = out.iter().find(|(_, v)| v[0] == TAG_BATCH).unwrap();
+        let mut into = vec![1u64];
+        let err = de
+            .deserialize_into(&record(&batch[..batch.len() - 3]), &mut into)
+            .unwrap_err();
+        assert!(err.contains("cut short"), "{err}");
+        assert_eq!(into, vec![1]);
     }
 }

@@ -27,6 +27,19 @@ pub trait Deserializer<T>: Clone + Send + 'static {
     /// # Errors
     /// Why the record cannot be read.
     fn deserialize(&mut self, record: &KafkaRecord<'_>) -> Result<T, String>;
+
+    /// Deserializes one Kafka record that may hold several (a batch of a
+    /// weir repartition topic), appending them to `out`; returns how many.
+    /// By default one, from [`Deserializer::deserialize`]. A source's poll
+    /// may then hand over a little more than it was asked for.
+    ///
+    /// # Errors
+    /// Why the record cannot be read (then nothing was appended).
+    #[inline]
+    fn deserialize_into(&mut self, record: &KafkaRecord<'_>, out: &mut Vec<T>) -> Result<usize, String> {
+        out.push(self.deserialize(record)?);
+        Ok(1)
+    }
 }
 
 impl<T, F: Fn(&KafkaRecord<'_>) -> Result<T, String> + Clone + Send + 'static> Deserializer<T> for F {
@@ -72,6 +85,22 @@ pub trait Serializer<T>: Clone + Send + 'static {
     /// `out` goes out as a keyless record, in the same transaction as the
     /// data around it. None by default.
     fn control(&mut self, _event: SinkEvent, _out: &mut Vec<(i32, Vec<u8>)>) {}
+
+    /// Whether this serializer gathers records into batches itself: the
+    /// sink then hands each record to [`Serializer::gather`] instead of
+    /// [`Serializer::serialize`], and after each batch of records writes
+    /// what [`Serializer::control`] returns for [`SinkEvent::Flush`].
+    fn gathers(&self) -> bool {
+        false
+    }
+
+    /// With [`Serializer::gathers`]: takes one record into its batch.
+    ///
+    /// # Errors
+    /// Why the record cannot be written.
+    fn gather(&mut self, _record: &T) -> Result<(), String> {
+        Err("this serializer does not gather records".into())
+    }
 }
 
 /// What a sink tells its [`Serializer`] besides records.
@@ -83,6 +112,8 @@ pub enum SinkEvent {
     Idle,
     /// A checkpoint barrier arrived: what is held back goes out now.
     Checkpoint,
+    /// The sink wrote a batch of records: gathered ones go out now.
+    Flush,
 }
 
 impl<T, F: Fn(&T, &mut Vec<u8>, &mut Vec<u8>) -> Result<Option<i32>, String> + Clone + Send + 'static> Serializer<T>

@@ -555,6 +555,15 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
 
     fn write(&mut self, records: &mut Vec<T>) -> Result<()> {
         self.ensure_open()?;
+        if self.serializer.gathers() {
+            for r in records.drain(..) {
+                self.serializer.gather(&r).map_err(|e| WeirError::Connector {
+                    connector: self.name.clone(),
+                    message: format!("cannot serialize a record: {e}"),
+                })?;
+            }
+            return self.control(SinkEvent::Flush);
+        }
         for r in records.drain(..) {
             self.key_buf.clear();
             self.value_buf.clear();

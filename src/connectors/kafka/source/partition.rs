@@ -68,23 +68,28 @@ pub(super) fn accept<T, D: Deserializer<T>>(
             return None;
         }
     }
-    match deserializer.deserialize(&record) {
-        Ok(v) => {
+    let before = out.len();
+    match deserializer.deserialize_into(&record, out) {
+        Ok(n) => {
             if let Some(of) = event_time {
-                let ts = of(&v);
-                p.max_timestamp = Some(p.max_timestamp.map_or(ts, |m| m.max(ts)));
+                for v in &out[before..] {
+                    let ts = of(v);
+                    p.max_timestamp = Some(p.max_timestamp.map_or(ts, |m| m.max(ts)));
+                }
             }
-            out.push(v);
-            *emitted += 1;
+            *emitted += n;
             None
         }
-        Err(why) => Some(BadRecord {
-            topic: p.topic.clone(),
-            partition: p.partition,
-            offset: r.offset,
-            key: r.key.map(<[u8]>::to_vec),
-            payload: r.payload.map(<[u8]>::to_vec),
-            why,
+        Err(why) => Some({
+            out.truncate(before);
+            BadRecord {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                offset: r.offset,
+                key: r.key.map(<[u8]>::to_vec),
+                payload: r.payload.map(<[u8]>::to_vec),
+                why,
+            }
         }),
     }
 }

@@ -463,25 +463,43 @@ fn nexmark_q11_members_through_a_repartition_topic_match_the_reference() {
         .enumerate()
         .map(|(i, e)| (None, e.to_json().into_bytes(), i as i32 % NX_PARTITIONS))
         .collect();
-    let third = records.len() / 3;
-    broker.produce("nx-in", &records[..third]);
+    let quarter = records.len() / 4;
+    broker.produce("nx-in", &records[..quarter]);
 
     let mut a = Member::start("NA", broker, server, &url, local.path());
     let mut b = Member::start("NB", broker, server, &url, local.path());
     a.wait_for_takeovers(1, 60);
     b.wait_for_takeovers(1, 60);
-    broker.produce("nx-in", &records[third..2 * third]);
+    broker.produce("nx-in", &records[quarter..2 * quarter]);
     std::thread::sleep(Duration::from_secs(3));
     // A dies mid-stream and comes back while the input grows.
     a.child.kill().unwrap();
     let _ = a.child.wait();
     let mut logs = a.log.lock().unwrap().clone();
     let mut a = Member::start("NA", broker, server, &url, local.path());
-    broker.produce("nx-in", &records[2 * third..]);
+    broker.produce("nx-in", &records[2 * quarter..3 * quarter]);
     a.wait_for_takeovers(1, 90);
+    std::thread::sleep(Duration::from_secs(3));
+    // B freezes past its session (6 s) while the input grows: A takes its
+    // shards; B wakes as a zombie and is fenced.
+    let a_before = a.takeovers();
+    b.signal(libc::SIGSTOP);
+    broker.produce("nx-in", &records[3 * quarter..]);
+    std::thread::sleep(Duration::from_secs(12));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a.takeovers() == a_before {
+        assert!(Instant::now() < deadline, "A took none of the paused member's shards");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    b.signal(libc::SIGCONT);
     std::thread::sleep(Duration::from_secs(4));
     logs.push_str(&a.terminate());
-    logs.push_str(&b.terminate());
+    b.signal(libc::SIGTERM);
+    let b_status = wait_for_exit(&mut b.child, Duration::from_secs(60), "the woken member");
+    let b_log = b.log.lock().unwrap().clone();
+    let fenced = b_log.matches("fenced").count();
+    logs.push_str(&b_log);
     // Sessions closed by event time that crossed the hop, before any drain.
     let before_drain = broker.consume_all("nx-out", true).len();
     // A lone bounded member drains the rest and fires the open sessions.
@@ -496,9 +514,10 @@ fn nexmark_q11_members_through_a_repartition_topic_match_the_reference() {
     publish_summary(
         "scale_out_nexmark",
         &format!(
-            "scale-out: nexmark q11 members=2 kills=1 takeovers={takeovers} lost={lost} duplicated={duplicated} \
-             ({NX_PARTITIONS} input + 4 repartition shards, watermarks merged over the parse shards, bounded drain by \
-             a lone member, store=s3; {} rows, {before_drain} of them fired by watermarks before the drain)",
+            "scale-out: nexmark q11 members=2 kills=1 zombies=1 takeovers={takeovers} lost={lost} duplicated={duplicated} \
+             ({NX_PARTITIONS} input + 4 repartition shards, watermarks merged over the parse shards, zombie fenced: \
+             {fenced} message(s), {b_status}; bounded drain by a lone member, store=s3; {} rows, {before_drain} of them \
+             fired by watermarks before the drain)",
             got.len()
         ),
     );

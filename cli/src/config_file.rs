@@ -29,6 +29,14 @@ use weir::{JobConfig, Result, WeirError};
 /// consumer = { "fetch.max.bytes" = "1048576" }
 /// producer = { "linger.ms" = "5" }
 ///
+/// [distributed]                  # run as a member of the job (the --distributed flags)
+/// enabled = true
+/// member_id = "worker-1"         # default host-pid
+/// session_timeout_ms = 10000
+/// repartition_partitions = 8
+/// prefetch_interval_ms = 10000   # off by default
+/// input_partitioned_by_key = false
+///
 /// [checkpoint]                   # an s3:// checkpoint_dir, over the AWS_* variables
 /// endpoint = "http://127.0.0.1:9000"
 /// allow_http = "true"
@@ -71,11 +79,32 @@ pub struct ConfigFile {
     /// Settings of the Kafka connectors of the built-in jobs.
     #[serde(default)]
     pub kafka: KafkaSettings,
+    /// Run as a member of a distributed job (the `--distributed` flags).
+    #[serde(default)]
+    pub distributed: DistributedSettings,
     /// Settings of an `s3://` checkpoint store ([`JobConfig::checkpoint_store_options`]):
     /// `endpoint`, `region`, `access_key_id`, `secret_access_key`,
     /// `allow_http`...; a value `${NAME}` is read from the environment variable NAME.
     #[serde(default)]
     pub checkpoint: weir::StoreOptions,
+}
+
+/// The `[distributed]` table of a config file: each key as its flag.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributedSettings {
+    /// `--distributed`.
+    pub enabled: Option<bool>,
+    /// `--member-id`.
+    pub member_id: Option<String>,
+    /// `--session-timeout-ms`.
+    pub session_timeout_ms: Option<u64>,
+    /// `--repartition-partitions`.
+    pub repartition_partitions: Option<u16>,
+    /// `--prefetch-interval-ms`.
+    pub prefetch_interval_ms: Option<u64>,
+    /// `--input-partitioned-by-key` (kafka-count).
+    pub input_partitioned_by_key: Option<bool>,
 }
 
 /// The `[kafka]` table of a config file.

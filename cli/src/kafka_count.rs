@@ -43,40 +43,8 @@ pub(crate) struct KafkaCountArgs {
     /// Print the run's summary and per-task counters as one JSON line.
     #[arg(long)]
     pub(crate) json: bool,
-    /// Run as one member of the job: the members (this command on more
-    /// machines, or more times on one) share the input's partitions through
-    /// the Kafka consumer group `weir-<job>`, each partition a shard with
-    /// its own checkpoints under --checkpoint-dir (use s3:// so any member
-    /// can restore any shard). The input goes through the repartition topic
-    /// `weir-<job>-running-count-sum-repartition` (created by the first
-    /// member) to bring each key's records together, unless
-    /// --input-partitioned-by-key.
-    #[arg(long)]
-    pub(crate) distributed: bool,
-    /// With --distributed: the input is already partitioned by key (every
-    /// record of a key in one partition, as a keyed producer writes them):
-    /// count where it is read, with no repartition hop.
-    #[arg(long, requires = "distributed")]
-    pub(crate) input_partitioned_by_key: bool,
-    /// With --distributed: partitions of the repartition topic (at most
-    /// 128, a power of two so each holds whole key groups) [default: the
-    /// input's partition count rounded up to a power of two]. A topic that
-    /// exists must have this count.
-    #[arg(long, requires = "distributed")]
-    pub(crate) repartition_partitions: Option<u16>,
-    /// With --distributed: every N ms, download the newest state of the
-    /// shards this member does not run, so that taking one over finds it on
-    /// local disk (off by default: each member then keeps a copy of the
-    /// job's state).
-    #[arg(long, requires = "distributed")]
-    pub(crate) prefetch_interval_ms: Option<u64>,
-    /// With --distributed: this member's id [default: host-pid].
-    #[arg(long, requires = "distributed")]
-    pub(crate) member_id: Option<String>,
-    /// With --distributed: how long the group waits for a silent member
-    /// before its shards move to the others.
-    #[arg(long, requires = "distributed", default_value_t = 10_000)]
-    pub(crate) session_timeout_ms: u64,
+    #[command(flatten)]
+    pub(crate) member: crate::member::DistributedArgs,
 }
 
 /// Runs the Kafka count job until it ends (bounded) or is stopped by a signal.
@@ -93,12 +61,7 @@ pub(crate) fn run(args: KafkaCountArgs) -> anyhow::Result<()> {
         job,
         common,
         json,
-        distributed,
-        member_id,
-        session_timeout_ms,
-        input_partitioned_by_key,
-        repartition_partitions,
-        prefetch_interval_ms,
+        member,
     } = args;
     common.serve_metrics()?;
     // Flags, then the `[kafka]` table of the config file, then defaults.
@@ -134,23 +97,13 @@ pub(crate) fn run(args: KafkaCountArgs) -> anyhow::Result<()> {
         only_partitions: None,
         stage: weir_workloads::jobs::KafkaCountStage::Whole,
     };
-    if distributed {
+    if let Some(args) = member.resolve(&common.file()?.distributed, true)? {
         let plan = crate::member::Plan {
             job: options.job.clone(),
             cluster: options.cluster.clone(),
             input: options.input.clone(),
             keyed_uid: "running-count-sum",
             bounded,
-        };
-        let args = crate::member::MemberArgs {
-            member_id,
-            session_timeout: std::time::Duration::from_millis(session_timeout_ms),
-            hop: if input_partitioned_by_key {
-                None
-            } else {
-                Some(repartition_partitions)
-            },
-            prefetch_every: prefetch_interval_ms.map(std::time::Duration::from_millis),
         };
         return crate::member::run(plan, "count", common.config()?, args, common.watch(), |shard, hop| {
             let mut shard_options = options.clone();

@@ -7,6 +7,73 @@ use weir::connectors::kafka::KafkaConnection;
 use weir::distributed::{repartition, run_member, Feeds, MemberHandle, MemberOptions, ShardContext, Stage};
 use weir::Job;
 
+/// The `--distributed` flags of `weir run kafka-count` and `weir nexmark`
+/// (over the `[distributed]` table of a config file).
+#[derive(clap::Args, Clone)]
+pub(crate) struct DistributedArgs {
+    /// Run as one member of the job: the members (this command on more
+    /// machines, or more times on one) share the work through the Kafka
+    /// consumer group `weir-<job>`. The input goes through the repartition
+    /// topic `weir-<job>-<operator>-repartition` (created by the first
+    /// member) to bring each key's records together; each partition of the
+    /// input and of that topic is a shard with its own checkpoints under
+    /// --checkpoint-dir (use s3:// so any member can restore any shard)
+    /// [default: `distributed.enabled` of --config].
+    #[arg(long)]
+    pub(crate) distributed: bool,
+    /// With --distributed: this member's id [default: host-pid].
+    #[arg(long, requires = "distributed")]
+    pub(crate) member_id: Option<String>,
+    /// With --distributed: how long the group waits for a silent member
+    /// before its shards move to the others [default: 10000].
+    #[arg(long, requires = "distributed")]
+    pub(crate) session_timeout_ms: Option<u64>,
+    /// With --distributed: partitions of the repartition topic (a power of
+    /// two, at most 128, so each holds whole key groups) [default: the
+    /// input's partition count rounded up to a power of two]. A topic that
+    /// exists must have this count.
+    #[arg(long, requires = "distributed")]
+    pub(crate) repartition_partitions: Option<u16>,
+    /// With --distributed: every N ms, download the newest state of the
+    /// shards this member does not run, so that taking one over finds it on
+    /// local disk (off by default: each member then keeps a copy of the
+    /// job's state).
+    #[arg(long, requires = "distributed")]
+    pub(crate) prefetch_interval_ms: Option<u64>,
+    /// With --distributed (kafka-count): the input is already partitioned
+    /// by key (every record of a key in one partition, as a keyed producer
+    /// writes them): count where it is read, with no repartition hop.
+    #[arg(long, requires = "distributed")]
+    pub(crate) input_partitioned_by_key: bool,
+}
+
+impl DistributedArgs {
+    /// The member's settings, flags over the config file's `[distributed]`
+    /// table; `None` when the job is not distributed. `keyed_input_ok`:
+    /// whether the command takes `input_partitioned_by_key`.
+    pub(crate) fn resolve(
+        self,
+        file: &crate::config_file::DistributedSettings,
+        keyed_input_ok: bool,
+    ) -> anyhow::Result<Option<MemberArgs>> {
+        if !(self.distributed || file.enabled.unwrap_or(false)) {
+            return Ok(None);
+        }
+        let keyed = self.input_partitioned_by_key || file.input_partitioned_by_key.unwrap_or(false);
+        anyhow::ensure!(
+            keyed_input_ok || !keyed,
+            "input_partitioned_by_key is for `weir run kafka-count` (this job always repartitions)"
+        );
+        let ms = Duration::from_millis;
+        Ok(Some(MemberArgs {
+            member_id: self.member_id.or_else(|| file.member_id.clone()),
+            session_timeout: ms(self.session_timeout_ms.or(file.session_timeout_ms).unwrap_or(10_000)),
+            hop: (!keyed).then_some(self.repartition_partitions.or(file.repartition_partitions)),
+            prefetch_every: self.prefetch_interval_ms.or(file.prefetch_interval_ms).map(ms),
+        }))
+    }
+}
+
 /// How this member joins.
 pub(crate) struct MemberArgs {
     /// `--member-id`.

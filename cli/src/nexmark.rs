@@ -64,30 +64,8 @@ pub(crate) struct NexmarkArgs {
     /// Print the summary as one JSON line.
     #[arg(long)]
     json: bool,
-    /// Kafka: run as one member of the job (q11): the members (this command
-    /// on more machines, or more times on one) share the work through the
-    /// consumer group `weir-<job>`; the events go through the repartition
-    /// topic `weir-<job>-<operator>-repartition` keyed by the query's key,
-    /// each topic partition a shard with its own checkpoints under
-    /// --checkpoint-dir (use s3:// so any member can restore any shard).
-    #[arg(long)]
-    distributed: bool,
-    /// With --distributed: this member's id [default: host-pid].
-    #[arg(long, requires = "distributed")]
-    member_id: Option<String>,
-    /// With --distributed: how long the group waits for a silent member
-    /// before its shards move to the others.
-    #[arg(long, requires = "distributed", default_value_t = 10_000)]
-    session_timeout_ms: u64,
-    /// With --distributed: partitions of the repartition topic (a power of
-    /// two, at most 128) [default: the source topic's partitions rounded up
-    /// to a power of two].
-    #[arg(long, requires = "distributed")]
-    repartition_partitions: Option<u16>,
-    /// With --distributed: every N ms, download the newest state of the
-    /// shards this member does not run (faster takeovers; off by default).
-    #[arg(long, requires = "distributed")]
-    prefetch_interval_ms: Option<u64>,
+    #[command(flatten)]
+    member: crate::member::DistributedArgs,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -95,6 +73,7 @@ pub(crate) struct NexmarkArgs {
 /// `weir nexmark --distributed`: this process is one member of the job.
 fn run_distributed(
     args: &NexmarkArgs,
+    member: crate::member::MemberArgs,
     job: String,
     cluster: weir::connectors::kafka::KafkaConnection,
     source_topic: String,
@@ -115,12 +94,6 @@ fn run_distributed(
         input: source_topic.clone(),
         keyed_uid: keyed_uid(query),
         bounded: args.bounded,
-    };
-    let member = crate::member::MemberArgs {
-        member_id: args.member_id.clone(),
-        session_timeout: Duration::from_millis(args.session_timeout_ms),
-        hop: Some(args.repartition_partitions),
-        prefetch_every: args.prefetch_interval_ms.map(Duration::from_millis),
     };
     let parallelism = args.parallelism;
     crate::member::run(plan, "keyed", config, member, args.common.watch(), |shard, hop| {
@@ -194,7 +167,8 @@ pub(crate) fn run(args: NexmarkArgs) -> anyhow::Result<()> {
         !kafka || args.sink_file.is_none(),
         "--sink-file is for --generator and --source-file runs"
     );
-    anyhow::ensure!(kafka || !args.distributed, "--distributed is for Kafka runs");
+    let member = args.member.clone().resolve(&args.common.file()?.distributed, false)?;
+    anyhow::ensure!(kafka || member.is_none(), "--distributed is for Kafka runs");
     if let Some(path) = &args.write_events {
         let generator = GeneratorConfig {
             seed: args.seed,
@@ -217,8 +191,8 @@ pub(crate) fn run(args: NexmarkArgs) -> anyhow::Result<()> {
                 "a Kafka run needs --brokers (or `brokers` in the [kafka] table of --config), --source-topic and --sink-topic"
             );
         };
-        if args.distributed {
-            return run_distributed(&args, job_name, cluster, source_topic, sink_topic, config);
+        if let Some(member) = member {
+            return run_distributed(&args, member, job_name, cluster, source_topic, sink_topic, config);
         }
         let source = EventSource::Kafka {
             cluster: cluster.clone(),

@@ -579,3 +579,29 @@ fn ui_addr_serves_the_page_and_api_while_the_job_runs_and_lingers_after_it() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("ui_addr") && err.contains("192.0.2.1:80"), "{err}");
 }
+
+#[test]
+fn the_distributed_table_of_a_config_file_is_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("job.toml");
+    // An unknown key of [distributed] is refused naming it.
+    std::fs::write(&file, "[distributed]\nenabled = true\nmember = \"a\"\n").unwrap();
+    let out = std::process::Command::new(common::WEIR)
+        .args(["nexmark", "--query", "q11", "--generator", "--events", "10", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("member") && err.contains("job.toml"), "{err}");
+    // `enabled` makes the run distributed, as --distributed does: not for the generator.
+    std::fs::write(&file, "[distributed]\nenabled = true\nsession_timeout_ms = 6000\n").unwrap();
+    let out = std::process::Command::new(common::WEIR)
+        .args(["nexmark", "--query", "q11", "--generator", "--events", "10", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--distributed is for Kafka runs"), "{err}");
+}

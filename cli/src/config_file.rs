@@ -152,12 +152,12 @@ impl TryFrom<String> for BadRecordsSetting {
 /// The top-level keys of [`ConfigFile`] (taken from the struct itself, so the
 /// list cannot fall behind it), which are also read from the environment as
 /// `WEIR_<KEY>` (upper case), e.g. `WEIR_CHECKPOINT_INTERVAL_MS=500`. The
-/// `[kafka]` and `[checkpoint]` tables are read from files only.
+/// `[kafka]`, `[checkpoint]` and `[distributed]` tables are read from files only.
 pub fn config_keys() -> Vec<&'static str> {
     field_names::<ConfigFile>()
         .iter()
         .copied()
-        .filter(|k| *k != "kafka" && *k != "checkpoint")
+        .filter(|k| !matches!(*k, "kafka" | "checkpoint" | "distributed"))
         .collect()
 }
 

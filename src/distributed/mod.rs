@@ -236,15 +236,15 @@ impl Shared {
     }
 
     /// Runs `f` unless `job` is busy, holding off its start meanwhile;
-    /// whether it ran.
-    fn unless_busy(&self, job: &str, f: impl FnOnce() -> Result<()>) -> Result<bool> {
+    /// whether it ran and did its work.
+    fn unless_busy(&self, job: &str, f: impl FnOnce() -> Result<bool>) -> Result<bool> {
         let Ok(busy) = self.busy.lock() else { return Ok(false) };
         if busy.contains(job) {
             return Ok(false);
         }
-        f()?;
+        let done = f()?;
         drop(busy);
-        Ok(true)
+        Ok(done)
     }
 
     fn set_busy(&self, job: &str, busy: bool) {

@@ -6,9 +6,10 @@
 //! every shard it does not run, at a cost of disk and store traffic).
 //!
 //! A file is downloaded next to the shard's directory and moved in only
-//! while the shard is not starting or running here: a start marks the
-//! shard busy first, so no prefetched file lands in a directory a running
-//! job owns. The restore checks each file's size and CRC-32 before it uses it.
+//! while the shard is not starting or running here (a start marks the
+//! shard busy first) nor in another process on this machine (the
+//! directory's lock is taken for the move): no prefetched file lands in a
+//! directory a running job owns. The restore checks each file's size and CRC-32 before it uses it.
 
 use super::{MemberOptions, Shared};
 use crate::checkpoint::{CheckpointStore, SubtaskState};
@@ -106,12 +107,17 @@ pub(crate) fn shard(config: &JobConfig, shared: &Shared, job: &str) -> Result<Fe
                 make_dir(&staging)?;
                 store.fetch(&f.path, &tmp, f.crc32)?;
                 // Moved in only while the shard is not busy here (a start
-                // marks it busy under the same lock before it looks).
+                // marks it busy under the same lock before it looks) and
+                // no other process on this machine holds its directory
+                // (the job's own lock, held only for the move).
                 if !shared.unless_busy(job, || {
-                    make_dir(dest.parent().unwrap_or(&root)).and_then(|()| {
-                        std::fs::rename(&tmp, &dest)
-                            .map_err(|e| crate::error::WeirError::io("cannot move a prefetched file", &dest, e))
-                    })
+                    let Ok(_held) = crate::checkpoint::lock::DirLock::acquire(&root, job) else {
+                        return Ok(false);
+                    };
+                    make_dir(dest.parent().unwrap_or(&root))?;
+                    std::fs::rename(&tmp, &dest)
+                        .map_err(|e| crate::error::WeirError::io("cannot move a prefetched file", &dest, e))?;
+                    Ok(true)
                 })? {
                     let _ = std::fs::remove_dir_all(&staging);
                     return Ok(fetched);

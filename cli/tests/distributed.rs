@@ -136,14 +136,20 @@ impl Drop for Member {
     }
 }
 
-/// The body of `GET <base><path>` (base: `http://host:port/`).
-fn http_get(base: &str, path: &str) -> String {
+/// The whole answer (status line, headers, body) to `GET <base><path>`.
+fn http_answer(base: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let addr = base.trim_start_matches("http://").trim_end_matches('/');
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(s, "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// The body of `GET <base><path>` (base: `http://host:port/`).
+fn http_get(base: &str, path: &str) -> String {
+    let answer = http_answer(base, path);
     assert!(answer.starts_with("HTTP/1.1 200"), "GET /{path}: {answer}");
     let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     // A chunked JSON body is one chunk: its size line, the JSON, the end.
@@ -270,6 +276,16 @@ fn members_join_die_and_leave_while_the_output_stays_exact() {
     let status: serde_json::Value = serde_json::from_str(&http_get(&ui, &format!("shard/{job}/api/status"))).unwrap();
     assert_eq!(status["job"], job.as_str(), "{status}");
     assert!(http_get(&ui, &format!("shard/{job}/")).contains("page.js"));
+    // Its readiness probe answers 200 once its shards caught up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http_answer(&ui, "api/ready").starts_with("HTTP/1.1 200") {
+        assert!(
+            Instant::now() < deadline,
+            "C never got ready: {}",
+            http_answer(&ui, "api/ready")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     // B leaves gracefully: final checkpoints, then its shards move.
     let b_log = b.terminate();
     let after_b = c.takeovers();

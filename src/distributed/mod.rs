@@ -160,6 +160,10 @@ impl MemberOptions {
 /// A shard: a topic partition.
 type ShardId = (String, i32);
 
+/// A shard at most this many offsets behind its partition's end is caught
+/// up ([`MemberHandle::readiness`]).
+pub const READY_LAG: i64 = 10_000;
+
 /// What a shard job is built for.
 #[derive(Debug, Clone)]
 pub struct ShardContext {
@@ -436,6 +440,28 @@ impl MemberHandle {
             ));
         }
         out
+    }
+
+    /// Whether this member is ready (a Kubernetes readiness probe: see the
+    /// member UI's `api/ready`): it is in its group (a rebalance happened)
+    /// and every shard it runs is restored and caught up, its sources at
+    /// most [`READY_LAG`] offsets behind their partitions' ends. A member
+    /// that holds no shard (more members than shards) is ready: it stands by.
+    ///
+    /// # Errors
+    /// Why it is not ready, naming the shard that is behind.
+    pub fn readiness(&self) -> std::result::Result<(), String> {
+        let status = self.status();
+        if status.rebalances == 0 {
+            return Err(format!("member {} is not in its group yet", status.member_id));
+        }
+        for (shard, s) in self.shard_statuses() {
+            let lag: i64 = s.tasks.iter().flat_map(|t| &t.kafka_lag).map(|l| l.lag).sum();
+            if lag > READY_LAG {
+                return Err(format!("shard {shard} is {lag} offsets behind"));
+            }
+        }
+        Ok(())
     }
 
     /// The controller of the shard job named `job`, while this member runs it.

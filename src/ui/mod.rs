@@ -301,6 +301,7 @@ pub fn member_router(member: MemberHandle, options: UiOptions) -> Router {
         )
         .route("/page.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
         .route("/api/member", get(member_status))
+        .route("/api/ready", get(member_ready))
         .route("/shard/{job}/", axum::routing::any(shard_page))
         .route("/shard/{job}/{*rest}", axum::routing::any(shard_route))
         .with_state(ui)
@@ -311,6 +312,19 @@ const MEMBER_SCRIPT: &str = include_str!("member.js");
 
 async fn member_status(State(ui): State<Arc<MemberUi>>) -> Response {
     Json(ui.member.status()).into_response()
+}
+
+/// 200 when the member is ready ([`MemberHandle::readiness`]), else 503
+/// saying why: a Kubernetes readiness probe.
+async fn member_ready(State(ui): State<Arc<MemberUi>>) -> Response {
+    match ui.member.readiness() {
+        Ok(()) => Json(serde_json::json!({ "ready": true })).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "ready": false, "why": why })),
+        )
+            .into_response(),
+    }
 }
 
 async fn shard_page(

@@ -328,6 +328,7 @@ async fn a_failing_job_shows_its_error_and_task_in_chromium() {
     let job = JobBuilder::new("ui-fails");
     job.source("generator", Generator::w1_factory(None, Some(20_000)))
         .uid("generator")
+        .rebalance()
         .try_map(|e: W1Event| {
             if e.index == 5_000 {
                 Err(OperatorError(format!("record {} is deliberately bad", e.index)))
@@ -359,6 +360,16 @@ async fn a_failing_job_shows_its_error_and_task_in_chromium() {
     })
     .await;
     assert!(shown.contains("in task "), "the failing task is named: {shown}");
+    // The graph outlines the vertex of the failing task, not its upstream.
+    let failed_vertex = wait_for(10, "the failed vertex outlined", || async {
+        let flags = [
+            attr(&c, "#vertex-0", "data-failed").await?,
+            attr(&c, "#vertex-1", "data-failed").await?,
+        ];
+        (flags == ["false", "true"]).then_some(flags)
+    })
+    .await;
+    assert_eq!(failed_vertex, ["false", "true"]);
     let shot = screenshot(&c, "ui-failed.png").await;
     publish_summary(
         "ui_failure",

@@ -67,7 +67,7 @@ function layout(g) {
   return g.vertices.map((v) => {
     const d = depth[v.id];
     rows[d] = (rows[d] || 0) + 1;
-    return { x: 20 + d * 280, y: 20 + (rows[d] - 1) * 110 };
+    return { x: 20 + d * 320, y: 20 + (rows[d] - 1) * 110 };
   });
 }
 
@@ -86,7 +86,7 @@ function drawGraph() {
     const a = pos[e.from], b = pos[e.to];
     const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2;
     svg.appendChild(el("svg:path", { class: "edge", d: `M${x1},${y1} C${x1 + 30},${y1} ${x2 - 30},${y2} ${x2},${y2}` }));
-    svg.appendChild(el("svg:text", { class: "edge-label", x: (x1 + x2) / 2 - 20, y: (y1 + y2) / 2 - 6 }, e.kind));
+    svg.appendChild(el("svg:text", { class: "edge-label", x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 6, "text-anchor": "middle" }, e.kind));
   }
   for (const v of graph.vertices) {
     const p = pos[v.id];
@@ -114,7 +114,10 @@ function updateGraph(status) {
     if (!g) continue;
     const tasks = tasksOf(status, v);
     const level = backpressureLevel(tasks);
-    g.setAttribute("class", `vertex bp-${level}${selected === v.id ? " selected" : ""}`);
+    // The vertex whose subtask failed the job is outlined in red.
+    const failed = status.state === "failed" && tasks.some((t) => t.name === status.task);
+    g.setAttribute("class", `vertex bp-${level}${selected === v.id ? " selected" : ""}${failed ? " failed" : ""}`);
+    g.setAttribute("data-failed", failed);
     g.setAttribute("data-backpressure", level);
     const sum = (f) => tasks.reduce((s, t) => s + t[f], 0);
     const rin = sum("records_in_per_sec"), rout = sum("records_out_per_sec");
@@ -172,7 +175,12 @@ function chart(svg, title, xs, series, yFormat) {
   series.forEach((s, i) => {
     const pts = xs.map((x, j) => (s.values[j] === null || s.values[j] === undefined) ? null : `${sx(x).toFixed(1)},${sy(s.values[j]).toFixed(1)}`).filter(Boolean);
     svg.appendChild(el("svg:polyline", { class: "s" + i, points: pts.join(" ") }));
-    svg.appendChild(el("svg:text", { x: L + 10 + i * 130, y: H - 4 }, "— " + s.name));
+    if (pts.length === 1) {
+      // A lone sample draws no line: show it as a dot.
+      const [cx, cy] = pts[0].split(",");
+      svg.appendChild(el("svg:circle", { class: "dot k" + i, cx, cy, r: 3 }));
+    }
+    svg.appendChild(el("svg:text", { class: "key k" + i, x: L + 10 + i * 130, y: H - 4 }, "— " + s.name));
   });
 }
 

@@ -41,6 +41,8 @@ use weir::{JobConfig, Result, WeirError};
 /// endpoint = "http://127.0.0.1:9000"
 /// allow_http = "true"
 /// secret_access_key = "${S3_SECRET}"
+/// upload_bytes_per_s = "100MB"   # the job's upload rate bound (weir's own key)
+/// upload_concurrency = "8"       # files uploaded at once (weir's own key)
 /// ```
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

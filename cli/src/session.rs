@@ -180,6 +180,7 @@ pub(crate) fn summary_json(summary: &weir::JobSummary, status: &weir::JobStatus,
         "last_checkpoint": summary.last_checkpoint,
         "timers_kept": summary.timers_kept,
         "checkpoint_ms": summary.checkpoint_durations.iter().map(|d| d.as_secs_f64() * 1000.0).collect::<Vec<_>>(),
+        "checkpoint_uploads": summary.checkpoint_uploads,
         "tasks": status.tasks,
     });
     if let (Some(line), serde_json::Value::Object(extra)) = (line.as_object_mut(), extra) {

@@ -266,6 +266,64 @@ fn a_store_cut_off_for_seconds_loses_nothing() {
 }
 
 #[test]
+fn an_upload_rate_bound_paces_every_checkpoint_and_loses_nothing() {
+    const RECORDS: u64 = 600_000;
+    const RATE: f64 = 1_000_000.0;
+    let server = S3Server::shared();
+    let expected = reference(RECORDS);
+    let url = S3Server::url(&prefix("paced"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("job.toml");
+    let out = dir.path().join("out");
+    let run = |bound: &str| {
+        std::fs::write(
+            &config,
+            format!("[checkpoint]\nupload_bytes_per_s = \"{bound}\"\nupload_concurrency = \"2\"\n"),
+        )
+        .unwrap();
+        let mut cmd = demo(&url, &dir.path().join("local"), &out, RECORDS, &server.endpoint);
+        cmd.arg("--config").arg(&config).arg("--json").stdout(Stdio::piped());
+        cmd.output().unwrap()
+    };
+
+    // A bound that is not a rate is refused, naming its key.
+    let refused = run("lots");
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && text.contains("checkpoint.upload_bytes_per_s"),
+        "{text}"
+    );
+
+    let done = run("1MB");
+    let log = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "the paced run failed:\n{log}");
+    let summary: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    let uploads = summary["checkpoint_uploads"].as_array().unwrap();
+    let sum = |field: &str| uploads.iter().map(|u| u[field].as_f64().unwrap()).sum::<f64>();
+    let (bytes, seconds) = (sum("bytes_uploaded"), sum("upload_seconds"));
+    assert!(bytes > 2.0 * RATE, "the state is too small to show a bound: {bytes} bytes");
+    // Each checkpoint's first file may go at once; every later byte waits
+    // its turn at 1 MB/s (summed over the snapshot threads, time only grows).
+    let first_files: f64 = uploads.len() as f64 * 256.0 * 1024.0;
+    assert!(
+        seconds >= (bytes - first_files) / RATE * 0.9,
+        "{bytes} bytes went up in {seconds} s: faster than the bound"
+    );
+    let (lost, duplicated) = compare(&expected, &committed_lines(&out));
+    publish_summary(
+        "object_store_upload_bound",
+        &format!(
+            "s3 upload bound 1 MB/s: {} checkpoints put {:.1} MB in {seconds:.1} s of uploads ({:.2} MB/s); \
+             a bad bound refused naming checkpoint.upload_bytes_per_s; lost={lost} duplicated={duplicated}",
+            uploads.len(),
+            bytes / 1e6,
+            bytes / seconds / 1e6
+        ),
+    );
+    assert_eq!((lost, duplicated), (0, 0), "{log}");
+}
+
+#[test]
 fn the_checkpoint_tools_read_an_s3_store() {
     let server = S3Server::shared();
     let url = S3Server::url(&prefix("tools"));

@@ -13,6 +13,7 @@ pub mod lock;
 pub mod manifest;
 pub(crate) mod object;
 pub mod store;
+pub(crate) mod transfer;
 
 pub use lock::DirLock;
 pub use manifest::{Manifest, OperatorSnapshot, RocksHandle, StoredFile, SubtaskState};

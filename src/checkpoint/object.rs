@@ -13,6 +13,7 @@
 //! runtime is never blocked (a call from inside one runs on a scoped thread).
 
 use super::backend::{join, Backend};
+use super::transfer::{is_own_option, UploadBounds};
 use crate::config::StoreOptions;
 use crate::error::{Result, WeirError};
 use futures::stream::{StreamExt, TryStreamExt};
@@ -32,8 +33,6 @@ const SINGLE_PUT_MAX: u64 = 64 << 20;
 const PART_BYTES: usize = 8 << 20;
 /// Parts of one file in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
-/// Files of one snapshot uploaded at once.
-pub(crate) const UPLOADS_IN_FLIGHT: usize = 4;
 /// The marker object that reserves a checkpoint id (object stores have no
 /// directories to create).
 const RESERVED: &str = "RESERVED";
@@ -45,6 +44,8 @@ pub(crate) struct ObjectBackend {
     url: String,
     /// `prefix/job` inside the bucket.
     root: String,
+    /// Files at once and bytes a second, for every upload of the job.
+    bounds: UploadBounds,
     runtime: OwnRuntime,
 }
 
@@ -102,11 +103,12 @@ impl ObjectBackend {
                 builder = builder.with_config(parsed, value);
             }
         }
-        for (key, value) in &options.0 {
+        let bounds = UploadBounds::from_options(options)?;
+        for (key, value) in options.0.iter().filter(|(key, _)| !is_own_option(key)) {
             let parsed: AmazonS3ConfigKey = key.parse().map_err(|_| WeirError::Config {
                 key: format!("checkpoint.{key}"),
                 message: "not an S3 setting (endpoint, region, access_key_id, secret_access_key, session_token, \
-                          allow_http, ...)"
+                          allow_http, ...) nor upload_concurrency / upload_bytes_per_s"
                     .into(),
             })?;
             builder = builder.with_config(parsed, value);
@@ -120,6 +122,7 @@ impl ObjectBackend {
             store: Arc::new(store),
             url: format!("s3://{bucket}/{root}"),
             root,
+            bounds,
             runtime: OwnRuntime::new()?,
         })
     }
@@ -139,8 +142,10 @@ impl ObjectBackend {
         }
     }
 
-    /// Uploads one local file, computing its CRC-32 on the way.
+    /// Uploads one local file, computing its CRC-32 on the way, in its turn
+    /// among the job's uploads and paced by its rate bound.
     async fn upload(&self, src: &Path, rel: &str) -> Result<(u64, u32)> {
+        let _turn = self.bounds.file_turn().await;
         crate::failpoint::hit("store-put-file");
         let key = self.key(rel);
         let mut file = std::fs::File::open(src).map_err(|e| WeirError::io("cannot read state file", src, e))?;
@@ -155,6 +160,7 @@ impl ObjectBackend {
                 .map_err(|e| WeirError::io("cannot read state file", src, e))?;
             hasher.update(&bytes);
             let size = bytes.len() as u64;
+            self.bounds.send(size).await;
             self.store
                 .put(&key, PutPayload::from(bytes))
                 .await
@@ -186,6 +192,7 @@ impl ObjectBackend {
                 let _ = writer.abort().await;
                 return Err(self.error("cannot upload", rel, e));
             }
+            self.bounds.send(n as u64).await;
             writer.write(&buf[..n]);
         }
         writer.finish().await.map_err(|e| self.error("cannot upload", rel, e))?;
@@ -208,8 +215,9 @@ impl Backend for ObjectBackend {
 
     fn put_files(&self, files: &[(PathBuf, String)]) -> Result<Vec<(u64, u32)>> {
         self.runtime.block_on(
+            // As many as there are: the job-wide turns in `upload` bound them.
             futures::stream::iter(files.iter().map(|(src, rel)| self.upload(src, rel)))
-                .buffered(UPLOADS_IN_FLIGHT)
+                .buffered(files.len().max(1))
                 .try_collect(),
         )
     }

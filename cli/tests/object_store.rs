@@ -301,7 +301,10 @@ fn an_upload_rate_bound_paces_every_checkpoint_and_loses_nothing() {
     let uploads = summary["checkpoint_uploads"].as_array().unwrap();
     let sum = |field: &str| uploads.iter().map(|u| u[field].as_f64().unwrap()).sum::<f64>();
     let (bytes, seconds) = (sum("bytes_uploaded"), sum("upload_seconds"));
-    assert!(bytes > 2.0 * RATE, "the state is too small to show a bound: {bytes} bytes");
+    assert!(
+        bytes > 2.0 * RATE,
+        "the state is too small to show a bound: {bytes} bytes"
+    );
     // Each checkpoint's first file may go at once; every later byte waits
     // its turn at 1 MB/s (summed over the snapshot threads, time only grows).
     let first_files: f64 = uploads.len() as f64 * 256.0 * 1024.0;

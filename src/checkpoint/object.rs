@@ -26,9 +26,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Files up to this size are put in one request; larger ones in parts. An
-/// SST of RocksDB's default target size (64 MiB) is one request (requests
-/// are billed; parts would cost ten); only large flushes go in parts.
-const SINGLE_PUT_MAX: u64 = 64 << 20;
+/// SST of RocksDB's default target size (64 MiB, which a compaction output
+/// overshoots by up to a block or so) is one request (requests are billed;
+/// parts would cost ten); only large flushes go in parts.
+const SINGLE_PUT_MAX: u64 = 72 << 20;
 /// The part size of a multipart upload.
 const PART_BYTES: usize = 8 << 20;
 /// Parts of one file in flight at once.

@@ -39,9 +39,12 @@ impl UploadBounds {
     pub(crate) fn from_options(options: &StoreOptions) -> Result<Self> {
         let concurrency = match options.0.get(UPLOAD_CONCURRENCY) {
             None => DEFAULT_UPLOAD_CONCURRENCY,
-            Some(v) => v.trim().parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                bad(UPLOAD_CONCURRENCY, format!("`{v}` is not a positive number of files"))
-            })?,
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| bad(UPLOAD_CONCURRENCY, format!("`{v}` is not a positive number of files")))?,
         };
         let rate = match options.0.get(UPLOAD_BYTES_PER_S) {
             None => None,
@@ -167,7 +170,8 @@ mod tests {
         assert!(e.to_string().contains("checkpoint.upload_bytes_per_s"), "{e}");
         let e = UploadBounds::from_options(&options(&[(UPLOAD_CONCURRENCY, "0")])).unwrap_err();
         assert!(e.to_string().contains("checkpoint.upload_concurrency"), "{e}");
-        let ok = UploadBounds::from_options(&options(&[(UPLOAD_CONCURRENCY, "2"), (UPLOAD_BYTES_PER_S, "1MB")])).unwrap();
+        let ok =
+            UploadBounds::from_options(&options(&[(UPLOAD_CONCURRENCY, "2"), (UPLOAD_BYTES_PER_S, "1MB")])).unwrap();
         assert_eq!(ok.files.available_permits(), 2);
     }
 
@@ -188,7 +192,10 @@ mod tests {
     #[test]
     fn uploads_under_a_bound_take_their_time() {
         let bounds = UploadBounds::from_options(&options(&[(UPLOAD_BYTES_PER_S, "4MB")])).unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
         let t0 = Instant::now();
         runtime.block_on(async {
             for _ in 0..5 {

@@ -52,6 +52,11 @@ pub struct BenchArgs {
     /// MiB of RocksDB's block cache, memtables included (0: the default, 256).
     #[arg(long, default_value_t = 0)]
     block_cache_mb: usize,
+    /// upload: MiB of a RocksDB memtable (0: the default, 128). With a small
+    /// --cache-entries the state is flushed as it grows, into SSTs of this
+    /// size (RocksDB's steady layout) instead of one flush at the end.
+    #[arg(long, default_value_t = 0)]
+    write_buffer_mb: usize,
     /// W2: write the latency plot here (a file.svg, or a directory for one file per run).
     #[arg(long)]
     plot: Option<PathBuf>,

@@ -27,7 +27,7 @@ use weir_operators::{KeyedContext, KeyedProcess, OperatorError};
 const RESCALE_VALUE_BYTES: usize = 8;
 /// Value bytes per key of `upload`.
 const UPLOAD_VALUE_BYTES: usize = 1024;
-/// Files the plain client puts at once (as many requests as weir's 4 files x 4 parts).
+/// Files the plain client puts at once (more requests than weir's default 8 file turns).
 const PLAIN_IN_FLIGHT: usize = 16;
 
 /// Keeps `bytes` pseudo-random bytes per key (incompressible, as
@@ -184,7 +184,14 @@ pub(super) fn upload(args: &BenchArgs) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
     let local = scratch.path().join("local");
     let dir = PathBuf::from(format!("{url}/weir-{run}"));
-    let built = state_run(args.keys, UPLOAD_VALUE_BYTES, 1, config(&dir, &local, false))?;
+    let mut config = config(&dir, &local, false);
+    if args.cache_entries > 0 {
+        config.state_cache_entries = args.cache_entries;
+    }
+    if args.write_buffer_mb > 0 {
+        config.state_write_buffer_bytes = args.write_buffer_mb << 20;
+    }
+    let built = state_run(args.keys, UPLOAD_VALUE_BYTES, 1, config)?;
     let weir = built
         .checkpoint_uploads
         .last()

@@ -276,6 +276,29 @@ fn members_join_die_and_leave_while_the_output_stays_exact() {
     let status: serde_json::Value = serde_json::from_str(&http_get(&ui, &format!("shard/{job}/api/status"))).unwrap();
     assert_eq!(status["job"], job.as_str(), "{status}");
     assert!(http_get(&ui, &format!("shard/{job}/")).contains("page.js"));
+    // The shard's page has its Kafka partition (position, end, lag) and the
+    // checkpoint its exactly-once sink committed last.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&http_get(&ui, &format!("shard/{job}/api/status"))).unwrap();
+        let tasks = status["tasks"].as_array().unwrap();
+        let lag = tasks
+            .iter()
+            .flat_map(|t| t["kafka_lag"].as_array().cloned().unwrap_or_default())
+            .find(|l| l["topic"] == "d-in" && l["partition"].to_string() == partition);
+        let committed = tasks.iter().find_map(|t| t["committed_checkpoint"].as_u64());
+        if let (Some(lag), Some(_)) = (&lag, committed) {
+            let (position, end) = (lag["position"].as_i64().unwrap(), lag["end"].as_i64().unwrap());
+            assert!(end >= position && lag["lag"].as_i64() == Some(end - position), "{lag}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shard {job}'s status never showed its partition's lag and a committed checkpoint: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     // Its readiness probe answers 200 once its shards caught up.
     let deadline = Instant::now() + Duration::from_secs(60);
     while !http_answer(&ui, "api/ready").starts_with("HTTP/1.1 200") {

@@ -51,6 +51,7 @@ for REP in $(seq 1 "$REPS"); do
   tag="k$KEYS-p$FROM_P-p$TO_P-ingest$INGEST_DB-r$REP-$(date +%H%M%S)"
   log="$LOG_DIR/$tag.log"; err="$LOG_DIR/$tag.stderr"
   rm -rf "$CKPT_DIR"
+  load_before=$(cut -d' ' -f1 /proc/loadavg)
   sync; # checkpoint files of the previous run are gone; the new ones stay in the page cache (as weir's local dir)
   res=$(java $JVM_OPTS -Dpeers.log.file="$log" -Dlog4j.configurationFile="$HERE/log4j2.properties" \
         -cp "$CP" FlinkRescale "$KEYS" "$FROM_P" "$TO_P" "$CKPT_MS" "$CKPT_DIR" "$INGEST_DB" "$MANAGED_MEM" "$VERIFY_DELAY_MS" \
@@ -58,7 +59,7 @@ for REP in $(seq 1 "$REPS"); do
   if [ -z "$res" ]; then echo "FAILED $tag (see $err and $log)" >&2; tail -5 "$err" >&2; continue; fi
   # Restore steps from the RocksDB backend's INFO log lines and the JobMaster's per-subtask
   # initialization metrics (DEBUG line of JobInitializationMetricsBuilder).
-  line=$(RES="$res" LOG="$log" REP="$REP" python3 - <<'EOF'
+  line=$(RES="$res" LOG="$log" REP="$REP" LOAD_BEFORE="$load_before" python3 - <<'EOF'
 import json, os, re
 r = json.loads(os.environ["RES"])
 log = open(os.environ["LOG"], errors="replace").read().splitlines()
@@ -101,6 +102,7 @@ for l in log:
 for key in ("RestoreStateDurationMs", "DownloadStateDurationMs", "InitializeStateDurationMs", "MailboxStartDurationMs"):
     vals = [m[key] for m in mets if key in m]
     if vals: r["flink_" + key + "_max"] = max(vals)
+r["loadavg_1m_before"] = float(os.environ["LOAD_BEFORE"])  # other processes on the 2-core machine
 r["rep"] = int(os.environ["REP"])
 r["log"] = os.environ["LOG"]
 print(json.dumps(r, separators=(",", ":")))

@@ -286,7 +286,7 @@ fn members_join_die_and_leave_while_the_output_stays_exact() {
         let lag = tasks
             .iter()
             .flat_map(|t| t["kafka_lag"].as_array().cloned().unwrap_or_default())
-            .find(|l| l["topic"] == "d-in" && l["partition"].to_string() == partition);
+            .find(|l| l["topic"] == "d-in" && l["partition"].as_i64() == partition.parse::<i64>().ok());
         let committed = tasks.iter().find_map(|t| t["committed_checkpoint"].as_u64());
         if let (Some(lag), Some(_)) = (&lag, committed) {
             let (position, end) = (lag["position"].as_i64().unwrap(), lag["end"].as_i64().unwrap());

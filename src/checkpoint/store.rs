@@ -92,6 +92,19 @@ fn object_url(root: &Path) -> Option<&str> {
 }
 
 fn backend_for(root: &Path, job: &str, options: &StoreOptions) -> Result<Arc<dyn Backend>> {
+    // Another scheme would otherwise become a local directory named `gs:`.
+    if let Some((scheme, _)) = root.to_str().and_then(|r| r.split_once("://")) {
+        if !is_object_url(&format!("{scheme}://")) && scheme != "file" {
+            return Err(WeirError::Config {
+                key: "checkpoint_dir".into(),
+                message: format!(
+                    "`{}`: {scheme}:// stores are not supported; use a directory, file:// or s3:// (also any \
+                     S3-compatible server through AWS_ENDPOINT_URL)",
+                    root.display()
+                ),
+            });
+        }
+    }
     Ok(match object_url(root) {
         Some(url) => Arc::new(ObjectBackend::open(url, job, options)?),
         None => Arc::new(LocalBackend::new(local_path(root).join(job))),
@@ -717,6 +730,20 @@ mod tests {
             drained: false,
             operators: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_store_url_of_another_scheme_is_refused_not_made_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("gs://{}/bucket", dir.path().display());
+        let e = CheckpointStore::open(Path::new(&url), "job").unwrap_err();
+        assert!(e.to_string().contains("gs:// stores are not supported"), "{e}");
+        assert!(e.to_string().contains("checkpoint_dir"), "{e}");
+        assert!(!Path::new("gs:").exists());
+        // file:// URLs are local directories.
+        let local = format!("file://{}", dir.path().display());
+        CheckpointStore::open(Path::new(&local), "job").unwrap();
+        assert!(dir.path().join("job").is_dir());
     }
 
     #[test]

@@ -24,12 +24,14 @@ pub struct JobConfig {
     /// Root of the checkpoint store; the job's checkpoints go to `<dir>/<job name>/`.
     /// A directory, a `file://` URL, or an object store prefix
     /// `s3://bucket/prefix` (credentials and endpoint from the `AWS_*`
-    /// environment variables).
+    /// environment variables) or `az://container/prefix` (Azure Blob
+    /// Storage, from the `AZURE_*` variables).
     pub checkpoint_dir: PathBuf,
-    /// Settings of an object-store `checkpoint_dir`, over the `AWS_*`
-    /// environment variables: `object_store`'s S3 keys (`endpoint`,
-    /// `region`, `access_key_id`, `secret_access_key`, `allow_http`...).
-    /// Values are never printed.
+    /// Settings of an object-store `checkpoint_dir`, over the environment
+    /// variables: `object_store`'s S3 keys (`endpoint`, `region`,
+    /// `access_key_id`, `secret_access_key`, `allow_http`...) or Azure keys
+    /// (`account_name`, `access_key`, `sas_key`...), and weir's own
+    /// `upload_concurrency` and `upload_bytes_per_s`. Values are never printed.
     pub checkpoint_store_options: StoreOptions,
     /// Interval between checkpoints; `None` disables periodic checkpoints
     /// (on-demand and final checkpoints still work).

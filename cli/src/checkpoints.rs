@@ -12,7 +12,7 @@ pub(crate) enum CheckpointsCommand {
     ///
     /// Example: weir checkpoints list weir-checkpoints --job demo
     List {
-        /// Root of the checkpoint store: a directory or s3://bucket/prefix.
+        /// Root of the checkpoint store: a directory, s3://bucket/prefix or az://container/prefix.
         dir: PathBuf,
         /// The job name.
         #[arg(long, default_value = "demo")]
@@ -26,7 +26,7 @@ pub(crate) enum CheckpointsCommand {
     ///
     /// Example: weir checkpoints gc weir-checkpoints --job demo --keep 1
     Gc {
-        /// Root of the checkpoint store: a directory or s3://bucket/prefix.
+        /// Root of the checkpoint store: a directory, s3://bucket/prefix or az://container/prefix.
         dir: PathBuf,
         /// The job name.
         #[arg(long, default_value = "demo")]
@@ -39,7 +39,7 @@ pub(crate) enum CheckpointsCommand {
     ///
     /// Example: weir checkpoints show weir-checkpoints --job demo --json
     Show {
-        /// Root of the checkpoint store: a directory or s3://bucket/prefix.
+        /// Root of the checkpoint store: a directory, s3://bucket/prefix or az://container/prefix.
         dir: PathBuf,
         /// The job name.
         #[arg(long, default_value = "demo")]

@@ -66,8 +66,8 @@ pub(crate) struct CommonArgs {
     /// `WEIR_<KEY>` environment variables override it, flags override both.
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
-    /// Root of the checkpoint store: a directory or s3://bucket/prefix (S3 settings from
-    /// the AWS_* environment variables) [default: weir-checkpoints].
+    /// Root of the checkpoint store: a directory, s3://bucket/prefix (settings from the AWS_*
+    /// environment variables) or az://container/prefix (AZURE_*) [default: weir-checkpoints].
     #[arg(long)]
     pub(crate) checkpoint_dir: Option<PathBuf>,
     /// Milliseconds between checkpoints, 0 = only the final one [default: 1000].

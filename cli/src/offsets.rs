@@ -7,7 +7,7 @@ use weir::checkpoint::CheckpointStore;
 /// The arguments of `weir offsets`.
 #[derive(clap::Args)]
 pub(crate) struct OffsetsArgs {
-    /// Root of the checkpoint store: a directory or s3://bucket/prefix.
+    /// Root of the checkpoint store: a directory, s3://bucket/prefix or az://container/prefix.
     pub(crate) dir: PathBuf,
     /// The job name.
     #[arg(long)]

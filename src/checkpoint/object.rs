@@ -1,10 +1,13 @@
 //! The checkpoint store's backend on an object store: `s3://bucket/prefix`
-//! (AWS S3 or any S3-compatible server), through the `object_store` crate.
+//! (AWS S3 or any S3-compatible server) or `az://container/prefix` (Azure
+//! Blob Storage), through the `object_store` crate.
 //!
-//! Credentials, region and endpoint come from the standard `AWS_*`
-//! environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-//! `AWS_REGION`, `AWS_ENDPOINT_URL`/`AWS_ENDPOINT`, `AWS_ALLOW_HTTP`); they
-//! are never printed (only the bucket and prefix are). Requests are retried
+//! Credentials, region and endpoint come from the standard environment
+//! variables: `AWS_*` for S3 (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_REGION`, `AWS_ENDPOINT_URL`/`AWS_ENDPOINT`, `AWS_ALLOW_HTTP`),
+//! `AZURE_*` for Azure (`AZURE_STORAGE_ACCOUNT_NAME`,
+//! `AZURE_STORAGE_ACCOUNT_KEY`, ...); they are never printed (only the bucket
+//! and prefix are). Requests are retried
 //! (8 times, 30 s in all) before a call fails; the driver's checkpoint
 //! timeout bounds every store operation on top of that.
 //!
@@ -18,6 +21,7 @@ use crate::config::StoreOptions;
 use crate::error::{Result, WeirError};
 use futures::stream::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 use std::io::{Read, Write};
@@ -57,9 +61,12 @@ impl std::fmt::Debug for ObjectBackend {
     }
 }
 
-/// The URL schemes an object store backend serves.
+/// The URL schemes an object store backend serves: S3 (and any
+/// S3-compatible server) and Azure Blob Storage.
 pub(crate) fn is_object_url(location: &str) -> bool {
-    location.starts_with("s3://") || location.starts_with("s3a://")
+    ["s3://", "s3a://", "az://", "azure://"]
+        .iter()
+        .any(|scheme| location.starts_with(scheme))
 }
 
 impl ObjectBackend {
@@ -73,55 +80,33 @@ impl ObjectBackend {
             key: "checkpoint_dir".into(),
             message,
         };
-        let rest = url
-            .strip_prefix("s3://")
-            .or_else(|| url.strip_prefix("s3a://"))
-            .ok_or_else(|| bad(format!("`{url}` is not an s3:// URL")))?;
+        let (scheme, rest) = url
+            .split_once("://")
+            .filter(|(scheme, _)| is_object_url(&format!("{scheme}://")))
+            .ok_or_else(|| bad(format!("`{url}` is not an s3:// or az:// URL")))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(bad(format!("`{url}` names no bucket (expected s3://bucket/prefix)")));
-        }
-        let retry = object_store::RetryConfig {
-            max_retries: 8,
-            retry_timeout: Duration::from_secs(30),
-            ..Default::default()
-        };
-        let client = object_store::ClientOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(60));
-        // Our timeouts and retries first: the environment and the options
-        // may override them (`with_client_options` would replace them all).
-        let mut builder = AmazonS3Builder::new().with_retry(retry).with_client_options(client);
-        for (key, value) in std::env::vars_os() {
-            let (Some(key), Some(value)) = (key.to_str(), value.to_str()) else {
-                continue;
-            };
-            if let Some(parsed) = key
-                .starts_with("AWS_")
-                .then(|| key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>().ok())
-                .flatten()
-            {
-                builder = builder.with_config(parsed, value);
-            }
+            return Err(bad(format!(
+                "`{url}` names no bucket (expected {scheme}://bucket/prefix)"
+            )));
         }
         let bounds = UploadBounds::from_options(options)?;
-        for (key, value) in options.0.iter().filter(|(key, _)| !is_own_option(key)) {
-            let parsed: AmazonS3ConfigKey = key.parse().map_err(|_| WeirError::Config {
-                key: format!("checkpoint.{key}"),
-                message: "not an S3 setting (endpoint, region, access_key_id, secret_access_key, session_token, \
-                          allow_http, ...) nor upload_concurrency / upload_bytes_per_s"
-                    .into(),
-            })?;
-            builder = builder.with_config(parsed, value);
-        }
-        let store = builder
-            .with_bucket_name(bucket)
-            .build()
-            .map_err(|e| bad(format!("cannot use `{url}`: {e}")))?;
+        let settings = options.0.iter().filter(|(key, _)| !is_own_option(key));
+        let (store, scheme): (Arc<dyn ObjectStore>, &str) = if scheme.starts_with("s3") {
+            (
+                Arc::new(s3_client(bucket, settings).map_err(|e| bad(format!("cannot use `{url}`: {e}")))?),
+                "s3",
+            )
+        } else {
+            (
+                Arc::new(azure_client(bucket, settings).map_err(|e| bad(format!("cannot use `{url}`: {e}")))?),
+                "az",
+            )
+        };
         let root = join(prefix.trim_matches('/'), job);
         Ok(ObjectBackend {
-            store: Arc::new(store),
-            url: format!("s3://{bucket}/{root}"),
+            store,
+            url: format!("{scheme}://{bucket}/{root}"),
             root,
             bounds,
             runtime: OwnRuntime::new()?,
@@ -199,6 +184,96 @@ impl ObjectBackend {
         writer.finish().await.map_err(|e| self.error("cannot upload", rel, e))?;
         Ok((size, hasher.finalize()))
     }
+}
+
+/// Retries and timeouts of every client: ours first, so the environment and
+/// the options may override them (`with_client_options` would replace them all).
+fn retry_and_timeouts() -> (object_store::RetryConfig, object_store::ClientOptions) {
+    let retry = object_store::RetryConfig {
+        max_retries: 8,
+        retry_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let client = object_store::ClientOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(Duration::from_secs(60));
+    (retry, client)
+}
+
+/// The environment variables whose names start with `prefix`, lower-cased
+/// (the client's config keys), with their values.
+fn env_settings(prefix: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    std::env::vars_os().filter_map(move |(key, value)| {
+        let (key, value) = (key.into_string().ok()?, value.into_string().ok()?);
+        key.starts_with(prefix).then(|| (key.to_ascii_lowercase(), value))
+    })
+}
+
+/// A `[checkpoint]` key the client does not know, named in the error.
+fn unknown_setting(key: &str, known: &str) -> WeirError {
+    WeirError::Config {
+        key: format!("checkpoint.{key}"),
+        message: format!("not a setting of this store ({known}) nor upload_concurrency / upload_bytes_per_s"),
+    }
+}
+
+/// An S3 client of `bucket` over the `AWS_*` variables and `settings`.
+fn s3_client<'a>(
+    bucket: &str,
+    settings: impl Iterator<Item = (&'a String, &'a String)>,
+) -> Result<object_store::aws::AmazonS3> {
+    let (retry, client) = retry_and_timeouts();
+    let mut builder = AmazonS3Builder::new().with_retry(retry).with_client_options(client);
+    for (key, value) in env_settings("AWS_") {
+        if let Ok(parsed) = key.parse::<AmazonS3ConfigKey>() {
+            builder = builder.with_config(parsed, value);
+        }
+    }
+    for (key, value) in settings {
+        let parsed: AmazonS3ConfigKey = key.parse().map_err(|_| {
+            unknown_setting(
+                key,
+                "endpoint, region, access_key_id, secret_access_key, session_token, allow_http, ...",
+            )
+        })?;
+        builder = builder.with_config(parsed, value);
+    }
+    builder.with_bucket_name(bucket).build().map_err(|e| WeirError::Config {
+        key: "checkpoint_dir".into(),
+        message: e.to_string(),
+    })
+}
+
+/// An Azure Blob Storage client of `container` over the `AZURE_*` variables
+/// (`AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`, a SAS or
+/// service principal; `AZURE_STORAGE_USE_EMULATOR=true` with
+/// `AZURITE_BLOB_STORAGE_URL` for the Azurite emulator) and `settings`.
+fn azure_client<'a>(
+    container: &str,
+    settings: impl Iterator<Item = (&'a String, &'a String)>,
+) -> Result<object_store::azure::MicrosoftAzure> {
+    let (retry, client) = retry_and_timeouts();
+    let mut builder = MicrosoftAzureBuilder::new()
+        .with_retry(retry)
+        .with_client_options(client);
+    for (key, value) in env_settings("AZURE_") {
+        if let Ok(parsed) = key.parse::<AzureConfigKey>() {
+            builder = builder.with_config(parsed, value);
+        }
+    }
+    for (key, value) in settings {
+        let parsed: AzureConfigKey = key
+            .parse()
+            .map_err(|_| unknown_setting(key, "account_name, access_key, sas_key, endpoint, use_emulator, ..."))?;
+        builder = builder.with_config(parsed, value);
+    }
+    builder
+        .with_container_name(container)
+        .build()
+        .map_err(|e| WeirError::Config {
+            key: "checkpoint_dir".into(),
+            message: e.to_string(),
+        })
 }
 
 impl Backend for ObjectBackend {

@@ -98,8 +98,8 @@ fn backend_for(root: &Path, job: &str, options: &StoreOptions) -> Result<Arc<dyn
             return Err(WeirError::Config {
                 key: "checkpoint_dir".into(),
                 message: format!(
-                    "`{}`: {scheme}:// stores are not supported; use a directory, file:// or s3:// (also any \
-                     S3-compatible server through AWS_ENDPOINT_URL)",
+                    "`{}`: {scheme}:// stores are not supported; use a directory, file://, s3:// (also any \
+                     S3-compatible server through AWS_ENDPOINT_URL) or az://",
                     root.display()
                 ),
             });

@@ -11,10 +11,14 @@
 //! Include it with `#[path = "support/s3.rs"] mod s3;`.
 #![allow(dead_code)]
 
+// Each server module has its own copy (a test binary may include both).
+#[allow(clippy::duplicate_mod)]
+#[path = "server.rs"]
+mod server;
+
+use server::{free_port, on_lasting_thread, repo_root, spawn_dying_with_us};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -28,20 +32,6 @@ pub struct S3Server {
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
     _child: Child,
-}
-
-fn repo_root() -> &'static Path {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if manifest.join("scripts/s3.sh").is_file() {
-        manifest
-    } else {
-        manifest.parent().expect("a member crate lives in the workspace")
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind 127.0.0.1:0 to pick a free port");
-    listener.local_addr().expect("local_addr of a bound listener").port()
 }
 
 /// One raw HTTP request with an empty body; returns the status line.
@@ -61,24 +51,7 @@ impl S3Server {
     /// The server of this test binary, started on first use.
     pub fn shared() -> &'static S3Server {
         static SHARED: OnceLock<S3Server> = OnceLock::new();
-        SHARED.get_or_init(|| {
-            // The death signal follows the thread that spawned the server:
-            // spawn it from one that lives as long as the binary.
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::Builder::new()
-                .name("test-binary-s3".into())
-                .spawn(move || {
-                    let _ = tx.send(std::panic::catch_unwind(S3Server::start));
-                    loop {
-                        std::thread::park();
-                    }
-                })
-                .expect("cannot spawn the S3 server's thread");
-            match rx.recv().expect("the S3 server's thread answers") {
-                Ok(server) => server,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
+        SHARED.get_or_init(|| on_lasting_thread("test-binary-s3", S3Server::start))
     }
 
     fn start() -> S3Server {
@@ -99,16 +72,7 @@ impl S3Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: prctl is async-signal-safe and touches no parent memory.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("cannot start the S3 server");
+        let child = spawn_dying_with_us(&mut cmd, "the S3 server");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match http(port, "PUT", &format!("/{BUCKET}")) {

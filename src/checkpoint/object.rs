@@ -92,16 +92,17 @@ impl ObjectBackend {
         }
         let bounds = UploadBounds::from_options(options)?;
         let settings = options.0.iter().filter(|(key, _)| !is_own_option(key));
+        // A bad setting keeps its own key; the client's refusal names the URL.
+        let cannot = |e: WeirError| match e {
+            WeirError::Config { key, message } if key == "checkpoint_dir" => {
+                bad(format!("cannot use `{url}`: {message}"))
+            }
+            other => other,
+        };
         let (store, scheme): (Arc<dyn ObjectStore>, &str) = if scheme.starts_with("s3") {
-            (
-                Arc::new(s3_client(bucket, settings).map_err(|e| bad(format!("cannot use `{url}`: {e}")))?),
-                "s3",
-            )
+            (Arc::new(s3_client(bucket, settings).map_err(cannot)?), "s3")
         } else {
-            (
-                Arc::new(azure_client(bucket, settings).map_err(|e| bad(format!("cannot use `{url}`: {e}")))?),
-                "az",
-            )
+            (Arc::new(azure_client(bucket, settings).map_err(cannot)?), "az")
         };
         let root = join(prefix.trim_matches('/'), job);
         Ok(ObjectBackend {

@@ -197,6 +197,95 @@ fn a_new_store_of_a_job_commits_its_pending_output_whatever_markers_an_earlier_s
 }
 
 #[test]
+fn an_open_transaction_of_another_store_of_the_job_does_not_hide_a_commit_marker() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    const JOB: &str = "hidden-marker";
+    let broker = Broker::shared();
+    for topic in ["hidden-in", "hidden-out"] {
+        broker.create_topic(topic, 2);
+    }
+    broker.produce("hidden-in", &input(0..20_000, 2));
+    let markers = format!("weir-markers.{JOB}.kafka-out");
+    broker.create_topic(&markers, 1);
+    let run = |dir: &Path, failpoints: &str| {
+        Command::new(WEIR)
+            .args(["run", "kafka-count", "--job", JOB, "--parallelism", "1", "--bounded"])
+            .args(["--checkpoint-interval-ms", "0"])
+            .args([
+                "--input",
+                "hidden-in",
+                "--output",
+                "hidden-out",
+                "--brokers",
+                &broker.bootstrap,
+            ])
+            .arg("--checkpoint-dir")
+            .arg(dir)
+            .env("WEIR_FAILPOINTS", failpoints)
+            .env("WEIR_LOG", "info")
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap()
+    };
+    // Another store of the same job (a second deployment on the cluster)
+    // opens a transaction on the marker partition and keeps it open.
+    let other: BaseProducer = broker
+        .client_config()
+        .set("transactional.id", "weir-test-another-store-of-the-job")
+        .create()
+        .unwrap();
+    other.init_transactions(Duration::from_secs(30)).unwrap();
+    other.begin_transaction().unwrap();
+    other
+        .send(
+            BaseRecord::to(&markers)
+                .partition(0)
+                .key(&format!("{JOB}/kafka-out/0@another"))
+                .payload("7"),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    other.flush(Duration::from_secs(30)).unwrap();
+
+    // This store commits its output and marker (above the open transaction)
+    // and dies before its checkpoint says so: the epoch stays pending.
+    let dir = tempfile::tempdir().unwrap();
+    let killed = run(dir.path(), "kafka-after-commit=kill");
+    assert_eq!(
+        killed.status.signal(),
+        Some(9),
+        "the run dies after its commit:\n{}",
+        String::from_utf8_lossy(&killed.stderr)
+    );
+    // The other store's transaction ends a while after the restart begins.
+    let ender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(3));
+        other.commit_transaction(Duration::from_secs(30)).unwrap();
+    });
+    let started = Instant::now();
+    let again = run(dir.path(), "");
+    let waited = started.elapsed();
+    ender.join().unwrap();
+    let log = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{log}");
+    assert!(
+        !log.contains("again ("),
+        "the restart found the marker and did not commit the output a second time:\n{log}"
+    );
+    let out = output(broker, "hidden-out");
+    let (lost, duplicated) = compare(&expected(20_000), &out);
+    publish_summary(
+        "zombie_hidden_marker",
+        &format!(
+            "zombie: another store's open transaction on the marker partition, restart after a commit: \
+             lost={lost} duplicated={duplicated} (the marker read waited for it: restart took {:.1} s)",
+            waited.as_secs_f64()
+        ),
+    );
+    assert_eq!((lost, duplicated), (0, 0));
+}
+
+#[test]
 fn a_writer_fenced_off_by_a_newer_one_stops_with_fenced_and_never_fences_back() {
     use weir::connectors::kafka::KafkaSink;
     use weir::connectors::{ConnectorContext, Sink};

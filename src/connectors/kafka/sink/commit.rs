@@ -350,30 +350,67 @@ fn is_fenced(error: &WeirError) -> bool {
 /// subtask writes a marker every checkpoint into a partition of its own.
 const MARKER_WINDOW: i64 = 1_000;
 
+/// How long a marker read waits for transactions of other writers of the
+/// marker partition to end: longer than weir's default transaction timeout
+/// (60 s) plus the broker's check for timed-out transactions (10 s), so an
+/// abandoned transaction is aborted by the broker before the wait gives up.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// The newest epoch with a committed marker for `key`, reading the marker
 /// partition read_committed backwards from its end, a window at a time,
 /// until a window holds one (so a long history is never scanned whole).
 /// Markers of other incarnations of the same (job, sink, subtask) are not
 /// this run's: they are ignored, and their presence is logged.
+///
+/// Other incarnations (another checkpoint store of a job of the same name
+/// on the same cluster) write into the same partition, and a transaction of
+/// theirs that is open holds the last stable offset back below this
+/// subtask's newest marker, which a read_committed read would then not
+/// reach: the epoch would look uncommitted and be written twice. So the
+/// read first waits until the last stable offset reaches the high
+/// watermark it saw at the start (every transaction that may hold a marker
+/// of ours before it has ended), and reads up to that watermark.
 fn last_committed_epoch(
     cluster: &KafkaConnection,
     topic: &str,
     partition: i32,
     key: &str,
 ) -> std::result::Result<Option<u64>, AdminError> {
-    let consumer: BaseConsumer<QuietEof> = cluster
-        .client_config()
-        .set("group.id", "weir-marker-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "20")
-        // A window whose start was compacted or deleted meanwhile reads from
-        // what is left, never silently from the end.
-        .set("auto.offset.reset", "earliest")
-        .create_with_context(QuietEof)?;
-    let marks = super::super::admin::watermarks(&consumer, topic, partition, CLIENT_TIMEOUT)?;
-    let (low, end) = (marks.low.get(), marks.high.get());
+    let client = |isolation: &str| -> std::result::Result<BaseConsumer<QuietEof>, AdminError> {
+        Ok(cluster
+            .client_config()
+            .set("group.id", "weir-marker-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", isolation)
+            .set("fetch.wait.max.ms", "20")
+            // A window whose start was compacted or deleted meanwhile reads from
+            // what is left, never silently from the end.
+            .set("auto.offset.reset", "earliest")
+            .create_with_context(QuietEof)?)
+    };
+    let consumer = client("read_committed")?;
+    // A read_uncommitted client is answered with the high watermark, a
+    // read_committed one with the last stable offset.
+    let high = super::super::admin::watermarks(&client("read_uncommitted")?, topic, partition, CLIENT_TIMEOUT)?;
+    let (low, end) = (high.low.get(), high.high.get());
+    let settling = Instant::now();
+    loop {
+        let stable = super::super::admin::watermarks(&consumer, topic, partition, CLIENT_TIMEOUT)?
+            .high
+            .get();
+        if stable >= end {
+            break;
+        }
+        if settling.elapsed() > SETTLE_TIMEOUT {
+            return Err(AdminError::Other(format!(
+                "a transaction of another writer of `{topic}` partition {partition} has been open for \
+                 {SETTLE_TIMEOUT:?} (last stable offset {stable}, high watermark {end}): the newest commit \
+                 marker cannot be read yet"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let deadline = Instant::now() + CLIENT_TIMEOUT;
     let same_sink = key.split('@').next().unwrap_or(key);
     let mut others = false;

@@ -18,11 +18,15 @@
 //!    until its commit is done. Two completed epochs may wait for the
 //!    thread; a third makes the sink wait.
 //! 4. On recovery from checkpoint `m`, the sink first fences its predecessor
-//!    (`init_transactions` aborts a transaction it left open), then reads the
-//!    newest committed marker of its partition (read_committed) and commits
-//!    again exactly the pending epochs above it, in order. Because no other
-//!    producer writes to that partition, no open transaction of another
-//!    subtask or job can hold its last stable offset back and hide a marker.
+//!    (`init_transactions` aborts a transaction it left open, and waits for
+//!    one it committed to be complete), then reads the newest committed
+//!    marker of its partition (read_committed) and commits again exactly the
+//!    pending epochs above it, in order. Other subtasks never write to the
+//!    partition, but another incarnation of the job (another checkpoint store
+//!    of the same job name on the same cluster) does, and an open transaction
+//!    of theirs would hold the last stable offset back and hide our newest
+//!    marker: the read first waits until the last stable offset reaches the
+//!    high watermark it saw (see `commit::last_committed_epoch`).
 //!
 //! A crash between "checkpoint complete" and "transaction committed" thus
 //! leaves the epoch pending in the checkpoint and unmarked: it is committed

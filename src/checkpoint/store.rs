@@ -93,7 +93,18 @@ fn object_url(root: &Path) -> Option<&str> {
 
 fn backend_for(root: &Path, job: &str, options: &StoreOptions) -> Result<Arc<dyn Backend>> {
     // Another scheme would otherwise become a local directory named `gs:`.
-    if let Some((scheme, _)) = root.to_str().and_then(|r| r.split_once("://")) {
+    // (A URL scheme is a letter then letters, digits, `+`, `-`, `.`: a path
+    // like `./a://b` is a path.)
+    let is_scheme = |s: &str| {
+        s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    };
+    if let Some((scheme, _)) = root
+        .to_str()
+        .and_then(|r| r.split_once("://"))
+        .filter(|(s, _)| is_scheme(s))
+    {
         if !is_object_url(&format!("{scheme}://")) && scheme != "file" {
             return Err(WeirError::Config {
                 key: "checkpoint_dir".into(),
@@ -740,6 +751,10 @@ mod tests {
         assert!(e.to_string().contains("gs:// stores are not supported"), "{e}");
         assert!(e.to_string().contains("checkpoint_dir"), "{e}");
         assert!(!Path::new("gs:").exists());
+        // A path that merely contains `://` is a path.
+        let odd = dir.path().join("odd://name");
+        CheckpointStore::open(&odd, "job").unwrap();
+        assert!(odd.join("job").is_dir());
         // file:// URLs are local directories.
         let local = format!("file://{}", dir.path().display());
         CheckpointStore::open(Path::new(&local), "job").unwrap();

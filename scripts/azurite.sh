@@ -5,7 +5,8 @@
 #
 #   scripts/azurite.sh install
 #       installs Azurite and @azure/storage-blob (to create containers) with
-#       npm into the tools dir, once; prints the install dir on its last line.
+#       `npm ci` from tools/azurite/package-lock.json into the tools dir, once;
+#       prints the install dir on its last line. Needs Node >= 18.
 #   scripts/azurite.sh run PORT
 #       runs the blob service on 127.0.0.1:PORT in the foreground (exec: the
 #       caller's child *is* the server, so it is stopped by its PID).
@@ -20,30 +21,39 @@
 # so CI runs on one machine share one install.
 set -euo pipefail
 
-azurite_version="3.37.0"
-blob_version="12.34.0"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+lock="$here/tools/azurite/package-lock.json"
 tools="${WEIR_TOOLS_DIR:-/var/tmp/weir-tools}"
-dir="$tools/azurite-$azurite_version"
+# One install per lock file: a changed lock installs afresh.
+dir="$tools/azurite-$(sha256sum "$lock" | cut -c1-12)"
 
 installed() { [ -f "$dir/.complete" ]; }
 
 install() {
   if installed; then echo "$dir"; return; fi
-  mkdir -p "$tools"
-  # Several test binaries may race to install: serialise them.
-  exec 9>"$tools/.azurite-install.lock"
-  flock 9
-  if ! installed; then
-    rm -rf "$dir"
-    mkdir -p "$dir"
-    if ! npm install --prefix "$dir" --no-audit --no-fund --silent \
-        "azurite@$azurite_version" "@azure/storage-blob@$blob_version" >"$tools/azurite-install.log" 2>&1; then
-      cat "$tools/azurite-install.log" >&2
-      echo "azurite.sh: could not install azurite@$azurite_version (needs node, npm and the npm registry)" >&2
-      exit 1
-    fi
-    touch "$dir/.complete"
+  local major
+  major="$(node --version 2>/dev/null | sed -E 's/^v([0-9]+).*/\1/')"
+  if [ -z "$major" ] || [ "$major" -lt 18 ]; then
+    echo "azurite.sh: Azurite needs Node >= 18 (found: $(node --version 2>/dev/null || echo none))" >&2
+    exit 1
   fi
+  mkdir -p "$tools"
+  # Several test binaries may race to install: serialise them (in a
+  # subshell, so that no server started after it inherits the lock).
+  (
+    flock 9
+    if ! installed; then
+      rm -rf "$dir"
+      mkdir -p "$dir"
+      cp "$here/tools/azurite/package.json" "$lock" "$dir/"
+      if ! npm ci --prefix "$dir" --no-audit --no-fund --silent >"$tools/azurite-install.log" 2>&1; then
+        cat "$tools/azurite-install.log" >&2
+        echo "azurite.sh: could not install Azurite with npm ci (needs npm and the npm registry)" >&2
+        exit 1
+      fi
+      touch "$dir/.complete"
+    fi
+  ) 9>"$tools/.azurite-install.lock" || exit 1
   echo "$dir"
 }
 
@@ -84,11 +94,13 @@ case "${1:-}" in
     install >/dev/null
     (serve "$port") >"$tools/azurite-$port.log" 2>&1 &
     pid=$!
+    trap 'kill "$pid" 2>/dev/null' ERR
     for _ in $(seq 1 100); do
       if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
       sleep 0.1
     done
     container "$port" weir >&2
+    trap - ERR
     echo "export AZURE_STORAGE_USE_EMULATOR=true AZURITE_BLOB_STORAGE_URL=http://127.0.0.1:$port"
     echo "(checkpoints: --checkpoint-dir az://weir/PREFIX)"
     echo "pid=$pid"

@@ -106,6 +106,25 @@ impl Default for JobConfig {
     }
 }
 
+/// `location` as it may be shown: a URL's user and password (`user:pass@`)
+/// and query (a SAS token's `?sv=...&sig=...`) replaced by [`REDACTED`];
+/// a path unchanged.
+pub fn redact_url(location: &str) -> String {
+    let Some((scheme, rest)) = location.split_once("://") else {
+        return location.to_string();
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, _)) => (rest, format!("?{REDACTED}")),
+        None => (rest, String::new()),
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{REDACTED}@{host}"),
+        None => authority.to_string(),
+    };
+    format!("{scheme}://{authority}{path}{query}")
+}
+
 /// Whether a setting's name says it holds a secret (its value is never
 /// shown): `secret`, `token`, `password`, `key` or `credential` in it.
 pub fn is_secret_setting(name: &str) -> bool {
@@ -141,7 +160,7 @@ impl JobConfig {
             })
             .collect();
         serde_json::json!({
-            "checkpoint_dir": self.checkpoint_dir.display().to_string(),
+            "checkpoint_dir": redact_url(&self.checkpoint_dir.display().to_string()),
             "checkpoint_store_options": store_options,
             "checkpoint_interval_s": self.checkpoint_interval.map(|d| d.as_secs_f64()),
             "checkpoint_timeout_s": self.checkpoint_timeout.as_secs_f64(),
@@ -208,6 +227,12 @@ mod tests {
 
     #[test]
     fn describe_shows_every_setting_and_no_secret() {
+        assert_eq!(redact_url("/var/lib/weir"), "/var/lib/weir");
+        assert_eq!(redact_url("s3://bucket/jobs"), "s3://bucket/jobs");
+        assert_eq!(
+            redact_url("https://me:pa55@acct.blob.core.windows.net/c/p?sv=1&sig=abc"),
+            format!("https://{REDACTED}@acct.blob.core.windows.net/c/p?{REDACTED}")
+        );
         let mut config = JobConfig::with_checkpoint_dir("s3://bucket/jobs");
         for (k, v) in [
             ("endpoint", "http://127.0.0.1:9000"),

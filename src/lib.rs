@@ -67,7 +67,7 @@ mod stats;
 mod task;
 pub mod ui;
 
-pub use config::{is_secret_setting, JobConfig, StoreOptions, REDACTED};
+pub use config::{is_secret_setting, redact_url, JobConfig, StoreOptions, REDACTED};
 pub use error::{Result, WeirError};
 pub use graph::{Job, JobBuilder, KeyedStream, SinkRef, Stream};
 pub use runtime::{

@@ -80,10 +80,18 @@ impl ObjectBackend {
             key: "checkpoint_dir".into(),
             message,
         };
+        // Only the redacted form of the URL is ever shown.
+        let url = &crate::config::redact_url(url);
         let (scheme, rest) = url
             .split_once("://")
             .filter(|(scheme, _)| is_object_url(&format!("{scheme}://")))
             .ok_or_else(|| bad(format!("`{url}` is not an s3:// or az:// URL")))?;
+        if rest.contains(crate::config::REDACTED) {
+            return Err(bad(format!(
+                "`{url}`: credentials or a query in the URL are not supported (they would be shown in \
+                 messages): give them in the environment (AWS_*, AZURE_*) or in [checkpoint]"
+            )));
+        }
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(bad(format!(
@@ -147,11 +155,12 @@ impl ObjectBackend {
                 .map_err(|e| WeirError::io("cannot read state file", src, e))?;
             hasher.update(&bytes);
             let size = bytes.len() as u64;
-            self.bounds.send(size).await;
+            let sending = self.bounds.send(size).await;
             self.store
                 .put(&key, PutPayload::from(bytes))
                 .await
                 .map_err(|e| self.error("cannot upload", rel, e))?;
+            sending.sent();
             return Ok((size, hasher.finalize()));
         }
         let upload = self
@@ -179,7 +188,8 @@ impl ObjectBackend {
                 let _ = writer.abort().await;
                 return Err(self.error("cannot upload", rel, e));
             }
-            self.bounds.send(n as u64).await;
+            // A part handed to the writer counts as sent (its retries are the client's).
+            self.bounds.send(n as u64).await.sent();
             writer.write(&buf[..n]);
         }
         writer.finish().await.map_err(|e| self.error("cannot upload", rel, e))?;
@@ -261,6 +271,10 @@ fn azure_client<'a>(
         if let Ok(parsed) = key.parse::<AzureConfigKey>() {
             builder = builder.with_config(parsed, value);
         }
+    }
+    // A managed identity's endpoint on App Service, Functions, Container Apps.
+    if let Ok(endpoint) = std::env::var("IDENTITY_ENDPOINT") {
+        builder = builder.with_config(AzureConfigKey::MsiEndpoint, endpoint);
     }
     for (key, value) in settings {
         let parsed: AzureConfigKey = key

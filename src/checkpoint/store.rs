@@ -86,9 +86,12 @@ fn local_path(root: &Path) -> PathBuf {
     }
 }
 
-/// `root` as an object store URL, when it is one.
-fn object_url(root: &Path) -> Option<&str> {
-    root.to_str().filter(|r| is_object_url(r))
+/// `root` as an object store URL (scheme in lower case), when it is one.
+fn object_url(root: &Path) -> Option<String> {
+    let root = root.to_str()?;
+    let (scheme, rest) = root.split_once("://")?;
+    let url = format!("{}://{rest}", scheme.to_ascii_lowercase());
+    is_object_url(&url).then_some(url)
 }
 
 fn backend_for(root: &Path, job: &str, options: &StoreOptions) -> Result<Arc<dyn Backend>> {
@@ -105,19 +108,20 @@ fn backend_for(root: &Path, job: &str, options: &StoreOptions) -> Result<Arc<dyn
         .and_then(|r| r.split_once("://"))
         .filter(|(s, _)| is_scheme(s))
     {
+        let scheme = scheme.to_ascii_lowercase();
         if !is_object_url(&format!("{scheme}://")) && scheme != "file" {
             return Err(WeirError::Config {
                 key: "checkpoint_dir".into(),
                 message: format!(
                     "`{}`: {scheme}:// stores are not supported; use a directory, file://, s3:// (also any \
                      S3-compatible server through AWS_ENDPOINT_URL) or az://",
-                    root.display()
+                    crate::config::redact_url(&root.display().to_string())
                 ),
             });
         }
     }
     Ok(match object_url(root) {
-        Some(url) => Arc::new(ObjectBackend::open(url, job, options)?),
+        Some(url) => Arc::new(ObjectBackend::open(&url, job, options)?),
         None => Arc::new(LocalBackend::new(local_path(root).join(job))),
     })
 }

@@ -1,12 +1,13 @@
 //! weir's own bounds on what an object-store checkpoint puts on the
 //! network: how many files go up at once and how many bytes a second, for
-//! the whole job (every subtask's snapshot shares them), so that a large
+//! the whole job in this process (every subtask's snapshot shares them; each
+//! shard job of a distributed member has its own), so that a large
 //! checkpoint does not take a link the job's Kafka traffic needs.
 //!
 //! Settings (in `[checkpoint]` / [`crate::JobConfig::checkpoint_store_options`],
-//! beside the S3 keys):
-//! - `upload_concurrency`: files uploaded at once (default 8); each file up
-//!   to 64 MiB is held in memory while it goes up.
+//! beside the store's keys):
+//! - `upload_concurrency`: files uploaded at once (default 8, at most
+//!   1024); each file up to 72 MiB is held in memory while it goes up.
 //! - `upload_bytes_per_s`: average upload rate (default unbounded), as
 //!   bytes (`50000000`) or with a unit (`50MB`, `48MiB`, `1GB`).
 
@@ -22,6 +23,8 @@ pub(crate) const UPLOAD_CONCURRENCY: &str = "upload_concurrency";
 pub(crate) const UPLOAD_BYTES_PER_S: &str = "upload_bytes_per_s";
 /// Files uploaded at once unless `upload_concurrency` says otherwise.
 const DEFAULT_UPLOAD_CONCURRENCY: usize = 8;
+/// The most files `upload_concurrency` may ask for at once.
+const MAX_UPLOAD_CONCURRENCY: usize = 1024;
 
 /// The job-wide upload bounds of one object store.
 #[derive(Debug)]
@@ -43,8 +46,13 @@ impl UploadBounds {
                 .trim()
                 .parse::<usize>()
                 .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| bad(UPLOAD_CONCURRENCY, format!("`{v}` is not a positive number of files")))?,
+                .filter(|n| (1..=MAX_UPLOAD_CONCURRENCY).contains(n))
+                .ok_or_else(|| {
+                    bad(
+                        UPLOAD_CONCURRENCY,
+                        format!("`{v}` is not a number of files from 1 to {MAX_UPLOAD_CONCURRENCY}"),
+                    )
+                })?,
         };
         let rate = match options.0.get(UPLOAD_BYTES_PER_S) {
             None => None,
@@ -71,11 +79,41 @@ impl UploadBounds {
         }
     }
 
-    /// Waits until `bytes` more may go out under the rate bound.
-    pub(crate) async fn send(&self, bytes: u64) {
+    /// Waits until `bytes` more may go out under the rate bound. The
+    /// reservation is given back unless [`Sending::sent`] says they went.
+    pub(crate) async fn send(&self, bytes: u64) -> Sending<'_> {
         if let Some(rate) = &self.rate {
             let at = rate.reserve(bytes, Instant::now());
+            let sending = Sending {
+                rate: Some(rate),
+                bytes,
+            };
             tokio::time::sleep_until(at.into()).await;
+            return sending;
+        }
+        Sending { rate: None, bytes }
+    }
+}
+
+/// Bytes reserved under the rate bound; dropped without [`Sending::sent`]
+/// (the put failed or was abandoned) they are given back, so the next
+/// checkpoint does not wait for bytes that never went out.
+pub(crate) struct Sending<'a> {
+    rate: Option<&'a RateLimit>,
+    bytes: u64,
+}
+
+impl Sending<'_> {
+    /// The bytes went out: the reservation stands.
+    pub(crate) fn sent(mut self) {
+        self.rate = None;
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        if let Some(rate) = self.rate {
+            rate.give_back(self.bytes);
         }
     }
 }
@@ -139,8 +177,23 @@ impl RateLimit {
             Err(poisoned) => poisoned.into_inner(),
         };
         let start = free_at.map_or(now, |t| t.max(now));
-        *free_at = Some(start + Duration::from_secs_f64(bytes as f64 / self.bytes_per_s as f64));
+        *free_at = Some(start + self.time_of(bytes));
         start
+    }
+
+    /// Takes back a reservation of `bytes` that did not go out.
+    fn give_back(&self, bytes: u64) {
+        let mut free_at = match self.free_at.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(t) = *free_at {
+            *free_at = Some(t.checked_sub(self.time_of(bytes)).unwrap_or(t));
+        }
+    }
+
+    fn time_of(&self, bytes: u64) -> Duration {
+        Duration::from_secs_f64(bytes as f64 / self.bytes_per_s as f64)
     }
 }
 
@@ -168,8 +221,10 @@ mod tests {
     fn bad_values_are_refused_naming_the_key() {
         let e = UploadBounds::from_options(&options(&[(UPLOAD_BYTES_PER_S, "lots")])).unwrap_err();
         assert!(e.to_string().contains("checkpoint.upload_bytes_per_s"), "{e}");
-        let e = UploadBounds::from_options(&options(&[(UPLOAD_CONCURRENCY, "0")])).unwrap_err();
-        assert!(e.to_string().contains("checkpoint.upload_concurrency"), "{e}");
+        for bad in ["0", "18446744073709551615", "1025"] {
+            let e = UploadBounds::from_options(&options(&[(UPLOAD_CONCURRENCY, bad)])).unwrap_err();
+            assert!(e.to_string().contains("checkpoint.upload_concurrency"), "{e}");
+        }
         let ok =
             UploadBounds::from_options(&options(&[(UPLOAD_CONCURRENCY, "2"), (UPLOAD_BYTES_PER_S, "1MB")])).unwrap();
         assert_eq!(ok.files.available_permits(), 2);
@@ -190,6 +245,16 @@ mod tests {
     }
 
     #[test]
+    fn a_reservation_that_did_not_go_out_is_given_back() {
+        let rate = RateLimit::new(1_000_000);
+        let t0 = Instant::now();
+        rate.reserve(500_000, t0);
+        rate.give_back(500_000);
+        // Nothing is owed any more: the next one goes at once.
+        assert_eq!(rate.reserve(1, t0), t0);
+    }
+
+    #[test]
     fn uploads_under_a_bound_take_their_time() {
         let bounds = UploadBounds::from_options(&options(&[(UPLOAD_BYTES_PER_S, "4MB")])).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -199,7 +264,7 @@ mod tests {
         let t0 = Instant::now();
         runtime.block_on(async {
             for _ in 0..5 {
-                bounds.send(200_000).await;
+                bounds.send(200_000).await.sent();
             }
         });
         // 4 x 200 kB had to pass at 4 MB/s before the fifth: 200 ms.

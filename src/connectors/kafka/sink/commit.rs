@@ -168,13 +168,22 @@ impl Committer {
 }
 
 impl Output {
-    /// The newest epoch whose marker is committed.
-    pub(super) fn committed_epoch(&self) -> Result<Option<u64>> {
+    /// The newest epoch whose marker is committed. Waits for transactions
+    /// of other writers of the marker partition (see
+    /// [`last_committed_epoch`]) at most this sink's transaction timeout plus
+    /// 30 s (90 s at least), or until `stop` is set.
+    pub(super) fn committed_epoch(&self, stop: Option<&AtomicBool>) -> Result<Option<u64>> {
+        let transaction_timeout = self
+            .client
+            .get("transaction.timeout.ms")
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map_or(Duration::ZERO, Duration::from_millis);
+        let settle = (transaction_timeout + Duration::from_secs(30)).max(MIN_SETTLE);
         last_committed_epoch(
             &self.cluster,
-            &self.marker_topic,
-            self.marker_partition,
+            (&self.marker_topic, self.marker_partition),
             &self.marker_key,
+            (settle, stop),
         )
         .map_err(|e| {
             e.into_error(
@@ -235,7 +244,7 @@ impl Output {
                 continue;
             }
             self.producer = producer;
-            match self.committed_epoch() {
+            match self.committed_epoch(Some(stop)) {
                 // The failed attempt did commit (markers are this incarnation's only).
                 Ok(Some(c)) if c >= epoch => return Ok(()),
                 Ok(_) => {}
@@ -350,11 +359,12 @@ fn is_fenced(error: &WeirError) -> bool {
 /// subtask writes a marker every checkpoint into a partition of its own.
 const MARKER_WINDOW: i64 = 1_000;
 
-/// How long a marker read waits for transactions of other writers of the
-/// marker partition to end: longer than weir's default transaction timeout
-/// (60 s) plus the broker's check for timed-out transactions (10 s), so an
-/// abandoned transaction is aborted by the broker before the wait gives up.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The shortest wait of a marker read for transactions of other writers of
+/// the marker partition to end: longer than weir's default transaction
+/// timeout (60 s) plus the broker's check for timed-out transactions (10 s),
+/// so an abandoned transaction is aborted by the broker before the wait
+/// gives up.
+const MIN_SETTLE: Duration = Duration::from_secs(90);
 
 /// The newest epoch with a committed marker for `key`, reading the marker
 /// partition read_committed backwards from its end, a window at a time,
@@ -370,11 +380,12 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// read first waits until the last stable offset reaches the high
 /// watermark it saw at the start (every transaction that may hold a marker
 /// of ours before it has ended), and reads up to that watermark.
+/// The wait gives up after `settle`, or when `stop` is set.
 fn last_committed_epoch(
     cluster: &KafkaConnection,
-    topic: &str,
-    partition: i32,
+    (topic, partition): (&str, i32),
     key: &str,
+    (settle, stop): (Duration, Option<&AtomicBool>),
 ) -> std::result::Result<Option<u64>, AdminError> {
     let client = |isolation: &str| -> std::result::Result<BaseConsumer<QuietEof>, AdminError> {
         Ok(cluster
@@ -402,11 +413,18 @@ fn last_committed_epoch(
         if stable >= end {
             break;
         }
-        if settling.elapsed() > SETTLE_TIMEOUT {
+        if stop.is_some_and(|s| s.load(Ordering::Acquire)) {
+            return Err(AdminError::Other(format!(
+                "stopped while waiting for a transaction on `{topic}` partition {partition} to end"
+            )));
+        }
+        if settling.elapsed() > settle {
             return Err(AdminError::Other(format!(
                 "a transaction of another writer of `{topic}` partition {partition} has been open for \
-                 {SETTLE_TIMEOUT:?} (last stable offset {stable}, high watermark {end}): the newest commit \
-                 marker cannot be read yet"
+                 {settle:?} (last stable offset {stable}, high watermark {end}): the newest commit marker \
+                 cannot be read yet; another store of a job of this name is writing there (a transaction \
+                 left hanging can be listed and aborted with Kafka's kafka-transactions.sh \
+                 --find-hanging / abort)"
             )));
         }
         std::thread::sleep(Duration::from_millis(20));

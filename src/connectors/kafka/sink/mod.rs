@@ -487,7 +487,7 @@ fn commit_restored(name: &str, out: &mut Output, bytes: &[u8]) -> Result<()> {
     if state.pending.is_empty() {
         return Ok(());
     }
-    let committed = out.committed_epoch()?;
+    let committed = out.committed_epoch(None)?;
     for (epoch, records) in state.pending {
         if committed.is_some_and(|c| epoch <= c) {
             continue; // committed before the crash

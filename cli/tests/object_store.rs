@@ -416,19 +416,27 @@ fn a_newer_claim_fences_every_write_of_the_older_writer() {
     assert!(err.to_string().contains("checkpoint.no_such_setting"), "{err}");
 }
 
-#[test]
-fn bench_upload_compares_a_checkpoint_upload_with_a_plain_client() {
+/// `weir bench <args> --json` with its checkpoints under a prefix of its
+/// own on the S3 test server; its JSON line.
+fn bench_on_s3(args: &[&str], test: &str) -> serde_json::Value {
     let server = S3Server::shared();
     let out = Command::new(WEIR)
-        // 70 MB of state in one SST: past the single-put limit, in parts.
-        .args(["bench", "upload", "--keys", "70000", "--json", "--checkpoint-dir"])
-        .arg(S3Server::url(&prefix("bench-upload")))
+        .arg("bench")
+        .args(args)
+        .args(["--json", "--checkpoint-dir"])
+        .arg(S3Server::url(&prefix(test)))
         .envs(server.env())
         .env("WEIR_LOG", "warn")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn bench_upload_compares_a_checkpoint_upload_with_a_plain_client() {
+    // 70 MB of state in one SST: past the single-put limit, in parts.
+    let line = bench_on_s3(&["upload", "--keys", "70000"], "bench-upload");
     let (weir, plain) = (
         line["weir_bytes"].as_u64().unwrap(),
         line["plain_bytes"].as_u64().unwrap(),
@@ -444,16 +452,7 @@ fn bench_upload_compares_a_checkpoint_upload_with_a_plain_client() {
 
 #[test]
 fn bench_takeover_restores_a_prefetched_shard_from_local_disk() {
-    let server = S3Server::shared();
-    let out = Command::new(WEIR)
-        .args(["bench", "takeover", "--keys", "30000", "--json", "--checkpoint-dir"])
-        .arg(S3Server::url(&prefix("bench-takeover")))
-        .envs(server.env())
-        .env("WEIR_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let line = bench_on_s3(&["takeover", "--keys", "30000"], "bench-takeover");
     assert!(line["prefetched_files"].as_u64().unwrap() >= 1, "{line}");
     assert!(line["state_bytes"].as_u64().unwrap() >= 30_000 * 1024, "{line}");
     let (with, without) = (

@@ -185,6 +185,7 @@ fn produce(brokers: &str, topic: &str, lines: &[&str]) -> anyhow::Result<()> {
 
 /// The end offset of each partition of `topic`.
 fn end_offsets(brokers: &str, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+    // read_uncommitted (the default): the high watermark.
     let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
     let mut ends = BTreeMap::new();
     for partition in 0..PARTITIONS {
@@ -195,6 +196,12 @@ fn end_offsets(brokers: &str, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>>
 
 /// Reads `topic` from `start` to its current end as a read_committed consumer:
 /// (word, count) pairs.
+///
+/// Kafka answers a transaction's commit before it has written the commit
+/// markers into the partitions, so right after the job a read_committed
+/// reader may still see the end (the last stable offset) below the
+/// committed records. It first waits until the last stable offset of every
+/// partition reaches its high watermark.
 fn read_committed(brokers: &str, topic: &str, start: &BTreeMap<i32, i64>) -> anyhow::Result<Vec<(String, u64)>> {
     let consumer: BaseConsumer<ExpectEof> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -203,6 +210,18 @@ fn read_committed(brokers: &str, topic: &str, start: &BTreeMap<i32, i64>) -> any
         .set("enable.partition.eof", "true")
         .set("enable.auto.commit", "false")
         .create_with_context(ExpectEof)?;
+    // A read_committed client is answered with the last stable offset.
+    let high_watermarks = end_offsets(brokers, topic)?;
+    let settle_deadline = std::time::Instant::now() + TIMEOUT;
+    for (&partition, &high) in &high_watermarks {
+        while consumer.fetch_watermarks(topic, partition, TIMEOUT)?.1 < high {
+            anyhow::ensure!(
+                std::time::Instant::now() < settle_deadline,
+                "the commit markers of `{topic}` partition {partition} did not arrive within {TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let mut assignment = TopicPartitionList::new();
     for (&partition, &offset) in start {
         assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;

@@ -382,8 +382,7 @@ pub fn write_end(
             .send(BaseRecord::<(), [u8]>::to(topic).partition(partition).payload(&value))
             .map_err(|(e, _)| failed("cannot write an end marker", e))?;
     }
-    producer
-        .flush(std::time::Duration::from_secs(30))
+    crate::connectors::kafka::flush(&producer, std::time::Duration::from_secs(30))
         .map_err(|e| failed("the end markers were not acknowledged", e))?;
     let refused = producer.context().0.load(std::sync::atomic::Ordering::Relaxed);
     if refused > 0 {

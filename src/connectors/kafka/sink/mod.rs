@@ -618,8 +618,7 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
             None => Err(WeirError::Internal(format!("sink {} is not open", self.name))),
             Some(Writes::Direct(_)) if self.delivery == Delivery::None => Ok(Vec::new()),
             Some(Writes::Direct(out)) => {
-                out.producer
-                    .flush(CLIENT_TIMEOUT)
+                super::flush(&out.producer, CLIENT_TIMEOUT)
                     .map_err(|e| kafka_error(&self.name, "cannot flush before the checkpoint", e))?;
                 out.check_deliveries()?;
                 Ok(Vec::new())
@@ -671,8 +670,7 @@ impl<T: Send + 'static, S: Serializer<T>> Sink<T> for KafkaWriter<T, S> {
         let name = self.name.clone();
         match self.ensure_open()? {
             Writes::Direct(out) => {
-                out.producer
-                    .flush(CLIENT_TIMEOUT)
+                super::flush(&out.producer, CLIENT_TIMEOUT)
                     .map_err(|e| kafka_error(&name, "cannot flush at the end", e))?;
                 out.check_deliveries()
             }

@@ -112,8 +112,7 @@ impl DeadLetters {
     /// Waits until every dead letter is acknowledged; a refused one fails
     /// the checkpoint rather than being skipped.
     pub(super) fn flush(&self, name: &str) -> Result<()> {
-        self.producer
-            .flush(FLUSH_TIMEOUT)
+        super::super::flush(&self.producer, FLUSH_TIMEOUT)
             .map_err(|e| kafka_error(name, "cannot flush the dead-letter topic", e))?;
         match self.producer.context().take_failure() {
             Some(failure) => Err(connector_error(name, "cannot write to the dead-letter topic", failure)),
